@@ -1,0 +1,5 @@
+//! The `lastword` binary.
+
+fn main() {
+    println!("lastword {}", env!("CARGO_PKG_VERSION"));
+}

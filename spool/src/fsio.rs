@@ -1,0 +1,124 @@
+//! The seam through which the spool's ordinary paths reach the disk.
+//!
+//! Every file-system call of the write, claim, ack, release and quarantine paths goes through this
+//! module, so that tests (and the `fault-injection` feature) can make a chosen call fail on the calling
+//! thread: a full disk in the middle of a write, a failed fsync, a failed rename. The signal-safe path
+//! (`signal.rs`) does not come through here: it makes raw system calls only.
+
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::Path;
+
+/// Mode of every file the spool creates.
+pub(crate) const FILE_MODE: u32 = 0o600;
+/// Mode of every directory the spool creates.
+pub(crate) const DIR_MODE: u32 = 0o700;
+
+/// The disk operations that a fault can be injected into.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Op {
+    /// Creating a new file.
+    Create,
+    /// Writing to a file. An injected fault writes the first half of the buffer, then fails.
+    Write,
+    /// fsync of a file.
+    Sync,
+    /// fsync of a directory.
+    SyncDir,
+    /// Renaming a file.
+    Rename,
+    /// Deleting a file.
+    Unlink,
+}
+
+pub(crate) fn create_new(path: &Path) -> io::Result<File> {
+    faults::check(Op::Create)?;
+    OpenOptions::new().write(true).create_new(true).mode(FILE_MODE).open(path)
+}
+
+pub(crate) fn write_all(file: &mut File, bytes: &[u8]) -> io::Result<()> {
+    if let Err(e) = faults::check(Op::Write) {
+        let _ = file.write_all(&bytes[..bytes.len() / 2]);
+        return Err(e);
+    }
+    file.write_all(bytes)
+}
+
+pub(crate) fn sync(file: &File) -> io::Result<()> {
+    faults::check(Op::Sync)?;
+    file.sync_all()
+}
+
+pub(crate) fn sync_dir(dir: &File) -> io::Result<()> {
+    faults::check(Op::SyncDir)?;
+    dir.sync_all()
+}
+
+pub(crate) fn rename(from: &Path, to: &Path) -> io::Result<()> {
+    faults::check(Op::Rename)?;
+    fs::rename(from, to)
+}
+
+pub(crate) fn unlink(path: &Path) -> io::Result<()> {
+    faults::check(Op::Unlink)?;
+    fs::remove_file(path)
+}
+
+/// Creates a directory with mode 0700; an existing directory is fine.
+pub(crate) fn create_dir(path: &Path) -> io::Result<()> {
+    match DirBuilder::new().mode(DIR_MODE).create(path) {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && path.is_dir() => Ok(()),
+        other => other,
+    }
+}
+
+/// Opens a directory for fsync.
+pub(crate) fn open_dir(path: &Path) -> io::Result<File> {
+    File::open(path)
+}
+
+#[cfg(any(test, feature = "fault-injection"))]
+pub mod faults {
+    //! Test-only fault injection: make the next operations of a kind fail on this thread.
+    use super::Op;
+    use std::cell::RefCell;
+    use std::io;
+
+    thread_local! {
+        static PLAN: RefCell<Vec<(Op, u32, i32)>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// Makes the `(skip + 1)`-th next `op` on this thread fail with the OS error `errno`
+    /// (for example `libc::ENOSPC` = 28, `libc::EIO` = 5).
+    pub fn fail(op: Op, skip: u32, errno: i32) {
+        PLAN.with(|p| p.borrow_mut().push((op, skip, errno)));
+    }
+
+    /// Removes every planned fault of this thread.
+    pub fn clear() {
+        PLAN.with(|p| p.borrow_mut().clear());
+    }
+
+    pub(crate) fn check(op: Op) -> io::Result<()> {
+        PLAN.with(|p| {
+            let mut plan = p.borrow_mut();
+            let Some(i) = plan.iter().position(|(o, _, _)| *o == op) else { return Ok(()) };
+            if plan[i].1 > 0 {
+                plan[i].1 -= 1;
+                return Ok(());
+            }
+            let (_, _, errno) = plan.remove(i);
+            Err(io::Error::from_raw_os_error(errno))
+        })
+    }
+}
+
+#[cfg(not(any(test, feature = "fault-injection")))]
+mod faults {
+    use super::Op;
+    #[inline(always)]
+    pub(crate) fn check(_: Op) -> std::io::Result<()> {
+        Ok(())
+    }
+}

@@ -1,0 +1,423 @@
+//! The spool handle: open, durable write, claim, rescan, limits and eviction.
+
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::io;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::claim::Claim;
+use crate::counters;
+use crate::entry::{self, CorruptReason, EntryName, HEADER_LEN, Header};
+use crate::error::{Result, SpoolError};
+use crate::fsio;
+use crate::id::{EntryId, now_millis};
+use crate::kind::Kind;
+use crate::layout::{Layout, names_in};
+use crate::quarantine::quarantine;
+use crate::query::SpoolView;
+use crate::session::{Recovered, Session, recover_dead};
+use crate::signal::SignalSlot;
+
+/// Caps on the queue: the entries in `ready/` and `claimed/` of every session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Total bytes of entry files. Default 64 MiB.
+    pub max_bytes: u64,
+    /// Number of entries. Default 10,000.
+    pub max_entries: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { max_bytes: 64 << 20, max_entries: 10_000 }
+    }
+}
+
+/// How to open a spool.
+#[derive(Clone, Debug)]
+pub struct SpoolOptions {
+    /// The caps on the queue. See [`Limits`].
+    pub limits: Limits,
+    /// Create the spool directory when it does not exist (default true). When false, a missing spool
+    /// is [`SpoolError::NotFound`].
+    pub create: bool,
+    /// How old this handle's view of `ready/` may get before a claim rescans the directory, so that
+    /// entries written by other processes are seen (default 2 s). [`Spool::rescan`] refreshes at once.
+    pub rescan_interval: Duration,
+}
+
+impl Default for SpoolOptions {
+    fn default() -> Self {
+        Self { limits: Limits::default(), create: true, rescan_interval: Duration::from_secs(2) }
+    }
+}
+
+/// An open spool: a session that can write entries and claim them.
+///
+/// Cheap to clone (all clones are one session); `Send + Sync`. The session ends, and gives back what
+/// it still holds, when the last clone, claim and signal slot are dropped.
+#[derive(Clone, Debug)]
+pub struct Spool {
+    pub(crate) inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub layout: Layout,
+    pub sid: String,
+    ready_dir: File,
+    limits: Limits,
+    rescan_interval: Duration,
+    index: Mutex<Index>,
+    session: Option<Session>,
+    /// Test hook: when set, closing behaves like the death of the process.
+    abandoned: AtomicBool,
+}
+
+/// This handle's view of the queue.
+#[derive(Debug, Default)]
+struct Index {
+    ready: BTreeSet<EntryName>,
+    ready_bytes: u64,
+    claimed_entries: u64,
+    claimed_bytes: u64,
+    scanned: Option<Instant>,
+}
+
+impl Index {
+    fn entries(&self) -> u64 {
+        self.ready.len() as u64 + self.claimed_entries
+    }
+    fn bytes(&self) -> u64 {
+        self.ready_bytes + self.claimed_bytes
+    }
+    fn insert_ready(&mut self, name: EntryName) {
+        if self.ready.insert(name) {
+            self.ready_bytes += name.size();
+        }
+    }
+    fn remove_ready(&mut self, name: &EntryName) -> bool {
+        let removed = self.ready.remove(name);
+        if removed {
+            self.ready_bytes -= name.size();
+        }
+        removed
+    }
+    fn fits(&self, size: u64, limits: &Limits) -> bool {
+        self.entries() < limits.max_entries && self.bytes().saturating_add(size) <= limits.max_bytes
+    }
+}
+
+impl Spool {
+    /// Opens (or creates) the spool at `path`, starts a session and recovers what dead sessions held.
+    pub fn open(path: impl AsRef<Path>, options: SpoolOptions) -> Result<Self> {
+        let layout = Layout::open(path.as_ref(), options.create)?;
+        if !options.create {
+            // Opening for work needs the state directories; a spool made by `create` has them.
+            for dir in [&layout.ready, &layout.sessions, &layout.writing, &layout.claimed] {
+                fsio::create_dir(dir).map_err(|e| SpoolError::io("create directory", dir, e))?;
+            }
+        }
+        let ready_dir =
+            fsio::open_dir(&layout.ready).map_err(|e| SpoolError::io("open", &layout.ready, e))?;
+        let session = Session::start(&layout)?;
+        let inner = Inner {
+            sid: session.sid.clone(),
+            layout,
+            ready_dir,
+            limits: options.limits,
+            rescan_interval: options.rescan_interval,
+            index: Mutex::new(Index::default()),
+            session: Some(session),
+            abandoned: AtomicBool::new(false),
+        };
+        let spool = Self { inner: Arc::new(inner) };
+        spool.rescan()?;
+        Ok(spool)
+    }
+
+    /// The spool's root directory.
+    pub fn path(&self) -> &Path {
+        &self.inner.layout.root
+    }
+
+    /// This handle's session id.
+    pub fn session_id(&self) -> &str {
+        &self.inner.sid
+    }
+
+    /// The limits this handle enforces.
+    pub fn limits(&self) -> Limits {
+        self.inner.limits
+    }
+
+    /// A read-only view for listings and stats.
+    pub fn view(&self) -> SpoolView {
+        SpoolView::from_layout(self.inner.layout.clone())
+    }
+
+    /// Writes an entry durably: when this returns `Ok`, the entry survives a crash of the process or
+    /// of the machine, and it is in `ready/` for any claimer to take.
+    ///
+    /// If the spool's limits would be exceeded, older entries of the same or lower priority are
+    /// evicted first (logs, then events, then crashes, oldest first; see FORMAT.md). On any error the
+    /// entry is not written (a temporary file is removed; a failed fsync is not retried).
+    pub fn write(&self, kind: Kind, body: &[u8]) -> Result<EntryId> {
+        self.write_flagged(kind, 0, body)
+    }
+
+    /// [`Spool::write`] with header flags (see [`crate::FLAG_RAW_SIGNAL`]).
+    pub fn write_flagged(&self, kind: Kind, flags: u16, body: &[u8]) -> Result<EntryId> {
+        let inner = &self.inner;
+        let size = (HEADER_LEN + body.len()) as u64;
+        self.make_room(kind, size)?;
+        let id = EntryId::generate();
+        let header = Header { kind, flags, id, created_millis: now_millis(), body_len: body.len() as u64 };
+        let name = EntryName::new(kind, id, size);
+        let file_name = name.to_string();
+        let tmp = inner.layout.writing.join(&inner.sid).join(&file_name);
+        let target = inner.layout.ready.join(&file_name);
+        let written = (|| -> io::Result<()> {
+            let mut file = fsio::create_new(&tmp)?;
+            fsio::write_all(&mut file, &header.encode(&[body]))?;
+            fsio::write_all(&mut file, body)?;
+            fsio::sync(&file)?;
+            drop(file);
+            fsio::rename(&tmp, &target)
+        })();
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(SpoolError::io("write", &tmp, e));
+        }
+        // The entry is in ready/ from here on: it is counted even if the directory fsync fails, since
+        // a claimer may take it.
+        inner.lock_index().insert_ready(name);
+        fsio::sync_dir(&inner.ready_dir).map_err(|e| SpoolError::io("fsync", &inner.layout.ready, e))?;
+        Ok(id)
+    }
+
+    /// Evicts what must go for an entry of `kind` and `size` to fit, or refuses it.
+    fn make_room(&self, kind: Kind, size: u64) -> Result<()> {
+        let inner = &self.inner;
+        let limits = inner.limits;
+        let full = || SpoolError::Full { size, max_bytes: limits.max_bytes, max_entries: limits.max_entries };
+        if size > limits.max_bytes || limits.max_entries == 0 {
+            return Err(full());
+        }
+        let mut index = inner.lock_index();
+        if index.fits(size, &limits) {
+            return Ok(());
+        }
+        inner.rescan_locked(&mut index)?;
+        if index.fits(size, &limits) {
+            return Ok(());
+        }
+        // Candidates: lower or equal importance, least important first, oldest first.
+        let mut candidates: Vec<EntryName> =
+            index.ready.iter().filter(|n| n.priority() >= kind.priority()).copied().collect();
+        candidates.sort_by(|a, b| b.priority().cmp(&a.priority()).then(a.id().cmp(&b.id())));
+        let evictable_bytes: u64 = candidates.iter().map(EntryName::size).sum();
+        let evictable = candidates.len() as u64;
+        let after_entries = index.entries() - evictable;
+        let after_bytes = index.bytes() - evictable_bytes;
+        if after_entries >= limits.max_entries || after_bytes.saturating_add(size) > limits.max_bytes {
+            return Err(full());
+        }
+        let mut evicted = 0;
+        for name in candidates {
+            if index.fits(size, &limits) {
+                break;
+            }
+            let path = inner.layout.ready.join(name.to_string());
+            match fsio::unlink(&path) {
+                Ok(()) => evicted += 1,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {} // claimed or gone meanwhile
+                Err(e) => {
+                    // Count what is already gone before reporting the failure.
+                    let _ = counters::add_evicted(&inner.layout, evicted);
+                    return Err(SpoolError::io("evict", &path, e));
+                }
+            }
+            index.remove_ready(&name);
+        }
+        if evicted > 0 {
+            counters::add_evicted(&inner.layout, evicted)?;
+        }
+        if index.fits(size, &limits) { Ok(()) } else { Err(full()) }
+    }
+
+    /// Claims the oldest entry of the highest priority in `ready/`, or `None` if there is none.
+    ///
+    /// The claim is exclusive across threads and processes (an atomic rename). The returned guard
+    /// gives the entry back to `ready/` when dropped without [`Claim::ack`]. An entry that fails its
+    /// checks is quarantined with the reason and the next one is tried.
+    pub fn claim(&self) -> Result<Option<Claim>> {
+        let inner = &self.inner;
+        let claimed_dir = inner.layout.claimed.join(&inner.sid);
+        loop {
+            let name = {
+                let mut index = inner.lock_index();
+                let stale = index.scanned.is_none_or(|t| t.elapsed() >= inner.rescan_interval);
+                if stale || index.ready.is_empty() {
+                    inner.rescan_locked(&mut index)?;
+                }
+                let Some(name) = index.ready.pop_first() else { return Ok(None) };
+                index.ready_bytes -= name.size();
+                let file_name = name.to_string();
+                match fsio::rename(&inner.layout.ready.join(&file_name), &claimed_dir.join(&file_name)) {
+                    Ok(()) => {
+                        index.claimed_entries += 1;
+                        index.claimed_bytes += name.size();
+                        name
+                    }
+                    // Another claimer took it, or it was evicted: it is not ours.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => {
+                        index.insert_ready(name);
+                        return Err(SpoolError::io("claim", inner.layout.ready.join(&file_name), e));
+                    }
+                }
+            };
+            let path = claimed_dir.join(name.to_string());
+            let bytes = match std::fs::read(&path) {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    // Put it back for later rather than lose track of it.
+                    let _ = inner.settle(&name, Settle::Release);
+                    return Err(SpoolError::io("read", &path, e));
+                }
+            };
+            match entry::decode(&bytes, Some(&name)) {
+                Ok((header, _)) => {
+                    let mut body = bytes;
+                    body.drain(..HEADER_LEN);
+                    return Ok(Some(Claim::new(self.inner.clone(), name, header, body)));
+                }
+                Err(reason) => inner.settle(&name, Settle::Quarantine(&reason.to_string()))?,
+            }
+        }
+    }
+
+    /// Re-reads the spool directories: sees entries written by other processes, recovers what dead
+    /// sessions held, and quarantines foreign files in `ready/`.
+    pub fn rescan(&self) -> Result<()> {
+        let mut index = self.inner.lock_index();
+        self.inner.rescan_locked(&mut index)
+    }
+
+    /// Recovers the claims and unfinished writes of dead sessions now, and says what it did.
+    pub fn recover(&self) -> Result<Recovered> {
+        recover_dead(&self.inner.layout, &self.inner.sid)
+    }
+
+    /// Entries in `ready/` and `claimed/` as this handle last saw them: (entries, bytes).
+    pub fn queued(&self) -> (u64, u64) {
+        let index = self.inner.lock_index();
+        (index.entries(), index.bytes())
+    }
+
+    /// Reserves what a fatal-signal handler needs to commit one entry without allocating or locking.
+    /// See [`SignalSlot`].
+    pub fn reserve_signal_slot(&self) -> Result<SignalSlot> {
+        SignalSlot::reserve(self.inner.clone())
+    }
+
+    /// Test hook: closes this session the way the death of its process would, leaving its claims and
+    /// unfinished writes for recovery. Every clone, claim and slot of this session must be dropped
+    /// afterwards for the session's lock to go.
+    #[cfg(any(test, feature = "fault-injection"))]
+    pub fn abandon(&self) {
+        self.inner.abandoned.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Inner {
+    fn lock_index(&self) -> MutexGuard<'_, Index> {
+        // A panic while the index was locked can leave it stale but never unsafe; the next rescan
+        // rebuilds it from the disk.
+        self.index.lock().unwrap_or_else(|poisoned| {
+            let mut index = poisoned.into_inner();
+            index.scanned = None;
+            index
+        })
+    }
+
+    pub(crate) fn abandoned(&self) -> bool {
+        self.abandoned.load(Ordering::SeqCst)
+    }
+
+    fn rescan_locked(&self, index: &mut Index) -> Result<()> {
+        recover_dead(&self.layout, &self.sid)?;
+        let mut fresh = Index::default();
+        for file_name in names_in(&self.layout.ready)? {
+            match file_name.to_str().and_then(EntryName::parse) {
+                Some(name) => fresh.insert_ready(name),
+                None => {
+                    let path = self.layout.ready.join(&file_name);
+                    quarantine(&self.layout, &path, &file_name, &CorruptReason::ForeignName.to_string())?;
+                }
+            }
+        }
+        for sid in names_in(&self.layout.claimed)? {
+            let dir = self.layout.claimed.join(&sid);
+            if !dir.is_dir() {
+                continue;
+            }
+            for file_name in names_in(&dir)? {
+                if let Some(name) = file_name.to_str().and_then(EntryName::parse) {
+                    fresh.claimed_entries += 1;
+                    fresh.claimed_bytes += name.size();
+                }
+            }
+        }
+        fresh.scanned = Some(Instant::now());
+        *index = fresh;
+        Ok(())
+    }
+
+    /// Moves one of this session's claims: acked (deleted), released (back to ready) or quarantined.
+    pub(crate) fn settle(&self, name: &EntryName, how: Settle<'_>) -> Result<()> {
+        let file_name = name.to_string();
+        let path = self.layout.claimed.join(&self.sid).join(&file_name);
+        let result = match how {
+            Settle::Ack => fsio::unlink(&path).map_err(|e| SpoolError::io("ack", &path, e)),
+            Settle::Release => fsio::rename(&path, &self.layout.ready.join(&file_name))
+                .map_err(|e| SpoolError::io("release", &path, e)),
+            Settle::Quarantine(reason) => {
+                quarantine(&self.layout, &path, file_name.as_ref(), reason).map(|_| ())
+            }
+        };
+        if result.is_ok() {
+            let mut index = self.lock_index();
+            index.claimed_entries = index.claimed_entries.saturating_sub(1);
+            index.claimed_bytes = index.claimed_bytes.saturating_sub(name.size());
+            if matches!(how, Settle::Release) {
+                index.insert_ready(*name);
+            }
+        }
+        result
+    }
+}
+
+/// What becomes of a claim.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Settle<'a> {
+    Ack,
+    Release,
+    Quarantine(&'a str),
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(session) = self.session.take()
+            && !self.abandoned()
+        {
+            // Nothing can be reported from a drop; whatever could not be settled here is recovered by
+            // the next session that scans this spool, as if this process had died.
+            let _ = session.close(&self.layout);
+        }
+    }
+}
