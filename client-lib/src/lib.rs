@@ -1,5 +1,10 @@
 //! # lastword
 //!
-//! The client library of lastword. This crate is being built; today it re-exports the spool.
+//! The client library of lastword: what an application links to report its crashes and logs.
+//!
+//! - [`protocol`]: the wire protocol shared by the uploader and the collector (PROTOCOL.md).
+//! - [`spool`]: the on-disk spool (re-exported `lastword-spool`).
+
+pub mod protocol;
 
 pub use lastword_spool as spool;
