@@ -1,0 +1,3 @@
+//! Ingest throughput benchmark (written in a later commit).
+
+fn main() {}
