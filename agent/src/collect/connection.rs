@@ -19,13 +19,15 @@ use lastword::protocol::{
     BodyError, ClientMessage, Encoding, Hello, PROTOCOL_VERSION, RejectReason, Report, ServerMessage,
     Software, Welcome, close,
 };
-use lastword_spool::EntryId;
+use lastword_spool::{EntryId, Kind};
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio::time::{Instant, timeout, timeout_at};
 use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
@@ -119,18 +121,31 @@ fn read_error(e: &WsError) -> End {
         }
         WsError::Capacity(e) => End::close(close::TOO_BIG, e.to_string()),
         WsError::Utf8(_) => End::close(close::INVALID_PAYLOAD, "text frame is not UTF-8"),
+        // The peer went away without a close: nobody to tell.
+        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => End::Gone,
         WsError::Protocol(p) => End::close(u16::from(CloseCode::Protocol), p.to_string()),
         _ => End::Gone,
     }
 }
 
-/// A report message's type and id, read from a message too long to store.
+/// A message after the hello, read in one pass with the body left as borrowed raw JSON. Equivalent to
+/// [`ClientMessage::from_json`] for what the server needs (an unknown type, a bad id or kind, a missing
+/// field are errors; unknown fields are ignored), without parsing the message twice and copying the
+/// body twice.
 #[derive(Deserialize)]
-struct Head<'a> {
+struct Incoming<'a> {
     #[serde(rename = "type", borrow)]
     tag: Cow<'a, str>,
     #[serde(default)]
     id: Option<EntryId>,
+    #[serde(default)]
+    kind: Option<Kind>,
+    #[serde(default)]
+    created_ms: Option<u64>,
+    #[serde(default)]
+    encoding: Option<Encoding>,
+    #[serde(default, borrow)]
+    body: Option<&'a RawValue>,
 }
 
 type Answer = Pin<Box<dyn Future<Output = ServerMessage> + Send>>;
@@ -314,41 +329,57 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
     }
 
     async fn on_text(&mut self, text: Utf8Bytes, origin: &Arc<Origin>) -> Result<(), End> {
-        let max = self.limits().max_message_bytes;
-        if text.len() > max {
-            // Readable but too long to store: answer it if it is a report with an id.
-            return match serde_json::from_str::<Head<'_>>(&text) {
-                Ok(Head { tag, id: Some(id) }) if tag == "report" => {
-                    self.take_slot()?;
-                    let detail = format!("message of {} bytes is over the limit of {max}", text.len());
-                    self.answer_now(ServerMessage::Rejected { id, reason: RejectReason::TooLarge, detail });
-                    Ok(())
-                }
-                Ok(Head { tag, .. }) if tag == "hello" => {
-                    Err(End::close(close::BAD_HELLO, "hello sent twice"))
-                }
-                Ok(_) => Err(End::close(close::INVALID_PAYLOAD, "invalid message: not a report with an id")),
-                Err(e) => Err(End::close(close::INVALID_PAYLOAD, format!("invalid message: {e}"))),
-            };
-        }
-        let report = match ClientMessage::from_json(&text) {
-            Ok(ClientMessage::Report(report)) => report,
-            Ok(ClientMessage::Hello(_)) => return Err(End::close(close::BAD_HELLO, "hello sent twice")),
+        let incoming = match serde_json::from_str::<Incoming<'_>>(&text) {
+            Ok(incoming) => incoming,
             Err(e) => return Err(End::close(close::INVALID_PAYLOAD, format!("invalid message: {e}"))),
         };
-        drop(text);
+        let (id, kind, created_ms, body) = match incoming {
+            Incoming {
+                tag,
+                id: Some(id),
+                kind: Some(kind),
+                created_ms: Some(created),
+                body: Some(body),
+                ..
+            } if tag == "report" => (id, kind, created, body),
+            Incoming { tag, .. } if tag == "report" => {
+                return Err(End::close(
+                    close::INVALID_PAYLOAD,
+                    "invalid message: a report needs id, kind, created_ms and body",
+                ));
+            }
+            Incoming { tag, .. } if tag == "hello" => {
+                return Err(End::close(close::BAD_HELLO, "hello sent twice"));
+            }
+            Incoming { tag, .. } => {
+                return Err(End::close(
+                    close::INVALID_PAYLOAD,
+                    format!("invalid message: unknown type {tag:?}"),
+                ));
+            }
+        };
         self.take_slot()?;
-        let id = report.id;
+        let max = self.limits().max_message_bytes;
+        if text.len() > max {
+            // Readable (up to twice the limit) but too long to store.
+            let detail = format!("message of {} bytes is over the limit of {max}", text.len());
+            self.answer_now(reject(id, RejectReason::TooLarge, detail));
+            return Ok(());
+        }
         let received_ms = now_ms();
-        let prepared = if report.encoding == Encoding::Deflate {
+        let encoding = incoming.encoding.unwrap_or_default();
+        let prepared = if encoding == Encoding::Deflate {
             // Inflating may take a while (up to MAX_DECOMPRESSED bytes): not on a runtime thread.
+            let report = Report { id, kind, created_ms, encoding, body: body.to_owned() };
             let origin = Arc::clone(origin);
-            tokio::task::spawn_blocking(move || prepare(report, origin, received_ms))
+            tokio::task::spawn_blocking(move || prepare(&report, origin, received_ms))
                 .await
                 .unwrap_or_else(|e| Err(reject(id, RejectReason::Malformed, format!("cannot inflate: {e}"))))
         } else {
-            prepare(report, Arc::clone(origin), received_ms)
+            let body = body.get().to_owned();
+            Ok(new_report(id, kind, created_ms, body, Arc::clone(origin), received_ms))
         };
+        drop(text);
         let report = match prepared {
             Ok(report) => report,
             Err(answer) => {
@@ -445,27 +476,36 @@ fn reject(id: EntryId, reason: RejectReason, detail: String) -> ServerMessage {
 }
 
 /// Inflates and reads a report's body; the answer to send instead if it cannot be stored.
-fn prepare(report: Report, origin: Arc<Origin>, received_ms: u64) -> Result<NewReport, ServerMessage> {
+fn prepare(report: &Report, origin: Arc<Origin>, received_ms: u64) -> Result<NewReport, ServerMessage> {
     let id = report.id;
-    let body = match report.encoding {
-        Encoding::Json => String::from(Box::<str>::from(report.body)),
-        Encoding::Deflate => match report.body_json() {
-            Ok(body) => body,
-            Err(e @ BodyError::TooLarge) => return Err(reject(id, RejectReason::TooLarge, e.to_string())),
-            Err(e) => return Err(reject(id, RejectReason::Malformed, e.to_string())),
-        },
+    let body = match report.body_json() {
+        Ok(body) => body,
+        Err(e @ BodyError::TooLarge) => return Err(reject(id, RejectReason::TooLarge, e.to_string())),
+        Err(e) => return Err(reject(id, RejectReason::Malformed, e.to_string())),
     };
-    let digest = fingerprint::digest(report.kind, &body);
-    Ok(NewReport {
+    Ok(new_report(id, report.kind, report.created_ms, body, origin, received_ms))
+}
+
+/// A report ready for the store, with its summary and fingerprint.
+fn new_report(
+    id: EntryId,
+    kind: Kind,
+    created_ms: u64,
+    body: String,
+    origin: Arc<Origin>,
+    received_ms: u64,
+) -> NewReport {
+    let digest = fingerprint::digest(kind, &body);
+    NewReport {
         id,
-        kind: report.kind,
+        kind,
         origin,
-        created_ms: report.created_ms,
+        created_ms,
         received_ms,
         fingerprint: digest.fingerprint,
         summary: digest.summary,
         body,
-    })
+    }
 }
 
 fn to_message(answer: &ServerMessage) -> Message {

@@ -41,7 +41,7 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1 << 20;
 /// Default of [`Limits::max_connections`].
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 /// Default of [`Limits::max_in_flight`].
-pub const DEFAULT_MAX_IN_FLIGHT: u32 = 64;
+pub const DEFAULT_MAX_IN_FLIGHT: u32 = 256;
 /// Default of the handshake, hello and write timeouts, in milliseconds.
 pub const DEFAULT_STEP_TIMEOUT_MS: u64 = 10_000;
 /// Default of [`Limits::idle_timeout_ms`].
@@ -49,7 +49,7 @@ pub const DEFAULT_IDLE_TIMEOUT_MS: u64 = 60_000;
 /// Default of [`Limits::max_write_buffer_bytes`].
 pub const DEFAULT_MAX_WRITE_BUFFER_BYTES: usize = 1 << 20;
 /// Default of [`Limits::batch_max`].
-pub const DEFAULT_BATCH_MAX: usize = 256;
+pub const DEFAULT_BATCH_MAX: usize = 1024;
 /// Default of [`Limits::queue_bytes`].
 pub const DEFAULT_QUEUE_BYTES: usize = 256 << 20;
 /// Default of [`Limits::retry_delay_ms`].
