@@ -51,7 +51,11 @@ pub(crate) async fn handle(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>
     match shared.tls.clone() {
         Some(acceptor) => {
             // A failed or slow TLS handshake: nothing to answer.
-            if let Ok(Ok(tls)) = timeout_at(deadline, acceptor.accept(tcp)).await {
+            let accepted = tokio::select! {
+                () = shared.shutdown.cancelled() => return,
+                accepted = timeout_at(deadline, acceptor.accept(tcp)) => accepted,
+            };
+            if let Ok(Ok(tls)) = accepted {
                 upgrade(tls, peer, &shared, admission, deadline).await;
             }
         }
@@ -70,10 +74,13 @@ where
     let callback = |request: &_, response| handshake::check(request, response, tokens, admitted);
     let config = ws_config(&shared.limits);
     // A refused handshake has had its HTTP error response written by tungstenite: nothing more to do.
-    if let Ok(Ok(ws)) =
-        timeout_at(deadline, tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(config)))
-            .await
-    {
+    let handshake = tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(config));
+    // A shutdown does not wait for handshakes in progress: they are simply dropped.
+    let upgraded = tokio::select! {
+        () = shared.shutdown.cancelled() => return,
+        upgraded = timeout_at(deadline, handshake) => upgraded,
+    };
+    if let Ok(Ok(ws)) = upgraded {
         Connection::new(ws, peer, shared).serve().await;
     }
     drop(admission);
