@@ -5,8 +5,6 @@
 //! else: a body that is not an object, or whose fields have other types, simply has no such field.
 
 use lastword_spool::Kind;
-use std::borrow::Cow;
-
 use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use sha2::{Digest as _, Sha256};
 
@@ -49,17 +47,48 @@ impl<'de> Visitor<'de> for FieldsVisitor {
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fields, A::Error> {
         let mut fields = Fields::default();
-        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
-            match key.as_ref() {
-                "fingerprint" => fields.fingerprint = map.next_value::<MaybeString>()?.0,
-                "message" => fields.message = map.next_value::<MaybeString>()?.0,
-                "frames" => fields.functions = map.next_value::<TopFunctions>()?.0,
-                _ => {
+        while let Some(key) = map.next_key::<Key>()? {
+            match key {
+                Key::Fingerprint => fields.fingerprint = map.next_value::<MaybeString>()?.0,
+                Key::Message => fields.message = map.next_value::<MaybeString>()?.0,
+                Key::Frames => fields.functions = map.next_value::<TopFunctions>()?.0,
+                Key::Function | Key::Other => {
                     map.next_value::<IgnoredAny>()?;
                 }
             }
         }
         Ok(fields)
+    }
+}
+
+/// An object key this module looks for, read without allocating.
+enum Key {
+    Fingerprint,
+    Frames,
+    Message,
+    Function,
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Key {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Key;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a key")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Key, E> {
+                Ok(match v {
+                    "fingerprint" => Key::Fingerprint,
+                    "frames" => Key::Frames,
+                    "message" => Key::Message,
+                    "function" => Key::Function,
+                    _ => Key::Other,
+                })
+            }
+        }
+        deserializer.deserialize_str(V)
     }
 }
 
@@ -123,8 +152,8 @@ impl<'de> Deserialize<'de> for FrameFunction {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<FrameFunction, A::Error> {
                 let mut function = None;
-                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
-                    if key == "function" {
+                while let Some(key) = map.next_key::<Key>()? {
+                    if matches!(key, Key::Function) {
                         function = map.next_value::<MaybeString>()?.0;
                     } else {
                         map.next_value::<IgnoredAny>()?;
