@@ -283,18 +283,16 @@ async fn too_many_unanswered_reports_close_1008_and_others_are_still_served() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hello_problems_close_4400_or_4408_and_others_are_still_served() {
+async fn hello_problems_close_4400_and_others_are_still_served() {
     let dir = tempfile::tempdir().unwrap();
-    let server =
-        Server::start_sqlite(Limits { hello_timeout_ms: 300, idle_timeout_ms: 500, ..limits() }, dir.path())
-            .await;
-    // No hello at all.
-    let mut silent = connect(server.addr, Some(TOKEN)).await.unwrap();
-    let (code, reason) = recv_close(&mut silent).await;
-    assert_eq!(code, close::TIMEOUT, "{reason}");
+    let server = Server::start_sqlite(limits(), dir.path()).await;
     // A report first.
     let mut ws = connect(server.addr, Some(TOKEN)).await.unwrap();
     send(&mut ws, report_text(EntryId::generate(), Kind::Event, "{}")).await;
+    assert_eq!(recv_close(&mut ws).await.0, close::BAD_HELLO);
+    // Not JSON at all.
+    let mut ws = connect(server.addr, Some(TOKEN)).await.unwrap();
+    send(&mut ws, "hello?".into()).await;
     assert_eq!(recv_close(&mut ws).await.0, close::BAD_HELLO);
     // Hello twice.
     let mut ws = connect(server.addr, Some(TOKEN)).await.unwrap();
@@ -305,10 +303,24 @@ async fn hello_problems_close_4400_or_4408_and_others_are_still_served() {
     let mut ws = connect(server.addr, Some(TOKEN)).await.unwrap();
     send(&mut ws, hello_text("app").replace(r#""protocol":1"#, r#""protocol":2"#)).await;
     assert_eq!(recv_close(&mut ws).await.0, close::BAD_HELLO);
-    // Idle after the welcome.
+    assert_served(server.addr).await;
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_hello_in_time_or_idle_closes_4408_and_others_are_still_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let server =
+        Server::start_sqlite(Limits { hello_timeout_ms: 300, idle_timeout_ms: 1000, ..limits() }, dir.path())
+            .await;
+    let mut silent = connect(server.addr, Some(TOKEN)).await.unwrap();
+    let (code, reason) = recv_close(&mut silent).await;
+    assert_eq!(code, close::TIMEOUT, "{reason}");
     let mut idle = connect(server.addr, Some(TOKEN)).await.unwrap();
     hello(&mut idle, "idle").await;
-    assert_eq!(recv_close(&mut idle).await.0, close::TIMEOUT);
+    let (code, reason) = recv_close(&mut idle).await;
+    assert_eq!((code, reason.as_str()), (close::TIMEOUT, "idle for 1000 ms"));
+    // The same server goes on serving a client that is quick enough.
     assert_served(server.addr).await;
     server.stop().await.unwrap();
 }
