@@ -355,4 +355,28 @@ mod tests {
         assert_eq!(d, Digest { fingerprint: None, summary: "user signed up".into() });
         assert_eq!(digest(Kind::Log, "[1,2]").summary, "");
     }
+
+    proptest::proptest! {
+        #[test]
+        fn digest_never_panics_on_any_text(text in "\\PC{0,200}") {
+            for kind in Kind::ALL {
+                let _ = digest(kind, &text);
+            }
+        }
+
+        #[test]
+        fn digest_of_a_crash_always_has_a_fingerprint(
+            message in proptest::option::of("[a-z \n]{0,40}"),
+            functions in proptest::collection::vec(proptest::option::of("[a-z:_]{1,12}"), 0..8),
+        ) {
+            let frames: Vec<serde_json::Value> = functions
+                .iter()
+                .map(|f| f.as_ref().map_or(serde_json::json!({"address": 1}), |f| serde_json::json!({"function": f})))
+                .collect();
+            let body = serde_json::json!({"message": message, "frames": frames}).to_string();
+            let d = digest(Kind::Crash, &body);
+            proptest::prop_assert!(d.fingerprint.is_some_and(|f| f.len() == 32));
+            proptest::prop_assert!(d.summary.chars().count() <= SUMMARY_CHARS);
+        }
+    }
 }

@@ -206,6 +206,8 @@ pub struct LossesRow {
 /// durable (committed and synced), and then each report's [`Outcome`] says whether its id was new. On
 /// `Err` nothing of the batch is stored. A report id is stored at most once, whatever is written later,
 /// and a crash group's count is raised exactly when a crash of that group is inserted.
+///
+/// The query methods change nothing and are cancel safe.
 pub trait Store: Send + Sync + 'static {
     /// Writes a batch in one transaction and makes it durable. Returns one outcome per report, in the
     /// batch's order.
