@@ -439,3 +439,18 @@ async fn shutdown_answers_what_was_read_then_closes_1001() {
     assert!(answered.iter().all(|id| stored.contains(id)), "every accepted report is stored");
     assert!(!answered.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_never_finishes_its_handshake_is_dropped_and_others_are_served() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_sqlite(Limits { handshake_timeout_ms: 500, ..limits() }, dir.path()).await;
+    // Half a request line, then silence (slowloris).
+    let mut tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    tcp.write_all(b"GET /ingest HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(STEP, tcp.read(&mut buf)).await.expect("dropped in time");
+    assert!(matches!(read, Ok(0) | Err(_)), "the server closes the connection: {read:?}");
+    assert_served(server.addr).await;
+    server.stop().await.unwrap();
+}
