@@ -3,8 +3,10 @@
 //! The client library of lastword: what an application links to report its crashes and logs.
 //!
 //! - [`protocol`]: the wire protocol shared by the uploader and the collector (PROTOCOL.md).
+//! - [`upload`]: the shielded uploader that drains a spool to a collector.
 //! - [`spool`]: the on-disk spool (re-exported `lastword-spool`).
 
 pub mod protocol;
+pub mod upload;
 
 pub use lastword_spool as spool;

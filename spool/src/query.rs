@@ -192,6 +192,17 @@ impl SpoolView {
         Ok(stats)
     }
 
+    /// Entries evicted by the limits, ever (the persistent counter).
+    pub fn evicted(&self) -> Result<u64> {
+        counters::evicted(&self.layout)
+    }
+
+    /// How many files are in quarantine (reason files not counted).
+    pub fn quarantined_count(&self) -> Result<u64> {
+        let names = names_in(&self.layout.quarantine)?;
+        Ok(names.iter().filter(|n| !is_reason_file(&self.layout, n)).count() as u64)
+    }
+
     /// Reads the entry with this id, wherever it is, and checks it.
     pub fn read(&self, id: EntryId) -> Result<EntryData> {
         let listed = self

@@ -313,6 +313,11 @@ impl Spool {
         recover_dead(&self.inner.layout, &self.inner.sid)
     }
 
+    /// Entries in `ready/` as this handle last saw them (see [`Spool::rescan`]).
+    pub fn ready_count(&self) -> u64 {
+        self.inner.lock_index().ready.len() as u64
+    }
+
     /// Entries in `ready/` and `claimed/` as this handle last saw them: (entries, bytes).
     pub fn queued(&self) -> (u64, u64) {
         let index = self.inner.lock_index();
