@@ -71,6 +71,11 @@ fn reason_name(name: &OsStr) -> OsString {
     r
 }
 
+/// The reason file of the quarantined file at `path`.
+pub(crate) fn reason_path(layout: &Layout, path: &Path) -> std::path::PathBuf {
+    layout.quarantine.join(reason_name(path.file_name().unwrap_or_default()))
+}
+
 /// The reason recorded for a quarantined file, if it has one.
 pub(crate) fn read_reason(layout: &Layout, name: &OsStr) -> Option<String> {
     std::fs::read_to_string(layout.quarantine.join(reason_name(name))).ok()

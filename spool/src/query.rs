@@ -72,6 +72,13 @@ pub struct Listed {
     path: PathBuf,
 }
 
+impl Listed {
+    /// Where the file is.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
 /// Entries and bytes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Count {

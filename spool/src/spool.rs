@@ -17,7 +17,7 @@ use crate::id::{EntryId, now_millis};
 use crate::kind::Kind;
 use crate::layout::{Layout, names_in};
 use crate::quarantine::quarantine;
-use crate::query::SpoolView;
+use crate::query::{EntryState, SpoolView};
 use crate::session::{Recovered, Session, recover_dead};
 use crate::signal::SignalSlot;
 
@@ -324,6 +324,54 @@ impl Spool {
         (index.entries(), index.bytes())
     }
 
+    /// Deletes, on a person's request, the entries that `what` selects: ready entries and quarantined
+    /// files (with their reasons). Entries claimed by a live session are never deleted; they are
+    /// counted in [`Purged::skipped_claimed`]. Nothing else in the spool deletes quarantined files.
+    pub fn purge(&self, what: &Purge) -> Result<Purged> {
+        let inner = &self.inner;
+        let mut purged = Purged::default();
+        let now = now_millis();
+        let selected = |id: Option<EntryId>| match what {
+            Purge::Id(want) => id == Some(*want),
+            Purge::OlderThan(age) => id.is_some_and(|id| {
+                now.saturating_sub(id.millis()) >= u64::try_from(age.as_millis()).unwrap_or(u64::MAX)
+            }),
+            Purge::Quarantined => false,
+        };
+        let mut index = inner.lock_index();
+        inner.rescan_locked(&mut index)?;
+        for item in self.view().list()? {
+            let path = item.path();
+            let chosen = match item.state {
+                EntryState::Ready => selected(item.id),
+                EntryState::Quarantined => matches!(what, Purge::Quarantined) || selected(item.id),
+                EntryState::Claimed => {
+                    if selected(item.id) {
+                        purged.skipped_claimed += 1;
+                    }
+                    false
+                }
+                EntryState::Writing => false,
+            };
+            if !chosen {
+                continue;
+            }
+            match fsio::unlink(path) {
+                Ok(()) => {
+                    purged.entries += 1;
+                    purged.bytes += item.size;
+                    if item.state == EntryState::Quarantined {
+                        let _ = std::fs::remove_file(crate::quarantine::reason_path(&inner.layout, path));
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(SpoolError::io("purge", path, e)),
+            }
+        }
+        inner.rescan_locked(&mut index)?;
+        Ok(purged)
+    }
+
     /// Reserves what a fatal-signal handler needs to commit one entry without allocating or locking.
     /// See [`SignalSlot`].
     pub fn reserve_signal_slot(&self) -> Result<SignalSlot> {
@@ -407,6 +455,28 @@ impl Inner {
     }
 }
 
+/// What [`Spool::purge`] deletes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Purge {
+    /// The entry with this id (ready or quarantined).
+    Id(EntryId),
+    /// Ready and quarantined entries made at least this long ago.
+    OlderThan(Duration),
+    /// Every quarantined file.
+    Quarantined,
+}
+
+/// What [`Spool::purge`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Purged {
+    /// Files deleted.
+    pub entries: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Selected entries left alone because a live session holds them.
+    pub skipped_claimed: u64,
+}
+
 /// What becomes of a claim.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Settle<'a> {
@@ -424,5 +494,39 @@ impl Drop for Inner {
             // the next session that scans this spool, as if this process had died.
             let _ = session.close(&self.layout);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn purge_deletes_selected_ready_and_quarantined_files_but_never_live_claims() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path(), SpoolOptions::default()).unwrap();
+        let a = spool.write(Kind::Log, b"{}").unwrap();
+        let b = spool.write(Kind::Log, b"{}").unwrap();
+        let held = spool.claim().unwrap().unwrap();
+        assert_eq!(held.id(), a);
+        let q = spool.write(Kind::Event, b"{}").unwrap();
+        let claim_q = spool.claim().unwrap().unwrap();
+        assert_eq!(claim_q.id(), q);
+        claim_q.quarantine("test").unwrap();
+
+        let purged = spool.purge(&Purge::Id(a)).unwrap();
+        assert_eq!((purged.entries, purged.skipped_claimed), (0, 1), "a live claim is not purged");
+        let purged = spool.purge(&Purge::Quarantined).unwrap();
+        assert_eq!(purged.entries, 1);
+        assert!(
+            std::fs::read_dir(dir.path().join("quarantine")).unwrap().next().is_none(),
+            "reason removed too"
+        );
+        let purged = spool.purge(&Purge::OlderThan(Duration::ZERO)).unwrap();
+        assert_eq!(purged.entries, 1, "b is ready and older than zero");
+        let ids: Vec<_> = spool.view().list().unwrap().into_iter().filter_map(|l| l.id).collect();
+        assert_eq!(ids, vec![a], "only the claimed entry is left");
+        drop(held);
+        let _ = b;
     }
 }

@@ -1,8 +1,9 @@
 //! A scripted collector for the uploader's tests: it speaks protocol v1 and can be told to stall,
 //! answer late, ask for a retry, reject, or drop the connection, which the real collector never does
 //! on purpose. Exactly-once storage is checked on its record of ids.
-
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::result_large_err, missing_docs)]
+//!
+//! Test support: it panics on anything unexpected, which is what a test wants.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::result_large_err, missing_docs)]
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -3,13 +3,11 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod support;
-
 use std::time::{Duration, Instant};
 
 use lastword::spool::{EntryState, Kind, Spool, SpoolOptions};
 use lastword::upload::{FlushError, Uploader, UploaderConfig};
-use support::{Behaviour, TOKEN, TestCollector};
+use lastword_tests::scripted::{Behaviour, TOKEN, TestCollector};
 
 fn spool_with(dir: &std::path::Path, n: usize) -> (Spool, Vec<lastword::spool::EntryId>) {
     let spool = Spool::open(dir, SpoolOptions::default()).unwrap();
