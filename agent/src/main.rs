@@ -1,5 +1,66 @@
-//! The `lastword` binary.
+//! The `lastword` binary: the sidecar uploader, queries on a spool, and the reference collector.
 
-fn main() {
-    println!("lastword {}", env!("CARGO_PKG_VERSION"));
+mod exit;
+mod inspect;
+mod sidecar;
+mod spool_arg;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// lastword: crash and log reporting.
+///
+/// Exit codes: 0 everything it took was delivered; 1 error; 2 usage; 3 some claims were put back into
+/// the spool for later; 4 (drain) the deadline passed with entries left.
+#[derive(Parser, Debug)]
+#[command(name = "lastword", version, about, long_about)]
+struct Cli {
+    /// More diagnostics on stderr (-v: steps, -vv: every report).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Drain a spool to a collector continuously, until SIGTERM or SIGINT.
+    Run(sidecar::RunArgs),
+    /// Deliver what is in a spool now, then exit.
+    Drain(sidecar::DrainArgs),
+    /// List the entries of a spool.
+    Ls(inspect::LsArgs),
+    /// Show one entry of a spool.
+    Show(inspect::ShowArgs),
+    /// Count what is in a spool, per state and kind.
+    Stats(inspect::StatsArgs),
+    /// Delete entries from a spool on purpose.
+    Purge(inspect::PurgeArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            // --help and --version are not errors.
+            return ExitCode::from(if e.use_stderr() { exit::USAGE } else { exit::OK });
+        }
+    };
+    let result = match &cli.command {
+        Command::Run(a) => sidecar::run(a, cli.verbose),
+        Command::Drain(a) => sidecar::drain(a, cli.verbose),
+        Command::Ls(a) => inspect::ls(a),
+        Command::Show(a) => inspect::show(a),
+        Command::Stats(a) => inspect::stats(a),
+        Command::Purge(a) => inspect::purge(a),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("lastword: {e:#}");
+            ExitCode::from(exit::ERROR)
+        }
+    }
 }

@@ -234,7 +234,7 @@ impl Progress {
 #[must_use = "dropping the uploader shuts it down"]
 pub struct Uploader {
     control: tokio::sync::mpsc::UnboundedSender<Control>,
-    done: mpsc::Receiver<Summary>,
+    done: Mutex<mpsc::Receiver<Summary>>,
     thread: Option<JoinHandle<()>>,
     progress: Arc<Progress>,
     drop_grace: Duration,
@@ -264,7 +264,7 @@ impl Uploader {
             runtime.shutdown_timeout(Duration::from_secs(5));
             let _ = done_tx.send(summary);
         })?;
-        Ok(Self { control, done, thread: Some(thread), progress, drop_grace, close_bound })
+        Ok(Self { control, done: Mutex::new(done), thread: Some(thread), progress, drop_grace, close_bound })
     }
 
     /// Tells the uploader that new entries were written (it also learns it from the file system).
@@ -313,7 +313,11 @@ impl Uploader {
         let _ = self.control.send(Control::Shutdown { deadline });
         // The worker returns by the deadline plus the close bound; allow some scheduling slack.
         let wait = grace + self.close_bound + Duration::from_millis(500);
-        match self.done.recv_timeout(wait) {
+        let received = match self.done.lock() {
+            Ok(done) => done.recv_timeout(wait),
+            Err(_) => Err(mpsc::RecvTimeoutError::Disconnected),
+        };
+        match received {
             Ok(summary) => {
                 if let Some(thread) = self.thread.take() {
                     let _ = thread.join();
