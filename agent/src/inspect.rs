@@ -105,7 +105,14 @@ pub fn ls(args: &LsArgs) -> Result<u8> {
 pub fn show(args: &ShowArgs) -> Result<u8> {
     let view = open(&args.spool)?;
     let entry = view.read(args.id)?;
-    let body_json: Option<serde_json::Value> = serde_json::from_slice(&entry.body).ok();
+    // A raw signal report is shown the way it will be uploaded: symbolized.
+    let body_json: Option<serde_json::Value> = if entry.header.flags & FLAG_RAW_SIGNAL != 0 {
+        lastword::symbolize::parse_raw(&entry.body)
+            .ok()
+            .and_then(|raw| serde_json::to_value(lastword::symbolize::symbolize(&raw)).ok())
+    } else {
+        serde_json::from_slice(&entry.body).ok()
+    };
     if args.json {
         let out = serde_json::json!({
             "id": entry.header.id,
@@ -125,7 +132,7 @@ pub fn show(args: &ShowArgs) -> Result<u8> {
     println!("age:      {}", age(now_millis().saturating_sub(entry.header.created_millis)));
     println!("size:     {}", bytes(entry.listed.size));
     if entry.header.flags & FLAG_RAW_SIGNAL != 0 {
-        println!("note:     raw signal report (symbolized when it is uploaded)");
+        println!("note:     raw signal report, symbolized here as it will be when uploaded");
     }
     match body_json {
         Some(v) => println!("{}", serde_json::to_string_pretty(&v)?),

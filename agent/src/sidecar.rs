@@ -83,7 +83,7 @@ fn start(args: &UploadArgs, verbose: u8) -> Result<(Spool, Uploader)> {
     config.host = lastword::host_name();
     config.ca_file = args.ca_file.clone();
     config.agent.name = "lastword-agent".into();
-    config.prepare = Some(lastword::prepare_for_upload());
+    config.prepare = Some(lastword::prepare_for_upload(&spool_path));
     let min_level = match verbose {
         0 => Level::Warn,
         1 => Level::Info,

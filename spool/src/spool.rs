@@ -318,6 +318,12 @@ impl Spool {
         self.inner.lock_index().ready.len() as u64
     }
 
+    /// The kind of the entry a claim would take next (crashes sort first), as this handle last saw
+    /// `ready/`.
+    pub fn first_ready_kind(&self) -> Option<Kind> {
+        self.inner.lock_index().ready.first().map(EntryName::kind)
+    }
+
     /// Entries in `ready/` and `claimed/` as this handle last saw them: (entries, bytes).
     pub fn queued(&self) -> (u64, u64) {
         let index = self.inner.lock_index();

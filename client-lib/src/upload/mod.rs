@@ -46,7 +46,16 @@ pub type Diagnostics = Arc<dyn Fn(Level, &str) + Send + Sync>;
 
 /// Turns an entry's body into the JSON that goes on the wire (for example: symbolizes a raw signal
 /// report). Gets the header flags and the body; an `Err` quarantines the entry with that reason.
-pub type Prepare = Arc<dyn Fn(u16, &[u8]) -> Result<Vec<u8>, String> + Send + Sync>;
+pub type Prepare = Arc<dyn Fn(u16, &[u8]) -> Result<Prepared, String> + Send + Sync>;
+
+/// What [`Prepare`] made of an entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Prepared {
+    /// Send this JSON body.
+    Send(Vec<u8>),
+    /// Do not send it: delete it, counted (a crash loop's repeat, or dropped by `before_send`).
+    Skip(String),
+}
 
 /// Loss counters kept by the application (the spool keeps its own eviction and quarantine counts).
 #[derive(Debug, Default)]
@@ -200,7 +209,7 @@ pub enum FlushError {
 
 pub(crate) enum Control {
     Wake,
-    Flush { deadline: Instant, reply: mpsc::Sender<Result<(), FlushError>> },
+    Flush { deadline: Instant, crashes_only: bool, reply: mpsc::Sender<Result<(), FlushError>> },
     Shutdown { deadline: Instant },
 }
 
@@ -276,9 +285,21 @@ impl Uploader {
     /// ready and nothing in flight, or when `timeout` has passed. Blocks the calling thread (from
     /// async code, call it in `spawn_blocking`).
     pub fn flush(&self, timeout: Duration) -> Result<(), FlushError> {
+        self.flush_scope(timeout, false)
+    }
+
+    /// Like [`Uploader::flush`], but returns as soon as no crash report is waiting or in flight (crash
+    /// reports are sent first). The panic hook uses it to get a crash out before the process goes on.
+    pub fn flush_crashes(&self, timeout: Duration) -> Result<(), FlushError> {
+        self.flush_scope(timeout, true)
+    }
+
+    fn flush_scope(&self, timeout: Duration, crashes_only: bool) -> Result<(), FlushError> {
         let deadline = Instant::now() + timeout;
         let (reply, answer) = mpsc::channel();
-        self.control.send(Control::Flush { deadline, reply }).map_err(|_| FlushError::Stopped)?;
+        self.control
+            .send(Control::Flush { deadline, crashes_only, reply })
+            .map_err(|_| FlushError::Stopped)?;
         match answer.recv_timeout(timeout + self.close_bound) {
             Ok(result) => result,
             Err(mpsc::RecvTimeoutError::Timeout) => Err(FlushError::Timeout),

@@ -17,7 +17,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use super::backoff::Backoff;
 use super::connection::{ConnectError, Connected, Ws, connect};
-use super::{Control, FlushError, Level, Progress, Summary, UploaderConfig};
+use super::{Control, FlushError, Level, Prepared, Progress, Summary, UploaderConfig};
 use crate::protocol::{ClientMessage, Losses, Report, ServerMessage};
 
 type Sink = SplitSink<Ws, Message>;
@@ -30,7 +30,7 @@ pub(crate) struct Worker {
     progress: Arc<Progress>,
     /// Set by the owner's shutdown: the deadline of the phases.
     stopping: Option<Instant>,
-    flushes: Vec<(Instant, mpsc::Sender<Result<(), FlushError>>)>,
+    flushes: Vec<Flush>,
     woken: bool,
     backoff: Backoff,
     url_index: usize,
@@ -38,6 +38,13 @@ pub(crate) struct Worker {
     /// Entries claimed by this uploader and neither delivered nor quarantined yet.
     outstanding: HashSet<EntryId>,
     last_rescan: Instant,
+}
+
+/// A pending flush request.
+struct Flush {
+    deadline: Instant,
+    crashes_only: bool,
+    reply: mpsc::Sender<Result<(), FlushError>>,
 }
 
 /// How a session ended.
@@ -170,9 +177,9 @@ impl Worker {
     fn control(&mut self, control: Control) {
         match control {
             Control::Wake => self.woken = true,
-            Control::Flush { deadline, reply } => {
+            Control::Flush { deadline, crashes_only, reply } => {
                 self.woken = true;
-                self.flushes.push((Instant::from_std(deadline), reply));
+                self.flushes.push(Flush { deadline: Instant::from_std(deadline), crashes_only, reply });
             }
             Control::Shutdown { deadline } => {
                 let deadline = Instant::from_std(deadline);
@@ -195,8 +202,8 @@ impl Worker {
         if let Some(u) = until {
             wake_at = wake_at.min(u);
         }
-        for (deadline, _) in &self.flushes {
-            wake_at = wake_at.min(*deadline);
+        for flush in &self.flushes {
+            wake_at = wake_at.min(flush.deadline);
         }
         tokio::select! {
             c = self.rx.recv() => self.on_control(c),
@@ -206,9 +213,9 @@ impl Worker {
 
     fn expire_flushes(&mut self) {
         let now = Instant::now();
-        self.flushes.retain(|(deadline, reply)| {
-            if *deadline <= now {
-                let _ = reply.send(Err(FlushError::Timeout));
+        self.flushes.retain(|flush| {
+            if flush.deadline <= now {
+                let _ = flush.reply.send(Err(FlushError::Timeout));
                 false
             } else {
                 true
@@ -217,9 +224,26 @@ impl Worker {
     }
 
     fn answer_flushes(&mut self, result: Result<(), FlushError>) {
-        for (_, reply) in self.flushes.drain(..) {
-            let _ = reply.send(result.clone());
+        for flush in self.flushes.drain(..) {
+            let _ = flush.reply.send(result.clone());
         }
+    }
+
+    /// Answers the crashes-only flushes once no crash report waits in `ready/` or is in flight.
+    fn answer_crash_flushes(&mut self, in_flight: &HashMap<EntryId, Claim>) {
+        if !self.flushes.iter().any(|f| f.crashes_only) {
+            return;
+        }
+        let crash_in_flight = in_flight.values().any(|c| c.kind() == lastword_spool::Kind::Crash);
+        if crash_in_flight || self.spool.first_ready_kind() == Some(lastword_spool::Kind::Crash) {
+            return;
+        }
+        self.flushes.retain(|f| {
+            if f.crashes_only {
+                let _ = f.reply.send(Ok(()));
+            }
+            !f.crashes_only
+        });
     }
 
     /// Whether `ready/` has entries, rescanning when woken or when the safety-net interval passed.
@@ -365,6 +389,7 @@ impl Worker {
                 self.ack_batch(acks).await;
                 last_work = Instant::now();
             }
+            self.answer_crash_flushes(&in_flight);
             if let Some(reason) = failure {
                 break End::Failed(reason);
             }
@@ -394,8 +419,8 @@ impl Worker {
         if let Some(p) = self.pause_until.filter(|p| *p > Instant::now()) {
             wake_at = wake_at.min(p);
         }
-        for (deadline, _) in &self.flushes {
-            wake_at = wake_at.min(*deadline);
+        for flush in &self.flushes {
+            wake_at = wake_at.min(flush.deadline);
         }
         wake_at
     }
@@ -425,7 +450,11 @@ impl Worker {
                 continue; // dropped: back to ready/
             }
             match self.encode(&claim, max_bytes) {
-                Ok(text) => {
+                Ok(None) => {
+                    // Deliberately not sent (counted by the hook): settle it like a delivery.
+                    self.ack_batch(vec![claim]).await;
+                }
+                Ok(Some(text)) => {
                     // Not inside select!: a send is not cancel-safe. Bounded instead: a stalled send
                     // ends the connection and the claim goes back.
                     match timeout(self.config.answer_timeout, sink.send(Message::text(text))).await {
@@ -550,13 +579,20 @@ impl Worker {
         .map_err(|e| format!("spool task failed: {e}"))?
     }
 
-    fn encode(&self, claim: &Claim, max_bytes: usize) -> Result<String, String> {
+    /// The report message for a claim; `Ok(None)` when the prepare hook says to skip it.
+    fn encode(&self, claim: &Claim, max_bytes: usize) -> Result<Option<String>, String> {
         let prepared;
         let body = match &self.config.prepare {
-            Some(prepare) => {
-                prepared = prepare(claim.flags(), claim.body())?;
-                prepared.as_slice()
-            }
+            Some(prepare) => match prepare(claim.flags(), claim.body())? {
+                Prepared::Send(body) => {
+                    prepared = body;
+                    prepared.as_slice()
+                }
+                Prepared::Skip(reason) => {
+                    self.diag(Level::Info, || format!("not sending {}: {reason}", claim.id()));
+                    return Ok(None);
+                }
+            },
             None => claim.body(),
         };
         let report =
@@ -565,7 +601,7 @@ impl Worker {
         if text.len() > max_bytes {
             return Err(format!("too large: {} bytes, the collector takes at most {max_bytes}", text.len()));
         }
-        Ok(text)
+        Ok(Some(text))
     }
 
     async fn quarantine(&mut self, claim: Claim, reason: String) {
