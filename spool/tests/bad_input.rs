@@ -309,3 +309,24 @@ fn effective_uid() -> u32 {
     let line = status.lines().find(|l| l.starts_with("Uid:")).expect("a Uid line");
     line.split_whitespace().nth(2).and_then(|v| v.parse().ok()).expect("the effective uid")
 }
+
+#[test]
+fn write_whose_directory_fsync_fails_is_an_error_and_not_left_in_ready() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let spool = open(dir.path());
+    let earlier = spool.write(Kind::Log, b"before").expect("write");
+    faults::fail(Op::SyncDir, 0, libc::EIO);
+    let err = spool.write(Kind::Crash, b"rename not durable").expect_err("the directory fsync failed");
+    faults::clear();
+    assert!(
+        matches!(&err, SpoolError::Io { source, .. } if source.raw_os_error() == Some(libc::EIO)),
+        "{err:?}"
+    );
+    assert_eq!(leftovers(&spool), Vec::<String>::new(), "no temporary file is left");
+    let ids: Vec<_> = spool.view().list().expect("list").into_iter().map(|i| i.id).collect();
+    assert_eq!(ids, [Some(earlier)], "an entry whose write failed is not delivered (FORMAT.md, Write)");
+    let claim = spool.claim().expect("claim").expect("the earlier entry");
+    assert_eq!(claim.id(), earlier);
+    claim.ack().expect("ack");
+    assert!(spool.claim().expect("claim").is_none());
+}
