@@ -153,3 +153,33 @@ fn unused_slot_is_removed_when_dropped() {
     assert_eq!(all_names(&writing), Vec::<String>::new(), "the slot's file is removed");
     assert_eq!(spool.view().list().expect("list"), Vec::new());
 }
+
+#[test]
+fn slot_cut_short_by_the_death_of_its_process_is_quarantined_where_listings_show_it() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let spool = Spool::open(dir.path(), SpoolOptions::default()).expect("open");
+    let mut cmd = child_command(CHILD_TEST, "slot-holder", dir.path());
+    cmd.stdin(std::process::Stdio::piped());
+    let (mut child, marks) = spawn(cmd);
+    let sid = marks.wait_for("RESERVED").text;
+    let writing = dir.path().join("writing").join(&sid);
+    let slot_name = all_names(&writing).pop().expect("the child's slot");
+    // What a handler killed in the middle of its commit leaves: the start of a header.
+    let partial = b"LWSP\x01\x00\x30\x00\x00\x00";
+    std::fs::write(writing.join(&slot_name), partial).expect("a partial commit");
+    child.kill().expect("SIGKILL the child");
+    child.wait().expect("reap the child");
+
+    let recovered = spool.recover().expect("recover");
+    assert_eq!((recovered.sessions, recovered.quarantined, recovered.removed_slots), (1, 1, 0));
+    assert!(!writing.exists(), "the dead child's writing/ is gone");
+    let listed = by_state(&spool.view());
+    let quarantined =
+        listed.get(&EntryState::Quarantined).expect("the partial slot is listed as quarantined");
+    assert_eq!(quarantined.len(), 1, "{listed:?}");
+    let reason = quarantined[0].reason.as_deref().unwrap_or_default();
+    assert!(reason.starts_with("partial write by a dead session"), "{reason}");
+    let kept = dir.path().join("quarantine").join(&quarantined[0].file_name);
+    assert_eq!(std::fs::read(kept).expect("kept"), partial, "kept byte for byte");
+    assert_eq!(spool.view().stats().expect("stats").totals[&EntryState::Quarantined].entries, 1);
+}
