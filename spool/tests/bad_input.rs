@@ -330,3 +330,20 @@ fn write_whose_directory_fsync_fails_is_an_error_and_not_left_in_ready() {
     claim.ack().expect("ack");
     assert!(spool.claim().expect("claim").is_none());
 }
+
+#[test]
+fn spool_whose_creator_was_killed_before_writing_version_still_opens() {
+    // A creator killed between its temporary VERSION file and the rename leaves only that file (and
+    // maybe one of its own pid, if the pid is reused).
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let leftover = dir.path().join(".VERSION.4000000");
+    fs::write(&leftover, "lastword-").expect("a half-written VERSION of a dead creator");
+    fs::write(dir.path().join(format!(".VERSION.{}", std::process::id())), "").expect("same pid");
+    let spool = Spool::open(dir.path(), SpoolOptions::default()).expect("a half-created spool opens");
+    assert_eq!(
+        fs::read_to_string(dir.path().join("VERSION")).expect("VERSION"),
+        lastword_spool::VERSION_TEXT
+    );
+    let id = spool.write(Kind::Crash, b"works").expect("write");
+    assert_eq!(spool.view().read(id).expect("read").body, b"works");
+}
