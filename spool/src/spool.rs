@@ -192,10 +192,14 @@ impl Spool {
             let _ = std::fs::remove_file(&tmp);
             return Err(SpoolError::io("write", &tmp, e));
         }
-        // The entry is in ready/ from here on: it is counted even if the directory fsync fails, since
-        // a claimer may take it.
+        if let Err(e) = fsio::sync_dir(&inner.ready_dir) {
+            // The rename may not survive a crash, and the caller is told the entry was not written:
+            // take it out of ready/ again so that it is not delivered behind the caller's back (a
+            // claimer that took it in the meantime keeps it; a failed fsync is never retried).
+            let _ = std::fs::remove_file(&target);
+            return Err(SpoolError::io("fsync", &inner.layout.ready, e));
+        }
         inner.lock_index().insert_ready(name);
-        fsio::sync_dir(&inner.ready_dir).map_err(|e| SpoolError::io("fsync", &inner.layout.ready, e))?;
         Ok(id)
     }
 
