@@ -117,7 +117,14 @@ impl Spool {
         let layout = Layout::open(path.as_ref(), options.create)?;
         if !options.create {
             // Opening for work needs the state directories; a spool made by `create` has them.
-            for dir in [&layout.ready, &layout.sessions, &layout.writing, &layout.claimed] {
+            for dir in [
+                &layout.ready,
+                &layout.sessions,
+                &layout.writing,
+                &layout.claimed,
+                &layout.quarantine,
+                &layout.counters,
+            ] {
                 fsio::create_dir(dir).map_err(|e| SpoolError::io("create directory", dir, e))?;
             }
         }
@@ -289,9 +296,11 @@ impl Spool {
             let bytes = match std::fs::read(&path) {
                 Ok(bytes) => bytes,
                 Err(e) => {
-                    // Put it back for later rather than lose track of it.
-                    let _ = inner.settle(&name, Settle::Release);
-                    return Err(SpoolError::io("read", &path, e));
+                    // An entry that cannot be read (an I/O error, a directory under an entry name)
+                    // would block every entry behind it if it went back to ready/: move it aside
+                    // with the reason instead, and go on with the next one.
+                    inner.settle(&name, Settle::Quarantine(&format!("cannot read the entry: {e}")))?;
+                    continue;
                 }
             };
             match entry::decode(&bytes, Some(&name)) {
@@ -538,5 +547,41 @@ mod tests {
         assert_eq!(ids, vec![a], "only the claimed entry is left");
         drop(held);
         let _ = b;
+    }
+
+    #[test]
+    fn an_unreadable_entry_is_quarantined_and_does_not_block_the_ones_behind_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path(), SpoolOptions::default()).unwrap();
+        // A directory under the name of an entry that sorts first.
+        let blocker = EntryName::new(Kind::Crash, EntryId::from_parts(1, 1), 48);
+        std::fs::create_dir(dir.path().join("ready").join(blocker.to_string())).unwrap();
+        let good = spool.write(Kind::Log, b"{}").unwrap();
+        spool.rescan().unwrap();
+        let claim = spool.claim().unwrap().expect("the good entry");
+        assert_eq!(claim.id(), good);
+        let quarantined = spool.view().list().unwrap();
+        let q = quarantined.iter().find(|l| l.state == crate::EntryState::Quarantined).unwrap();
+        assert!(q.reason.as_deref().unwrap().starts_with("cannot read the entry"), "{q:?}");
+        claim.ack().unwrap();
+    }
+
+    #[test]
+    fn a_damaged_eviction_counter_is_kept_aside_not_reset_silently() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = Limits { max_bytes: 1 << 20, max_entries: 1 };
+        let spool = Spool::open(dir.path(), SpoolOptions { limits, ..SpoolOptions::default() }).unwrap();
+        std::fs::write(dir.path().join("counters/evicted"), "garbage").unwrap();
+        assert!(spool.view().evicted().is_err(), "a damaged counter is an error, not zero");
+        spool.write(Kind::Log, b"{}").unwrap();
+        spool.write(Kind::Log, b"{}").unwrap(); // evicts the first
+        assert_eq!(spool.view().evicted().unwrap(), 1);
+        let aside: Vec<_> = std::fs::read_dir(dir.path().join("counters"))
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.starts_with("evicted.damaged-"))
+            .collect();
+        assert_eq!(aside.len(), 1);
+        assert_eq!(std::fs::read_to_string(dir.path().join("counters").join(&aside[0])).unwrap(), "garbage");
     }
 }
