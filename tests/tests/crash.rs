@@ -17,7 +17,12 @@ use lastword_tests::scripted::{Behaviour, TOKEN, TestCollector};
 const APP: &str = env!("CARGO_BIN_EXE_lastword-crash-app");
 
 fn run(case: &str, spool: &Path, lastword: bool, url: Option<&str>) -> Output {
+    run_with(case, spool, lastword, url, &[])
+}
+
+fn run_with(case: &str, spool: &Path, lastword: bool, url: Option<&str>, env: &[(&str, &str)]) -> Output {
     let mut c = Command::new(APP);
+    c.envs(env.iter().copied());
     c.arg(case).env("LASTWORD_SPOOL", spool).env_remove("LASTWORD_URL").env("LASTWORD_TOKEN", TOKEN);
     if let Some(url) = url {
         c.env("LASTWORD_URL", url);
@@ -246,4 +251,31 @@ fn a_panic_reaches_a_live_collector_from_the_hook_even_when_the_process_exits_at
     assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(reports(&spool).is_empty(), "acknowledged by the collector, so deleted from the spool");
     assert!(!collector.stored_ids().is_empty());
+}
+
+#[test]
+fn a_crash_loop_stores_the_same_crash_at_most_the_limit_and_counts_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    for _ in 0..4 {
+        let out = run_with("panic-main", &spool, true, None, &[("CRASH_APP_LOOP_LIMIT", "2")]);
+        assert_eq!(out.status.code(), Some(101));
+    }
+    assert_eq!(reports(&spool).len(), 2, "the third and fourth start of the loop are not stored");
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(spool.join("client/crashloop.json")).unwrap()).unwrap();
+    let window = state.as_object().unwrap().values().next().unwrap();
+    assert_eq!(window["suppressed"], 2, "and they are counted: {state}");
+}
+
+#[test]
+fn before_send_scrubs_or_drops_a_report_before_it_is_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    let scrub = [("CRASH_APP_SCRUB", "1")];
+    assert_eq!(run_with("panic-main", &spool, true, None, &scrub).status.code(), Some(101));
+    assert_eq!(run_with("panic-drop-me", &spool, true, None, &scrub).status.code(), Some(101));
+    let reports = reports(&spool);
+    assert_eq!(reports.len(), 1, "the dropped one is not stored");
+    assert_eq!(reports[0].message, "[scrubbed] in main");
 }

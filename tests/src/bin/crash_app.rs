@@ -16,6 +16,19 @@ fn main() {
             .environment("test")
             .exit_deadline(Duration::from_secs(3))
             .log_level(lastword::Level::Warn);
+        let config = match std::env::var("CRASH_APP_LOOP_LIMIT").ok().and_then(|v| v.parse().ok()) {
+            Some(n) => config.crash_loop_per_hour(n),
+            None => config,
+        };
+        // A scrubbing hook, the way an application removes personal data before anything is stored.
+        let config = if std::env::var_os("CRASH_APP_SCRUB").is_some() {
+            config.before_send(|report| {
+                report.message = report.message.replace("boom", "[scrubbed]");
+                !report.message.contains("drop me")
+            })
+        } else {
+            config
+        };
         match lastword::init(config) {
             Ok(g) => Some(g),
             Err(e) => {
@@ -34,6 +47,7 @@ fn main() {
                 std::thread::Builder::new().name("worker".into()).spawn(|| panic!("boom in a thread"));
             assert!(joined.expect("spawn").join().is_err());
         }
+        "panic-drop-me" => panic!("drop me"),
         "panic-then-exit" => {
             let joined =
                 std::thread::Builder::new().name("worker".into()).spawn(|| panic!("boom, then exit"));
