@@ -454,3 +454,80 @@ pub(crate) fn prepare_with(
 pub fn prepare_for_upload(spool_dir: &Path) -> Prepare {
     prepare_with(spool_dir.to_path_buf(), 10, Arc::default(), None)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const SAMPLE: &[&str] = &[
+        "lastword-raw-signal 1",
+        "signal 11",
+        "code 1",
+        "addr 0x0",
+        "pid 7",
+        "tid 8",
+        "thread main",
+        "reg rbp 0x10",
+        "pc 0x1000",
+        "sp 0x2000",
+        r#"context {"app":"a","os":"linux","arch":"x86_64","pid":7,"uptime_ms":0,"lastword":"0"}"#,
+        "module 0x1000 0x2000 0x0 - /nonexistent",
+        "future-key x",
+        "stack 0x2000 8",
+    ];
+
+    fn sample() -> Vec<u8> {
+        let mut body = SAMPLE.join("\n").into_bytes();
+        body.push(b'\n');
+        body.extend_from_slice(&0x1234u64.to_ne_bytes());
+        body
+    }
+
+    #[test]
+    fn a_raw_report_parses_and_unknown_keys_are_skipped() {
+        let raw = parse_raw(&sample()).unwrap();
+        assert_eq!((raw.signal, raw.code, raw.addr, raw.pid, raw.tid), (11, 1, 0, 7, 8));
+        assert_eq!(raw.thread.as_deref(), Some("main"));
+        assert_eq!(raw.modules.len(), 1);
+        assert_eq!(raw.context.unwrap().app, "a");
+        assert_eq!(raw.stack.len(), 8);
+    }
+
+    #[test]
+    fn a_missing_module_file_leaves_raw_addresses_and_says_why() {
+        let report = symbolize(&parse_raw(&sample()).unwrap());
+        assert!(!report.symbolized);
+        assert_eq!(report.frames[0].address, "0x1000");
+        assert!(report.symbolization_error.unwrap().contains("/nonexistent"));
+        assert_eq!(report.signal.unwrap().name, "SIGSEGV");
+    }
+
+    #[test]
+    fn a_stack_length_that_does_not_match_is_an_error_not_an_allocation() {
+        let mut body = sample();
+        let text =
+            String::from_utf8_lossy(&body).replace("stack 0x2000 8", "stack 0x2000 18446744073709551615");
+        body = text.into_bytes();
+        assert!(parse_raw(&body).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn parse_raw_never_panics_on_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+            let _ = parse_raw(&bytes);
+        }
+
+        #[test]
+        fn parse_raw_never_panics_on_a_damaged_report(cut in 0usize..400, flip in 0usize..400, byte: u8) {
+            let mut body = sample();
+            if flip < body.len() {
+                body[flip] = byte;
+            }
+            body.truncate(cut.min(body.len()));
+            if let Ok(raw) = parse_raw(&body) {
+                let _ = symbolize(&raw);
+            }
+        }
+    }
+}
