@@ -46,3 +46,8 @@ pub use logs::Level;
 pub use symbolize::prepare_for_upload;
 #[cfg(feature = "tracing")]
 pub use tracing_layer::Layer;
+
+/// The README's Rust snippets, compiled as doc tests so that they keep working.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;
