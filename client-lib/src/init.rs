@@ -249,6 +249,15 @@ impl Drop for Guard {
     }
 }
 
+/// Stores `report` as the panic hook does once it has built one: the crash-loop check, `before_send`,
+/// then the durable spool write. Exists for the benchmarks in `benches/`, which time the hook apart
+/// from its backtrace capture (symbolization); not part of the API, and may change or go. Returns the
+/// stored entry's id, or `None` if `init` has not run or the report was not stored.
+#[doc(hidden)]
+pub fn store_crash_for_bench(report: CrashReport) -> Option<EntryId> {
+    SHARED.get()?.store_crash(report)
+}
+
 /// Records one log record, if `init` has run (else it is ignored).
 pub fn log(level: Level, target: &str, message: impl Into<String>) {
     if let Some(shared) = SHARED.get() {

@@ -38,6 +38,8 @@ pub mod upload;
 pub use config::{BeforeSend, Config};
 pub use host::host_name;
 pub(crate) use host::now_millis;
+#[doc(hidden)]
+pub use init::store_crash_for_bench;
 pub use init::{Guard, InitError, default_spool, init, log};
 pub use lastword_spool as spool;
 #[cfg(feature = "log")]
