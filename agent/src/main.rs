@@ -1,5 +1,7 @@
 //! The `lastword` binary: the sidecar uploader, queries on a spool, and the reference collector.
+//! A thin shell over `lastword_agent` (the collector) and `lastword` (the uploader).
 
+mod collect_cmd;
 mod exit;
 mod inspect;
 mod sidecar;
@@ -8,13 +10,14 @@ mod spool_arg;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use lastword_agent::collect::{CollectArgs, query::StoreArgs};
 
 /// lastword: crash and log reporting.
 ///
 /// Exit codes: 0 everything it took was delivered; 1 error; 2 usage; 3 some claims were put back into
 /// the spool for later; 4 (drain) the deadline passed with entries left.
-#[derive(Parser, Debug)]
-#[command(name = "lastword", version, about, long_about)]
+#[derive(Parser)]
+#[command(name = "lastword", version, about, long_about, propagate_version = true)]
 struct Cli {
     /// More diagnostics on stderr (-v: steps, -vv: every report).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
@@ -23,7 +26,7 @@ struct Cli {
     command: Command,
 }
 
-#[derive(Subcommand, Debug)]
+#[derive(Subcommand)]
 enum Command {
     /// Drain a spool to a collector continuously, until SIGTERM or SIGINT.
     Run(sidecar::RunArgs),
@@ -37,6 +40,10 @@ enum Command {
     Stats(inspect::StatsArgs),
     /// Delete entries from a spool on purpose.
     Purge(inspect::PurgeArgs),
+    /// Run the reference collector: receive reports over ws:// or wss:// and store them.
+    Collect(CollectArgs),
+    /// Query a collector's store: recent reports, crash groups, one report, agents' losses.
+    Store(StoreArgs),
 }
 
 fn main() -> ExitCode {
@@ -48,13 +55,15 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { exit::USAGE } else { exit::OK });
         }
     };
-    let result = match &cli.command {
-        Command::Run(a) => sidecar::run(a, cli.verbose),
-        Command::Drain(a) => sidecar::drain(a, cli.verbose),
-        Command::Ls(a) => inspect::ls(a),
-        Command::Show(a) => inspect::show(a),
-        Command::Stats(a) => inspect::stats(a),
-        Command::Purge(a) => inspect::purge(a),
+    let result = match cli.command {
+        Command::Run(a) => sidecar::run(&a, cli.verbose),
+        Command::Drain(a) => sidecar::drain(&a, cli.verbose),
+        Command::Ls(a) => inspect::ls(&a),
+        Command::Show(a) => inspect::show(&a),
+        Command::Stats(a) => inspect::stats(&a),
+        Command::Purge(a) => inspect::purge(&a),
+        Command::Collect(a) => collect_cmd::collect_command(a).map(|()| exit::OK),
+        Command::Store(a) => collect_cmd::store_command(a).map(|()| exit::OK),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -1,0 +1,122 @@
+//! The bearer tokens the collector accepts (PROTOCOL.md, "Transport and handshake").
+
+use std::path::{Path, PathBuf};
+
+/// Why tokens could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    /// The token file could not be read.
+    #[error("cannot read the token file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// No token was given at all: every client would be refused.
+    #[error("no tokens: give --token-file FILE (one token a line) or LASTWORD_TOKENS=t1,t2")]
+    None,
+    /// A token holds a character that cannot travel in an HTTP header.
+    #[error("a token holds whitespace or a control character (token {index} of {source_name})")]
+    Unusable {
+        /// Where it came from.
+        source_name: String,
+        /// Its position there, from 1.
+        index: usize,
+    },
+}
+
+/// The set of valid tokens. Several may be valid at once (one per application, say).
+#[derive(Clone, Default)]
+pub struct Tokens(Vec<Vec<u8>>);
+
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Tokens({} tokens)", self.0.len())
+    }
+}
+
+impl Tokens {
+    /// Tokens from a file (one a line; blank lines and lines starting with `#` are skipped) and from the
+    /// value of `LASTWORD_TOKENS` (comma-separated). At least one token must come out.
+    pub fn load(file: Option<&Path>, env: Option<&str>) -> Result<Self, TokenError> {
+        let mut tokens = Vec::new();
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|source| TokenError::Read { path: path.to_owned(), source })?;
+            let lines = text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#'));
+            Self::push_all(&mut tokens, lines, &path.display().to_string())?;
+        }
+        if let Some(env) = env {
+            let items = env.split(',').map(str::trim).filter(|t| !t.is_empty());
+            Self::push_all(&mut tokens, items, "LASTWORD_TOKENS")?;
+        }
+        if tokens.is_empty() {
+            return Err(TokenError::None);
+        }
+        Ok(Self(tokens))
+    }
+
+    fn push_all<'a>(
+        into: &mut Vec<Vec<u8>>,
+        items: impl Iterator<Item = &'a str>,
+        source_name: &str,
+    ) -> Result<(), TokenError> {
+        for (i, token) in items.enumerate() {
+            if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(TokenError::Unusable { source_name: source_name.to_owned(), index: i + 1 });
+            }
+            into.push(token.as_bytes().to_vec());
+        }
+        Ok(())
+    }
+
+    /// Tokens given directly (for tests and embedders).
+    pub fn from_list<I: IntoIterator<Item = S>, S: Into<String>>(tokens: I) -> Self {
+        Self(tokens.into_iter().map(|t| t.into().into_bytes()).collect())
+    }
+
+    /// Whether `token` is one of them. Compares every token in full whatever matches, so the time taken
+    /// says nothing about which bytes were right.
+    pub fn accepts(&self, token: &str) -> bool {
+        let token = token.as_bytes();
+        self.0.iter().fold(false, |found, valid| found | constant_time_eq(valid, token))
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_come_from_file_and_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("tokens");
+        std::fs::write(&file, "# comment\n\n  alpha  \nbeta\n").unwrap();
+        let tokens = Tokens::load(Some(&file), Some("gamma, ,delta")).unwrap();
+        for t in ["alpha", "beta", "gamma", "delta"] {
+            assert!(tokens.accepts(t), "{t}");
+        }
+        assert!(!tokens.accepts("alph"));
+        assert!(!tokens.accepts(""));
+        assert!(!tokens.accepts("# comment"));
+    }
+
+    #[test]
+    fn no_token_at_all_is_an_error() {
+        assert!(matches!(Tokens::load(None, Some(" , ")), Err(TokenError::None)));
+        assert!(matches!(Tokens::load(None, None), Err(TokenError::None)));
+    }
+
+    #[test]
+    fn a_token_with_a_space_is_refused() {
+        assert!(matches!(Tokens::load(None, Some("a b")), Err(TokenError::Unusable { .. })));
+    }
+}

@@ -1,0 +1,547 @@
+//! One connection, one task (PROTOCOL.md): TLS and websocket handshakes, hello and welcome, reports and
+//! their answers, close codes.
+//!
+//! The task owns the websocket alone. Its `select!` waits only on cancel-safe things (the stream's next
+//! message, the next ready answer, the shutdown token, a timer); every send happens in the loop body,
+//! never inside `select!`, so no message is ever half sent (tokio-tungstenite #344). After the server
+//! sends a close frame it keeps reading until the stream ends (#117), and it flushes after every ping so
+//! the pong leaves (#393).
+
+use std::borrow::Cow;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures_util::stream::FuturesUnordered;
+use futures_util::{FutureExt as _, SinkExt as _, StreamExt as _};
+use lastword::protocol::{
+    BodyError, ClientMessage, Encoding, Hello, PROTOCOL_VERSION, RejectReason, Report, ServerMessage,
+    Software, Welcome, close,
+};
+use lastword_spool::{EntryId, Kind};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio::time::{Instant, timeout, timeout_at};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::error::ProtocolError;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
+
+use super::committer::Job;
+use super::fingerprint;
+use super::handshake::{self, Admission};
+use super::store::{AgentLosses, NewReport, Origin};
+use super::{Limits, Shared};
+
+/// How long the server waits for the peer's side of a close before it drops the connection.
+const CLOSE_LINGER: Duration = Duration::from_secs(5);
+/// The longest close reason (RFC 6455: 125 bytes of payload, 2 of them the code).
+const MAX_REASON: usize = 123;
+
+/// Serves one accepted TCP connection to its end. Never panics on anything the peer sends.
+pub(crate) async fn handle(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>, admission: Admission) {
+    // Answers are small and latency matters more than packet count.
+    let _ = tcp.set_nodelay(true);
+    let deadline = Instant::now() + Duration::from_millis(shared.limits.handshake_timeout_ms);
+    match shared.tls.clone() {
+        Some(acceptor) => {
+            // A failed or slow TLS handshake: nothing to answer.
+            let accepted = tokio::select! {
+                () = shared.shutdown.cancelled() => return,
+                accepted = timeout_at(deadline, acceptor.accept(tcp)) => accepted,
+            };
+            if let Ok(Ok(tls)) = accepted {
+                upgrade(tls, peer, &shared, admission, deadline).await;
+            }
+        }
+        None => upgrade(tcp, peer, &shared, admission, deadline).await,
+    }
+}
+
+async fn upgrade<S>(stream: S, peer: SocketAddr, shared: &Shared, admission: Admission, deadline: Instant)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let admitted = matches!(admission, Admission::Admitted(_));
+    let tokens = &shared.tokens;
+    // The error type is tungstenite's, whose Callback trait fixes it.
+    #[allow(clippy::result_large_err)]
+    let callback = |request: &_, response| handshake::check(request, response, tokens, admitted);
+    let config = ws_config(&shared.limits);
+    // A refused handshake has had its HTTP error response written by tungstenite: nothing more to do.
+    let handshake = tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(config));
+    // A shutdown does not wait for handshakes in progress: they are simply dropped.
+    let upgraded = tokio::select! {
+        () = shared.shutdown.cancelled() => return,
+        upgraded = timeout_at(deadline, handshake) => upgraded,
+    };
+    if let Ok(Ok(ws)) = upgraded {
+        Connection::new(ws, peer, shared).serve().await;
+    }
+    drop(admission);
+}
+
+fn ws_config(limits: &Limits) -> WebSocketConfig {
+    let readable = limits.max_message_bytes.saturating_mul(2);
+    let mut config = WebSocketConfig::default();
+    config.read_buffer_size = 32 * 1024;
+    config.write_buffer_size = 32 * 1024;
+    config.max_write_buffer_size = limits.max_write_buffer_bytes;
+    config.max_message_size = Some(readable);
+    config.max_frame_size = Some(readable);
+    config
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// How a connection ends.
+enum End {
+    /// Send this close frame, then read until the peer's close or the end of the stream.
+    Close(u16, String),
+    /// The peer sent its close: tungstenite queued the reply; flush it and read to the end.
+    PeerClosed,
+    /// Nothing more can be said (the peer is gone or does not read): drop the connection.
+    Gone,
+}
+
+impl End {
+    fn close(code: u16, reason: impl Into<String>) -> Self {
+        End::Close(code, reason.into())
+    }
+}
+
+/// The end a read error calls for.
+fn read_error(e: &WsError) -> End {
+    use tokio_tungstenite::tungstenite::error::CapacityError;
+    match e {
+        WsError::Capacity(CapacityError::MessageTooLong { size, max_size }) => {
+            End::close(close::TOO_BIG, format!("message of {size} bytes is over the limit of {max_size}"))
+        }
+        WsError::Capacity(e) => End::close(close::TOO_BIG, e.to_string()),
+        WsError::Utf8(_) => End::close(close::INVALID_PAYLOAD, "text frame is not UTF-8"),
+        // The peer went away without a close: nobody to tell.
+        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => End::Gone,
+        WsError::Protocol(p) => End::close(u16::from(CloseCode::Protocol), p.to_string()),
+        _ => End::Gone,
+    }
+}
+
+/// A message after the hello, read in one pass with the body left as borrowed raw JSON. Equivalent to
+/// [`ClientMessage::from_json`] for what the server needs (an unknown type, a bad id or kind, a missing
+/// field are errors; unknown fields are ignored), without parsing the message twice and copying the
+/// body twice.
+#[derive(Deserialize)]
+struct Incoming<'a> {
+    #[serde(rename = "type", borrow)]
+    tag: Cow<'a, str>,
+    #[serde(default)]
+    id: Option<EntryId>,
+    #[serde(default)]
+    kind: Option<Kind>,
+    #[serde(default)]
+    created_ms: Option<u64>,
+    #[serde(default)]
+    encoding: Option<Encoding>,
+    #[serde(default, borrow)]
+    body: Option<&'a RawValue>,
+}
+
+type Answer = Pin<Box<dyn Future<Output = ServerMessage> + Send>>;
+
+struct Connection<'a, S> {
+    ws: WebSocketStream<S>,
+    peer: SocketAddr,
+    shared: &'a Shared,
+    /// Answers not yet sent, ready or waiting for the committer.
+    pending: FuturesUnordered<Answer>,
+    /// Reports read and not yet answered on the wire (`pending` plus those being prepared).
+    in_flight: usize,
+}
+
+enum Event {
+    Shutdown,
+    Answer(ServerMessage),
+    Read(Option<Result<Message, WsError>>),
+    Idle,
+}
+
+impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
+    fn new(ws: WebSocketStream<S>, peer: SocketAddr, shared: &'a Shared) -> Self {
+        Self { ws, peer, shared, pending: FuturesUnordered::new(), in_flight: 0 }
+    }
+
+    fn limits(&self) -> &Limits {
+        &self.shared.limits
+    }
+
+    async fn serve(mut self) {
+        let end = match self.hello().await {
+            Ok(origin) => self.reports(origin).await,
+            Err(end) => end,
+        };
+        self.finish(end).await;
+    }
+
+    /// Sends messages and flushes once, within the write timeout.
+    async fn send_all(&mut self, messages: impl IntoIterator<Item = Message>) -> Result<(), End> {
+        let write = Duration::from_millis(self.limits().write_timeout_ms);
+        let ws = &mut self.ws;
+        let sent = timeout(write, async move {
+            for m in messages {
+                ws.feed(m).await?;
+            }
+            ws.flush().await
+        })
+        .await;
+        match sent {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) | Err(_) => Err(End::Gone),
+        }
+    }
+
+    async fn flush(&mut self) -> Result<(), End> {
+        self.send_all(None).await
+    }
+
+    /// Waits for a valid hello and answers it with the welcome.
+    async fn hello(&mut self) -> Result<Arc<Origin>, End> {
+        let deadline = Instant::now() + Duration::from_millis(self.limits().hello_timeout_ms);
+        let hello = loop {
+            let read = tokio::select! {
+                biased;
+                () = self.shared.shutdown.cancelled() => return Err(End::close(close::GOING_AWAY, "server shutting down")),
+                read = timeout_at(deadline, self.ws.next()) => read,
+            };
+            let message = match read {
+                Err(_) => {
+                    let ms = self.limits().hello_timeout_ms;
+                    return Err(End::close(close::TIMEOUT, format!("no hello within {ms} ms")));
+                }
+                Ok(None) => return Err(End::Gone),
+                Ok(Some(Err(e))) => return Err(read_error(&e)),
+                Ok(Some(Ok(m))) => m,
+            };
+            match message {
+                Message::Text(text) => match ClientMessage::from_json(&text) {
+                    Ok(ClientMessage::Hello(h)) => break h,
+                    Ok(ClientMessage::Report(_)) => {
+                        return Err(End::close(close::BAD_HELLO, "the first message must be hello"));
+                    }
+                    Err(e) => return Err(End::close(close::BAD_HELLO, format!("not a valid hello: {e}"))),
+                },
+                Message::Binary(_) => return Err(binary()),
+                Message::Ping(_) => self.flush().await?,
+                Message::Pong(_) | Message::Frame(_) => {}
+                Message::Close(_) => return Err(End::PeerClosed),
+            }
+        };
+        let Hello { protocol, agent, app, release, host, losses } = hello;
+        if protocol != PROTOCOL_VERSION {
+            return Err(End::close(
+                close::BAD_HELLO,
+                format!("unsupported protocol {protocol}; this server speaks 1"),
+            ));
+        }
+        let origin = Arc::new(Origin { agent, app, release, host });
+        let received_ms = now_ms();
+        // Nobody waits for the counters; if the writer is gone the next hello brings them again.
+        let _ = self.shared.jobs.send(Job::Losses(AgentLosses {
+            origin: Arc::clone(&origin),
+            losses,
+            received_ms,
+        }));
+        let limits = self.limits();
+        let welcome = ServerMessage::Welcome(Welcome {
+            protocol: PROTOCOL_VERSION,
+            server: Software { name: "lastword-collect".into(), version: env!("CARGO_PKG_VERSION").into() },
+            max_message_bytes: limits.max_message_bytes as u64,
+            max_in_flight: limits.max_in_flight,
+            idle_timeout_ms: limits.idle_timeout_ms,
+        });
+        self.send_all([to_message(&welcome)]).await?;
+        Ok(origin)
+    }
+
+    /// Reads reports and sends answers until the connection must end.
+    async fn reports(&mut self, origin: Arc<Origin>) -> End {
+        let idle = Duration::from_millis(self.limits().idle_timeout_ms);
+        let mut idle_deadline = Instant::now() + idle;
+        loop {
+            let event = tokio::select! {
+                biased;
+                () = self.shared.shutdown.cancelled() => Event::Shutdown,
+                Some(answer) = self.pending.next(), if !self.pending.is_empty() => Event::Answer(answer),
+                read = timeout_at(idle_deadline, self.ws.next()) => match read {
+                    Ok(read) => Event::Read(read),
+                    Err(_) => Event::Idle,
+                },
+            };
+            let result = match event {
+                Event::Shutdown => return self.drain().await,
+                Event::Answer(first) => self.send_answers(first).await,
+                Event::Idle => {
+                    let ms = self.limits().idle_timeout_ms;
+                    return End::close(close::TIMEOUT, format!("idle for {ms} ms"));
+                }
+                Event::Read(None) => return End::Gone,
+                Event::Read(Some(Err(e))) => return read_error(&e),
+                Event::Read(Some(Ok(message))) => {
+                    idle_deadline = Instant::now() + idle;
+                    match message {
+                        Message::Text(text) => self.on_text(text, &origin).await,
+                        Message::Binary(_) => Err(binary()),
+                        Message::Ping(_) => self.flush().await,
+                        Message::Pong(_) | Message::Frame(_) => Ok(()),
+                        Message::Close(_) => Err(End::PeerClosed),
+                    }
+                }
+            };
+            if let Err(end) = result {
+                return end;
+            }
+        }
+    }
+
+    /// Sends `first` and every other answer already ready, with one flush.
+    async fn send_answers(&mut self, first: ServerMessage) -> Result<(), End> {
+        let mut messages = vec![to_message(&first)];
+        while let Some(Some(answer)) = self.pending.next().now_or_never() {
+            messages.push(to_message(&answer));
+        }
+        let count = messages.len();
+        self.send_all(messages).await?;
+        self.in_flight -= count;
+        Ok(())
+    }
+
+    /// Shutdown: reads nothing more, sends every answer still owed (the committer goes on until every
+    /// connection is done), then closes with 1001.
+    async fn drain(&mut self) -> End {
+        let deadline = Instant::now() + Duration::from_millis(self.limits().write_timeout_ms);
+        while let Ok(Some(answer)) = timeout_at(deadline, self.pending.next()).await {
+            if let Err(end) = self.send_answers(answer).await {
+                return end;
+            }
+        }
+        End::close(close::GOING_AWAY, "server shutting down")
+    }
+
+    async fn on_text(&mut self, text: Utf8Bytes, origin: &Arc<Origin>) -> Result<(), End> {
+        let incoming = match serde_json::from_str::<Incoming<'_>>(&text) {
+            Ok(incoming) => incoming,
+            Err(e) => return Err(End::close(close::INVALID_PAYLOAD, format!("invalid message: {e}"))),
+        };
+        let (id, kind, created_ms, body) = match incoming {
+            Incoming {
+                tag,
+                id: Some(id),
+                kind: Some(kind),
+                created_ms: Some(created),
+                body: Some(body),
+                ..
+            } if tag == "report" => (id, kind, created, body),
+            Incoming { tag, .. } if tag == "report" => {
+                return Err(End::close(
+                    close::INVALID_PAYLOAD,
+                    "invalid message: a report needs id, kind, created_ms and body",
+                ));
+            }
+            Incoming { tag, .. } if tag == "hello" => {
+                return Err(End::close(close::BAD_HELLO, "hello sent twice"));
+            }
+            Incoming { tag, .. } => {
+                return Err(End::close(
+                    close::INVALID_PAYLOAD,
+                    format!("invalid message: unknown type {tag:?}"),
+                ));
+            }
+        };
+        self.take_slot()?;
+        let max = self.limits().max_message_bytes;
+        if text.len() > max {
+            // Readable (up to twice the limit) but too long to store.
+            let detail = format!("message of {} bytes is over the limit of {max}", text.len());
+            self.answer_now(reject(id, RejectReason::TooLarge, detail));
+            return Ok(());
+        }
+        let received_ms = now_ms();
+        let encoding = incoming.encoding.unwrap_or_default();
+        let prepared = if encoding == Encoding::Deflate {
+            // Inflating may take a while (up to MAX_DECOMPRESSED bytes): not on a runtime thread.
+            let report = Report { id, kind, created_ms, encoding, body: body.to_owned() };
+            let origin = Arc::clone(origin);
+            tokio::task::spawn_blocking(move || prepare(&report, origin, received_ms))
+                .await
+                .unwrap_or_else(|e| Err(reject(id, RejectReason::Malformed, format!("cannot inflate: {e}"))))
+        } else {
+            let body = body.get().to_owned();
+            Ok(new_report(id, kind, created_ms, body, Arc::clone(origin), received_ms))
+        };
+        drop(text);
+        let report = match prepared {
+            Ok(report) => report,
+            Err(answer) => {
+                self.answer_now(answer);
+                return Ok(());
+            }
+        };
+        let retry = ServerMessage::RetryLater { id, delay_ms: self.limits().retry_delay_ms };
+        let budget = &self.shared.queue_bytes;
+        let cost = u32::try_from(report.body.len().saturating_add(512).min(self.limits().queue_bytes))
+            .unwrap_or(u32::MAX);
+        let Ok(budget) = Arc::clone(budget).try_acquire_many_owned(cost) else {
+            // The store is behind: postpone, never drop.
+            self.answer_now(retry);
+            return Ok(());
+        };
+        let (answer, answered) = oneshot::channel();
+        if self.shared.jobs.send(Job::Report { report, answer, budget }).is_err() {
+            self.answer_now(retry);
+            return Ok(());
+        }
+        // If the writer drops the sender without answering (it never does), the report is not known to
+        // be stored: ask for it again.
+        self.pending.push(Box::pin(answered.map(move |a| a.unwrap_or(retry))));
+        Ok(())
+    }
+
+    /// Counts one more unanswered report, or ends the connection if that is one too many.
+    fn take_slot(&mut self) -> Result<(), End> {
+        let max = self.limits().max_in_flight as usize;
+        if self.in_flight >= max {
+            return Err(End::close(close::POLICY, format!("more than {max} reports unanswered")));
+        }
+        self.in_flight += 1;
+        Ok(())
+    }
+
+    fn answer_now(&mut self, answer: ServerMessage) {
+        self.pending.push(Box::pin(std::future::ready(answer)));
+    }
+
+    /// Says goodbye: sends the close frame if there is one to send, then reads until the stream ends so
+    /// that the close handshake completes. A stream that failed mid-frame cannot be read as websocket
+    /// any more: its remaining bytes are read raw and dropped, so the peer still gets the close frame
+    /// instead of a reset.
+    async fn finish(self, end: End) {
+        let Self { mut ws, peer, .. } = self;
+        match end {
+            End::Gone => return,
+            End::PeerClosed => {
+                let _ = timeout(CLOSE_LINGER, ws.flush()).await;
+            }
+            End::Close(code, reason) => {
+                let reason = truncate(reason);
+                if code != close::GOING_AWAY {
+                    eprintln!("lastword collect: closing {peer}: {code} {reason}");
+                }
+                let frame = CloseFrame { code: CloseCode::from(code), reason: Utf8Bytes::from(reason) };
+                if !matches!(timeout(CLOSE_LINGER, ws.send(Message::Close(Some(frame)))).await, Ok(Ok(()))) {
+                    return;
+                }
+            }
+        }
+        let deadline = Instant::now() + CLOSE_LINGER;
+        use futures_util::stream::FusedStream as _;
+        while !ws.is_terminated() {
+            match timeout_at(deadline, ws.next()).await {
+                Ok(Some(Ok(_))) => {}
+                Ok(None) => return,
+                Ok(Some(Err(_))) => break,
+                Err(_) => return,
+            }
+        }
+        // The websocket layer failed (mid-frame): drain raw bytes, bounded in time and amount.
+        let mut inner = ws.into_inner();
+        let _ = timeout_at(deadline, inner.shutdown()).await;
+        let mut budget = 64usize << 20;
+        let mut buf = vec![0u8; 64 * 1024];
+        while budget > 0 {
+            match timeout_at(deadline, inner.read(&mut buf)).await {
+                Ok(Ok(n)) if n > 0 => budget = budget.saturating_sub(n),
+                _ => return,
+            }
+        }
+    }
+}
+
+fn binary() -> End {
+    End::close(close::UNSUPPORTED_DATA, "binary frames are not part of lastword.v1")
+}
+
+fn reject(id: EntryId, reason: RejectReason, detail: String) -> ServerMessage {
+    ServerMessage::Rejected { id, reason, detail }
+}
+
+/// Inflates and reads a report's body; the answer to send instead if it cannot be stored.
+fn prepare(report: &Report, origin: Arc<Origin>, received_ms: u64) -> Result<NewReport, ServerMessage> {
+    let id = report.id;
+    let body = match report.body_json() {
+        Ok(body) => body,
+        Err(e @ BodyError::TooLarge) => return Err(reject(id, RejectReason::TooLarge, e.to_string())),
+        Err(e) => return Err(reject(id, RejectReason::Malformed, e.to_string())),
+    };
+    Ok(new_report(id, report.kind, report.created_ms, body, origin, received_ms))
+}
+
+/// A report ready for the store, with its summary and fingerprint.
+fn new_report(
+    id: EntryId,
+    kind: Kind,
+    created_ms: u64,
+    body: String,
+    origin: Arc<Origin>,
+    received_ms: u64,
+) -> NewReport {
+    let digest = fingerprint::digest(kind, &body);
+    NewReport {
+        id,
+        kind,
+        origin,
+        created_ms,
+        received_ms,
+        fingerprint: digest.fingerprint,
+        summary: digest.summary,
+        body,
+    }
+}
+
+fn to_message(answer: &ServerMessage) -> Message {
+    // These messages hold only strings and numbers: serializing them cannot fail.
+    Message::text(serde_json::to_string(answer).unwrap_or_default())
+}
+
+/// Cuts a close reason to what a close frame can carry, at a character boundary.
+fn truncate(mut reason: String) -> String {
+    if reason.len() > MAX_REASON {
+        let mut cut = MAX_REASON;
+        while !reason.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        reason.truncate(cut);
+    }
+    reason
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn close_reasons_are_cut_at_a_character_boundary() {
+        let long = "é".repeat(100);
+        let cut = truncate(long);
+        assert!(cut.len() <= MAX_REASON);
+        assert!(cut.chars().all(|c| c == 'é'));
+        assert_eq!(truncate("short".into()), "short");
+    }
+}

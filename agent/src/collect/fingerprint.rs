@@ -1,0 +1,329 @@
+//! What the collector reads from a report's body: a one-line summary for people and, for crashes, the
+//! fingerprint that groups the same crash together (PROTOCOL.md, "report"; STORE.md, "Fingerprints").
+//!
+//! The body's schema belongs to its kind; this module reads only three fields and tolerates anything
+//! else: a body that is not an object, or whose fields have other types, simply has no such field.
+
+use lastword_spool::Kind;
+use std::borrow::Cow;
+
+use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use sha2::{Digest as _, Sha256};
+
+/// How many frames from the top the fingerprint of a crash without one hashes.
+pub const FRAMES_HASHED: usize = 5;
+/// The longest summary kept, in characters.
+pub const SUMMARY_CHARS: usize = 200;
+
+/// What the collector keeps from a body besides the body itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Digest {
+    /// For crashes, the group key; `None` for other kinds.
+    pub fingerprint: Option<String>,
+    /// The first line of the body's `message`, else (crashes) the top frame's function, else empty.
+    pub summary: String,
+}
+
+/// The three fields, read in one pass over the body. Anything of another type than expected counts as
+/// absent; the rest of the body is skipped without being built.
+#[derive(Default)]
+struct Fields {
+    fingerprint: Option<String>,
+    /// The function names of the first [`FRAMES_HASHED`] frames (`None` for a frame without one).
+    functions: Vec<Option<String>>,
+    message: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for Fields {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(FieldsVisitor)
+    }
+}
+
+struct FieldsVisitor;
+
+impl<'de> Visitor<'de> for FieldsVisitor {
+    type Value = Fields;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fields, A::Error> {
+        let mut fields = Fields::default();
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            match key.as_ref() {
+                "fingerprint" => fields.fingerprint = map.next_value::<MaybeString>()?.0,
+                "message" => fields.message = map.next_value::<MaybeString>()?.0,
+                "frames" => fields.functions = map.next_value::<TopFunctions>()?.0,
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(fields)
+    }
+}
+
+/// A string, or `None` for a value of any other type.
+struct MaybeString(Option<String>);
+
+impl<'de> Deserialize<'de> for MaybeString {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(MaybeStringVisitor)
+    }
+}
+
+struct MaybeStringVisitor;
+
+impl<'de> Visitor<'de> for MaybeStringVisitor {
+    type Value = MaybeString;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any value")
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<MaybeString, E> {
+        Ok(MaybeString(Some(v.to_owned())))
+    }
+    fn visit_string<E: de::Error>(self, v: String) -> Result<MaybeString, E> {
+        Ok(MaybeString(Some(v)))
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<MaybeString, E> {
+        Ok(MaybeString(None))
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<MaybeString, E> {
+        Ok(MaybeString(None))
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<MaybeString, E> {
+        Ok(MaybeString(None))
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<MaybeString, E> {
+        Ok(MaybeString(None))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<MaybeString, E> {
+        Ok(MaybeString(None))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<MaybeString, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(MaybeString(None))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<MaybeString, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(MaybeString(None))
+    }
+}
+
+/// The `function` of a frame: `None` if the frame is not an object or has no string `function`.
+struct FrameFunction(Option<String>);
+
+impl<'de> Deserialize<'de> for FrameFunction {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = FrameFunction;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a frame")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<FrameFunction, A::Error> {
+                let mut function = None;
+                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                    if key == "function" {
+                        function = map.next_value::<MaybeString>()?.0;
+                    } else {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+                Ok(FrameFunction(function))
+            }
+        }
+        // Anything but an object: read it whole as nothing.
+        deserializer.deserialize_any(Either(V))
+    }
+}
+
+/// A visitor that hands objects to `V` and reads every other value as its `Default`.
+struct Either<V>(V);
+
+impl<'de, V: Visitor<'de, Value = FrameFunction>> Visitor<'de> for Either<V> {
+    type Value = FrameFunction;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any value")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<FrameFunction, A::Error> {
+        self.0.visit_map(map)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<FrameFunction, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(FrameFunction(None))
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<FrameFunction, E> {
+        Ok(FrameFunction(None))
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<FrameFunction, E> {
+        Ok(FrameFunction(None))
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<FrameFunction, E> {
+        Ok(FrameFunction(None))
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<FrameFunction, E> {
+        Ok(FrameFunction(None))
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<FrameFunction, E> {
+        Ok(FrameFunction(None))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<FrameFunction, E> {
+        Ok(FrameFunction(None))
+    }
+}
+
+/// The functions of the first frames of a `frames` array; empty for a value of any other type.
+struct TopFunctions(Vec<Option<String>>);
+
+impl<'de> Deserialize<'de> for TopFunctions {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = TopFunctions;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an array of frames")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<TopFunctions, A::Error> {
+                let mut functions = Vec::with_capacity(FRAMES_HASHED);
+                while functions.len() < FRAMES_HASHED {
+                    match seq.next_element::<FrameFunction>()? {
+                        Some(f) => functions.push(f.0),
+                        None => return Ok(TopFunctions(functions)),
+                    }
+                }
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(TopFunctions(functions))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<TopFunctions, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(TopFunctions(Vec::new()))
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<TopFunctions, E> {
+                Ok(TopFunctions(Vec::new()))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<TopFunctions, E> {
+                Ok(TopFunctions(Vec::new()))
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<TopFunctions, E> {
+                Ok(TopFunctions(Vec::new()))
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<TopFunctions, E> {
+                Ok(TopFunctions(Vec::new()))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<TopFunctions, E> {
+                Ok(TopFunctions(Vec::new()))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<TopFunctions, E> {
+                Ok(TopFunctions(Vec::new()))
+            }
+        }
+        deserializer.deserialize_any(V)
+    }
+}
+
+fn hex_sha256(domain: &str, parts: &[&str]) -> String {
+    let mut hash = Sha256::new();
+    hash.update(domain.as_bytes());
+    for part in parts {
+        hash.update(b"\n");
+        hash.update(part.as_bytes());
+    }
+    // 128 bits of the hash: plenty to keep distinct crashes apart, short enough to read.
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut text = String::with_capacity(32);
+    for b in hash.finalize().iter().take(16) {
+        text.push(char::from(HEX[usize::from(b >> 4)]));
+        text.push(char::from(HEX[usize::from(b & 15)]));
+    }
+    text
+}
+
+fn first_line(text: &str) -> String {
+    text.lines().next().unwrap_or("").trim().chars().take(SUMMARY_CHARS).collect()
+}
+
+/// Reads the summary and, for a crash, the fingerprint of a body (JSON text).
+pub fn digest(kind: Kind, body: &str) -> Digest {
+    let fields = serde_json::from_str::<Fields>(body).unwrap_or_default();
+    let message = fields.message;
+    if kind != Kind::Crash {
+        return Digest { fingerprint: None, summary: message.as_deref().map(first_line).unwrap_or_default() };
+    }
+    let functions = fields.functions;
+    let summary = match (&message, functions.iter().flatten().next()) {
+        (Some(m), _) if !first_line(m).is_empty() => first_line(m),
+        (_, Some(f)) => first_line(f),
+        _ => String::new(),
+    };
+    let fingerprint = match fields.fingerprint.filter(|f| !f.is_empty()) {
+        Some(given) => given,
+        None if functions.iter().any(Option::is_some) => {
+            let names: Vec<&str> = functions.iter().map(|f| f.as_deref().unwrap_or("")).collect();
+            hex_sha256("frames", &names)
+        }
+        None => hex_sha256("message", &[message.as_deref().unwrap_or("")]),
+    };
+    Digest { fingerprint: Some(fingerprint), summary }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_given_fingerprint_is_used_as_is() {
+        let d = digest(Kind::Crash, r#"{"fingerprint":"db-timeout","message":"boom\nmore"}"#);
+        assert_eq!(d.fingerprint.as_deref(), Some("db-timeout"));
+        assert_eq!(d.summary, "boom");
+    }
+
+    #[test]
+    fn crashes_with_the_same_top_five_functions_group_together() {
+        let a = r#"{"message":"a","frames":[{"function":"f1"},{"function":"f2"},{"function":"f3"},
+            {"function":"f4"},{"function":"f5"},{"function":"main"}]}"#;
+        let b = r#"{"message":"b","frames":[{"function":"f1"},{"function":"f2"},{"function":"f3"},
+            {"function":"f4"},{"function":"f5"},{"function":"other"}]}"#;
+        let c = r#"{"message":"a","frames":[{"function":"f1"},{"function":"x"}]}"#;
+        let (a, b, c) = (digest(Kind::Crash, a), digest(Kind::Crash, b), digest(Kind::Crash, c));
+        assert_eq!(a.fingerprint, b.fingerprint);
+        assert_ne!(a.fingerprint, c.fingerprint);
+        assert_eq!(a.fingerprint.as_ref().map(String::len), Some(32));
+    }
+
+    #[test]
+    fn without_frames_the_message_is_hashed() {
+        let a = digest(Kind::Crash, r#"{"message":"out of memory"}"#);
+        let b = digest(Kind::Crash, r#"{"message":"out of memory","frames":[{"address":"0x1"}]}"#);
+        let c = digest(Kind::Crash, r#"{"message":"disk full"}"#);
+        assert_eq!(a.fingerprint, b.fingerprint);
+        assert_ne!(a.fingerprint, c.fingerprint);
+        assert_eq!(b.summary, "out of memory");
+    }
+
+    #[test]
+    fn odd_bodies_still_get_a_fingerprint_and_never_panic() {
+        for body in [
+            "[]",
+            r#"["fingerprint-looking","x"]"#,
+            "3",
+            r#"{"frames":7,"message":[1]}"#,
+            r#"{"frames":[1,"x",null,[2],{"function":3}],"fingerprint":{"a":1}}"#,
+            r#"{"frames":{"function":"f"},"message":null}"#,
+            "{}",
+        ] {
+            let d = digest(Kind::Crash, body);
+            assert_eq!(d, digest(Kind::Crash, "{}"), "{body}: nothing usable, so the empty message's hash");
+        }
+        let mixed = digest(Kind::Crash, r#"{"frames":[7,{"function":"f"},{"x":1}],"other":{"frames":[]}}"#);
+        let plain = digest(Kind::Crash, r#"{"frames":[{},{"function":"f"},{}]}"#);
+        assert_eq!(mixed, plain);
+    }
+
+    #[test]
+    fn other_kinds_have_a_summary_but_no_fingerprint() {
+        let d = digest(Kind::Event, r#"{"message":"user signed up"}"#);
+        assert_eq!(d, Digest { fingerprint: None, summary: "user signed up".into() });
+        assert_eq!(digest(Kind::Log, "[1,2]").summary, "");
+    }
+}

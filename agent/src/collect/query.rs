@@ -1,0 +1,306 @@
+//! `lastword store ...`: what people ask of a collector's store. Readable tables by default, JSON with
+//! `--json` (one array, or one object for `show`).
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use lastword_spool::{EntryId, Kind};
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+use super::sqlite::SqliteStore;
+use super::store::{ReportFilter, Store, StoreError};
+
+/// Why a query failed.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    /// The store could not be read.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// No report has that id.
+    #[error("no report {id} in the store")]
+    NoSuchReport {
+        /// The id asked for.
+        id: EntryId,
+    },
+    /// The output could not be written.
+    #[error("cannot write the output: {0}")]
+    Output(#[from] std::io::Error),
+    /// The output could not be encoded.
+    #[error("cannot encode the output: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// The arguments of `lastword store`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct StoreArgs {
+    /// What to show.
+    #[command(subcommand)]
+    pub command: StoreCommand,
+}
+
+/// Where the store is and how to print.
+#[derive(Clone, Debug, clap::Args)]
+pub struct Output {
+    /// Directory of the store (as given to `lastword collect --store`).
+    #[arg(long, value_name = "DIR", env = "LASTWORD_STORE")]
+    pub store: PathBuf,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The queries.
+#[derive(Clone, Debug, clap::Subcommand)]
+pub enum StoreCommand {
+    /// List reports, the most recently received first.
+    Reports {
+        /// Where and how.
+        #[command(flatten)]
+        output: Output,
+        /// Only this application's.
+        #[arg(long)]
+        app: Option<String>,
+        /// Only this kind (crash, event or log).
+        #[arg(long)]
+        kind: Option<Kind>,
+        /// Only the crashes of this group.
+        #[arg(long)]
+        fingerprint: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// List crash groups (one application's crashes with one fingerprint) with their counts, the most
+    /// recently seen first.
+    Groups {
+        /// Where and how.
+        #[command(flatten)]
+        output: Output,
+        /// Only this application's.
+        #[arg(long)]
+        app: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Show one report with its body.
+    Show {
+        /// The report id.
+        id: EntryId,
+        /// Where and how.
+        #[command(flatten)]
+        output: Output,
+    },
+    /// Show what each agent (app and host) last said it could not deliver.
+    Losses {
+        /// Where and how.
+        #[command(flatten)]
+        output: Output,
+    },
+}
+
+/// Runs a query and prints its answer on `out`.
+pub async fn run(args: StoreArgs, out: &mut impl Write) -> Result<(), QueryError> {
+    let output = match &args.command {
+        StoreCommand::Reports { output, .. }
+        | StoreCommand::Groups { output, .. }
+        | StoreCommand::Show { output, .. }
+        | StoreCommand::Losses { output } => output.clone(),
+    };
+    let dir = output.store.clone();
+    let store = tokio::task::spawn_blocking(move || SqliteStore::open_read_only(&dir))
+        .await
+        .map_err(|e| StoreError::Backend { op: "open the store", source: Box::new(e) })??;
+    match args.command {
+        StoreCommand::Reports { app, kind, fingerprint, limit, .. } => {
+            let rows = store.reports(ReportFilter { app, kind, fingerprint, limit }).await?;
+            if output.json {
+                return json_line(out, &rows);
+            }
+            let mut table = Table::new(["RECEIVED (UTC)", "KIND", "APP", "RELEASE", "HOST", "ID", "SUMMARY"]);
+            for r in &rows {
+                table.row([
+                    utc(r.received_ms),
+                    r.kind.to_string(),
+                    r.app.clone(),
+                    r.release.clone().unwrap_or_default(),
+                    r.host.clone().unwrap_or_default(),
+                    r.id.to_string(),
+                    r.summary.clone(),
+                ]);
+            }
+            table.print(out, "no reports")
+        }
+        StoreCommand::Groups { app, limit, .. } => {
+            let groups = store.groups(app, limit).await?;
+            if output.json {
+                return json_line(out, &groups);
+            }
+            let mut table =
+                Table::new(["COUNT", "LAST SEEN (UTC)", "FIRST SEEN (UTC)", "APP", "FINGERPRINT", "TITLE"]);
+            for g in &groups {
+                table.row([
+                    g.count.to_string(),
+                    utc(g.last_seen_ms),
+                    utc(g.first_seen_ms),
+                    g.app.clone(),
+                    g.fingerprint.clone(),
+                    g.title.clone(),
+                ]);
+            }
+            table.print(out, "no crash groups")
+        }
+        StoreCommand::Show { id, .. } => {
+            let report = store.report(id).await?.ok_or(QueryError::NoSuchReport { id })?;
+            let body = RawValue::from_string(report.body.clone())?;
+            if output.json {
+                #[derive(Serialize)]
+                struct Shown<'a> {
+                    #[serde(flatten)]
+                    row: &'a super::store::ReportRow,
+                    body: &'a RawValue,
+                }
+                return json_line(out, &Shown { row: &report.row, body: &body });
+            }
+            let r = &report.row;
+            let fields = [
+                ("id", r.id.to_string()),
+                ("kind", r.kind.to_string()),
+                ("app", r.app.clone()),
+                ("release", r.release.clone().unwrap_or_default()),
+                ("host", r.host.clone().unwrap_or_default()),
+                ("created", format!("{} UTC ({} ms)", utc(r.created_ms), r.created_ms)),
+                ("received", format!("{} UTC ({} ms)", utc(r.received_ms), r.received_ms)),
+                ("fingerprint", r.fingerprint.clone().unwrap_or_default()),
+                ("summary", r.summary.clone()),
+            ];
+            for (name, value) in fields {
+                writeln!(out, "{:<12} {value}", format!("{name}:"))?;
+            }
+            let value: serde_json::Value = serde_json::from_str(body.get())?;
+            writeln!(out, "body:\n{}", serde_json::to_string_pretty(&value)?)?;
+            Ok(())
+        }
+        StoreCommand::Losses { .. } => {
+            let rows = store.losses().await?;
+            if output.json {
+                return json_line(out, &rows);
+            }
+            let mut table = Table::new([
+                "APP",
+                "HOST",
+                "RELEASE",
+                "AGENT",
+                "LOGS DROPPED",
+                "EVICTED",
+                "QUARANTINED",
+                "CRASH LOOPS",
+                "REPORTED (UTC)",
+            ]);
+            for l in &rows {
+                table.row([
+                    l.app.clone(),
+                    l.host.clone(),
+                    l.release.clone().unwrap_or_default(),
+                    format!("{} {}", l.agent.name, l.agent.version),
+                    l.losses.logs_dropped.to_string(),
+                    l.losses.evicted.to_string(),
+                    l.losses.quarantined.to_string(),
+                    l.losses.crash_loop_suppressed.to_string(),
+                    utc(l.reported_ms),
+                ]);
+            }
+            table.print(out, "no agent has connected yet")
+        }
+    }
+}
+
+fn json_line(out: &mut impl Write, value: &impl Serialize) -> Result<(), QueryError> {
+    serde_json::to_writer_pretty(&mut *out, value)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+/// A table with left-aligned columns as wide as their widest cell.
+struct Table<const N: usize> {
+    header: [&'static str; N],
+    rows: Vec<[String; N]>,
+}
+
+impl<const N: usize> Table<N> {
+    fn new(header: [&'static str; N]) -> Self {
+        Self { header, rows: Vec::new() }
+    }
+
+    fn row(&mut self, cells: [String; N]) {
+        // Keep one row one line whatever the data holds.
+        self.rows.push(cells.map(|c| c.replace(['\n', '\r', '\t'], " ")));
+    }
+
+    fn print(&self, out: &mut impl Write, empty: &str) -> Result<(), QueryError> {
+        if self.rows.is_empty() {
+            writeln!(out, "({empty})")?;
+            return Ok(());
+        }
+        let mut widths = self.header.map(|h| h.chars().count());
+        for row in &self.rows {
+            for (w, cell) in widths.iter_mut().zip(row) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+        let line = |out: &mut dyn Write, cells: &mut dyn Iterator<Item = &str>| -> std::io::Result<()> {
+            let text: Vec<String> = cells.zip(widths).map(|(c, w)| format!("{c:<w$}")).collect();
+            writeln!(out, "{}", text.join("  ").trim_end())
+        };
+        line(out, &mut self.header.iter().copied())?;
+        for row in &self.rows {
+            line(out, &mut row.iter().map(String::as_str))?;
+        }
+        Ok(())
+    }
+}
+
+/// `YYYY-MM-DD HH:MM:SS` in UTC of milliseconds since the Unix epoch.
+pub fn utc(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = civil_from_days(i64::try_from(days).unwrap_or(i64::MAX));
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+/// The proleptic Gregorian date of a day count since 1970-01-01 (H. Hinnant's `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = u32::try_from(doy - (153 * mp + 2) / 5 + 1).unwrap_or(1);
+    let m = u32::try_from(if mp < 10 { mp + 3 } else { mp - 9 }).unwrap_or(1);
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_formats_known_instants() {
+        assert_eq!(utc(0), "1970-01-01 00:00:00");
+        assert_eq!(utc(951_782_400_000), "2000-02-29 00:00:00");
+        assert_eq!(utc(1_764_165_000_123), "2025-11-26 13:50:00");
+    }
+
+    #[test]
+    fn table_columns_line_up() {
+        let mut t = Table::new(["A", "BB"]);
+        t.row(["xyz".into(), "1".into()]);
+        t.row(["q".into(), "two\nlines".into()]);
+        let mut out = Vec::new();
+        t.print(&mut out, "none").unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), "A    BB\nxyz  1\nq    two lines\n");
+    }
+}

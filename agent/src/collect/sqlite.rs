@@ -1,0 +1,474 @@
+//! The embedded store: one SQLite file, `DIR/lastword.sqlite`, in WAL mode with `synchronous=FULL`, so a
+//! committed transaction survives a crash of the process and of the machine. The schema is described in
+//! agent/STORE.md; its version is SQLite's `user_version`.
+//!
+//! One connection, behind a mutex, used from blocking threads (`spawn_blocking`): the collector's
+//! committer is the only writer, so the mutex is not contended on the ingest path.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use lastword::protocol::{Losses, Software};
+use lastword_spool::{EntryId, Kind};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+
+use super::store::{
+    Batch, Group, LossesRow, Outcome, ReportFilter, ReportRow, Store, StoreError, StoredReport,
+};
+
+/// The file name of the store inside its directory.
+pub const FILE_NAME: &str = "lastword.sqlite";
+/// The schema version this program writes (STORE.md).
+pub const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE reports (
+    id          TEXT PRIMARY KEY,
+    kind        TEXT NOT NULL,
+    app         TEXT NOT NULL,
+    release     TEXT,
+    host        TEXT,
+    created_ms  INTEGER NOT NULL,
+    received_ms INTEGER NOT NULL,
+    fingerprint TEXT,
+    summary     TEXT NOT NULL,
+    body        TEXT NOT NULL
+);
+CREATE INDEX reports_by_fingerprint ON reports (app, fingerprint) WHERE fingerprint IS NOT NULL;
+CREATE TABLE groups (
+    app           TEXT NOT NULL,
+    fingerprint   TEXT NOT NULL,
+    title         TEXT NOT NULL,
+    count         INTEGER NOT NULL,
+    first_seen_ms INTEGER NOT NULL,
+    last_seen_ms  INTEGER NOT NULL,
+    PRIMARY KEY (app, fingerprint)
+);
+CREATE TABLE losses (
+    app                   TEXT NOT NULL,
+    host                  TEXT NOT NULL,
+    release               TEXT,
+    agent_name            TEXT NOT NULL,
+    agent_version         TEXT NOT NULL,
+    logs_dropped          INTEGER NOT NULL,
+    evicted               INTEGER NOT NULL,
+    quarantined           INTEGER NOT NULL,
+    crash_loop_suppressed INTEGER NOT NULL,
+    reported_ms           INTEGER NOT NULL,
+    PRIMARY KEY (app, host)
+);
+";
+
+const INSERT_REPORT: &str = "INSERT INTO reports
+    (id, kind, app, release, host, created_ms, received_ms, fingerprint, summary, body)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT (id) DO NOTHING";
+
+const UPSERT_GROUP: &str = "INSERT INTO groups (app, fingerprint, title, count, first_seen_ms, last_seen_ms)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+    ON CONFLICT (app, fingerprint) DO UPDATE SET count = count + excluded.count,
+        first_seen_ms = min(first_seen_ms, excluded.first_seen_ms),
+        last_seen_ms = max(last_seen_ms, excluded.last_seen_ms)";
+
+const UPSERT_LOSSES: &str = "INSERT INTO losses (app, host, release, agent_name, agent_version,
+        logs_dropped, evicted, quarantined, crash_loop_suppressed, reported_ms)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+    ON CONFLICT (app, host) DO UPDATE SET release = excluded.release, agent_name = excluded.agent_name,
+        agent_version = excluded.agent_version, logs_dropped = excluded.logs_dropped,
+        evicted = excluded.evicted, quarantined = excluded.quarantined,
+        crash_loop_suppressed = excluded.crash_loop_suppressed, reported_ms = excluded.reported_ms";
+
+const REPORT_COLUMNS: &str = "id, kind, app, release, host, created_ms, received_ms, fingerprint, summary";
+
+/// The SQLite store of one directory.
+#[derive(Clone)]
+pub struct SqliteStore {
+    path: PathBuf,
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+fn backend(op: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
+    move |e| StoreError::Backend { op, source: Box::new(e) }
+}
+
+impl SqliteStore {
+    /// Opens the store in `dir` for the collector, creating the directory, the file and the schema when
+    /// they are missing. Blocking: call it before serving, or from a blocking thread.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let path = dir.join(FILE_NAME);
+        let fail = |e: BackendError| StoreError::Open { path: path.clone(), source: e };
+        std::fs::create_dir_all(dir).map_err(|e| fail(Box::new(e)))?;
+        let mut conn = Connection::open(&path).map_err(|e| fail(Box::new(e)))?;
+        // WAL: readers (people's queries) never block the writer. FULL: the WAL is fsynced at every
+        // commit, so an answered `accepted` survives a power cut, not only a crash of the process.
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000;
+             PRAGMA cache_size = -16000; PRAGMA wal_autocheckpoint = 4000;",
+        )
+        .map_err(|e| fail(Box::new(e)))?;
+        let mode: String =
+            conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).map_err(|e| fail(Box::new(e)))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(fail(format!("journal_mode is {mode}, not wal").into()));
+        }
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| fail(Box::new(e)))?;
+        let version: i64 =
+            tx.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(|e| fail(Box::new(e)))?;
+        match version {
+            0 => {
+                tx.execute_batch(SCHEMA).map_err(|e| fail(Box::new(e)))?;
+                tx.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(|e| fail(Box::new(e)))?;
+            }
+            SCHEMA_VERSION => {}
+            found => return Err(StoreError::Version { path, found, known: SCHEMA_VERSION }),
+        }
+        tx.commit().map_err(|e| fail(Box::new(e)))?;
+        Ok(Self { path, conn: Arc::new(Mutex::new(conn)) })
+    }
+
+    /// Opens an existing store in `dir` read-only, for queries. Blocking.
+    pub fn open_read_only(dir: &Path) -> Result<Self, StoreError> {
+        let path = dir.join(FILE_NAME);
+        if !path.is_file() {
+            return Err(StoreError::Missing { path });
+        }
+        let fail = |e: rusqlite::Error| StoreError::Open { path: path.clone(), source: Box::new(e) };
+        let conn = Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(fail)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(fail)?;
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(fail)?;
+        if version != SCHEMA_VERSION {
+            return Err(StoreError::Version { path, found: version, known: SCHEMA_VERSION });
+        }
+        Ok(Self { path, conn: Arc::new(Mutex::new(conn)) })
+    }
+
+    /// The store's file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` on the connection on a blocking thread.
+    async fn with_conn<T, F>(&self, op: &'static str, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let conn = Arc::clone(&self.conn);
+        tokio::task::spawn_blocking(move || {
+            // A panic while the lock was held can only have happened inside rusqlite calls, after
+            // which the transaction (if any) was rolled back by its Drop: the connection is usable.
+            let mut conn = conn.lock().unwrap_or_else(PoisonError::into_inner);
+            f(&mut conn)
+        })
+        .await
+        .map_err(|e| StoreError::Backend { op, source: Box::new(e) })?
+    }
+}
+
+type BackendError = super::store::BackendError;
+
+fn to_sql_int(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn from_sql_int(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+/// One crash group's share of a batch: what its row gains.
+struct GroupGain<'a> {
+    app: &'a str,
+    fingerprint: &'a str,
+    title: &'a str,
+    count: i64,
+    first_ms: u64,
+    last_ms: u64,
+}
+
+fn write_batch(conn: &mut Connection, batch: &Batch) -> rusqlite::Result<Vec<Outcome>> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let mut outcomes = Vec::with_capacity(batch.reports.len());
+    {
+        let mut insert = tx.prepare_cached(INSERT_REPORT)?;
+        // Crashes of one group in one batch raise its row once (same result, fewer B-tree updates).
+        let mut gains: HashMap<(&str, &str), GroupGain<'_>> = HashMap::new();
+        for r in &batch.reports {
+            let inserted = insert.execute(params![
+                r.id.to_string(),
+                r.kind.as_str(),
+                r.origin.app,
+                r.origin.release,
+                r.origin.host,
+                to_sql_int(r.created_ms),
+                to_sql_int(r.received_ms),
+                r.fingerprint,
+                r.summary,
+                r.body,
+            ])? == 1;
+            if inserted && let Some(fingerprint) = &r.fingerprint {
+                let gain = gains.entry((r.origin.app.as_str(), fingerprint.as_str())).or_insert(GroupGain {
+                    app: &r.origin.app,
+                    fingerprint,
+                    title: &r.summary,
+                    count: 0,
+                    first_ms: r.created_ms,
+                    last_ms: r.created_ms,
+                });
+                gain.count += 1;
+                gain.first_ms = gain.first_ms.min(r.created_ms);
+                gain.last_ms = gain.last_ms.max(r.created_ms);
+            }
+            outcomes.push(if inserted { Outcome::Inserted } else { Outcome::Duplicate });
+        }
+        let mut group = tx.prepare_cached(UPSERT_GROUP)?;
+        for g in gains.values() {
+            group.execute(params![
+                g.app,
+                g.fingerprint,
+                g.title,
+                g.count,
+                to_sql_int(g.first_ms),
+                to_sql_int(g.last_ms)
+            ])?;
+        }
+        let mut losses = tx.prepare_cached(UPSERT_LOSSES)?;
+        for l in &batch.losses {
+            let o = &l.origin;
+            losses.execute(params![
+                o.app,
+                o.host.as_deref().unwrap_or(""),
+                o.release,
+                o.agent.name,
+                o.agent.version,
+                to_sql_int(l.losses.logs_dropped),
+                to_sql_int(l.losses.evicted),
+                to_sql_int(l.losses.quarantined),
+                to_sql_int(l.losses.crash_loop_suppressed),
+                to_sql_int(l.received_ms),
+            ])?;
+        }
+    }
+    tx.commit()?;
+    Ok(outcomes)
+}
+
+fn report_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(String, String, ReportRow)> {
+    let id: String = r.get(0)?;
+    let kind: String = r.get(1)?;
+    Ok((
+        id,
+        kind,
+        ReportRow {
+            id: EntryId::from_u128(0),
+            kind: Kind::Crash,
+            app: r.get(2)?,
+            release: r.get(3)?,
+            host: r.get(4)?,
+            created_ms: from_sql_int(r.get(5)?),
+            received_ms: from_sql_int(r.get(6)?),
+            fingerprint: r.get(7)?,
+            summary: r.get(8)?,
+        },
+    ))
+}
+
+/// Fills in the id and kind read as text, refusing values this program did not write.
+fn checked((id, kind, mut row): (String, String, ReportRow)) -> Result<ReportRow, StoreError> {
+    row.id = id.parse().map_err(|_| StoreError::BadRow { what: "reports.id", value: id.clone() })?;
+    row.kind = kind.parse().map_err(|_| StoreError::BadRow { what: "reports.kind", value: kind.clone() })?;
+    Ok(row)
+}
+
+impl Store for SqliteStore {
+    async fn write(&self, batch: Batch) -> Result<Vec<Outcome>, StoreError> {
+        self.with_conn("write a batch", move |conn| {
+            write_batch(conn, &batch).map_err(backend("write a batch"))
+        })
+        .await
+    }
+
+    async fn reports(&self, filter: ReportFilter) -> Result<Vec<ReportRow>, StoreError> {
+        self.with_conn("list reports", move |conn| {
+            let sql = format!(
+                "SELECT {REPORT_COLUMNS} FROM reports
+                 WHERE (?1 IS NULL OR app = ?1) AND (?2 IS NULL OR kind = ?2) AND (?3 IS NULL OR fingerprint = ?3)
+                 ORDER BY rowid DESC LIMIT ?4"
+            );
+            let mut stmt = conn.prepare(&sql).map_err(backend("list reports"))?;
+            let rows = stmt
+                .query_map(
+                    params![filter.app, filter.kind.map(Kind::as_str), filter.fingerprint, filter.limit],
+                    report_row,
+                )
+                .map_err(backend("list reports"))?;
+            rows.map(|r| r.map_err(backend("list reports")).and_then(checked)).collect()
+        })
+        .await
+    }
+
+    async fn report(&self, id: EntryId) -> Result<Option<StoredReport>, StoreError> {
+        self.with_conn("read a report", move |conn| {
+            let sql = format!("SELECT {REPORT_COLUMNS}, body FROM reports WHERE id = ?1");
+            let found = conn
+                .query_row(&sql, params![id.to_string()], |r| Ok((report_row(r)?, r.get::<_, String>(9)?)))
+                .optional()
+                .map_err(backend("read a report"))?;
+            found.map(|(row, body)| Ok(StoredReport { row: checked(row)?, body })).transpose()
+        })
+        .await
+    }
+
+    async fn groups(&self, app: Option<String>, limit: u32) -> Result<Vec<Group>, StoreError> {
+        self.with_conn("list groups", move |conn| {
+            let mut stmt = conn
+                .prepare(
+                    "SELECT app, fingerprint, title, count, first_seen_ms, last_seen_ms FROM groups
+                     WHERE (?1 IS NULL OR app = ?1) ORDER BY last_seen_ms DESC, count DESC LIMIT ?2",
+                )
+                .map_err(backend("list groups"))?;
+            let rows = stmt
+                .query_map(params![app, limit], |r| {
+                    Ok(Group {
+                        app: r.get(0)?,
+                        fingerprint: r.get(1)?,
+                        title: r.get(2)?,
+                        count: from_sql_int(r.get(3)?),
+                        first_seen_ms: from_sql_int(r.get(4)?),
+                        last_seen_ms: from_sql_int(r.get(5)?),
+                    })
+                })
+                .map_err(backend("list groups"))?;
+            rows.collect::<rusqlite::Result<_>>().map_err(backend("list groups"))
+        })
+        .await
+    }
+
+    async fn losses(&self) -> Result<Vec<LossesRow>, StoreError> {
+        self.with_conn("list losses", move |conn| {
+            let mut stmt = conn
+                .prepare(
+                    "SELECT app, host, release, agent_name, agent_version, logs_dropped, evicted,
+                        quarantined, crash_loop_suppressed, reported_ms FROM losses ORDER BY app, host",
+                )
+                .map_err(backend("list losses"))?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok(LossesRow {
+                        app: r.get(0)?,
+                        host: r.get(1)?,
+                        release: r.get(2)?,
+                        agent: Software { name: r.get(3)?, version: r.get(4)? },
+                        losses: Losses {
+                            logs_dropped: from_sql_int(r.get(5)?),
+                            evicted: from_sql_int(r.get(6)?),
+                            quarantined: from_sql_int(r.get(7)?),
+                            crash_loop_suppressed: from_sql_int(r.get(8)?),
+                        },
+                        reported_ms: from_sql_int(r.get(9)?),
+                    })
+                })
+                .map_err(backend("list losses"))?;
+            rows.collect::<rusqlite::Result<_>>().map_err(backend("list losses"))
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::collect::store::{AgentLosses, NewReport, Origin};
+
+    fn origin(app: &str, host: Option<&str>) -> Arc<Origin> {
+        Arc::new(Origin {
+            agent: Software { name: "lastword".into(), version: "0.1.0".into() },
+            app: app.into(),
+            release: Some("1.0".into()),
+            host: host.map(Into::into),
+        })
+    }
+
+    fn crash(id: EntryId, fingerprint: &str, created_ms: u64) -> NewReport {
+        NewReport {
+            id,
+            kind: Kind::Crash,
+            origin: origin("app", Some("h")),
+            created_ms,
+            received_ms: created_ms + 1,
+            fingerprint: Some(fingerprint.into()),
+            summary: format!("crash {fingerprint}"),
+            body: r#"{"message":"boom"}"#.into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_report_id_is_stored_once_and_counted_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let (a, b) = (EntryId::generate(), EntryId::generate());
+        let batch =
+            Batch { reports: vec![crash(a, "g", 10), crash(a, "g", 10), crash(b, "g", 30)], losses: vec![] };
+        let outcomes = store.write(batch).await.unwrap();
+        assert_eq!(outcomes, [Outcome::Inserted, Outcome::Duplicate, Outcome::Inserted]);
+        let again = store.write(Batch { reports: vec![crash(b, "g", 30)], losses: vec![] }).await.unwrap();
+        assert_eq!(again, [Outcome::Duplicate]);
+        let groups = store.groups(None, 10).await.unwrap();
+        assert_eq!(groups.len(), 1);
+        assert_eq!((groups[0].count, groups[0].first_seen_ms, groups[0].last_seen_ms), (2, 10, 30));
+        assert_eq!(groups[0].title, "crash g");
+        let rows = store.reports(ReportFilter { limit: 10, ..Default::default() }).await.unwrap();
+        assert_eq!(rows.iter().map(|r| r.id).collect::<Vec<_>>(), [b, a]);
+        let shown = store.report(a).await.unwrap().unwrap();
+        assert_eq!(shown.body, r#"{"message":"boom"}"#);
+        assert_eq!(shown.row.release.as_deref(), Some("1.0"));
+        assert!(store.report(EntryId::generate()).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn the_latest_losses_per_app_and_host_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let losses = |n, host| AgentLosses {
+            origin: origin("app", host),
+            losses: Losses { evicted: n, ..Losses::default() },
+            received_ms: n,
+        };
+        let batch =
+            Batch { reports: vec![], losses: vec![losses(1, None), losses(2, None), losses(5, Some("b"))] };
+        store.write(batch).await.unwrap();
+        let rows = store.losses().await.unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!((rows[0].host.as_str(), rows[0].losses.evicted), ("", 2));
+        assert_eq!((rows[1].host.as_str(), rows[1].losses.evicted), ("b", 5));
+    }
+
+    #[tokio::test]
+    async fn a_store_reopens_and_is_readable_read_only() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(matches!(SqliteStore::open_read_only(dir.path()), Err(StoreError::Missing { .. })));
+        let id = EntryId::generate();
+        {
+            let store = SqliteStore::open(dir.path()).unwrap();
+            store.write(Batch { reports: vec![crash(id, "g", 1)], losses: vec![] }).await.unwrap();
+        }
+        let reopened = SqliteStore::open(dir.path()).unwrap();
+        let outcome =
+            reopened.write(Batch { reports: vec![crash(id, "g", 1)], losses: vec![] }).await.unwrap();
+        assert_eq!(outcome, [Outcome::Duplicate]);
+        drop(reopened);
+        let reader = SqliteStore::open_read_only(dir.path()).unwrap();
+        assert!(reader.report(id).await.unwrap().is_some());
+    }
+}

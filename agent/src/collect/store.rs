@@ -1,0 +1,237 @@
+//! Where the collector keeps what it received: the backend-neutral [`Store`] trait and the rows it deals
+//! in. The SQLite backend is in `sqlite.rs`; the layout it writes is described in agent/STORE.md.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use lastword::protocol::{Losses, Software};
+use lastword_spool::{EntryId, Kind};
+use serde::Serialize;
+
+/// Any error of a backend, boxed so that the trait names no backend's types.
+pub type BackendError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Why the store could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store could not be opened or created.
+    #[error("cannot open the store at {path}: {source}")]
+    Open {
+        /// The store's file or directory.
+        path: PathBuf,
+        /// What the backend said.
+        source: BackendError,
+    },
+    /// There is no store where one was expected.
+    #[error("no store at {path} (`lastword collect --store` creates one)")]
+    Missing {
+        /// Where it was looked for.
+        path: PathBuf,
+    },
+    /// The store was written by a newer program.
+    #[error("the store at {path} has schema version {found}; this program knows versions up to {known}")]
+    Version {
+        /// The store's file.
+        path: PathBuf,
+        /// The version found.
+        found: i64,
+        /// The newest version this program knows.
+        known: i64,
+    },
+    /// An operation failed; nothing of it was stored.
+    #[error("the store failed to {op}: {source}")]
+    Backend {
+        /// What was being done.
+        op: &'static str,
+        /// What the backend said.
+        source: BackendError,
+    },
+    /// A row read back does not make sense (hand-edited or damaged store).
+    #[error("the store holds a bad row ({what}): {value:?}")]
+    BadRow {
+        /// The column.
+        what: &'static str,
+        /// Its value.
+        value: String,
+    },
+}
+
+/// Who sent a connection's reports, from its `hello`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Origin {
+    /// The sending agent.
+    pub agent: Software,
+    /// The application.
+    pub app: String,
+    /// The application's release, if given.
+    pub release: Option<String>,
+    /// The host, if given.
+    pub host: Option<String>,
+}
+
+/// A report ready to be stored: checked, inflated, fingerprinted.
+#[derive(Clone, Debug)]
+pub struct NewReport {
+    /// The idempotency key.
+    pub id: EntryId,
+    /// Crash, event or log.
+    pub kind: Kind,
+    /// Who sent it (shared by every report of a connection).
+    pub origin: Arc<Origin>,
+    /// When the entry was written, by the sender's clock (ms since the Unix epoch).
+    pub created_ms: u64,
+    /// When the collector read it (ms since the Unix epoch).
+    pub received_ms: u64,
+    /// For crashes: the group key (fingerprint.rs).
+    pub fingerprint: Option<String>,
+    /// One line for people (the body's `message`, or a crash's top function); may be empty.
+    pub summary: String,
+    /// The body: JSON text, inflated.
+    pub body: String,
+}
+
+/// An agent's loss counters, from a `hello`.
+#[derive(Clone, Debug)]
+pub struct AgentLosses {
+    /// Who sent them.
+    pub origin: Arc<Origin>,
+    /// The counters.
+    pub losses: Losses,
+    /// When the hello was read (ms since the Unix epoch).
+    pub received_ms: u64,
+}
+
+/// Everything the committer took from its queue at once: written in one transaction.
+#[derive(Clone, Debug, Default)]
+pub struct Batch {
+    /// The reports, in the order they were queued.
+    pub reports: Vec<NewReport>,
+    /// Loss counters to record (the latest per app and host wins).
+    pub losses: Vec<AgentLosses>,
+}
+
+/// What became of one report of a batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The id was new: the report was stored (and its crash group counted).
+    Inserted,
+    /// The id was stored before (by an earlier batch or earlier in this one): nothing changed.
+    Duplicate,
+}
+
+/// Which reports to list.
+#[derive(Clone, Debug, Default)]
+pub struct ReportFilter {
+    /// Only this application's.
+    pub app: Option<String>,
+    /// Only this kind.
+    pub kind: Option<Kind>,
+    /// Only this crash group.
+    pub fingerprint: Option<String>,
+    /// At most this many, newest (by received time) first.
+    pub limit: u32,
+}
+
+/// A stored report without its body.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ReportRow {
+    /// The report id.
+    pub id: EntryId,
+    /// Its kind.
+    pub kind: Kind,
+    /// The application.
+    pub app: String,
+    /// The release.
+    pub release: Option<String>,
+    /// The host.
+    pub host: Option<String>,
+    /// When it was written (sender's clock).
+    pub created_ms: u64,
+    /// When the collector read it.
+    pub received_ms: u64,
+    /// The crash group, for crashes.
+    pub fingerprint: Option<String>,
+    /// One line for people.
+    pub summary: String,
+}
+
+/// A stored report with its body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredReport {
+    /// Everything but the body.
+    pub row: ReportRow,
+    /// The body, JSON text.
+    pub body: String,
+}
+
+/// A crash group: the crashes of one application with one fingerprint.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Group {
+    /// The application.
+    pub app: String,
+    /// The fingerprint.
+    pub fingerprint: String,
+    /// The summary of the first crash stored in the group.
+    pub title: String,
+    /// How many distinct reports the group holds.
+    pub count: u64,
+    /// The earliest `created_ms` among them.
+    pub first_seen_ms: u64,
+    /// The latest `created_ms` among them.
+    pub last_seen_ms: u64,
+}
+
+/// The latest loss counters of one agent (app and host).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct LossesRow {
+    /// The application.
+    pub app: String,
+    /// The host (empty when the agent sent none).
+    pub host: String,
+    /// The release in that hello.
+    pub release: Option<String>,
+    /// The agent in that hello.
+    pub agent: Software,
+    /// The counters.
+    pub losses: Losses,
+    /// When that hello was read.
+    pub reported_ms: u64,
+}
+
+/// A place to keep reports: SQLite now, others later. Every method may be called from async code; a
+/// backend that blocks does its work on a blocking thread.
+///
+/// The promise the collector builds on: [`Store::write`] returns `Ok` only once the whole batch is
+/// durable (committed and synced), and then each report's [`Outcome`] says whether its id was new. On
+/// `Err` nothing of the batch is stored. A report id is stored at most once, whatever is written later,
+/// and a crash group's count is raised exactly when a crash of that group is inserted.
+pub trait Store: Send + Sync + 'static {
+    /// Writes a batch in one transaction and makes it durable. Returns one outcome per report, in the
+    /// batch's order.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe in meaning: if the future is dropped, the batch may or may not have been
+    /// committed. The collector never drops it.
+    fn write(&self, batch: Batch) -> impl Future<Output = Result<Vec<Outcome>, StoreError>> + Send;
+
+    /// Lists reports, newest first.
+    fn reports(
+        &self,
+        filter: ReportFilter,
+    ) -> impl Future<Output = Result<Vec<ReportRow>, StoreError>> + Send;
+
+    /// One report with its body, if stored.
+    fn report(&self, id: EntryId) -> impl Future<Output = Result<Option<StoredReport>, StoreError>> + Send;
+
+    /// Lists crash groups, most recently seen first; only one application's if `app` is given.
+    fn groups(
+        &self,
+        app: Option<String>,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<Group>, StoreError>> + Send;
+
+    /// The latest loss counters of every agent.
+    fn losses(&self) -> impl Future<Output = Result<Vec<LossesRow>, StoreError>> + Send;
+}

@@ -1,0 +1,9 @@
+//! # lastword-agent
+//!
+//! The library behind the `lastword` binary; `main.rs` is a thin shell over it.
+//!
+//! - [`collect`]: the reference collector (`lastword collect`): the server end of the wire protocol
+//!   (client-lib/PROTOCOL.md), its store (agent/STORE.md) and the queries people run on that store
+//!   (`lastword store ...`).
+
+pub mod collect;
