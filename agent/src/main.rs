@@ -2,6 +2,7 @@
 //! A thin shell over `lastword_agent` (the collector) and `lastword` (the uploader).
 
 mod collect_cmd;
+mod demo;
 mod exit;
 mod inspect;
 mod sidecar;
@@ -40,6 +41,8 @@ enum Command {
     Stats(inspect::StatsArgs),
     /// Delete entries from a spool on purpose.
     Purge(inspect::PurgeArgs),
+    /// See the whole job work: a collector, an application that crashes, the sidecar, the store.
+    Demo(demo::DemoArgs),
     /// Run the reference collector: receive reports over ws:// or wss:// and store them.
     Collect(CollectArgs),
     /// Query a collector's store: recent reports, crash groups, one report, agents' losses.
@@ -62,6 +65,7 @@ fn main() -> ExitCode {
         Command::Show(a) => inspect::show(&a),
         Command::Stats(a) => inspect::stats(&a),
         Command::Purge(a) => inspect::purge(&a),
+        Command::Demo(a) => demo::demo(&a),
         Command::Collect(a) => collect_cmd::collect_command(a).map(|()| exit::OK),
         Command::Store(a) => collect_cmd::store_command(a).map(|()| exit::OK),
     };

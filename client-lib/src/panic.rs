@@ -82,7 +82,8 @@ fn capture_frames() -> Vec<Frame> {
         // Inlined functions give several symbols for one frame, innermost first.
         for symbol in symbols {
             frames.push(Frame {
-                function: symbol.name().map(|n| strip_hash(&n.to_string())),
+                // `{:#}` leaves out the hash and the crate disambiguators of the mangled name.
+                function: symbol.name().map(|n| strip_hash(&format!("{n:#}"))),
                 file: symbol.filename().map(|p| p.display().to_string()),
                 line: symbol.lineno(),
                 address: address.clone(),

@@ -172,6 +172,8 @@ pub fn is_machinery(function: &str) -> bool {
     ];
     PREFIXES.iter().any(|p| function.starts_with(p))
         || function.starts_with("<alloc::boxed::Box<F,A> as core::ops::function::Fn")
+        // The boxed hook closure: `<Box<dyn Fn(&PanicHookInfo)> as Fn<…>>::call`.
+        || function.contains("PanicHookInfo")
 }
 
 /// The fingerprint of a crash: a hash of the first five function names of the program's own frames
