@@ -1,92 +1,79 @@
-//! The `lastword` binary: a thin shell over `lastword_agent`.
+//! The `lastword` binary: the sidecar uploader, queries on a spool, and the reference collector.
+//! A thin shell over `lastword_agent` (the collector) and `lastword` (the uploader).
 
-use std::io::Write as _;
+mod collect_cmd;
+mod demo;
+mod exit;
+mod inspect;
+mod sidecar;
+mod spool_arg;
 
-use anyhow::Context as _;
+use std::process::ExitCode;
+
 use clap::{Parser, Subcommand};
-use lastword_agent::collect::{self, CollectArgs, SqliteStore, query::StoreArgs};
+use lastword_agent::collect::{CollectArgs, query::StoreArgs};
 
 /// lastword: crash and log reporting.
+///
+/// Exit codes: 0 everything it took was delivered; 1 error; 2 usage; 3 some claims were put back into
+/// the spool for later; 4 (drain) the deadline passed with entries left.
 #[derive(Parser)]
-#[command(name = "lastword", version, about, propagate_version = true)]
+#[command(name = "lastword", version, about, long_about, propagate_version = true)]
 struct Cli {
+    /// More diagnostics on stderr (-v: steps, -vv: every report).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    /// Drain a spool to a collector continuously, until SIGTERM or SIGINT.
+    Run(sidecar::RunArgs),
+    /// Deliver what is in a spool now, then exit.
+    Drain(sidecar::DrainArgs),
+    /// List the entries of a spool.
+    Ls(inspect::LsArgs),
+    /// Show one entry of a spool.
+    Show(inspect::ShowArgs),
+    /// Count what is in a spool, per state and kind.
+    Stats(inspect::StatsArgs),
+    /// Delete entries from a spool on purpose.
+    Purge(inspect::PurgeArgs),
+    /// See the whole job work: a collector, an application that crashes, the sidecar, the store.
+    Demo(demo::DemoArgs),
     /// Run the reference collector: receive reports over ws:// or wss:// and store them.
     Collect(CollectArgs),
     /// Query a collector's store: recent reports, crash groups, one report, agents' losses.
     Store(StoreArgs),
 }
 
-fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            // --help and --version are not errors.
+            return ExitCode::from(if e.use_stderr() { exit::USAGE } else { exit::OK });
+        }
+    };
     let result = match cli.command {
-        Command::Collect(args) => collect_command(args),
-        Command::Store(args) => store_command(args),
+        Command::Run(a) => sidecar::run(&a, cli.verbose),
+        Command::Drain(a) => sidecar::drain(&a, cli.verbose),
+        Command::Ls(a) => inspect::ls(&a),
+        Command::Show(a) => inspect::show(&a),
+        Command::Stats(a) => inspect::stats(&a),
+        Command::Purge(a) => inspect::purge(&a),
+        Command::Demo(a) => demo::demo(&a),
+        Command::Collect(a) => collect_cmd::collect_command(a).map(|()| exit::OK),
+        Command::Store(a) => collect_cmd::store_command(a).map(|()| exit::OK),
     };
     match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("lastword: {e:#}");
-            std::process::ExitCode::FAILURE
+            ExitCode::from(exit::ERROR)
         }
     }
-}
-
-fn collect_command(args: CollectArgs) -> anyhow::Result<()> {
-    let env_tokens = std::env::var("LASTWORD_TOKENS").ok();
-    let config = args.config(env_tokens.as_deref())?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(async {
-        let store = SqliteStore::open(&args.store)?;
-        // Signal handlers first: a SIGTERM right after the listening line must find them in place.
-        let shutdown = shutdown_signal()?;
-        let listener = tokio::net::TcpListener::bind(&args.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", args.listen))?;
-        let addr = listener.local_addr()?;
-        let scheme = if config.tls.is_some() { "wss" } else { "ws" };
-        if config.tls.is_none() {
-            eprintln!(
-                "lastword collect: serving ws:// without TLS: tokens and reports cross the network in clear \
-                 text (give --tls-cert and --tls-key for wss://)"
-            );
-        }
-        eprintln!("lastword collect: store {}", store.path().display());
-        let mut stdout = std::io::stdout().lock();
-        writeln!(stdout, "listening on {scheme}://{addr}/ingest")?;
-        stdout.flush()?;
-        drop(stdout);
-        collect::run(listener, config, store, shutdown).await?;
-        eprintln!("lastword collect: stopped; everything received was answered");
-        Ok(())
-    })
-}
-
-/// Completes on the first SIGINT or SIGTERM.
-fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
-    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
-    Ok(async move {
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
-        eprintln!("lastword collect: shutting down");
-    })
-}
-
-fn store_command(args: StoreArgs) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    runtime.block_on(async {
-        let mut stdout = std::io::stdout().lock();
-        collect::query::run(args, &mut stdout).await?;
-        stdout.flush()?;
-        Ok(())
-    })
 }

@@ -2,9 +2,54 @@
 //!
 //! The client library of lastword: what an application links to report its crashes and logs.
 //!
-//! - [`protocol`]: the wire protocol shared by the uploader and the collector (PROTOCOL.md).
+//! ```no_run
+//! let _guard = lastword::init(
+//!     lastword::Config::new("my-app").release("1.2.3").url("ws://127.0.0.1:8700").token("secret"),
+//! )?;
+//! // From here on, panics and fatal signals are reported; the guard's drop delivers before exit.
+//! # Ok::<(), lastword::InitError>(())
+//! ```
+//!
+//! - [`init`], [`Config`], [`Guard`]: set up once, keep the guard for the life of the program.
+//! - Panics (a chained panic hook) and fatal signals (SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT, stack
+//!   overflow) become crash reports, durable in the spool before the hook returns.
+//! - Log records ([`log`], the `log` and `tracing` features) become breadcrumbs and log batches.
+//! - [`upload`]: the shielded uploader that drains a spool to a collector.
+//! - [`protocol`]: the wire protocol shared with the collector (PROTOCOL.md).
+//! - [`report`]: the report bodies (REPORT.md); [`symbolize`]: raw signal reports made readable.
 //! - [`spool`]: the on-disk spool (re-exported `lastword-spool`).
 
+mod config;
+mod crashloop;
+mod host;
+mod init;
+#[cfg(feature = "log")]
+mod log_bridge;
+pub mod logs;
+mod panic;
 pub mod protocol;
+pub mod report;
+mod signal;
+pub mod symbolize;
+#[cfg(feature = "tracing")]
+mod tracing_layer;
+pub mod upload;
 
+pub use config::{BeforeSend, Config};
+pub use host::host_name;
+pub(crate) use host::now_millis;
+#[doc(hidden)]
+pub use init::store_crash_for_bench;
+pub use init::{Guard, InitError, default_spool, init, log};
 pub use lastword_spool as spool;
+#[cfg(feature = "log")]
+pub use log_bridge::LogBridge;
+pub use logs::Level;
+pub use symbolize::prepare_for_upload;
+#[cfg(feature = "tracing")]
+pub use tracing_layer::Layer;
+
+/// The README's Rust snippets, compiled as doc tests so that they keep working.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;

@@ -436,3 +436,29 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn server_message_decoder_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = serde_json::from_slice::<ServerMessage>(&bytes);
+        }
+
+        #[test]
+        fn report_body_decoder_never_panics(body in "[ -~]{0,200}", deflate: bool) {
+            let encoding = if deflate { "deflate" } else { "json" };
+            let msg = format!(
+                r#"{{"type":"report","id":"{}","kind":"log","created_ms":1,"encoding":"{encoding}","body":{}}}"#,
+                EntryId::generate(),
+                serde_json::to_string(&body).unwrap_or_default()
+            );
+            if let Ok(ClientMessage::Report(r)) = ClientMessage::from_json(&msg) {
+                let _ = r.body_json();
+            }
+        }
+    }
+}

@@ -1,2 +1,543 @@
-//! Benchmarks (written below).
-fn main() {}
+//! Benchmarks of the spool against the bare system calls it is made of.
+//!
+//! `cargo bench -p lastword-spool` measures, in criterion groups where the bare baseline and the
+//! spool sit side by side (for a fast run: `cargo bench -p lastword-spool --bench spool -- --quick`;
+//! without `--bench spool` the library's own libtest bench harness receives `--quick` too, and
+//! rejects it):
+//!
+//! - `write_1KiB`, `write_64KiB`: [`Spool::write`] against the same work done with plain `std` calls
+//!   on the same file system (create a temporary file in a sibling directory, write a header-sized
+//!   block and the body, fsync, rename into a directory, fsync that directory).
+//! - `claim_ack_1KiB`: [`Spool::claim`] plus [`lastword_spool::Claim::ack`], against rename + read +
+//!   unlink.
+//! - `open_stats_100k`: [`Spool::open`] plus [`SpoolView::stats`] on a spool of 100,000 entries (and
+//!   the read-only [`SpoolView::open`] plus stats), against a bare `readdir` of `ready/`.
+//!
+//! Criterion runs one benchmark after the other, so a slow minute of the disk can land on one side
+//! only (on a shared VM the same fsync was seen to take 0.3 ms in one second and 7 ms in the next).
+//! The targets are ratios and rates, so the binary then measures them again itself, with the bare
+//! and the spool batches interleaved in the same process (the order alternating between rounds),
+//! and prints a table of medians at the end; judge the targets by that table:
+//!
+//! ```text
+//! write 1KiB: spool X µs, bare Y µs, ratio Z (target <= 1.3)
+//! claim+ack 1KiB: N entries/s (target >= 20000)
+//! open+stats 100k: T ms (target < 1000)
+//! ```
+//!
+//! Under `cargo test --benches` (criterion's test mode) and `--list`, the big spool has 1,000
+//! entries instead of 100,000; the table is skipped then and under `--profile-time`.
+
+use std::fs::{self, File, OpenOptions};
+use std::hint::black_box;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, SamplingMode, Throughput};
+use lastword_spool::{
+    EntryId, EntryName, EntryState, HEADER_LEN, Header, Kind, Limits, Spool, SpoolOptions, SpoolView,
+};
+use tempfile::TempDir;
+
+/// Targets from the issue.
+const WRITE_RATIO_TARGET: f64 = 1.3;
+const CLAIM_RATE_TARGET: f64 = 20_000.0;
+const OPEN_STATS_TARGET_MS: f64 = 1_000.0;
+
+/// Entries in the spool that `open_stats` reads, when measuring.
+const BIG_SPOOL_ENTRIES: usize = 100_000;
+/// The same, under test mode (each benchmark runs once, only to see that it works).
+const BIG_SPOOL_ENTRIES_TEST: usize = 1_000;
+
+fn main() {
+    let mode = RunMode::from_args();
+    let mut c = Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .sample_size(20)
+        .configure_from_args();
+
+    let mut table = Vec::new();
+    for body_len in [1 << 10, 64 << 10] {
+        let mut sides = WriteSides::new(body_len);
+        bench_write(&mut c, &mut sides);
+        if mode.measure {
+            table.push(interleaved_writes(&mut sides, &mode));
+        }
+    }
+
+    let claim = ClaimSides::new(1 << 10);
+    bench_claim_ack(&mut c, &claim);
+    if mode.measure {
+        table.push(interleaved_claims(&claim, &mode));
+    }
+    drop(claim);
+
+    // Built last: its 100,000 files would otherwise be written back to the disk while the fsyncs of
+    // the write benchmarks are measured.
+    let big = BigSpool::new(if mode.dry { BIG_SPOOL_ENTRIES_TEST } else { BIG_SPOOL_ENTRIES });
+    bench_open_stats(&mut c, &big);
+    if mode.measure {
+        table.extend(interleaved_open_stats(&big, &mode));
+    }
+    drop(big);
+
+    c.final_summary();
+    if mode.measure {
+        println!();
+        println!("lastword-spool: medians of interleaved runs in this process");
+        for line in &table {
+            println!("  {line}");
+        }
+    }
+}
+
+/// What the command line asks for, as far as this file cares.
+struct RunMode {
+    /// Criterion measures (as opposed to test, list or profile mode): also print the table.
+    measure: bool,
+    /// Test or list mode: nothing is timed, so the big spool can be small.
+    dry: bool,
+    /// `--quick`: fewer rounds for the table.
+    quick: bool,
+}
+
+impl RunMode {
+    fn from_args() -> Self {
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        let has = |flag: &str| args.iter().any(|a| a == flag || a.starts_with(&format!("{flag}=")));
+        // Criterion's own rule: without `--bench` (cargo test --benches) or with `--test`, it tests.
+        let dry = !has("--bench") || has("--test") || has("--list");
+        Self { measure: !dry && !has("--profile-time"), dry, quick: has("--quick") }
+    }
+
+    /// Rounds of the interleaved table: odd, so the median is one of them.
+    fn rounds(&self, full: usize) -> usize {
+        if self.quick { (full / 3) | 1 } else { full | 1 }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Durable write
+// ---------------------------------------------------------------------------------------------
+
+/// A spool and a bare baseline side by side in one temporary directory, on the same file system.
+struct WriteSides {
+    dir: TempDir,
+    body: Vec<u8>,
+    spool: Spool,
+    bare: BareWriter,
+}
+
+impl WriteSides {
+    fn new(body_len: usize) -> Self {
+        let dir = bench_dir();
+        // No limits: files are removed behind the spool's back between batches, and eviction is not
+        // what is measured here.
+        let options = SpoolOptions {
+            limits: Limits { max_bytes: u64::MAX, max_entries: u64::MAX },
+            ..SpoolOptions::default()
+        };
+        let spool = Spool::open(dir.path().join("spool"), options).expect("create the bench spool");
+        let bare = BareWriter::new(&dir.path().join("bare"));
+        Self { dir, body: body(body_len), spool, bare }
+    }
+
+    fn label(&self) -> String {
+        format!("{}KiB", self.body.len() >> 10)
+    }
+
+    /// Writes `n` entries with the spool; returns the time taken. Clears `ready/` afterwards.
+    fn spool_batch(&self, n: u64) -> Duration {
+        let start = Instant::now();
+        for _ in 0..n {
+            black_box(self.spool.write(Kind::Log, &self.body).expect("spool write"));
+        }
+        let elapsed = start.elapsed();
+        remove_files_in(&self.spool.path().join("ready"));
+        self.spool.rescan().expect("rescan the cleared spool");
+        elapsed
+    }
+
+    /// Writes `n` entries with bare system calls; returns the time taken. Clears them afterwards.
+    fn bare_batch(&mut self, n: u64) -> Duration {
+        let start = Instant::now();
+        for _ in 0..n {
+            self.bare.write(&self.body);
+        }
+        let elapsed = start.elapsed();
+        remove_files_in(&self.bare.ready);
+        elapsed
+    }
+}
+
+/// The system calls of a durable write, without the spool around them.
+struct BareWriter {
+    tmp: PathBuf,
+    ready: PathBuf,
+    /// Kept open for the directory fsync, as the spool keeps `ready/` open.
+    ready_dir: File,
+    next: u64,
+}
+
+impl BareWriter {
+    fn new(root: &Path) -> Self {
+        let tmp = root.join("writing");
+        let ready = root.join("ready");
+        for dir in [&tmp, &ready] {
+            fs::create_dir_all(dir).expect("create the baseline's directories");
+        }
+        let ready_dir = File::open(&ready).expect("open the baseline's ready directory");
+        Self { tmp, ready, ready_dir, next: 0 }
+    }
+
+    /// create(O_EXCL) + write(header-sized) + write(body) + fsync + rename + fsync(directory): what
+    /// `Spool::write` does, minus the spool.
+    fn write(&mut self, body: &[u8]) {
+        const HEADER: [u8; HEADER_LEN] = [0; HEADER_LEN];
+        self.next += 1;
+        // As long as an entry name, so that path handling costs the same.
+        let name = format!("2-{:026}-{}.log", self.next, HEADER_LEN + body.len());
+        let tmp = self.tmp.join(&name);
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .expect("baseline: create the temporary file");
+        file.write_all(&HEADER).expect("baseline: write the header");
+        file.write_all(body).expect("baseline: write the body");
+        file.sync_all().expect("baseline: fsync the file");
+        drop(file);
+        fs::rename(&tmp, self.ready.join(&name)).expect("baseline: rename into ready");
+        self.ready_dir.sync_all().expect("baseline: fsync the directory");
+    }
+}
+
+fn bench_write(c: &mut Criterion, sides: &mut WriteSides) {
+    settle_disk(sides.dir.path());
+    let mut group = c.benchmark_group(format!("write_{}", sides.label()));
+    group.throughput(Throughput::Bytes(sides.body.len() as u64));
+    group.bench_function("bare", |b| b.iter_custom(|n| sides.bare_batch(n)));
+    group.bench_function("spool", |b| b.iter_custom(|n| sides.spool_batch(n)));
+    group.finish();
+}
+
+/// Alternates bare and spool batches; the ratio is the median of the rounds' ratios, so that a slow
+/// stretch of the disk weighs on both sides of a round alike.
+fn interleaved_writes(sides: &mut WriteSides, mode: &RunMode) -> String {
+    const BATCH: u64 = 32;
+    settle_disk(sides.dir.path());
+    // One round to warm up, not counted.
+    sides.bare_batch(BATCH);
+    sides.spool_batch(BATCH);
+    let (mut spool, mut bare, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..mode.rounds(41) {
+        let (s, b) = if round % 2 == 0 {
+            let b = sides.bare_batch(BATCH);
+            (sides.spool_batch(BATCH), b)
+        } else {
+            let s = sides.spool_batch(BATCH);
+            (s, sides.bare_batch(BATCH))
+        };
+        let per_op = |d: Duration| d.as_secs_f64() * 1e6 / BATCH as f64;
+        spool.push(per_op(s));
+        bare.push(per_op(b));
+        ratios.push(per_op(s) / per_op(b));
+    }
+    let ratio = median(&mut ratios);
+    format!(
+        "write {}: spool {:.0} µs, bare {:.0} µs, ratio {:.3} (target <= {WRITE_RATIO_TARGET}) {} \
+         [{} rounds of {BATCH}, ratio quartiles {:.2}..{:.2}]",
+        sides.label(),
+        median(&mut spool),
+        median(&mut bare),
+        ratio,
+        verdict(ratio <= WRITE_RATIO_TARGET),
+        ratios.len(),
+        quantile(&mut ratios, 0.25),
+        quantile(&mut ratios, 0.75),
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Claim + ack
+// ---------------------------------------------------------------------------------------------
+
+/// A spool and a bare pair of directories, refilled before each timed batch.
+struct ClaimSides {
+    dir: TempDir,
+    body: Vec<u8>,
+    spool: Spool,
+    bare_ready: PathBuf,
+    bare_claimed: PathBuf,
+}
+
+impl ClaimSides {
+    fn new(body_len: usize) -> Self {
+        let dir = bench_dir();
+        let options = SpoolOptions {
+            limits: Limits { max_bytes: u64::MAX, max_entries: u64::MAX },
+            ..SpoolOptions::default()
+        };
+        let spool = Spool::open(dir.path().join("spool"), options).expect("create the bench spool");
+        let bare_ready = dir.path().join("bare/ready");
+        let bare_claimed = dir.path().join("bare/claimed");
+        for d in [&bare_ready, &bare_claimed] {
+            fs::create_dir_all(d).expect("create the baseline's directories");
+        }
+        Self { dir, body: body(body_len), spool, bare_ready, bare_claimed }
+    }
+
+    /// Puts `n` entries in `ready/` (not timed), then claims and acks them all (timed).
+    fn spool_batch(&self, n: u64) -> Duration {
+        let ready = self.spool.path().join("ready");
+        for i in 0..n {
+            put_ready(&ready, kind_of(i), &self.body);
+        }
+        self.spool.rescan().expect("see the new entries");
+        let start = Instant::now();
+        for _ in 0..n {
+            let claim = self.spool.claim().expect("claim").expect("an entry that was put in ready/");
+            black_box(claim.body());
+            claim.ack().expect("ack");
+        }
+        start.elapsed()
+    }
+
+    /// The same with bare system calls: rename into `claimed/`, read, unlink, in name order.
+    fn bare_batch(&self, n: u64) -> Duration {
+        let mut names: Vec<String> =
+            (0..n).map(|i| put_ready(&self.bare_ready, kind_of(i), &self.body).to_string()).collect();
+        names.sort_unstable();
+        let start = Instant::now();
+        for name in &names {
+            let claimed = self.bare_claimed.join(name);
+            fs::rename(self.bare_ready.join(name), &claimed).expect("baseline: claim by rename");
+            black_box(fs::read(&claimed).expect("baseline: read the claimed entry"));
+            fs::remove_file(&claimed).expect("baseline: ack by unlink");
+        }
+        start.elapsed()
+    }
+}
+
+fn bench_claim_ack(c: &mut Criterion, sides: &ClaimSides) {
+    settle_disk(sides.dir.path());
+    let mut group = c.benchmark_group(format!("claim_ack_{}KiB", sides.body.len() >> 10));
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("bare", |b| b.iter_custom(|n| sides.bare_batch(n)));
+    group.bench_function("spool", |b| b.iter_custom(|n| sides.spool_batch(n)));
+    group.finish();
+}
+
+fn interleaved_claims(sides: &ClaimSides, mode: &RunMode) -> String {
+    const BATCH: u64 = 2_000;
+    settle_disk(sides.dir.path());
+    let rate = |d: Duration| BATCH as f64 / d.as_secs_f64();
+    let (mut spool, mut bare) = (Vec::new(), Vec::new());
+    for round in 0..mode.rounds(9) {
+        if round % 2 == 0 {
+            bare.push(rate(sides.bare_batch(BATCH)));
+            spool.push(rate(sides.spool_batch(BATCH)));
+        } else {
+            spool.push(rate(sides.spool_batch(BATCH)));
+            bare.push(rate(sides.bare_batch(BATCH)));
+        }
+    }
+    let spool = median(&mut spool);
+    format!(
+        "claim+ack {}KiB: {:.0} entries/s, bare {:.0} entries/s (target >= {CLAIM_RATE_TARGET:.0}) {}",
+        sides.body.len() >> 10,
+        spool,
+        median(&mut bare),
+        verdict(spool >= CLAIM_RATE_TARGET),
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Open + stats
+// ---------------------------------------------------------------------------------------------
+
+/// A spool holding many ready entries, built once.
+struct BigSpool {
+    _dir: TempDir,
+    root: PathBuf,
+    entries: usize,
+}
+
+impl BigSpool {
+    /// Builds the spool quickly: `Spool::open` makes the layout, then each entry is written straight
+    /// into `ready/` with the bytes `Header::encode` and the name `EntryName` give, without the
+    /// temporary file, rename and fsyncs of `Spool::write`. The files are byte for byte what
+    /// `Spool::write` makes; the shortcut is safe only because nothing reads this spool while it is
+    /// built, and it saves 100,000 fsync pairs (about a minute). One `syncfs` at the end, so that
+    /// writing back these files does not run during the measurements.
+    fn new(entries: usize) -> Self {
+        let dir = bench_dir();
+        let root = dir.path().join("spool");
+        drop(Spool::open(&root, SpoolOptions::default()).expect("create the big spool"));
+        let ready = root.join("ready");
+        let body = body(1 << 10);
+        for i in 0..entries as u64 {
+            put_ready(&ready, kind_of(i), &body);
+        }
+        settle_disk(&root);
+        Self { _dir: dir, root, entries }
+    }
+
+    fn label(&self) -> String {
+        format!("{}k", self.entries / 1000)
+    }
+
+    fn check(&self, stats: &lastword_spool::Stats) {
+        let ready = stats.totals.get(&EntryState::Ready).map_or(0, |c| c.entries);
+        assert_eq!(ready, self.entries as u64, "stats must count every ready entry");
+    }
+
+    /// `Spool::open` (session, recovery, scan of `ready/`) then `stats`. The session's close, when
+    /// the handle is dropped, is not timed.
+    fn spool_open_stats(&self) -> Duration {
+        let start = Instant::now();
+        let spool = Spool::open(&self.root, SpoolOptions::default()).expect("open the big spool");
+        let stats = spool.view().stats().expect("stats");
+        let elapsed = start.elapsed();
+        self.check(&stats);
+        drop(spool);
+        elapsed
+    }
+
+    /// The read-only path: `SpoolView::open` then `stats`.
+    fn view_open_stats(&self) -> Duration {
+        let start = Instant::now();
+        let stats = SpoolView::open(&self.root).expect("open the big spool's view").stats().expect("stats");
+        let elapsed = start.elapsed();
+        self.check(&stats);
+        elapsed
+    }
+
+    /// The floor: one bare `readdir` of `ready/`, keeping the names.
+    fn bare_readdir(&self) -> Duration {
+        let start = Instant::now();
+        let names: Vec<_> = fs::read_dir(self.root.join("ready"))
+            .expect("baseline: open ready/")
+            .map(|item| item.expect("baseline: read ready/").file_name())
+            .collect();
+        let elapsed = start.elapsed();
+        assert_eq!(names.len(), self.entries);
+        elapsed
+    }
+}
+
+fn bench_open_stats(c: &mut Criterion, big: &BigSpool) {
+    let mut group = c.benchmark_group(format!("open_stats_{}", big.label()));
+    // Each run takes a good fraction of a second: 10 runs of one iteration, not a linear ramp.
+    group.sampling_mode(SamplingMode::Flat).sample_size(10);
+    let each = |b: &mut criterion::Bencher<'_>, f: fn(&BigSpool) -> Duration| {
+        b.iter_custom(|n| (0..n).map(|_| f(big)).sum())
+    };
+    group.bench_function("bare_readdir", |b| each(b, BigSpool::bare_readdir));
+    group.bench_function("view_open_stats", |b| each(b, BigSpool::view_open_stats));
+    group.bench_function("spool_open_stats", |b| each(b, BigSpool::spool_open_stats));
+    group.finish();
+}
+
+fn interleaved_open_stats(big: &BigSpool, mode: &RunMode) -> [String; 2] {
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let (mut spool, mut view, mut bare) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..mode.rounds(7) {
+        bare.push(ms(big.bare_readdir()));
+        spool.push(ms(big.spool_open_stats()));
+        view.push(ms(big.view_open_stats()));
+    }
+    let (spool, view) = (median(&mut spool), median(&mut view));
+    let bare = median(&mut bare);
+    [
+        format!(
+            "open+stats {}: {spool:.0} ms, bare readdir {bare:.0} ms (target < {OPEN_STATS_TARGET_MS:.0}) {}",
+            big.label(),
+            verdict(spool < OPEN_STATS_TARGET_MS),
+        ),
+        format!(
+            "view open+stats {} (read-only): {view:.0} ms (target < {OPEN_STATS_TARGET_MS:.0}) {}",
+            big.label(),
+            verdict(view < OPEN_STATS_TARGET_MS),
+        ),
+    ]
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------------
+
+/// A temporary directory on the same file system as the spools of this machine's users.
+fn bench_dir() -> TempDir {
+    tempfile::Builder::new()
+        .prefix("lastword-spool-bench-")
+        .tempdir_in(std::env::temp_dir())
+        .expect("create a temporary directory")
+}
+
+fn body(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i % 251) as u8).collect()
+}
+
+/// Mostly logs, some events, a few crashes, as a busy spool holds.
+fn kind_of(i: u64) -> Kind {
+    match i % 10 {
+        0 => Kind::Crash,
+        1..=3 => Kind::Event,
+        _ => Kind::Log,
+    }
+}
+
+/// Writes a valid entry straight into `ready` (no temporary file, no fsync) and returns its name.
+/// Only for setting up benchmarks, where nothing reads the directory meanwhile.
+fn put_ready(ready: &Path, kind: Kind, body: &[u8]) -> EntryName {
+    let id = EntryId::generate();
+    let header = Header { kind, flags: 0, id, created_millis: id.millis(), body_len: body.len() as u64 };
+    let name = EntryName::new(kind, id, (HEADER_LEN + body.len()) as u64);
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(ready.join(name.to_string()))
+        .expect("setup: create an entry file");
+    file.write_all(&header.encode(&[body])).expect("setup: write the header");
+    file.write_all(body).expect("setup: write the body");
+    name
+}
+
+/// Empties `dir`, then fsyncs it: that commits the unlinks (and, on a file system mounted with
+/// `discard`, trims the freed blocks) here, untimed, rather than in the next measured fsync.
+fn remove_files_in(dir: &Path) {
+    for item in fs::read_dir(dir).expect("list a bench directory") {
+        let path = item.expect("list a bench directory").path();
+        fs::remove_file(&path).expect("clear a bench directory");
+    }
+    File::open(dir).and_then(|d| d.sync_all()).expect("fsync a cleared bench directory");
+}
+
+/// Writes back everything dirty on the file system of `path`, so that a previous setup's files are
+/// not flushed by the fsyncs being measured. Called a few times per run only: on a shared machine it
+/// flushes the other users of the file system too.
+fn settle_disk(path: &Path) {
+    let dir = File::open(path).expect("open a bench directory");
+    rustix::fs::syncfs(&dir).expect("syncfs");
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    quantile(values, 0.5)
+}
+
+/// The `q` quantile (nearest rank) of a non-empty set of values.
+fn quantile(values: &mut [f64], q: f64) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let rank = (q * (values.len() - 1) as f64).round() as usize;
+    values[rank.min(values.len() - 1)]
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok { "ok" } else { "MISSED" }
+}

@@ -16,7 +16,16 @@ const EVICTED: &str = "evicted";
 pub(crate) fn evicted(layout: &Layout) -> Result<u64> {
     let path = layout.counters.join(EVICTED);
     match fs::read_to_string(&path) {
-        Ok(text) => Ok(text.trim().parse().unwrap_or(0)),
+        Ok(text) => text.trim().parse().map_err(|_| {
+            SpoolError::io(
+                "parse counter",
+                &path,
+                std::io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("not a number: {:?}", text.chars().take(40).collect::<String>()),
+                ),
+            )
+        }),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
         Err(e) => Err(SpoolError::io("read", &path, e)),
     }
@@ -33,8 +42,18 @@ pub(crate) fn add_evicted(layout: &Layout, n: u64) -> Result<()> {
         .open(&lock_path)
         .map_err(|e| SpoolError::io("open", &lock_path, e))?;
     flock(&lock, FlockOperation::LockExclusive).map_err(|e| SpoolError::io("lock", &lock_path, e.into()))?;
-    let total = evicted(layout)?.saturating_add(n);
     let path = layout.counters.join(EVICTED);
+    // A damaged counter is kept aside (never silently reset) and counting starts again from zero.
+    let total = match evicted(layout) {
+        Ok(count) => count,
+        Err(SpoolError::Io { source, .. }) if source.kind() == io::ErrorKind::InvalidData => {
+            let aside = layout.counters.join(format!("evicted.damaged-{}", crate::id::now_millis()));
+            fsio::rename(&path, &aside).map_err(|e| SpoolError::io("move aside", &path, e))?;
+            0
+        }
+        Err(e) => return Err(e),
+    }
+    .saturating_add(n);
     let tmp = layout.counters.join(".evicted.tmp");
     let _ = fs::remove_file(&tmp);
     let write = || -> io::Result<()> {

@@ -265,7 +265,7 @@ pub fn decode<'a>(bytes: &'a [u8], name: Option<&EntryName>) -> Result<(Header, 
     id.copy_from_slice(field(12, 16));
     let id = EntryId::from_u128(u128::from_be_bytes(id));
     if let Some(name) = name
-        && (name.kind() != kind || name.id() != id || name.size() != len)
+        && (name.kind() != kind || name.id() != id)
     {
         return Err(CorruptReason::NameMismatch { kind, id, name: name.to_string() });
     }
@@ -274,6 +274,14 @@ pub fn decode<'a>(bytes: &'a [u8], name: Option<&EntryName>) -> Result<(Header, 
     let expected = body_len.saturating_add(HEADER_LEN as u64);
     if expected != len {
         return Err(CorruptReason::Length { expected, actual: len });
+    }
+    // The size in the name is checked only once the header and the file agree with each other, so
+    // that a truncated entry (whose name still has the size it was written with) is reported as
+    // truncated, not as a name mismatch.
+    if let Some(name) = name
+        && name.size() != len
+    {
+        return Err(CorruptReason::NameMismatch { kind, id, name: name.to_string() });
     }
     let mut stored = [0u8; 4];
     stored.copy_from_slice(field(CRC_OFFSET, 4));
@@ -341,6 +349,12 @@ mod tests {
         let (name, bytes) = entry(Kind::Log, b"some body bytes");
         assert!(matches!(decode(&bytes[..20], None), Err(CorruptReason::Truncated { len: 20 })));
         assert!(matches!(decode(&bytes[..bytes.len() - 1], None), Err(CorruptReason::Length { .. })));
+        assert!(
+            matches!(decode(&bytes[..bytes.len() - 1], Some(&name)), Err(CorruptReason::Length { .. })),
+            "a truncated entry under its own name is a length mismatch"
+        );
+        let renamed = EntryName::new(Kind::Log, name.id(), name.size() + 1);
+        assert!(matches!(decode(&bytes, Some(&renamed)), Err(CorruptReason::NameMismatch { .. })));
         let mut flipped = bytes.clone();
         let last = flipped.len() - 1;
         flipped[last] ^= 0x10;

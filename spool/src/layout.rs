@@ -12,6 +12,8 @@ use crate::fsio;
 
 /// The content of the VERSION file of a format 1 spool.
 pub const VERSION_TEXT: &str = "lastword-spool 1\n";
+/// Prefix of the temporary file a creator writes VERSION into (followed by its pid).
+const VERSION_TMP_PREFIX: &str = ".VERSION.";
 
 /// The paths of one spool.
 #[derive(Clone, Debug)]
@@ -80,10 +82,18 @@ impl Layout {
                 Err(SpoolError::Version { path: self.root.clone(), found: text.chars().take(64).collect() })
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                let empty = fs::read_dir(&self.root)
-                    .map_err(|e| SpoolError::io("read directory", &self.root, e))?
-                    .next()
-                    .is_none();
+                // A creator killed before its rename leaves only its temporary `.VERSION.<pid>`:
+                // such a directory is still an empty one, or the spool could never be created.
+                let mut empty = true;
+                for item in
+                    fs::read_dir(&self.root).map_err(|e| SpoolError::io("read directory", &self.root, e))?
+                {
+                    let item = item.map_err(|e| SpoolError::io("read directory", &self.root, e))?;
+                    if !item.file_name().as_encoded_bytes().starts_with(VERSION_TMP_PREFIX.as_bytes()) {
+                        empty = false;
+                        break;
+                    }
+                }
                 if !empty {
                     return Err(SpoolError::Version {
                         path: self.root.clone(),
@@ -102,7 +112,9 @@ impl Layout {
     fn write_version(&self, path: &Path) -> Result<()> {
         // Two processes may create the same spool at once: each writes its own temporary file and
         // renames it into place; both write the same bytes.
-        let tmp = self.root.join(format!(".VERSION.{}", std::process::id()));
+        let tmp = self.root.join(format!("{VERSION_TMP_PREFIX}{}", std::process::id()));
+        // A leftover of a dead process that had this pid before.
+        let _ = fs::remove_file(&tmp);
         let result = (|| {
             let mut f = fsio::create_new(&tmp)?;
             f.write_all(VERSION_TEXT.as_bytes())?;

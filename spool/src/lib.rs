@@ -51,4 +51,4 @@ pub use layout::VERSION_TEXT;
 pub use query::{Count, EntryData, EntryState, Listed, SpoolView, Stats};
 pub use session::Recovered;
 pub use signal::{SignalSlot, SlotError};
-pub use spool::{Limits, Spool, SpoolOptions};
+pub use spool::{Limits, Purge, Purged, Spool, SpoolOptions};

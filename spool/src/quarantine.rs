@@ -39,9 +39,12 @@ pub(crate) fn quarantine(layout: &Layout, src: &Path, file_name: &OsStr, reason:
             return Err(SpoolError::io("move to quarantine", src, e));
         }
     }
-    let dir =
-        fsio::open_dir(&layout.quarantine).map_err(|e| SpoolError::io("open", &layout.quarantine, e))?;
-    fsio::sync_dir(&dir).map_err(|e| SpoolError::io("fsync", &layout.quarantine, e))?;
+    // The file has moved. If the directory fsync fails, a machine crash may undo the move; the
+    // entry then reappears where it was and is checked (and quarantined) again: nothing is lost, so
+    // the failure is not reported as a failed quarantine.
+    if let Ok(dir) = fsio::open_dir(&layout.quarantine) {
+        let _ = fsio::sync_dir(&dir);
+    }
     Ok(true)
 }
 
@@ -69,6 +72,11 @@ fn reason_name(name: &OsStr) -> OsString {
     let mut r = name.to_owned();
     r.push(REASON_SUFFIX);
     r
+}
+
+/// The reason file of the quarantined file at `path`.
+pub(crate) fn reason_path(layout: &Layout, path: &Path) -> std::path::PathBuf {
+    layout.quarantine.join(reason_name(path.file_name().unwrap_or_default()))
 }
 
 /// The reason recorded for a quarantined file, if it has one.

@@ -72,6 +72,13 @@ pub struct Listed {
     path: PathBuf,
 }
 
+impl Listed {
+    /// Where the file is.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
 /// Entries and bytes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Count {
@@ -190,6 +197,17 @@ impl SpoolView {
             .filter(|n| n.to_string_lossy().ends_with(".lock"))
             .count() as u64;
         Ok(stats)
+    }
+
+    /// Entries evicted by the limits, ever (the persistent counter).
+    pub fn evicted(&self) -> Result<u64> {
+        counters::evicted(&self.layout)
+    }
+
+    /// How many files are in quarantine (reason files not counted).
+    pub fn quarantined_count(&self) -> Result<u64> {
+        let names = names_in(&self.layout.quarantine)?;
+        Ok(names.iter().filter(|n| !is_reason_file(&self.layout, n)).count() as u64)
     }
 
     /// Reads the entry with this id, wherever it is, and checks it.

@@ -2,6 +2,7 @@
 //! dead sessions' claims and writes (FORMAT.md, "Sessions and liveness").
 
 use std::collections::BTreeSet;
+use std::ffi::OsString;
 use std::fs::{self, File};
 use std::io;
 use std::path::Path;
@@ -160,7 +161,14 @@ fn recover_session(layout: &Layout, sid: &str, report: &mut Recovered) -> Result
             }
             Err(reason) => {
                 let why = format!("{}: {reason}", CorruptReason::PartialWrite);
-                if quarantine(layout, &path, &item.file_name(), &why)? {
+                // A signal slot's file is named `.slot-<id>`, and listings skip names starting with
+                // `.`: quarantine it without the dot, or it would be invisible to ls, stats and purge.
+                let file_name = item.file_name();
+                let visible = match file_name.to_string_lossy().trim_start_matches('.') {
+                    "" => file_name.clone(),
+                    name => OsString::from(name),
+                };
+                if quarantine(layout, &path, &visible, &why)? {
                     report.quarantined += 1;
                 }
             }

@@ -17,7 +17,7 @@ use crate::id::{EntryId, now_millis};
 use crate::kind::Kind;
 use crate::layout::{Layout, names_in};
 use crate::quarantine::quarantine;
-use crate::query::SpoolView;
+use crate::query::{EntryState, SpoolView};
 use crate::session::{Recovered, Session, recover_dead};
 use crate::signal::SignalSlot;
 
@@ -117,7 +117,14 @@ impl Spool {
         let layout = Layout::open(path.as_ref(), options.create)?;
         if !options.create {
             // Opening for work needs the state directories; a spool made by `create` has them.
-            for dir in [&layout.ready, &layout.sessions, &layout.writing, &layout.claimed] {
+            for dir in [
+                &layout.ready,
+                &layout.sessions,
+                &layout.writing,
+                &layout.claimed,
+                &layout.quarantine,
+                &layout.counters,
+            ] {
                 fsio::create_dir(dir).map_err(|e| SpoolError::io("create directory", dir, e))?;
             }
         }
@@ -192,10 +199,14 @@ impl Spool {
             let _ = std::fs::remove_file(&tmp);
             return Err(SpoolError::io("write", &tmp, e));
         }
-        // The entry is in ready/ from here on: it is counted even if the directory fsync fails, since
-        // a claimer may take it.
+        if let Err(e) = fsio::sync_dir(&inner.ready_dir) {
+            // The rename may not survive a crash, and the caller is told the entry was not written:
+            // take it out of ready/ again so that it is not delivered behind the caller's back (a
+            // claimer that took it in the meantime keeps it; a failed fsync is never retried).
+            let _ = std::fs::remove_file(&target);
+            return Err(SpoolError::io("fsync", &inner.layout.ready, e));
+        }
         inner.lock_index().insert_ready(name);
-        fsio::sync_dir(&inner.ready_dir).map_err(|e| SpoolError::io("fsync", &inner.layout.ready, e))?;
         Ok(id)
     }
 
@@ -285,9 +296,11 @@ impl Spool {
             let bytes = match std::fs::read(&path) {
                 Ok(bytes) => bytes,
                 Err(e) => {
-                    // Put it back for later rather than lose track of it.
-                    let _ = inner.settle(&name, Settle::Release);
-                    return Err(SpoolError::io("read", &path, e));
+                    // An entry that cannot be read (an I/O error, a directory under an entry name)
+                    // would block every entry behind it if it went back to ready/: move it aside
+                    // with the reason instead, and go on with the next one.
+                    inner.settle(&name, Settle::Quarantine(&format!("cannot read the entry: {e}")))?;
+                    continue;
                 }
             };
             match entry::decode(&bytes, Some(&name)) {
@@ -313,10 +326,69 @@ impl Spool {
         recover_dead(&self.inner.layout, &self.inner.sid)
     }
 
+    /// Entries in `ready/` as this handle last saw them (see [`Spool::rescan`]).
+    pub fn ready_count(&self) -> u64 {
+        self.inner.lock_index().ready.len() as u64
+    }
+
+    /// The kind of the entry a claim would take next (crashes sort first), as this handle last saw
+    /// `ready/`.
+    pub fn first_ready_kind(&self) -> Option<Kind> {
+        self.inner.lock_index().ready.first().map(EntryName::kind)
+    }
+
     /// Entries in `ready/` and `claimed/` as this handle last saw them: (entries, bytes).
     pub fn queued(&self) -> (u64, u64) {
         let index = self.inner.lock_index();
         (index.entries(), index.bytes())
+    }
+
+    /// Deletes, on a person's request, the entries that `what` selects: ready entries and quarantined
+    /// files (with their reasons). Entries claimed by a live session are never deleted; they are
+    /// counted in [`Purged::skipped_claimed`]. Nothing else in the spool deletes quarantined files.
+    pub fn purge(&self, what: &Purge) -> Result<Purged> {
+        let inner = &self.inner;
+        let mut purged = Purged::default();
+        let now = now_millis();
+        let selected = |id: Option<EntryId>| match what {
+            Purge::Id(want) => id == Some(*want),
+            Purge::OlderThan(age) => id.is_some_and(|id| {
+                now.saturating_sub(id.millis()) >= u64::try_from(age.as_millis()).unwrap_or(u64::MAX)
+            }),
+            Purge::Quarantined => false,
+        };
+        let mut index = inner.lock_index();
+        inner.rescan_locked(&mut index)?;
+        for item in self.view().list()? {
+            let path = item.path();
+            let chosen = match item.state {
+                EntryState::Ready => selected(item.id),
+                EntryState::Quarantined => matches!(what, Purge::Quarantined) || selected(item.id),
+                EntryState::Claimed => {
+                    if selected(item.id) {
+                        purged.skipped_claimed += 1;
+                    }
+                    false
+                }
+                EntryState::Writing => false,
+            };
+            if !chosen {
+                continue;
+            }
+            match fsio::unlink(path) {
+                Ok(()) => {
+                    purged.entries += 1;
+                    purged.bytes += item.size;
+                    if item.state == EntryState::Quarantined {
+                        let _ = std::fs::remove_file(crate::quarantine::reason_path(&inner.layout, path));
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(SpoolError::io("purge", path, e)),
+            }
+        }
+        inner.rescan_locked(&mut index)?;
+        Ok(purged)
     }
 
     /// Reserves what a fatal-signal handler needs to commit one entry without allocating or locking.
@@ -402,6 +474,28 @@ impl Inner {
     }
 }
 
+/// What [`Spool::purge`] deletes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Purge {
+    /// The entry with this id (ready or quarantined).
+    Id(EntryId),
+    /// Ready and quarantined entries made at least this long ago.
+    OlderThan(Duration),
+    /// Every quarantined file.
+    Quarantined,
+}
+
+/// What [`Spool::purge`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Purged {
+    /// Files deleted.
+    pub entries: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Selected entries left alone because a live session holds them.
+    pub skipped_claimed: u64,
+}
+
 /// What becomes of a claim.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Settle<'a> {
@@ -419,5 +513,75 @@ impl Drop for Inner {
             // the next session that scans this spool, as if this process had died.
             let _ = session.close(&self.layout);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn purge_deletes_selected_ready_and_quarantined_files_but_never_live_claims() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path(), SpoolOptions::default()).unwrap();
+        let a = spool.write(Kind::Log, b"{}").unwrap();
+        let b = spool.write(Kind::Log, b"{}").unwrap();
+        let held = spool.claim().unwrap().unwrap();
+        assert_eq!(held.id(), a);
+        let q = spool.write(Kind::Event, b"{}").unwrap();
+        let claim_q = spool.claim().unwrap().unwrap();
+        assert_eq!(claim_q.id(), q);
+        claim_q.quarantine("test").unwrap();
+
+        let purged = spool.purge(&Purge::Id(a)).unwrap();
+        assert_eq!((purged.entries, purged.skipped_claimed), (0, 1), "a live claim is not purged");
+        let purged = spool.purge(&Purge::Quarantined).unwrap();
+        assert_eq!(purged.entries, 1);
+        assert!(
+            std::fs::read_dir(dir.path().join("quarantine")).unwrap().next().is_none(),
+            "reason removed too"
+        );
+        let purged = spool.purge(&Purge::OlderThan(Duration::ZERO)).unwrap();
+        assert_eq!(purged.entries, 1, "b is ready and older than zero");
+        let ids: Vec<_> = spool.view().list().unwrap().into_iter().filter_map(|l| l.id).collect();
+        assert_eq!(ids, vec![a], "only the claimed entry is left");
+        drop(held);
+        let _ = b;
+    }
+
+    #[test]
+    fn an_unreadable_entry_is_quarantined_and_does_not_block_the_ones_behind_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path(), SpoolOptions::default()).unwrap();
+        // A directory under the name of an entry that sorts first.
+        let blocker = EntryName::new(Kind::Crash, EntryId::from_parts(1, 1), 48);
+        std::fs::create_dir(dir.path().join("ready").join(blocker.to_string())).unwrap();
+        let good = spool.write(Kind::Log, b"{}").unwrap();
+        spool.rescan().unwrap();
+        let claim = spool.claim().unwrap().expect("the good entry");
+        assert_eq!(claim.id(), good);
+        let quarantined = spool.view().list().unwrap();
+        let q = quarantined.iter().find(|l| l.state == crate::EntryState::Quarantined).unwrap();
+        assert!(q.reason.as_deref().unwrap().starts_with("cannot read the entry"), "{q:?}");
+        claim.ack().unwrap();
+    }
+
+    #[test]
+    fn a_damaged_eviction_counter_is_kept_aside_not_reset_silently() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = Limits { max_bytes: 1 << 20, max_entries: 1 };
+        let spool = Spool::open(dir.path(), SpoolOptions { limits, ..SpoolOptions::default() }).unwrap();
+        std::fs::write(dir.path().join("counters/evicted"), "garbage").unwrap();
+        assert!(spool.view().evicted().is_err(), "a damaged counter is an error, not zero");
+        spool.write(Kind::Log, b"{}").unwrap();
+        spool.write(Kind::Log, b"{}").unwrap(); // evicts the first
+        assert_eq!(spool.view().evicted().unwrap(), 1);
+        let aside: Vec<_> = std::fs::read_dir(dir.path().join("counters"))
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.starts_with("evicted.damaged-"))
+            .collect();
+        assert_eq!(aside.len(), 1);
+        assert_eq!(std::fs::read_to_string(dir.path().join("counters").join(&aside[0])).unwrap(), "garbage");
     }
 }

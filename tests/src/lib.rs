@@ -1,1 +1,6 @@
-//! End-to-end tests of lastword: crashing children, agents and collectors as real processes.
+//! Support for lastword's end-to-end tests, and the tests themselves (in `tests/`).
+//!
+//! - [`scripted`]: a collector that can be told to stall, answer late, ask for a retry, reject or
+//!   drop the connection, for testing the uploader's behaviour under faults.
+
+pub mod scripted;

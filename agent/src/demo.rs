@@ -1,0 +1,202 @@
+//! `lastword demo`: the whole job on embedded defaults, in a few seconds. A collector with a SQLite
+//! store in a temporary directory, the example application (a real separate process) that logs,
+//! panics in a thread and dies of a real SIGSEGV, the sidecar that delivers its reports, and the
+//! collector's answer: each report stored once, crashes symbolized.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use lastword::spool::{EntryId, EntryState, SpoolView};
+use lastword_agent::collect::{self, Config, Limits, SqliteStore, Tokens};
+
+use crate::exit;
+
+/// `lastword demo`.
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    /// Work in this directory (it must not exist yet) instead of a new one under the temporary
+    /// directory. It is kept afterwards, so that you can look at the spool and the store.
+    #[arg(long)]
+    dir: Option<PathBuf>,
+}
+
+fn step(n: u32, text: &str) {
+    println!("\n[{n}/6] {text}");
+}
+
+/// Runs the demo; exit code 0 only if every report the application wrote reached the store once.
+pub fn demo(args: &DemoArgs) -> Result<u8> {
+    let work = match &args.dir {
+        Some(d) => d.clone(),
+        None => std::env::temp_dir().join(format!("lastword-demo-{}", EntryId::generate())),
+    };
+    if work.exists() {
+        bail!("{} exists already; give a new directory", work.display());
+    }
+    std::fs::create_dir_all(&work).with_context(|| format!("cannot create {}", work.display()))?;
+    let spool = work.join("spool");
+    let store_dir = work.join("store");
+    let token = EntryId::generate().to_string();
+    println!("lastword demo: working in {}", work.display());
+
+    step(1, "starting the collector (SQLite store, a free loopback port)");
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let store = SqliteStore::open(&store_dir)?;
+    let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
+    let url = format!("ws://{}/ingest", listener.local_addr()?);
+    let config = Config { tokens: Tokens::from_list([token.clone()]), tls: None, limits: Limits::default() };
+    let server = runtime.spawn(collect::run(listener, config, store, async {
+        let _ = stopped.await;
+    }));
+    println!("      collector listening on {url}, store in {}", store_dir.display());
+
+    step(2, "running the example application: it logs, panics in a thread, then dies of SIGSEGV");
+    let app = demo_app()?;
+    let out = Command::new(&app)
+        .env("LASTWORD_SPOOL", &spool)
+        .env_remove("LASTWORD_URL")
+        .stdout(Stdio::null())
+        .output()
+        .with_context(|| format!("cannot run {}", app.display()))?;
+    for line in String::from_utf8_lossy(&out.stderr).lines().filter(|l| !l.trim().is_empty()).take(3) {
+        println!("      app: {line}");
+    }
+    println!("      the application ended: {}", describe(out.status));
+
+    step(3, "what landed in the spool (durable before the crashing code went on)");
+    let listed = SpoolView::open(&spool)?.list()?;
+    let ids: Vec<EntryId> = listed.iter().filter_map(|e| e.id).collect();
+    for e in &listed {
+        println!(
+            "      {}  {:<5}  {:<11}  {} bytes",
+            e.id.map_or_else(|| e.file_name.clone(), |i| i.to_string()),
+            e.kind.map_or("?", |k| k.as_str()),
+            e.state.as_str(),
+            e.size
+        );
+    }
+    if ids.is_empty() {
+        bail!("the application wrote nothing to the spool");
+    }
+
+    step(4, "the sidecar drains the spool to the collector (`lastword drain`)");
+    let me = std::env::current_exe().context("cannot find the lastword binary")?;
+    let drain = Command::new(&me)
+        .args(["drain", "--deadline", "20s"])
+        .arg("--spool")
+        .arg(&spool)
+        .args(["--url", &url])
+        .env("LASTWORD_TOKEN", &token)
+        .output()
+        .context("cannot run lastword drain")?;
+    for line in String::from_utf8_lossy(&drain.stderr).lines() {
+        println!("      {line}");
+    }
+    println!("      lastword drain exited {}", describe(drain.status));
+    let left = SpoolView::open(&spool)?.list()?.iter().filter(|e| e.state != EntryState::Quarantined).count();
+    println!("      entries left in the spool: {left}");
+
+    step(5, "what the collector stored");
+    let stored: serde_json::Value = query(&me, &store_dir, &["reports", "--limit", "1000"])?;
+    let stored = stored.as_array().cloned().unwrap_or_default();
+    let mut all_once = true;
+    for id in &ids {
+        let copies = stored.iter().filter(|r| r["id"] == id.to_string()).count();
+        all_once &= copies == 1;
+        let kind = stored.iter().find(|r| r["id"] == id.to_string()).and_then(|r| r["kind"].as_str());
+        println!("      {id}  {:<5}  stored {copies} time(s)", kind.unwrap_or("-"));
+    }
+    for report in stored.iter().filter(|r| r["kind"] == "crash") {
+        let id = report["id"].as_str().unwrap_or_default();
+        let full: serde_json::Value = query(&me, &store_dir, &["show", id])?;
+        let body = &full["body"];
+        println!("\n      crash {id}: {}", body["message"].as_str().unwrap_or("?"));
+        let frames = body["frames"].as_array().cloned().unwrap_or_default();
+        for frame in frames.iter().filter(|f| !f["function"].is_null()).take(3) {
+            let file = frame["file"]
+                .as_str()
+                .map(|f| Path::new(f).file_name().map_or(f.into(), |n| n.to_string_lossy()));
+            println!(
+                "        at {}  {}:{}",
+                frame["function"].as_str().unwrap_or("?"),
+                file.unwrap_or_default(),
+                frame["line"].as_u64().map_or_else(String::new, |l| l.to_string())
+            );
+        }
+        if let Some(err) = body["symbolization_error"].as_str() {
+            println!("        (partly unsymbolized: {err})");
+        }
+    }
+
+    let _ = stop.send(());
+    runtime.block_on(server).context("the collector task failed")??;
+
+    step(6, "look for yourself");
+    let spool_s = spool.display();
+    let store_s = store_dir.display();
+    println!("      the spool:  {spool_s}");
+    println!("      the store:  {store_s}");
+    println!("      lastword ls --spool {spool_s}");
+    println!("      lastword stats --spool {spool_s}");
+    println!("      lastword store groups --store {store_s}");
+    println!("      lastword store reports --store {store_s}");
+    if let Some(id) = stored.iter().find(|r| r["kind"] == "crash").and_then(|r| r["id"].as_str()) {
+        println!("      lastword store show {id} --store {store_s}");
+    }
+    let ok = all_once && left == 0 && drain.status.code() == Some(0);
+    println!(
+        "\n{}",
+        if ok { "every report arrived, once." } else { "NOT every report arrived once: see above." }
+    );
+    Ok(if ok { exit::OK } else { exit::ERROR })
+}
+
+fn describe(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(c), _) => format!("with code {c}"),
+        (None, Some(11)) => "killed by SIGSEGV".into(),
+        (None, Some(s)) => format!("killed by signal {s}"),
+        _ => "?".into(),
+    }
+}
+
+fn query(me: &Path, store: &Path, args: &[&str]) -> Result<serde_json::Value> {
+    let out = Command::new(me).arg("store").args(args).arg("--store").arg(store).arg("--json").output()?;
+    if !out.status.success() {
+        bail!("lastword store {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+    }
+    serde_json::from_slice(&out.stdout).context("cannot read lastword store's JSON")
+}
+
+/// The example application (`client-lib/examples/demo_app.rs`), next to this binary in cargo's
+/// layout (`target/<profile>/examples/demo_app`). When run through cargo and it is not built yet,
+/// it is built now, with the same profile as this binary.
+fn demo_app() -> Result<PathBuf> {
+    let me = std::env::current_exe()?;
+    let dir = me.parent().context("the lastword binary has no directory")?;
+    let app = dir.join("examples").join("demo_app");
+    if app.exists() {
+        return Ok(app);
+    }
+    let Ok(cargo) = std::env::var("CARGO") else {
+        bail!(
+            "{} is missing: build it with `cargo build --release -p lastword --example demo_app`",
+            app.display()
+        );
+    };
+    println!("      building the example application (cargo build --example demo_app) ...");
+    let release = dir.file_name().is_some_and(|n| n == "release");
+    let mut build = Command::new(cargo);
+    build.args(["build", "--quiet", "-p", "lastword", "--example", "demo_app"]);
+    if release {
+        build.arg("--release");
+    }
+    if !build.status().context("cannot run cargo")?.success() || !app.exists() {
+        bail!("could not build the example application at {}", app.display());
+    }
+    Ok(app)
+}

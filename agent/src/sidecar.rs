@@ -1,0 +1,171 @@
+//! `lastword run` (drain continuously until SIGTERM/SIGINT) and `lastword drain` (deliver what is
+//! there now and exit).
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use lastword::spool::{Spool, SpoolOptions};
+use lastword::upload::{FlushError, Level, Summary, Uploader, UploaderConfig};
+
+use crate::exit;
+use crate::spool_arg::SpoolArg;
+
+/// How to reach the collector; shared by `run` and `drain`.
+#[derive(Args, Debug, Clone)]
+pub struct UploadArgs {
+    #[command(flatten)]
+    spool: SpoolArg,
+    /// Collector URL, ws:// or wss:// (repeat, or a comma-separated list, for failover).
+    #[arg(long = "url", env = "LASTWORD_URL", value_delimiter = ',', required = true)]
+    urls: Vec<String>,
+    /// File holding the bearer token (first line). Takes precedence over LASTWORD_TOKEN.
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// The bearer token itself; prefer --token-file (a command line is visible to other users).
+    #[arg(long = "token", env = "LASTWORD_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Application name sent to the collector in hello (reports carry their own app in their body).
+    #[arg(long, env = "LASTWORD_APP", default_value = "unknown")]
+    app: String,
+    /// How many reports may be unanswered at once (the N of the reliability promise).
+    #[arg(long, default_value_t = 32)]
+    window: usize,
+    /// PEM file of extra CA certificates to trust for wss://.
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
+}
+
+/// `lastword run`.
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    #[command(flatten)]
+    upload: UploadArgs,
+    /// After SIGTERM or SIGINT, how long to wait for answers to reports in flight.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    grace: Duration,
+}
+
+/// `lastword drain`.
+#[derive(Args, Debug)]
+pub struct DrainArgs {
+    #[command(flatten)]
+    upload: UploadArgs,
+    /// Give up delivering after this long (then the shutdown phases run, bounded by --grace).
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    deadline: Duration,
+    /// After the deadline, how long to wait for answers to reports in flight.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    grace: Duration,
+}
+
+fn start(args: &UploadArgs, verbose: u8) -> Result<(Spool, Uploader)> {
+    let spool_path = args.spool.path()?;
+    let spool = Spool::open(&spool_path, SpoolOptions::default())
+        .with_context(|| format!("cannot open the spool at {}", spool_path.display()))?;
+    let token = match &args.token_file {
+        Some(file) => Some(
+            std::fs::read_to_string(file)
+                .with_context(|| format!("cannot read the token file {}", file.display()))?
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_owned(),
+        ),
+        None => args.token.clone(),
+    };
+    let mut config = UploaderConfig::new(args.urls.clone(), args.app.clone()).window(args.window);
+    config.token = token.filter(|t| !t.is_empty());
+    config.host = lastword::host_name();
+    config.ca_file = args.ca_file.clone();
+    config.agent.name = "lastword-agent".into();
+    config.prepare = Some(lastword::prepare_for_upload(&spool_path));
+    let min_level = match verbose {
+        0 => Level::Warn,
+        1 => Level::Info,
+        _ => Level::Debug,
+    };
+    config.diagnostics = Some(Arc::new(move |level, message: &str| {
+        if level <= min_level {
+            eprintln!("lastword: {message}");
+        }
+    }));
+    let uploader = Uploader::start(spool.clone(), config).context("cannot start the uploader")?;
+    Ok((spool, uploader))
+}
+
+fn report(summary: &Summary) {
+    eprintln!(
+        "lastword: delivered {} ({} duplicates), quarantined {}, put back {}{}",
+        summary.delivered,
+        summary.duplicates,
+        summary.quarantined,
+        summary.put_back,
+        if summary.incomplete { " (shutdown incomplete)" } else { "" }
+    );
+}
+
+fn code(summary: &Summary) -> u8 {
+    if summary.all_delivered() { exit::OK } else { exit::PUT_BACK }
+}
+
+/// Runs the sidecar until SIGTERM or SIGINT, then the shutdown phases.
+pub fn run(args: &RunArgs, verbose: u8) -> Result<u8> {
+    let (_spool, uploader) = start(&args.upload, verbose)?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let signal = runtime.block_on(async {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        tokio::select! {
+            _ = term.recv() => Ok::<_, std::io::Error>("SIGTERM"),
+            _ = int.recv() => Ok("SIGINT"),
+        }
+    })?;
+    if verbose > 0 {
+        eprintln!("lastword: {signal}: shutting down (grace {:?})", args.grace);
+    }
+    let summary = uploader.shutdown(args.grace);
+    report(&summary);
+    Ok(code(&summary))
+}
+
+/// Delivers what is in the spool now, then exits.
+pub fn drain(args: &DrainArgs, verbose: u8) -> Result<u8> {
+    let (spool, uploader) = start(&args.upload, verbose)?;
+    let tty = std::io::stderr().is_terminal();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let flushed = std::thread::scope(|scope| {
+        if tty {
+            scope.spawn(|| {
+                while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                    let p = uploader.progress();
+                    eprint!("\rlastword: delivered {}, {} waiting    ", p.delivered, spool.ready_count());
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            });
+        }
+        let result = uploader.flush(args.deadline);
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        result
+    });
+    if tty {
+        eprintln!();
+    }
+    let summary = uploader.shutdown(args.grace);
+    report(&summary);
+    match flushed {
+        Ok(()) => Ok(code(&summary)),
+        Err(FlushError::Timeout | FlushError::Stopped) if summary.all_delivered() => {
+            let left =
+                spool.view().stats().map(|s| s.totals.values().map(|c| c.entries).sum::<u64>()).unwrap_or(0);
+            eprintln!("lastword: the deadline passed with {left} entries left in the spool");
+            Ok(exit::NOT_DRAINED)
+        }
+        Err(_) => Ok(exit::PUT_BACK),
+    }
+}

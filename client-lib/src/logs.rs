@@ -1,0 +1,292 @@
+//! Log records: every record enters the breadcrumb ring; records at or above the configured level
+//! also go, through a bounded queue, to a background writer that stores them in the spool in batches
+//! (one `log` entry per batch).
+//!
+//! The caller's cost is formatting the message, one short critical section on the breadcrumb ring,
+//! and a `try_send` on the queue: it never waits for the disk or for the writer. When the queue is
+//! full the record is dropped and counted, and the count travels in the next batch and in `hello`.
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use lastword_spool::{Kind, Spool};
+
+use crate::report::{Breadcrumb, Context, LogBatch};
+use crate::upload::LossCounters;
+
+/// Severity of a log record, most severe first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Level {
+    /// Errors.
+    Error,
+    /// Warnings.
+    Warn,
+    /// Information.
+    Info,
+    /// Debugging detail.
+    Debug,
+    /// Tracing detail.
+    Trace,
+}
+
+impl Level {
+    /// The level's name, as stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Error => "ERROR",
+            Level::Warn => "WARN",
+            Level::Info => "INFO",
+            Level::Debug => "DEBUG",
+            Level::Trace => "TRACE",
+        }
+    }
+}
+
+/// The last N records, for crash reports.
+#[derive(Debug)]
+pub(crate) struct Breadcrumbs {
+    ring: Mutex<VecDeque<Breadcrumb>>,
+    capacity: usize,
+}
+
+impl Breadcrumbs {
+    pub fn new(capacity: usize) -> Self {
+        Self { ring: Mutex::new(VecDeque::with_capacity(capacity)), capacity }
+    }
+
+    pub fn push(&self, crumb: Breadcrumb) {
+        if self.capacity == 0 {
+            return;
+        }
+        if let Ok(mut ring) = self.ring.lock() {
+            if ring.len() == self.capacity {
+                ring.pop_front();
+            }
+            ring.push_back(crumb);
+        }
+    }
+
+    /// The records, oldest first. Never waits: a panic hook calls it, and the panicking thread may be
+    /// the one holding the lock. Returns nothing in that case.
+    pub fn snapshot(&self) -> Vec<Breadcrumb> {
+        match self.ring.try_lock() {
+            Ok(ring) => ring.iter().cloned().collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+}
+
+enum Msg {
+    Record(Breadcrumb),
+    Flush(mpsc::Sender<()>),
+    Stop,
+}
+
+/// Where log records go.
+pub(crate) struct LogPipe {
+    tx: SyncSender<Msg>,
+    level: Level,
+    pub breadcrumbs: Breadcrumbs,
+    losses: Arc<LossCounters>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// How log batches are made.
+#[derive(Clone, Debug)]
+pub(crate) struct BatchPolicy {
+    pub queue: usize,
+    pub max_records: usize,
+    pub max_delay: Duration,
+}
+
+impl LogPipe {
+    pub fn start(
+        spool: Spool,
+        context: Context,
+        level: Level,
+        breadcrumbs: usize,
+        policy: BatchPolicy,
+        losses: Arc<LossCounters>,
+    ) -> std::io::Result<Self> {
+        let (tx, rx) = mpsc::sync_channel(policy.queue.max(1));
+        let writer_losses = losses.clone();
+        let writer = std::thread::Builder::new()
+            .name("lastword-logs".into())
+            .spawn(move || write_batches(&spool, &context, &rx, &policy, &writer_losses))?;
+        Ok(Self {
+            tx,
+            level,
+            breadcrumbs: Breadcrumbs::new(breadcrumbs),
+            losses,
+            writer: Mutex::new(Some(writer)),
+        })
+    }
+
+    /// Records one log record. Never blocks on the writer or the disk.
+    pub fn record(&self, level: Level, target: &str, message: String) {
+        let crumb = Breadcrumb {
+            ts_ms: crate::now_millis(),
+            level: level.as_str().to_owned(),
+            target: target.to_owned(),
+            message,
+        };
+        if level <= self.level {
+            self.breadcrumbs.push(crumb.clone());
+            match self.tx.try_send(Msg::Record(crumb)) {
+                Ok(()) => {}
+                Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                    self.losses.logs_dropped.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        } else {
+            self.breadcrumbs.push(crumb);
+        }
+    }
+
+    /// Writes what is queued now into the spool; waits at most `timeout`.
+    pub fn flush(&self, timeout: Duration) -> bool {
+        let (ack, done) = mpsc::channel();
+        let deadline = Instant::now() + timeout;
+        // The queue may be full: keep trying until the deadline rather than block.
+        let mut msg = Msg::Flush(ack);
+        loop {
+            match self.tx.try_send(msg) {
+                Ok(()) => break,
+                Err(TrySendError::Full(m)) if Instant::now() < deadline => {
+                    msg = m;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(_) => return false,
+            }
+        }
+        done.recv_timeout(deadline.saturating_duration_since(Instant::now())).is_ok()
+    }
+
+    /// Flushes and stops the writer thread.
+    pub fn stop(&self, timeout: Duration) {
+        self.flush(timeout);
+        let _ = self.tx.try_send(Msg::Stop);
+        if let Ok(mut writer) = self.writer.lock()
+            && let Some(handle) = writer.take()
+            && handle.is_finished()
+        {
+            let _ = handle.join();
+        }
+    }
+}
+
+fn write_batches(
+    spool: &Spool,
+    context: &Context,
+    rx: &Receiver<Msg>,
+    policy: &BatchPolicy,
+    losses: &LossCounters,
+) {
+    let mut batch: Vec<Breadcrumb> = Vec::new();
+    let mut first_at = Instant::now();
+    let mut dropped_reported = 0u64;
+    loop {
+        let wait = if batch.is_empty() {
+            Duration::from_secs(3600)
+        } else {
+            policy.max_delay.saturating_sub(first_at.elapsed())
+        };
+        let (flush, ack, stop) = match rx.recv_timeout(wait) {
+            Ok(Msg::Record(r)) => {
+                if batch.is_empty() {
+                    first_at = Instant::now();
+                }
+                batch.push(r);
+                (batch.len() >= policy.max_records, None, false)
+            }
+            Ok(Msg::Flush(ack)) => (true, Some(ack), false),
+            Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => (true, None, true),
+            Err(RecvTimeoutError::Timeout) => (true, None, false),
+        };
+        if flush && !batch.is_empty() {
+            let dropped = losses.logs_dropped.load(Ordering::Relaxed);
+            let body = LogBatch {
+                kind: "logs".into(),
+                context: context.clone(),
+                records: std::mem::take(&mut batch),
+                dropped_before: dropped - dropped_reported,
+            };
+            dropped_reported = dropped;
+            match serde_json::to_vec(&body) {
+                Ok(bytes) => {
+                    if let Err(e) = spool.write(Kind::Log, &bytes) {
+                        // Nothing else can be done with a log batch the spool refuses: count it.
+                        losses.logs_dropped.fetch_add(body.records.len() as u64, Ordering::Relaxed);
+                        eprintln!("lastword: could not store {} log records: {e}", body.records.len());
+                    }
+                }
+                Err(e) => eprintln!("lastword: could not encode log records: {e}"),
+            }
+        }
+        if let Some(ack) = ack {
+            let _ = ack.send(());
+        }
+        if stop {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_queue_drops_and_counts_without_blocking_the_caller() {
+        let (tx, _rx) = mpsc::sync_channel(4);
+        let losses = Arc::new(LossCounters::default());
+        let pipe = LogPipe {
+            tx,
+            level: Level::Info,
+            breadcrumbs: Breadcrumbs::new(10),
+            losses: losses.clone(),
+            writer: Mutex::new(None),
+        };
+        // Nobody reads the queue: the first 4 records fill it, the rest must be dropped at once.
+        let start = Instant::now();
+        for i in 0..10 {
+            pipe.record(Level::Error, "t", format!("r{i}"));
+            pipe.record(Level::Debug, "t", format!("below the level {i}"));
+        }
+        assert!(start.elapsed() < Duration::from_secs(1), "the caller never waits for the writer");
+        assert_eq!(losses.logs_dropped.load(Ordering::Relaxed), 6);
+        assert_eq!(pipe.breadcrumbs.snapshot().len(), 10, "every record still enters the ring");
+    }
+
+    fn pipe(dir: &std::path::Path, queue: usize, level: Level) -> (Spool, LogPipe) {
+        let spool = Spool::open(dir, lastword_spool::SpoolOptions::default()).unwrap();
+        let policy = BatchPolicy { queue, max_records: 1000, max_delay: Duration::from_secs(60) };
+        let pipe =
+            LogPipe::start(spool.clone(), Context::default(), level, 3, policy, Arc::default()).unwrap();
+        (spool, pipe)
+    }
+
+    #[test]
+    fn records_at_or_above_the_level_are_stored_in_one_batch_and_all_become_breadcrumbs() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, pipe) = pipe(dir.path(), 100, Level::Warn);
+        pipe.record(Level::Error, "t", "e1".into());
+        pipe.record(Level::Info, "t", "i1".into());
+        pipe.record(Level::Warn, "t", "w1".into());
+        pipe.record(Level::Debug, "t", "d1".into());
+        assert!(pipe.flush(Duration::from_secs(5)));
+        let claim = spool.claim().unwrap().expect("one log batch");
+        assert_eq!(claim.kind(), Kind::Log);
+        let batch: LogBatch = serde_json::from_slice(claim.body()).unwrap();
+        let messages: Vec<_> = batch.records.iter().map(|r| r.message.as_str()).collect();
+        assert_eq!(messages, ["e1", "w1"]);
+        assert!(spool.claim().unwrap().is_none(), "one entry per batch");
+        let crumbs: Vec<_> = pipe.breadcrumbs.snapshot().into_iter().map(|b| b.message).collect();
+        assert_eq!(crumbs, ["i1", "w1", "d1"], "the ring keeps the last 3 of every level");
+        pipe.stop(Duration::from_secs(1));
+    }
+}

@@ -1,0 +1,533 @@
+//! Post-mortem: turning a raw signal report (written by the signal handler) into a full crash report
+//! with function names, files and lines, out of the handler: at the next start of the application,
+//! or in the sidecar, just before upload. The raw format is in REPORT.md.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use lastword_spool::FLAG_RAW_SIGNAL;
+
+use crate::config::BeforeSend;
+use crate::crashloop::{Admit, CrashLoop};
+use crate::report::{Context, CrashReport, Frame, SignalInfo, ThreadInfo, fingerprint, strip_hash};
+use crate::upload::{LossCounters, Prepare, Prepared};
+
+/// How many return-address candidates the stack scan keeps.
+const MAX_SCANNED: usize = 48;
+
+/// A module of the crashed process.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RawModule {
+    /// Start of an executable segment in the crashed process.
+    pub start: u64,
+    /// End of that segment.
+    pub end: u64,
+    /// Load bias.
+    pub bias: u64,
+    /// Build id, hex, or `-`.
+    pub build_id: String,
+    /// Path.
+    pub path: String,
+}
+
+/// A raw signal report, parsed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RawReport {
+    /// Signal number.
+    pub signal: i32,
+    /// `si_code`.
+    pub code: i32,
+    /// Fault address.
+    pub addr: u64,
+    /// Process id.
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u64,
+    /// Thread name.
+    pub thread: Option<String>,
+    /// Registers, by name.
+    pub registers: Vec<(String, u64)>,
+    /// Program counter.
+    pub pc: u64,
+    /// Stack pointer.
+    pub sp: u64,
+    /// The context JSON written at init.
+    pub context: Option<Context>,
+    /// Loaded modules.
+    pub modules: Vec<RawModule>,
+    /// Address of the first byte of `stack`.
+    pub stack_addr: u64,
+    /// Copy of the top of the stack.
+    pub stack: Vec<u8>,
+}
+
+fn hex(s: &str) -> Option<u64> {
+    u64::from_str_radix(s.trim_start_matches("0x"), 16).ok()
+}
+
+/// Parses a raw signal report. Never panics on bad input.
+pub fn parse_raw(body: &[u8]) -> Result<RawReport, String> {
+    let mut raw = RawReport::default();
+    let mut rest = body;
+    let mut first = true;
+    loop {
+        let nl = rest.iter().position(|&b| b == b'\n').ok_or("raw report ends before its stack line")?;
+        let line = std::str::from_utf8(&rest[..nl]).map_err(|_| "raw report line is not UTF-8")?;
+        rest = &rest[nl + 1..];
+        if first {
+            if line != "lastword-raw-signal 1" {
+                return Err(format!("not a raw signal report of version 1: {line:?}"));
+            }
+            first = false;
+            continue;
+        }
+        let (key, value) = line.split_once(' ').unwrap_or((line, ""));
+        let bad = || format!("bad raw report line {line:?}");
+        match key {
+            "signal" => raw.signal = value.parse().map_err(|_| bad())?,
+            "code" => raw.code = value.parse().map_err(|_| bad())?,
+            "addr" => raw.addr = hex(value).ok_or_else(bad)?,
+            "pid" => raw.pid = value.parse().map_err(|_| bad())?,
+            "tid" => raw.tid = value.parse().map_err(|_| bad())?,
+            "thread" => raw.thread = Some(value.to_owned()),
+            "reg" => {
+                let (name, v) = value.split_once(' ').ok_or_else(bad)?;
+                raw.registers.push((name.to_owned(), hex(v).ok_or_else(bad)?));
+            }
+            "pc" => raw.pc = hex(value).ok_or_else(bad)?,
+            "sp" => raw.sp = hex(value).ok_or_else(bad)?,
+            "context" => raw.context = serde_json::from_str(value).ok(),
+            "module" => {
+                let mut f = value.splitn(5, ' ');
+                let mut next = || f.next().ok_or_else(bad);
+                raw.modules.push(RawModule {
+                    start: hex(next()?).ok_or_else(bad)?,
+                    end: hex(next()?).ok_or_else(bad)?,
+                    bias: hex(next()?).ok_or_else(bad)?,
+                    build_id: next()?.to_owned(),
+                    path: next()?.to_owned(),
+                });
+            }
+            "stack" => {
+                let (addr, len) = value.split_once(' ').ok_or_else(bad)?;
+                raw.stack_addr = hex(addr).ok_or_else(bad)?;
+                let len: usize = len.parse().map_err(|_| bad())?;
+                if len != rest.len() {
+                    return Err(format!("stack says {len} bytes, {} follow", rest.len()));
+                }
+                raw.stack = rest.to_vec();
+                return Ok(raw);
+            }
+            _ => {} // unknown lines are skipped: later versions may add some
+        }
+    }
+}
+
+/// The name of a signal.
+pub fn signal_name(signal: i32) -> &'static str {
+    match signal {
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGILL => "SIGILL",
+        libc::SIGFPE => "SIGFPE",
+        libc::SIGABRT => "SIGABRT",
+        _ => "signal",
+    }
+}
+
+fn signal_meaning(signal: i32) -> &'static str {
+    match signal {
+        libc::SIGSEGV => "invalid memory reference",
+        libc::SIGBUS => "bus error",
+        libc::SIGILL => "illegal instruction",
+        libc::SIGFPE => "arithmetic exception",
+        libc::SIGABRT => "abort",
+        _ => "fatal signal",
+    }
+}
+
+/// Symbol lookups in the modules' files, checked against the build ids the crash recorded.
+struct Symbolizer {
+    loaders: HashMap<String, Result<addr2line::Loader, String>>,
+}
+
+impl Symbolizer {
+    fn new() -> Self {
+        Self { loaders: HashMap::new() }
+    }
+
+    fn loader(&mut self, module: &RawModule) -> Result<&addr2line::Loader, String> {
+        self.loaders
+            .entry(module.path.clone())
+            .or_insert_with(|| {
+                let on_disk = file_build_id(Path::new(&module.path))?;
+                if module.build_id != "-" && on_disk.as_deref() != Some(module.build_id.as_str()) {
+                    return Err(format!(
+                        "{} changed since the crash (build id {} then, {} now)",
+                        module.path,
+                        module.build_id,
+                        on_disk.as_deref().unwrap_or("none")
+                    ));
+                }
+                addr2line::Loader::new(&module.path).map_err(|e| format!("{}: {e}", module.path))
+            })
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+
+    /// The frames at `address` (inlined functions first); `None` when no symbol covers it.
+    fn frames(
+        &mut self,
+        module: &RawModule,
+        address: u64,
+        is_return: bool,
+    ) -> Result<Option<Vec<Frame>>, String> {
+        let loader = self.loader(module)?;
+        // A return address points after the call; look inside the call instruction.
+        let probe = address.wrapping_sub(module.bias).wrapping_sub(u64::from(is_return));
+        let mut out = Vec::new();
+        if let Ok(mut iter) = loader.find_frames(probe) {
+            while let Ok(Some(frame)) = iter.next() {
+                let function =
+                    frame.function.as_ref().and_then(|f| f.demangle().ok()).map(|n| strip_hash(&n));
+                let (file, line) =
+                    frame.location.map_or((None, None), |l| (l.file.map(str::to_owned), l.line));
+                out.push(Frame {
+                    function,
+                    file,
+                    line,
+                    address: format!("{address:#x}"),
+                    module: Some(module.path.clone()),
+                });
+            }
+        }
+        if out.iter().all(|f| f.function.is_none()) {
+            out.clear();
+            if let Some(name) = loader.find_symbol(probe) {
+                let name = addr2line::demangle_auto(name.into(), None);
+                out.push(Frame {
+                    function: Some(strip_hash(&name)),
+                    address: format!("{address:#x}"),
+                    module: Some(module.path.clone()),
+                    ..Frame::default()
+                });
+            }
+        }
+        Ok((!out.is_empty()).then_some(out))
+    }
+}
+
+/// The return addresses of the crashing thread, found by unwinding the stack copy with the modules'
+/// DWARF call frame information (`framehop`). `None` when it cannot start (no register state, an
+/// architecture it does not know, or no module file to read).
+#[cfg(target_arch = "x86_64")]
+fn unwind(raw: &RawReport) -> Option<Vec<u64>> {
+    use framehop::x86_64::{CacheX86_64, UnwindRegsX86_64, UnwinderX86_64};
+    use framehop::{FrameAddress, Unwinder};
+    let bp = raw.registers.iter().find(|(n, _)| n == "rbp").map(|(_, v)| *v)?;
+    if raw.sp == 0 {
+        return None;
+    }
+    let mut unwinder = UnwinderX86_64::new();
+    let mut by_path: HashMap<&str, (u64, u64, u64)> = HashMap::new();
+    for m in &raw.modules {
+        let e = by_path.entry(m.path.as_str()).or_insert((m.start, m.end, m.bias));
+        e.0 = e.0.min(m.start);
+        e.1 = e.1.max(m.end);
+    }
+    let mut added = 0;
+    for (path, (start, end, bias)) in by_path {
+        if let Some(info) = section_info(Path::new(path)) {
+            unwinder.add_module(framehop::Module::new(path.to_owned(), start..end, bias, info));
+            added += 1;
+        }
+    }
+    if added == 0 {
+        return None;
+    }
+    let stack = &raw.stack;
+    let base = raw.stack_addr;
+    let mut read_stack = |addr: u64| -> Result<u64, ()> {
+        let offset = usize::try_from(addr.checked_sub(base).ok_or(())?).map_err(|_| ())?;
+        let bytes: [u8; 8] = stack.get(offset..offset + 8).ok_or(())?.try_into().map_err(|_| ())?;
+        Ok(u64::from_ne_bytes(bytes))
+    };
+    let mut cache = CacheX86_64::<_>::new();
+    let mut iter =
+        unwinder.iter_frames(raw.pc, UnwindRegsX86_64::new(raw.pc, raw.sp, bp), &mut cache, &mut read_stack);
+    let mut returns = Vec::new();
+    while let Ok(Some(frame)) = iter.next() {
+        if let FrameAddress::ReturnAddress(ra) = frame {
+            returns.push(ra.get());
+        }
+        if returns.len() >= 128 {
+            break;
+        }
+    }
+    Some(returns)
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn unwind(_raw: &RawReport) -> Option<Vec<u64>> {
+    None
+}
+
+/// The sections framehop needs from an ELF file on disk.
+#[cfg(target_arch = "x86_64")]
+fn section_info(path: &Path) -> Option<framehop::ExplicitModuleSectionInfo<Vec<u8>>> {
+    use object::{Object, ObjectSection};
+    let data = std::fs::read(path).ok()?;
+    let file = object::File::parse(&*data).ok()?;
+    let section = |name: &str| {
+        let s = file.section_by_name(name)?;
+        Some((s.address()..s.address() + s.size(), s.data().ok()?.to_vec()))
+    };
+    let text = section(".text");
+    let eh_frame = section(".eh_frame");
+    let eh_frame_hdr = section(".eh_frame_hdr");
+    let got = section(".got");
+    Some(framehop::ExplicitModuleSectionInfo {
+        base_svma: 0,
+        text_svma: text.as_ref().map(|t| t.0.clone()),
+        text: text.map(|t| t.1),
+        got_svma: got.map(|g| g.0),
+        eh_frame_svma: eh_frame.as_ref().map(|e| e.0.clone()),
+        eh_frame: eh_frame.map(|e| e.1),
+        eh_frame_hdr_svma: eh_frame_hdr.as_ref().map(|e| e.0.clone()),
+        eh_frame_hdr: eh_frame_hdr.map(|e| e.1),
+        debug_frame: section(".debug_frame").map(|d| d.1),
+        ..Default::default()
+    })
+}
+
+/// The GNU build id of an ELF file on disk.
+fn file_build_id(path: &Path) -> Result<Option<String>, String> {
+    use object::{Object, ObjectSection};
+    let data = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let file = object::File::parse(&*data).map_err(|e| format!("{}: {e}", path.display()))?;
+    if let Ok(Some(id)) = file.build_id() {
+        return Ok(Some(id.iter().map(|b| format!("{b:02x}")).collect()));
+    }
+    // Some linkers put the note in a section only.
+    let id = file
+        .section_by_name(".note.gnu.build-id")
+        .and_then(|s| s.data().ok())
+        .and_then(crate::signal::gnu_build_id);
+    Ok(id)
+}
+
+/// Turns a raw signal report into a crash report: the program counter's frames, then return
+/// addresses found by scanning the stack copy (kept when they fall in a module's code and resolve to
+/// a function). When a module's file is gone, changed (build id), or has no symbols, the frames keep
+/// their raw addresses and the report says why.
+pub fn symbolize(raw: &RawReport) -> CrashReport {
+    let mut symbolizer = Symbolizer::new();
+    let mut frames = Vec::new();
+    let mut errors: Vec<String> = Vec::new();
+    let module_of = |addr: u64| raw.modules.iter().find(|m| m.start <= addr && addr < m.end);
+    let mut push = |addr: u64, is_return: bool, frames: &mut Vec<Frame>, errors: &mut Vec<String>| -> bool {
+        let Some(module) = module_of(addr) else {
+            if !is_return {
+                frames.push(Frame { address: format!("{addr:#x}"), ..Frame::default() });
+                errors.push(format!("{addr:#x} is in no known module"));
+            }
+            return false;
+        };
+        match symbolizer.frames(module, addr, is_return) {
+            Ok(Some(found)) => {
+                frames.extend(found);
+                true
+            }
+            Ok(None) => {
+                if !is_return {
+                    frames.push(Frame {
+                        address: format!("{addr:#x}"),
+                        module: Some(module.path.clone()),
+                        ..Frame::default()
+                    });
+                    errors.push(format!("no symbol for {addr:#x} in {}", module.path));
+                }
+                false
+            }
+            Err(e) => {
+                // Without symbols a stack word cannot be told from a stale value: only the program
+                // counter is kept, raw.
+                if !is_return {
+                    frames.push(Frame {
+                        address: format!("{addr:#x}"),
+                        module: Some(module.path.clone()),
+                        ..Frame::default()
+                    });
+                }
+                if !errors.contains(&e) {
+                    errors.push(e);
+                }
+                false
+            }
+        }
+    };
+    push(raw.pc, false, &mut frames, &mut errors);
+    match unwind(raw) {
+        // CFI unwinding found the callers: exact return addresses.
+        Some(returns) if !returns.is_empty() => {
+            for ra in returns {
+                push(ra, true, &mut frames, &mut errors);
+            }
+        }
+        // Without unwind information, scan the stack copy for words that are return addresses into
+        // a module's code and resolve to a function (the fallback breakpad also uses).
+        _ => {
+            let mut scanned = 0;
+            for word in raw.stack.chunks_exact(8) {
+                if scanned >= MAX_SCANNED {
+                    break;
+                }
+                let mut bytes = [0u8; 8];
+                bytes.copy_from_slice(word);
+                let value = u64::from_ne_bytes(bytes);
+                if module_of(value).is_some() && push(value, true, &mut frames, &mut errors) {
+                    scanned += 1;
+                }
+            }
+        }
+    }
+    frames.dedup_by(|a, b| a.function.is_some() && a.function == b.function && a.address == b.address);
+    let name = signal_name(raw.signal);
+    let message = format!("{name} ({}) at {:#x}", signal_meaning(raw.signal), raw.addr);
+    CrashReport {
+        kind: "signal".into(),
+        fingerprint: fingerprint(&frames, name),
+        symbolized: frames.iter().any(|f| f.function.is_some()),
+        symbolization_error: (!errors.is_empty()).then(|| errors.join("; ")),
+        message,
+        location: None,
+        signal: Some(SignalInfo {
+            number: raw.signal,
+            name: name.into(),
+            code: raw.code,
+            address: format!("{:#x}", raw.addr),
+        }),
+        thread: ThreadInfo { name: raw.thread.clone(), id: Some(raw.tid) },
+        frames,
+        context: raw.context.clone().unwrap_or_default(),
+        breadcrumbs: Vec::new(),
+        crash_loop_suppressed: 0,
+        registers: raw.registers.iter().map(|(n, v)| (n.clone(), format!("{v:#x}"))).collect(),
+    }
+}
+
+/// The uploader's body transformation for a spool at `spool_dir`: JSON bodies go as they are; a raw
+/// signal report is symbolized into a JSON crash report, passes the crash-loop limit and the
+/// `before_send` hook, and is then sent (or skipped, counted).
+pub(crate) fn prepare_with(
+    spool_dir: PathBuf,
+    crash_loop_per_hour: u32,
+    losses: Arc<LossCounters>,
+    before_send: Option<BeforeSend>,
+) -> Prepare {
+    let crash_loop = CrashLoop::new(&spool_dir, crash_loop_per_hour);
+    Arc::new(move |flags, body| {
+        if flags & FLAG_RAW_SIGNAL == 0 {
+            return Ok(Prepared::Send(body.to_vec()));
+        }
+        let raw = parse_raw(body)?;
+        let mut report = symbolize(&raw);
+        match crash_loop.admit(&report.fingerprint, crate::now_millis()) {
+            Admit::Store { suppressed_before } => report.crash_loop_suppressed = suppressed_before,
+            Admit::Suppress => {
+                losses.crash_loop_suppressed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                return Ok(Prepared::Skip("the same crash repeated too often (crash loop)".into()));
+            }
+        }
+        if let Some(hook) = &before_send
+            && !hook(&mut report)
+        {
+            return Ok(Prepared::Skip("dropped by before_send".into()));
+        }
+        serde_json::to_vec(&report).map(Prepared::Send).map_err(|e| e.to_string())
+    })
+}
+
+/// The body transformation for the sidecar on the spool at `spool_dir` (default crash-loop limit of
+/// 10 an hour, no `before_send`).
+pub fn prepare_for_upload(spool_dir: &Path) -> Prepare {
+    prepare_with(spool_dir.to_path_buf(), 10, Arc::default(), None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const SAMPLE: &[&str] = &[
+        "lastword-raw-signal 1",
+        "signal 11",
+        "code 1",
+        "addr 0x0",
+        "pid 7",
+        "tid 8",
+        "thread main",
+        "reg rbp 0x10",
+        "pc 0x1000",
+        "sp 0x2000",
+        r#"context {"app":"a","os":"linux","arch":"x86_64","pid":7,"uptime_ms":0,"lastword":"0"}"#,
+        "module 0x1000 0x2000 0x0 - /nonexistent",
+        "future-key x",
+        "stack 0x2000 8",
+    ];
+
+    fn sample() -> Vec<u8> {
+        let mut body = SAMPLE.join("\n").into_bytes();
+        body.push(b'\n');
+        body.extend_from_slice(&0x1234u64.to_ne_bytes());
+        body
+    }
+
+    #[test]
+    fn a_raw_report_parses_and_unknown_keys_are_skipped() {
+        let raw = parse_raw(&sample()).unwrap();
+        assert_eq!((raw.signal, raw.code, raw.addr, raw.pid, raw.tid), (11, 1, 0, 7, 8));
+        assert_eq!(raw.thread.as_deref(), Some("main"));
+        assert_eq!(raw.modules.len(), 1);
+        assert_eq!(raw.context.unwrap().app, "a");
+        assert_eq!(raw.stack.len(), 8);
+    }
+
+    #[test]
+    fn a_missing_module_file_leaves_raw_addresses_and_says_why() {
+        let report = symbolize(&parse_raw(&sample()).unwrap());
+        assert!(!report.symbolized);
+        assert_eq!(report.frames[0].address, "0x1000");
+        assert!(report.symbolization_error.unwrap().contains("/nonexistent"));
+        assert_eq!(report.signal.unwrap().name, "SIGSEGV");
+    }
+
+    #[test]
+    fn a_stack_length_that_does_not_match_is_an_error_not_an_allocation() {
+        let mut body = sample();
+        let text =
+            String::from_utf8_lossy(&body).replace("stack 0x2000 8", "stack 0x2000 18446744073709551615");
+        body = text.into_bytes();
+        assert!(parse_raw(&body).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn parse_raw_never_panics_on_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+            let _ = parse_raw(&bytes);
+        }
+
+        #[test]
+        fn parse_raw_never_panics_on_a_damaged_report(cut in 0usize..400, flip in 0usize..400, byte: u8) {
+            let mut body = sample();
+            if flip < body.len() {
+                body[flip] = byte;
+            }
+            body.truncate(cut.min(body.len()));
+            if let Ok(raw) = parse_raw(&body) {
+                let _ = symbolize(&raw);
+            }
+        }
+    }
+}

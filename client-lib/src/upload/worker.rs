@@ -1,0 +1,621 @@
+//! The uploader's thread: connection loop, the session with its window of unanswered reports, and the
+//! shutdown phases.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, mpsc};
+use std::time::Duration;
+
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use lastword_spool::{Claim, EntryId, Spool};
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::time::{Instant, sleep_until, timeout};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+use super::backoff::Backoff;
+use super::connection::{ConnectError, Connected, Ws, connect};
+use super::{Control, FlushError, Level, Prepared, Progress, Summary, UploaderConfig};
+use crate::protocol::{ClientMessage, Losses, Report, ServerMessage};
+
+type Sink = SplitSink<Ws, Message>;
+type Stream = SplitStream<Ws>;
+
+pub(crate) struct Worker {
+    spool: Spool,
+    config: UploaderConfig,
+    rx: UnboundedReceiver<Control>,
+    progress: Arc<Progress>,
+    /// Set by the owner's shutdown: the deadline of the phases.
+    stopping: Option<Instant>,
+    flushes: Vec<Flush>,
+    woken: bool,
+    backoff: Backoff,
+    url_index: usize,
+    pause_until: Option<Instant>,
+    /// Entries claimed by this uploader and neither delivered nor quarantined yet.
+    outstanding: HashSet<EntryId>,
+    last_rescan: Instant,
+}
+
+/// A pending flush request.
+struct Flush {
+    deadline: Instant,
+    crashes_only: bool,
+    reply: mpsc::Sender<Result<(), FlushError>>,
+}
+
+/// How a session ended.
+enum End {
+    /// Idle, or shutting down: a clean close.
+    Clean,
+    /// The connection failed.
+    Failed(String),
+}
+
+impl Worker {
+    pub fn new(
+        spool: Spool,
+        config: UploaderConfig,
+        rx: UnboundedReceiver<Control>,
+        progress: Arc<Progress>,
+    ) -> Self {
+        let backoff = Backoff::new(config.backoff_initial, config.backoff_max);
+        Self {
+            spool,
+            config,
+            rx,
+            progress,
+            stopping: None,
+            flushes: Vec::new(),
+            woken: true,
+            backoff,
+            url_index: 0,
+            pause_until: None,
+            outstanding: HashSet::new(),
+            last_rescan: Instant::now(),
+        }
+    }
+
+    fn diag(&self, level: Level, message: impl FnOnce() -> String) {
+        if let Some(d) = &self.config.diagnostics {
+            d(level, &message());
+        }
+    }
+
+    fn record_error(&self, message: String) {
+        self.diag(Level::Warn, || message.clone());
+        if let Ok(mut last) = self.progress.last_error.lock() {
+            *last = Some(message);
+        }
+    }
+
+    /// The connection loop. Returns when the owner asked for shutdown (or dropped the handle).
+    pub async fn run(mut self) -> Summary {
+        while self.stopping.is_none() {
+            self.expire_flushes();
+            if !self.has_work().await {
+                self.answer_flushes(Ok(()));
+                self.wait_idle(None).await;
+                continue;
+            }
+            if let Some(until) = self.pause_until {
+                if Instant::now() < until {
+                    self.wait_idle(Some(until)).await;
+                    continue;
+                }
+                self.pause_until = None;
+            }
+            let url = self.config.urls[self.url_index % self.config.urls.len()].clone();
+            let losses = self.losses().await;
+            let config = self.config.clone();
+            let connected = tokio::select! {
+                biased;
+                // Shutdown during a connection attempt: nothing is claimed yet, just stop.
+                stop = self.next_shutdown() => { self.stopping = Some(stop); break; }
+                c = timeout(config.connect_timeout, connect(&url, &config, losses)) => c,
+            };
+            match connected {
+                Ok(Ok(conn)) => {
+                    self.progress.connections.fetch_add(1, Ordering::SeqCst);
+                    self.progress.connected.store(true, Ordering::SeqCst);
+                    self.diag(Level::Info, || format!("connected to {url}"));
+                    let delivered_before = self.progress.delivered.load(Ordering::SeqCst);
+                    let end = self.session(conn).await;
+                    self.progress.connected.store(false, Ordering::SeqCst);
+                    let progressed = self.progress.delivered.load(Ordering::SeqCst) > delivered_before;
+                    if progressed {
+                        self.backoff.reset();
+                    }
+                    if let End::Failed(reason) = end {
+                        self.record_error(format!("connection to {url} lost: {reason}"));
+                        self.url_index += 1;
+                        if !progressed {
+                            self.pause_until = Some(Instant::now() + self.backoff.next_wait());
+                        }
+                    }
+                }
+                Ok(Err(e)) => {
+                    let retry_after = match &e {
+                        ConnectError::Busy { retry_after, .. } => *retry_after,
+                        _ => None,
+                    };
+                    self.connect_failed(e.to_string(), retry_after);
+                }
+                Err(_) => self.connect_failed(format!("timed out connecting to {url}"), None),
+            }
+        }
+        self.answer_flushes(Err(FlushError::Stopped));
+        self.diag(Level::Info, || "uploader stopped".into());
+        self.progress.outstanding.store(self.outstanding.len() as u64, Ordering::SeqCst);
+        self.progress.summary(false)
+    }
+
+    fn connect_failed(&mut self, reason: String, retry_after: Option<Duration>) {
+        self.record_error(reason);
+        self.url_index += 1;
+        // Fail over to the next URL at once; after a whole round of failures, back off.
+        if self.url_index % self.config.urls.len() == 0 {
+            let wait = self.backoff.next_wait().max(retry_after.unwrap_or_default());
+            self.pause_until = Some(Instant::now() + wait);
+        }
+    }
+
+    /// Waits for the next shutdown request, handling other controls meanwhile.
+    async fn next_shutdown(&mut self) -> Instant {
+        loop {
+            match self.rx.recv().await {
+                Some(Control::Shutdown { deadline }) => return Instant::from_std(deadline),
+                Some(other) => self.control(other),
+                None => return Instant::now(),
+            }
+        }
+    }
+
+    fn control(&mut self, control: Control) {
+        match control {
+            Control::Wake => self.woken = true,
+            Control::Flush { deadline, crashes_only, reply } => {
+                self.woken = true;
+                self.flushes.push(Flush { deadline: Instant::from_std(deadline), crashes_only, reply });
+            }
+            Control::Shutdown { deadline } => {
+                let deadline = Instant::from_std(deadline);
+                self.stopping = Some(self.stopping.map_or(deadline, |d| d.min(deadline)));
+            }
+        }
+    }
+
+    fn on_control(&mut self, control: Option<Control>) {
+        match control {
+            Some(c) => self.control(c),
+            // The handle is gone without a shutdown: stop now.
+            None => self.stopping = Some(Instant::now()),
+        }
+    }
+
+    /// Idle: wait for a control message, the rescan interval, a flush deadline or `until`.
+    async fn wait_idle(&mut self, until: Option<Instant>) {
+        let mut wake_at = self.last_rescan + self.config.rescan_interval;
+        if let Some(u) = until {
+            wake_at = wake_at.min(u);
+        }
+        for flush in &self.flushes {
+            wake_at = wake_at.min(flush.deadline);
+        }
+        tokio::select! {
+            c = self.rx.recv() => self.on_control(c),
+            () = sleep_until(wake_at) => {}
+        }
+    }
+
+    fn expire_flushes(&mut self) {
+        let now = Instant::now();
+        self.flushes.retain(|flush| {
+            if flush.deadline <= now {
+                let _ = flush.reply.send(Err(FlushError::Timeout));
+                false
+            } else {
+                true
+            }
+        });
+    }
+
+    fn answer_flushes(&mut self, result: Result<(), FlushError>) {
+        for flush in self.flushes.drain(..) {
+            let _ = flush.reply.send(result.clone());
+        }
+    }
+
+    /// Answers the crashes-only flushes once no crash report waits in `ready/` or is in flight.
+    fn answer_crash_flushes(&mut self, in_flight: &HashMap<EntryId, Claim>) {
+        if !self.flushes.iter().any(|f| f.crashes_only) {
+            return;
+        }
+        let crash_in_flight = in_flight.values().any(|c| c.kind() == lastword_spool::Kind::Crash);
+        if crash_in_flight || self.spool.first_ready_kind() == Some(lastword_spool::Kind::Crash) {
+            return;
+        }
+        self.flushes.retain(|f| {
+            if f.crashes_only {
+                let _ = f.reply.send(Ok(()));
+            }
+            !f.crashes_only
+        });
+    }
+
+    /// Whether `ready/` has entries, rescanning when woken or when the safety-net interval passed.
+    async fn has_work(&mut self) -> bool {
+        let force = self.woken || self.last_rescan.elapsed() >= self.config.rescan_interval;
+        self.woken = false;
+        if force {
+            self.last_rescan = Instant::now();
+        }
+        let spool = self.spool.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            if force {
+                spool.rescan()?;
+            }
+            Ok::<_, lastword_spool::SpoolError>(spool.ready_count())
+        })
+        .await;
+        match result {
+            Ok(Ok(n)) => n > 0,
+            Ok(Err(e)) => {
+                self.record_error(format!("spool: {e}"));
+                false
+            }
+            Err(e) => {
+                self.record_error(format!("spool task failed: {e}"));
+                false
+            }
+        }
+    }
+
+    async fn losses(&self) -> Losses {
+        let view = self.spool.view();
+        let (evicted, quarantined) = tokio::task::spawn_blocking(move || {
+            (view.evicted().unwrap_or(0), view.quarantined_count().unwrap_or(0))
+        })
+        .await
+        .unwrap_or((0, 0));
+        Losses {
+            logs_dropped: self.config.losses.logs_dropped.load(Ordering::Relaxed),
+            evicted,
+            quarantined,
+            crash_loop_suppressed: self.config.losses.crash_loop_suppressed.load(Ordering::Relaxed),
+        }
+    }
+
+    /// One connection: keep up to `window` reports unanswered, ack on answers, until idle, failure or
+    /// shutdown; then put back what is unanswered and close.
+    async fn session(&mut self, conn: Connected) -> End {
+        let Connected { ws, welcome } = conn;
+        let (mut sink, mut stream) = ws.split();
+        let window = self.config.window.min(welcome.max_in_flight as usize).max(1);
+        let max_bytes = usize::try_from(welcome.max_message_bytes).unwrap_or(usize::MAX);
+        let mut in_flight: HashMap<EntryId, Claim> = HashMap::new();
+        let mut last_recv = Instant::now();
+        let mut last_send = Instant::now();
+        let mut last_work = Instant::now();
+        let mut exhausted = false;
+        let end = loop {
+            self.expire_flushes();
+            let now = Instant::now();
+            let paused = self.pause_until.is_some_and(|p| now < p);
+            if let Some(deadline) = self.stopping {
+                // Phases 1 and 2: claim nothing more; wait for answers until the deadline.
+                if in_flight.is_empty() || now >= deadline {
+                    break End::Clean;
+                }
+            } else if !exhausted && !paused && in_flight.len() < window {
+                match self.fill_window(&mut sink, &mut in_flight, window, max_bytes).await {
+                    Ok(claimed) => exhausted = claimed == 0,
+                    Err(reason) => break End::Failed(reason),
+                }
+                last_send = Instant::now();
+                last_work = last_send;
+                continue;
+            }
+            if in_flight.is_empty() && exhausted && self.stopping.is_none() {
+                self.answer_flushes(Ok(()));
+                if now >= last_work + self.config.idle_close {
+                    break End::Clean;
+                }
+            }
+            let wake_at = self.session_timer(&in_flight, exhausted, last_send, last_recv, last_work);
+            let mut acks = Vec::new();
+            let mut failure = None;
+            tokio::select! {
+                c = self.rx.recv() => {
+                    self.on_control(c);
+                    exhausted = false;
+                }
+                first = stream.next() => {
+                    last_recv = Instant::now();
+                    // Take every message already received, so that their acks share one disk batch.
+                    let mut batch = vec![first];
+                    while batch.len() < 1024 {
+                        match futures_util::FutureExt::now_or_never(stream.next()) {
+                            Some(m) => batch.push(m),
+                            None => break,
+                        }
+                    }
+                    let mut flush = false;
+                    for m in batch {
+                        match m {
+                            Some(Ok(Message::Text(text))) => match serde_json::from_str::<ServerMessage>(text.as_str()) {
+                                Ok(answer) => acks.extend(self.answer(answer, &mut in_flight)),
+                                Err(e) => failure = Some(format!("unreadable answer: {e}")),
+                            },
+                            // The pong is queued by tungstenite and leaves only on a flush.
+                            Some(Ok(Message::Ping(_))) => flush = true,
+                            Some(Ok(Message::Pong(_))) => {}
+                            Some(Ok(Message::Close(frame))) => {
+                                failure = Some(format!("the collector closed the connection: {frame:?}"));
+                            }
+                            Some(Ok(other)) => failure = Some(format!("unexpected message {other:?}")),
+                            Some(Err(e)) => failure = Some(e.to_string()),
+                            None => failure = Some("connection closed".into()),
+                        }
+                        if failure.is_some() {
+                            break;
+                        }
+                    }
+                    if flush && failure.is_none() {
+                        let _ = timeout(self.config.close_bound, sink.flush()).await;
+                    }
+                }
+                () = sleep_until(wake_at) => {
+                    let now = Instant::now();
+                    if !in_flight.is_empty() && now >= last_recv + self.config.answer_timeout {
+                        failure = Some(format!("no answer for {:?}", self.config.answer_timeout));
+                    } else if now >= last_send + self.config.keepalive {
+                        let ping = timeout(self.config.close_bound, sink.send(Message::Ping(Default::default())));
+                        if !matches!(ping.await, Ok(Ok(()))) {
+                            failure = Some("keepalive ping failed".into());
+                        }
+                        last_send = now;
+                    }
+                    if now >= self.last_rescan + self.config.rescan_interval {
+                        self.last_rescan = now;
+                        exhausted = false;
+                    }
+                }
+            }
+            if !acks.is_empty() {
+                self.ack_batch(acks).await;
+                last_work = Instant::now();
+            }
+            self.answer_crash_flushes(&in_flight);
+            if let Some(reason) = failure {
+                break End::Failed(reason);
+            }
+        };
+        self.close(sink, stream, in_flight, end).await
+    }
+
+    /// When the session must look at its timers next.
+    fn session_timer(
+        &self,
+        in_flight: &HashMap<EntryId, Claim>,
+        exhausted: bool,
+        last_send: Instant,
+        last_recv: Instant,
+        last_work: Instant,
+    ) -> Instant {
+        let mut wake_at =
+            (self.last_rescan + self.config.rescan_interval).min(last_send + self.config.keepalive);
+        if !in_flight.is_empty() {
+            wake_at = wake_at.min(last_recv + self.config.answer_timeout);
+        } else if exhausted {
+            wake_at = wake_at.min(last_work + self.config.idle_close);
+        }
+        if let Some(deadline) = self.stopping {
+            wake_at = wake_at.min(deadline);
+        }
+        if let Some(p) = self.pause_until.filter(|p| *p > Instant::now()) {
+            wake_at = wake_at.min(p);
+        }
+        for flush in &self.flushes {
+            wake_at = wake_at.min(flush.deadline);
+        }
+        wake_at
+    }
+
+    /// Claims up to the window's free places and sends them. Returns how many were claimed; an error
+    /// means the connection failed (the claim being sent goes back to ready/ with the guard).
+    async fn fill_window(
+        &mut self,
+        sink: &mut Sink,
+        in_flight: &mut HashMap<EntryId, Claim>,
+        window: usize,
+        max_bytes: usize,
+    ) -> Result<usize, String> {
+        let claims = match self.claim_batch(window - in_flight.len()).await {
+            Ok(claims) => claims,
+            Err(e) => {
+                self.record_error(e);
+                Vec::new()
+            }
+        };
+        let claimed = claims.len();
+        let mut result = Ok(claimed);
+        for claim in claims {
+            let id = claim.id();
+            self.outstanding.insert(id);
+            if result.is_err() {
+                continue; // dropped: back to ready/
+            }
+            match self.encode(&claim, max_bytes) {
+                Ok(None) => {
+                    // Deliberately not sent (counted by the hook): settle it like a delivery.
+                    self.ack_batch(vec![claim]).await;
+                }
+                Ok(Some(text)) => {
+                    // Not inside select!: a send is not cancel-safe. Bounded instead: a stalled send
+                    // ends the connection and the claim goes back.
+                    match timeout(self.config.answer_timeout, sink.send(Message::text(text))).await {
+                        Ok(Ok(())) => {
+                            in_flight.insert(id, claim);
+                        }
+                        Ok(Err(e)) => result = Err(format!("send failed: {e}")),
+                        Err(_) => result = Err("send stalled".to_owned()),
+                    }
+                }
+                Err(reason) => self.quarantine(claim, reason).await,
+            }
+        }
+        self.progress.outstanding.store(self.outstanding.len() as u64, Ordering::SeqCst);
+        result
+    }
+
+    /// Phases 3 and 4: put back what is unanswered, then close the websocket, bounded.
+    async fn close(
+        &mut self,
+        mut sink: Sink,
+        mut stream: Stream,
+        in_flight: HashMap<EntryId, Claim>,
+        end: End,
+    ) -> End {
+        if !in_flight.is_empty() {
+            let n = in_flight.len();
+            self.diag(Level::Info, || format!("putting back {n} unanswered entries"));
+            let claims: Vec<Claim> = in_flight.into_values().collect();
+            // Dropping a claim renames it back into ready/: disk work, off the runtime thread.
+            let _ = tokio::task::spawn_blocking(move || drop(claims)).await;
+        }
+        self.progress.outstanding.store(self.outstanding.len() as u64, Ordering::SeqCst);
+        let clean = matches!(end, End::Clean);
+        let _ = timeout(self.config.close_bound, async {
+            if clean {
+                let frame = CloseFrame { code: CloseCode::Normal, reason: "".into() };
+                if sink.send(Message::Close(Some(frame))).await.is_err() {
+                    return;
+                }
+            }
+            // Read until the peer's close arrives and the stream ends, or the bound passes.
+            while let Some(Ok(_)) = stream.next().await {}
+        })
+        .await;
+        end
+    }
+
+    /// Applies one answer; returns the claim to ack for accepted and duplicate.
+    fn answer(&mut self, answer: ServerMessage, in_flight: &mut HashMap<EntryId, Claim>) -> Option<Claim> {
+        let id = answer.answer_id()?;
+        let Some(claim) = in_flight.remove(&id) else {
+            self.diag(Level::Debug, || format!("answer for an id not in flight: {id}"));
+            return None;
+        };
+        match answer {
+            ServerMessage::Accepted { .. } => Some(claim),
+            ServerMessage::Duplicate { .. } => {
+                self.progress.duplicates.fetch_add(1, Ordering::SeqCst);
+                Some(claim)
+            }
+            ServerMessage::Rejected { reason, detail, .. } => {
+                let why = format!("rejected by the collector: {}: {detail}", reason.as_str());
+                self.outstanding.remove(&id);
+                match claim.quarantine(&why) {
+                    Ok(()) => {
+                        self.progress.quarantined.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Err(e) => {
+                        self.outstanding.insert(id);
+                        self.record_error(format!("quarantine {id}: {e}"));
+                    }
+                }
+                None
+            }
+            ServerMessage::RetryLater { delay_ms, .. } => {
+                drop(claim);
+                let until = Instant::now() + Duration::from_millis(delay_ms.min(3_600_000));
+                self.pause_until = Some(self.pause_until.map_or(until, |p| p.max(until)));
+                None
+            }
+            ServerMessage::Welcome(_) => None,
+        }
+    }
+
+    async fn ack_batch(&mut self, claims: Vec<Claim>) {
+        if claims.is_empty() {
+            return;
+        }
+        let results = tokio::task::spawn_blocking(move || {
+            claims.into_iter().map(|c| (c.id(), c.ack().map_err(|e| e.to_string()))).collect::<Vec<_>>()
+        })
+        .await
+        .unwrap_or_default();
+        for (id, result) in results {
+            match result {
+                Ok(()) => {
+                    self.outstanding.remove(&id);
+                    self.progress.delivered.fetch_add(1, Ordering::SeqCst);
+                }
+                Err(e) => self.record_error(format!("ack {id}: {e}")),
+            }
+        }
+        self.progress.outstanding.store(self.outstanding.len() as u64, Ordering::SeqCst);
+    }
+
+    async fn claim_batch(&self, want: usize) -> Result<Vec<Claim>, String> {
+        let spool = self.spool.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut claims = Vec::with_capacity(want);
+            while claims.len() < want {
+                match spool.claim() {
+                    Ok(Some(c)) => claims.push(c),
+                    Ok(None) => break,
+                    Err(e) if claims.is_empty() => return Err(format!("spool: {e}")),
+                    Err(_) => break,
+                }
+            }
+            Ok(claims)
+        })
+        .await
+        .map_err(|e| format!("spool task failed: {e}"))?
+    }
+
+    /// The report message for a claim; `Ok(None)` when the prepare hook says to skip it.
+    fn encode(&self, claim: &Claim, max_bytes: usize) -> Result<Option<String>, String> {
+        let prepared;
+        let body = match &self.config.prepare {
+            Some(prepare) => match prepare(claim.flags(), claim.body())? {
+                Prepared::Send(body) => {
+                    prepared = body;
+                    prepared.as_slice()
+                }
+                Prepared::Skip(reason) => {
+                    self.diag(Level::Info, || format!("not sending {}: {reason}", claim.id()));
+                    return Ok(None);
+                }
+            },
+            None => claim.body(),
+        };
+        let report =
+            Report::new(claim.id(), claim.kind(), claim.created_millis(), body).map_err(|e| e.to_string())?;
+        let text = ClientMessage::Report(report).to_json();
+        if text.len() > max_bytes {
+            return Err(format!("too large: {} bytes, the collector takes at most {max_bytes}", text.len()));
+        }
+        Ok(Some(text))
+    }
+
+    async fn quarantine(&mut self, claim: Claim, reason: String) {
+        let id = claim.id();
+        let result =
+            tokio::task::spawn_blocking(move || claim.quarantine(&reason).map_err(|e| e.to_string()))
+                .await
+                .unwrap_or_else(|e| Err(e.to_string()));
+        match result {
+            Ok(()) => {
+                self.outstanding.remove(&id);
+                self.progress.quarantined.fetch_add(1, Ordering::SeqCst);
+            }
+            Err(e) => self.record_error(format!("quarantine {id}: {e}")),
+        }
+    }
+}

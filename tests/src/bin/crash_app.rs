@@ -1,0 +1,178 @@
+//! A small application that links lastword and crashes on request, one way per run:
+//! `lastword-crash-app <case>`. With `LASTWORD_OFF=1` it runs the same case without lastword, so
+//! that tests can compare exit statuses. The spool is `LASTWORD_SPOOL`; the collector `LASTWORD_URL`.
+
+#![allow(unsafe_code)]
+
+use std::time::Duration;
+
+fn main() {
+    let case = std::env::args().nth(1).unwrap_or_default();
+    let _guard = if std::env::var_os("LASTWORD_OFF").is_some() {
+        None
+    } else {
+        let config = lastword::Config::new("crash-app")
+            .release("1.0.0")
+            .environment("test")
+            .exit_deadline(Duration::from_secs(3))
+            .log_level(lastword::Level::Warn);
+        let config = match std::env::var("CRASH_APP_LOOP_LIMIT").ok().and_then(|v| v.parse().ok()) {
+            Some(n) => config.crash_loop_per_hour(n),
+            None => config,
+        };
+        // A scrubbing hook, the way an application removes personal data before anything is stored.
+        let config = if std::env::var_os("CRASH_APP_SCRUB").is_some() {
+            config.before_send(|report| {
+                report.message = report.message.replace("boom", "[scrubbed]");
+                !report.message.contains("drop me")
+            })
+        } else {
+            config
+        };
+        match lastword::init(config) {
+            Ok(g) => Some(g),
+            Err(e) => {
+                eprintln!("crash-app: lastword::init failed: {e}");
+                std::process::exit(70);
+            }
+        }
+    };
+    lastword::log(lastword::Level::Info, "crash_app", "starting the case");
+    lastword::log(lastword::Level::Warn, "crash_app", format!("about to run {case}"));
+    match case.as_str() {
+        "ok" => {}
+        "panic-main" => panic!("boom in main"),
+        "panic-thread" => {
+            let joined =
+                std::thread::Builder::new().name("worker".into()).spawn(|| panic!("boom in a thread"));
+            assert!(joined.expect("spawn").join().is_err());
+        }
+        "panic-drop-me" => panic!("drop me"),
+        "panic-then-exit" => {
+            let joined =
+                std::thread::Builder::new().name("worker".into()).spawn(|| panic!("boom, then exit"));
+            assert!(joined.expect("spawn").join().is_err());
+            std::process::exit(3);
+        }
+        "panic-tokio" => {
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).build().expect("runtime");
+            let result = rt.block_on(async { tokio::spawn(async { panic!("boom in a task") }).await });
+            assert!(result.is_err());
+        }
+        "double-panic" => double_panic(),
+        "segv" => null_deref(),
+        "abort" => call_abort(),
+        "ill" => illegal_instruction(),
+        "fpe" => divide_by_zero(),
+        "bus" => bus_error(),
+        "overflow" => {
+            recurse(1);
+        }
+        "logs" => {
+            for i in 0..50 {
+                lastword::log(lastword::Level::Error, "crash_app", format!("error {i}"));
+                lastword::log(lastword::Level::Debug, "crash_app", format!("debug {i}"));
+            }
+        }
+        "unwritable-spool-panic" => {
+            // Make the spool unwritable underneath lastword, then panic: the hook must not hang and
+            // the default message must still print.
+            let spool = std::env::var("LASTWORD_SPOOL").expect("LASTWORD_SPOOL");
+            std::fs::remove_dir_all(spool).expect("remove the spool");
+            panic!("boom with no spool");
+        }
+        other => {
+            eprintln!("crash-app: unknown case {other:?}");
+            std::process::exit(64);
+        }
+    }
+}
+
+#[inline(never)]
+fn double_panic() {
+    struct PanicsOnDrop;
+    impl Drop for PanicsOnDrop {
+        fn drop(&mut self) {
+            panic!("second panic, in drop");
+        }
+    }
+    let _d = PanicsOnDrop;
+    panic!("first panic");
+}
+
+#[inline(never)]
+fn null_deref() {
+    let p: *const u64 = std::hint::black_box(std::ptr::null());
+    // SAFETY: not safe at all: this reads address 0 on purpose to die of SIGSEGV.
+    let v = unsafe { std::ptr::read_volatile(p) };
+    println!("{v}");
+}
+
+#[inline(never)]
+fn call_abort() {
+    std::process::abort();
+}
+
+#[inline(never)]
+fn illegal_instruction() {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: ud2 raises SIGILL on purpose; it touches no memory.
+    unsafe {
+        std::arch::asm!("ud2");
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    // SAFETY: raise is always safe to call.
+    unsafe {
+        libc::raise(libc::SIGILL);
+    }
+}
+
+#[inline(never)]
+fn divide_by_zero() {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: idiv by zero raises SIGFPE on purpose; the registers named are declared clobbered.
+    unsafe {
+        std::arch::asm!("xor edx, edx", "mov eax, 1", "xor ecx, ecx", "idiv ecx", out("eax") _, out("edx") _, out("ecx") _);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    // SAFETY: raise is always safe to call.
+    unsafe {
+        libc::raise(libc::SIGFPE);
+    }
+}
+
+#[inline(never)]
+fn bus_error() {
+    let file = tempfile_in_spool();
+    // SAFETY: maps one page of an empty file; touching it past the end of the file raises SIGBUS on
+    // purpose.
+    unsafe {
+        use std::os::fd::AsRawFd;
+        let p =
+            libc::mmap(std::ptr::null_mut(), 4096, libc::PROT_READ, libc::MAP_SHARED, file.as_raw_fd(), 0);
+        assert_ne!(p, libc::MAP_FAILED);
+        let v = std::ptr::read_volatile(p.cast::<u8>());
+        println!("{v}");
+    }
+}
+
+fn tempfile_in_spool() -> std::fs::File {
+    // Beside the spool (the test's temporary directory), not in it.
+    let spool =
+        std::env::var("LASTWORD_SPOOL").map_or_else(|_| std::env::temp_dir(), std::path::PathBuf::from);
+    let dir = spool.parent().map_or_else(std::env::temp_dir, std::path::Path::to_path_buf);
+    let path = dir.join(format!("bus-{}", std::process::id()));
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)
+        .expect("create an empty file")
+}
+
+#[inline(never)]
+fn recurse(n: u64) -> u64 {
+    let big = std::hint::black_box([n; 64]);
+    if n == u64::MAX { 0 } else { recurse(n + 1) + big[3] }
+}
