@@ -148,9 +148,28 @@ impl Worker {
             }
         }
         self.answer_flushes(Err(FlushError::Stopped));
+        self.forget_delivered_by_others().await;
         self.diag(Level::Info, || "uploader stopped".into());
         self.progress.outstanding.store(self.outstanding.len() as u64, Ordering::SeqCst);
         self.progress.summary(false)
+    }
+
+    /// Entries this uploader put back (a lost connection) may have been delivered since by another
+    /// agent on the same spool. Only those still waiting in the spool count as put back.
+    async fn forget_delivered_by_others(&mut self) {
+        if self.outstanding.is_empty() {
+            return;
+        }
+        let view = self.spool.view();
+        let listed = tokio::task::spawn_blocking(move || view.list()).await;
+        if let Ok(Ok(listed)) = listed {
+            let waiting: HashSet<EntryId> = listed
+                .into_iter()
+                .filter(|e| matches!(e.state, lastword_spool::EntryState::Ready | lastword_spool::EntryState::Claimed))
+                .filter_map(|e| e.id)
+                .collect();
+            self.outstanding.retain(|id| waiting.contains(id));
+        }
     }
 
     fn connect_failed(&mut self, reason: String, retry_after: Option<Duration>) {
