@@ -165,7 +165,9 @@ impl Worker {
         if let Ok(Ok(listed)) = listed {
             let waiting: HashSet<EntryId> = listed
                 .into_iter()
-                .filter(|e| matches!(e.state, lastword_spool::EntryState::Ready | lastword_spool::EntryState::Claimed))
+                .filter(|e| {
+                    matches!(e.state, lastword_spool::EntryState::Ready | lastword_spool::EntryState::Claimed)
+                })
                 .filter_map(|e| e.id)
                 .collect();
             self.outstanding.retain(|id| waiting.contains(id));
