@@ -106,8 +106,9 @@ pub fn demo(args: &DemoArgs) -> Result<u8> {
     for id in &ids {
         let copies = stored.iter().filter(|r| r["id"] == id.to_string()).count();
         all_once &= copies == 1;
-        let kind = stored.iter().find(|r| r["id"] == id.to_string()).and_then(|r| r["kind"].as_str());
-        println!("      {id}  {:<5}  stored {copies} time(s)", kind.unwrap_or("-"));
+        let row = stored.iter().find(|r| r["id"] == id.to_string());
+        let field = |name: &str| row.and_then(|r| r[name].as_str()).unwrap_or("-").to_owned();
+        println!("      {id}  {:<5}  app {}  stored {copies} time(s)", field("kind"), field("app"));
     }
     for report in stored.iter().filter(|r| r["kind"] == "crash") {
         let id = report["id"].as_str().unwrap_or_default();

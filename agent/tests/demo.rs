@@ -20,6 +20,7 @@ fn demo_delivers_every_report_of_the_crashing_app_once() {
         "the signal crash is symbolized: {stdout}"
     );
     assert!(stdout.contains("an order has three words"), "the panic in the thread: {stdout}");
+    assert!(stdout.contains("app demo-app"), "the store names the application from the report: {stdout}");
     assert!(stdout.contains("stored 1 time(s)") && !stdout.contains("stored 0 time(s)"), "{stdout}");
     // The spool and the store are left for the user to look at.
     assert!(work.join("spool").is_dir() && work.join("store").is_dir());

@@ -503,6 +503,17 @@ fn new_report(
     received_ms: u64,
 ) -> NewReport {
     let digest = fingerprint::digest(kind, &body);
+    // The report's own context names its application; the hello is the fallback.
+    let origin = match digest.app {
+        Some(app) if app != origin.app || (digest.release.is_some() && digest.release != origin.release) => {
+            Arc::new(Origin {
+                app,
+                release: digest.release.or_else(|| origin.release.clone()),
+                ..(*origin).clone()
+            })
+        }
+        _ => origin,
+    };
     NewReport {
         id,
         kind,

@@ -20,6 +20,11 @@ pub struct Digest {
     pub fingerprint: Option<String>,
     /// The first line of the body's `message`, else (crashes) the top frame's function, else empty.
     pub summary: String,
+    /// The body's `context.app`, which names the application better than the connection's `hello`
+    /// (one sidecar may drain a spool shared by several applications).
+    pub app: Option<String>,
+    /// The body's `context.release`.
+    pub release: Option<String>,
 }
 
 /// The three fields, read in one pass over the body. Anything of another type than expected counts as
@@ -30,6 +35,63 @@ struct Fields {
     /// The function names of the first [`FRAMES_HASHED`] frames (`None` for a frame without one).
     functions: Vec<Option<String>>,
     message: Option<String>,
+    context: ContextFields,
+}
+
+/// `context.app` and `context.release`.
+#[derive(Default)]
+struct ContextFields {
+    app: Option<String>,
+    release: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for ContextFields {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = ContextFields;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("any value")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ContextFields, A::Error> {
+                let mut c = ContextFields::default();
+                while let Some(key) = map.next_key::<Key>()? {
+                    match key {
+                        Key::App => c.app = map.next_value::<MaybeString>()?.0,
+                        Key::Release => c.release = map.next_value::<MaybeString>()?.0,
+                        _ => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(c)
+            }
+            // Anything that is not an object has no context fields.
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<ContextFields, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(ContextFields::default())
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<ContextFields, E> {
+                Ok(ContextFields::default())
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<ContextFields, E> {
+                Ok(ContextFields::default())
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<ContextFields, E> {
+                Ok(ContextFields::default())
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<ContextFields, E> {
+                Ok(ContextFields::default())
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<ContextFields, E> {
+                Ok(ContextFields::default())
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<ContextFields, E> {
+                Ok(ContextFields::default())
+            }
+        }
+        deserializer.deserialize_any(V)
+    }
 }
 
 impl<'de> Deserialize<'de> for Fields {
@@ -52,7 +114,8 @@ impl<'de> Visitor<'de> for FieldsVisitor {
                 Key::Fingerprint => fields.fingerprint = map.next_value::<MaybeString>()?.0,
                 Key::Message => fields.message = map.next_value::<MaybeString>()?.0,
                 Key::Frames => fields.functions = map.next_value::<TopFunctions>()?.0,
-                Key::Function | Key::Other => {
+                Key::Context => fields.context = map.next_value::<ContextFields>()?,
+                Key::Function | Key::App | Key::Release | Key::Other => {
                     map.next_value::<IgnoredAny>()?;
                 }
             }
@@ -67,6 +130,9 @@ enum Key {
     Frames,
     Message,
     Function,
+    Context,
+    App,
+    Release,
     Other,
 }
 
@@ -84,6 +150,9 @@ impl<'de> Deserialize<'de> for Key {
                     "frames" => Key::Frames,
                     "message" => Key::Message,
                     "function" => Key::Function,
+                    "context" => Key::Context,
+                    "app" => Key::App,
+                    "release" => Key::Release,
                     _ => Key::Other,
                 })
             }
@@ -276,8 +345,10 @@ fn first_line(text: &str) -> String {
 pub fn digest(kind: Kind, body: &str) -> Digest {
     let fields = serde_json::from_str::<Fields>(body).unwrap_or_default();
     let message = fields.message;
+    let (app, release) = (fields.context.app.filter(|a| !a.is_empty()), fields.context.release);
     if kind != Kind::Crash {
-        return Digest { fingerprint: None, summary: message.as_deref().map(first_line).unwrap_or_default() };
+        let summary = message.as_deref().map(first_line).unwrap_or_default();
+        return Digest { fingerprint: None, summary, app, release };
     }
     let functions = fields.functions;
     let summary = match (&message, functions.iter().flatten().next()) {
@@ -293,12 +364,22 @@ pub fn digest(kind: Kind, body: &str) -> Digest {
         }
         None => hex_sha256("message", &[message.as_deref().unwrap_or("")]),
     };
-    Digest { fingerprint: Some(fingerprint), summary }
+    Digest { fingerprint: Some(fingerprint), summary, app, release }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_body_context_names_the_app_and_release() {
+        let d =
+            digest(Kind::Crash, r#"{"message":"m","context":{"app":"shop","release":"2.1","os":"linux"}}"#);
+        assert_eq!((d.app.as_deref(), d.release.as_deref()), (Some("shop"), Some("2.1")));
+        let d = digest(Kind::Log, r#"{"context":{"app":7}}"#);
+        assert_eq!(d.app, None, "a field of another type counts as absent");
+        assert_eq!(digest(Kind::Log, r#"{"context":"x"}"#).app, None);
+    }
 
     #[test]
     fn a_given_fingerprint_is_used_as_is() {
@@ -352,7 +433,10 @@ mod tests {
     #[test]
     fn other_kinds_have_a_summary_but_no_fingerprint() {
         let d = digest(Kind::Event, r#"{"message":"user signed up"}"#);
-        assert_eq!(d, Digest { fingerprint: None, summary: "user signed up".into() });
+        assert_eq!(
+            d,
+            Digest { fingerprint: None, summary: "user signed up".into(), app: None, release: None }
+        );
         assert_eq!(digest(Kind::Log, "[1,2]").summary, "");
     }
 
