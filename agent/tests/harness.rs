@@ -117,8 +117,13 @@ struct Collector {
 
 impl Collector {
     fn start(store: &Path, tokens: &Path, listen: &str) -> Self {
+        Self::start_with(store, tokens, listen, &[])
+    }
+
+    fn start_with(store: &Path, tokens: &Path, listen: &str, extra: &[&str]) -> Self {
         let mut child = Command::new(BIN)
             .args(["collect", "--listen", listen])
+            .args(extra)
             .arg("--store")
             .arg(store)
             .arg("--token-file")
@@ -366,4 +371,62 @@ fn harness_long_load() {
     let f = load(50, 200);
     print_table("lastword load: 50 processes x 200 reports, two sidecars, one collector", &f);
     check(&f);
+}
+
+/// Resident memory of a process, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn thousands_of_idle_and_garbage_connections_leave_the_collector_serving_in_bounded_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    let tokens = dir.path().join("tokens");
+    std::fs::write(&tokens, format!("{TOKEN}\n")).unwrap();
+    let collector = Collector::start_with(
+        &dir.path().join("store"),
+        &tokens,
+        "127.0.0.1:0",
+        &["--max-connections", "200", "--handshake-timeout-ms", "1000"],
+    );
+    let before = rss_kib(collector.child.id());
+    // 3000 connections: half send nothing, half send garbage instead of a handshake; a few send a
+    // handshake without a token.
+    let mut hostile = Vec::new();
+    for i in 0..3000 {
+        let Ok(mut s) = std::net::TcpStream::connect(&collector.listen) else { continue };
+        if i % 2 == 0 {
+            let _ = s.write_all(b"\x00\xff garbage garbage garbage\r\n\r\n");
+        }
+        if i % 500 == 0 {
+            let _ = s.write_all(
+                b"GET /ingest HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+            );
+        }
+        hostile.push(s);
+    }
+    let during = rss_kib(collector.child.id());
+    // A good agent is still served.
+    let ids: Vec<EntryId> = {
+        let spool = Spool::open(&spool, SpoolOptions::default()).unwrap();
+        (0..50)
+            .map(|i| spool.write(Kind::Crash, format!(r#"{{"message":"m{i}"}}"#).as_bytes()).unwrap())
+            .collect()
+    };
+    let out = Command::new(BIN)
+        .args(["drain", "--deadline", "30s", "--url", &collector.url])
+        .arg("--spool")
+        .arg(&spool)
+        .env("LASTWORD_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let (stored, ..) = stored_ids(&collector.store);
+    assert!(ids.iter().all(|id| stored.contains(&id.to_string())));
+    drop(hostile);
+    println!("collector memory: {} KiB before, {} KiB with 3000 hostile connections", before, during);
+    assert!(during < before + 64 * 1024, "memory stays bounded: {before} KiB -> {during} KiB");
 }
