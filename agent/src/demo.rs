@@ -173,26 +173,23 @@ fn query(me: &Path, store: &Path, args: &[&str]) -> Result<serde_json::Value> {
     serde_json::from_slice(&out.stdout).context("cannot read lastword store's JSON")
 }
 
-/// The example application (`client-lib/examples/demo_app.rs`), next to this binary in cargo's
-/// layout (`target/<profile>/examples/demo_app`). When run through cargo and it is not built yet,
-/// it is built now, with the same profile as this binary.
+/// The example application (`agent/src/bin/demo_app.rs`), next to this binary. `cargo run` builds
+/// only the `lastword` binary, so when run through cargo and it is missing, it is built now with the
+/// same profile (everything it needs is already built for `lastword`).
 fn demo_app() -> Result<PathBuf> {
     let me = std::env::current_exe()?;
     let dir = me.parent().context("the lastword binary has no directory")?;
-    let app = dir.join("examples").join("demo_app");
+    let app = dir.join("lastword-demo-app");
     if app.exists() {
         return Ok(app);
     }
     let Ok(cargo) = std::env::var("CARGO") else {
-        bail!(
-            "{} is missing: build it with `cargo build --release -p lastword --example demo_app`",
-            app.display()
-        );
+        bail!("{} is missing: build it with `cargo build --release -p lastword-agent --bins`", app.display());
     };
-    println!("      building the example application (cargo build --example demo_app) ...");
+    println!("      building the example application (cargo build --bin lastword-demo-app) ...");
     let release = dir.file_name().is_some_and(|n| n == "release");
     let mut build = Command::new(cargo);
-    build.args(["build", "--quiet", "-p", "lastword", "--example", "demo_app"]);
+    build.args(["build", "--quiet", "-p", "lastword-agent", "--bin", "lastword-demo-app"]);
     if release {
         build.arg("--release");
     }

@@ -16,7 +16,7 @@ fn demo_delivers_every_report_of_the_crashing_app_once() {
     assert!(stdout.contains("killed by SIGSEGV"), "{stdout}");
     assert!(stdout.contains("every report arrived, once."), "{stdout}");
     assert!(
-        stdout.contains("at demo_app::write_through_a_null_pointer"),
+        stdout.contains("demo_app::write_through_a_null_pointer"),
         "the signal crash is symbolized: {stdout}"
     );
     assert!(stdout.contains("an order has three words"), "the panic in the thread: {stdout}");

@@ -1,4 +1,4 @@
-//! The application `lastword demo` runs: it logs, panics in a thread, then dies of a real SIGSEGV.
+//! The example application `lastword demo` runs (the binary `lastword-demo-app`): it logs, panics in a thread, then dies of a real SIGSEGV.
 //! Its spool is `LASTWORD_SPOOL`; it has no collector URL, so the sidecar delivers its reports.
 
 #![allow(unsafe_code)]
