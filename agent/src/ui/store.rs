@@ -494,6 +494,16 @@ fn groups(conn: &Connection, q: &GroupQuery, now_ms: u64) -> Result<(Vec<GroupIt
     Ok((items, more))
 }
 
+/// A page of one group's reports. The index reports_by_fingerprint (app, fingerprint) holds the rowid:
+/// a range scan in the order of the page, whatever the size of the store.
+fn group_reports_sql() -> String {
+    format!(
+        "SELECT {LISTED_COLUMNS} FROM reports
+         WHERE app = ?1 AND fingerprint = ?2 AND (?3 IS NULL OR rowid < ?3)
+         ORDER BY rowid DESC LIMIT ?4"
+    )
+}
+
 fn page<T>(mut items: Vec<T>, limit: u32, seq: impl Fn(&T) -> i64) -> Page<T> {
     let next_before = if items.len() > limit as usize {
         items.truncate(limit as usize);
@@ -570,13 +580,7 @@ impl UiStore for SqliteUiStore {
     ) -> Result<Page<Listed>, StoreError> {
         let op = "list a group's reports";
         self.with_conn(op, move |conn| {
-            // The index reports_by_fingerprint (app, fingerprint) holds the rowid: a range scan.
-            let sql = format!(
-                "SELECT {LISTED_COLUMNS} FROM reports
-                 WHERE app = ?1 AND fingerprint = ?2 AND (?3 IS NULL OR rowid < ?3)
-                 ORDER BY rowid DESC LIMIT ?4"
-            );
-            let mut stmt = conn.prepare_cached(&sql).map_err(backend(op))?;
+            let mut stmt = conn.prepare_cached(&group_reports_sql()).map_err(backend(op))?;
             let rows =
                 stmt.query_map(params![app, fingerprint, before, limit + 1], listed).map_err(backend(op))?;
             let mut items = Vec::new();
@@ -609,6 +613,24 @@ impl UiStore for SqliteUiStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_page_of_a_group_reads_its_index_without_sorting() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let store = crate::collect::SqliteStore::open(dir.path()).expect("a new store");
+        let ui = SqliteUiStore::open(store.path()).expect("opened read-only");
+        let conn = ui.conn.lock().expect("not poisoned");
+        let plan: Vec<String> = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {}", group_reports_sql()))
+            .expect("prepared")
+            .query_map(params!["app", "fp", 10, 50], |r| r.get::<_, String>(3))
+            .expect("planned")
+            .collect::<rusqlite::Result<_>>()
+            .expect("read");
+        let plan = plan.join("\n");
+        assert!(plan.contains("reports_by_fingerprint"), "{plan}");
+        assert!(!plan.contains("TEMP B-TREE"), "{plan}");
+    }
 
     #[test]
     fn contains_pattern_escapes_like_wildcards() {

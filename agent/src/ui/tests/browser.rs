@@ -94,4 +94,17 @@ async fn chromium_renders_the_overview_a_group_and_a_report() {
         let size = std::fs::metadata(&png).map(|m| m.len()).unwrap_or(0);
         assert!(size > 10_000, "the screenshot {} is missing or empty ({size} bytes)", png.display());
     }
+    // A phone's width: the crash groups page.
+    let phone = shots.join("groups-phone.png");
+    let _ = std::fs::remove_file(&phone);
+    chromium(
+        &profile,
+        &[
+            format!("--screenshot={}", phone.display()),
+            "--window-size=390,844".into(),
+            format!("{base}/groups"),
+        ],
+    )
+    .await;
+    assert!(std::fs::metadata(&phone).map(|m| m.len()).unwrap_or(0) > 10_000, "no phone screenshot");
 }
