@@ -3,7 +3,7 @@
 use std::io::Write as _;
 
 use anyhow::Context as _;
-use lastword_agent::collect::{self, CollectArgs, SqliteStore, query::StoreArgs};
+use lastword_agent::collect::{self, CollectArgs, query::StoreArgs};
 
 /// Runs the collector until SIGINT or SIGTERM.
 pub fn collect_command(args: CollectArgs) -> anyhow::Result<()> {
@@ -11,7 +11,7 @@ pub fn collect_command(args: CollectArgs) -> anyhow::Result<()> {
     let config = args.config(env_tokens.as_deref())?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
-        let store = SqliteStore::open(&args.store)?;
+        let store = args.store.open().await?;
         // Signal handlers first: a SIGTERM right after the listening line must find them in place.
         let shutdown = shutdown_signal()?;
         let listener = tokio::net::TcpListener::bind(&args.listen)
@@ -25,7 +25,7 @@ pub fn collect_command(args: CollectArgs) -> anyhow::Result<()> {
                  text (give --tls-cert and --tls-key for wss://)"
             );
         }
-        eprintln!("lastword collect: store {}", store.path().display());
+        eprintln!("lastword collect: store {}", args.store);
         let mut stdout = std::io::stdout().lock();
         writeln!(stdout, "listening on {scheme}://{addr}/ingest")?;
         stdout.flush()?;
