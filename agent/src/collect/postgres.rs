@@ -146,12 +146,14 @@ pub fn redacted(url: &str) -> String {
         },
         None => authority.to_owned(),
     };
-    let tail = match tail.find("password=") {
-        Some(_) => tail
-            .split('&')
-            .map(|p| if p.contains("password=") { "password=***" } else { p })
-            .collect::<Vec<_>>()
-            .join("&"),
+    let tail = match tail.split_once('?') {
+        Some((path, query)) => {
+            let query: Vec<&str> = query
+                .split('&')
+                .map(|p| if p.starts_with("password=") { "password=***" } else { p })
+                .collect();
+            format!("{path}?{}", query.join("&"))
+        }
         None => tail.to_owned(),
     };
     format!("{scheme}://{authority}{tail}")
