@@ -49,19 +49,29 @@ fn start_collector(url: &str) -> Collector {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_collectors_on_one_database_lose_nothing_when_one_is_killed_and_clients_fail_over() {
     const CLIENTS: usize = 100;
-    const REPORTS: usize = 10;
+    const REPORTS: usize = 20;
     let pg = TempPostgres::start();
     let url = pg.create_database("scale");
     let mut first = start_collector(&url);
     let second = start_collector(&url);
     let dir = tempfile::tempdir().unwrap();
     let mut all = HashSet::new();
-    let mut uploaders = Vec::new();
-    for c in 0..CLIENTS {
-        let spool = Spool::open(dir.path().join(format!("spool-{c}")), SpoolOptions::default()).unwrap();
-        for n in 0..REPORTS {
+    let mut spools = Vec::new();
+    let write = |spool: &Spool, c: usize, all: &mut HashSet<EntryId>| {
+        for n in 0..REPORTS / 2 {
             all.insert(spool.write(Kind::Crash, crash_body((c + n) % 5, n).as_bytes()).unwrap());
         }
+    };
+    for c in 0..CLIENTS {
+        let spool = Spool::open(dir.path().join(format!("spool-{c}")), SpoolOptions::default()).unwrap();
+        write(&spool, c, &mut all);
+        spools.push(spool);
+    }
+    // Every spool has its first half before any uploader starts, so that the kill finds clients
+    // mid-stream; the second half is written after the kill, so that every client whose first URL
+    // was the dead collector must fail over.
+    let mut uploaders = Vec::new();
+    for (c, spool) in spools.into_iter().enumerate() {
         // Half the clients name the first collector first, half the second: both serve.
         let urls = if c % 2 == 0 { [&first.url, &second.url] } else { [&second.url, &first.url] };
         let mut config = UploaderConfig::new(urls.map(String::clone), format!("app-{}", c % 3)).token(TOKEN);
@@ -72,18 +82,22 @@ async fn two_collectors_on_one_database_lose_nothing_when_one_is_killed_and_clie
         uploaders.push((spool.clone(), Uploader::start(spool, config.window(4)).unwrap()));
     }
     let delivered = |uploaders: &[(Spool, Uploader)]| -> u64 {
-        uploaders.iter().map(|(_, u)| u.progress()).map(|s| s.delivered + s.duplicates).sum()
+        uploaders.iter().map(|(_, u)| u.progress().delivered).sum()
     };
-    // Kill the first collector once a fifth of the reports are answered: mid-stream.
+    // Kill the first collector once a tenth of the first half is answered: mid-stream.
     let deadline = Instant::now() + STEP;
-    while delivered(&uploaders) < (CLIENTS * REPORTS / 5) as u64 {
+    while delivered(&uploaders) < (CLIENTS * REPORTS / 20) as u64 {
         assert!(Instant::now() < deadline, "too slow before the kill");
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        tokio::time::sleep(Duration::from_millis(2)).await;
     }
     first.child.kill().unwrap(); // SIGKILL
     first.child.wait().unwrap();
+    for (c, (spool, uploader)) in uploaders.iter().enumerate() {
+        write(spool, c, &mut all);
+        uploader.wake();
+    }
     let deadline = Instant::now() + STEP * 2;
-    while delivered(&uploaders) < (CLIENTS * REPORTS) as u64 {
+    while delivered(&uploaders) < all.len() as u64 {
         assert!(
             Instant::now() < deadline,
             "the clients did not fail over in time: {}",
