@@ -114,6 +114,15 @@ async fn two_collectors_on_one_database_lose_nothing_when_one_is_killed_and_clie
     }
     assert!(connections > CLIENTS as u64, "the kill made clients connect again ({connections})");
     assert_stored_exactly(&pg, "scale", &all);
+    // The queries for people read the same database.
+    let out = std::process::Command::new(binary())
+        .args(["store", "groups", "--json", "--limit", "100", "--store", &url])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let groups: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let counted: u64 = groups.as_array().unwrap().iter().map(|g| g["count"].as_u64().unwrap()).sum();
+    assert_eq!(counted, all.len() as u64);
     drop(second);
 }
 
