@@ -17,6 +17,7 @@ use std::time::Duration;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use lastword::protocol::{Losses, Software};
 use lastword_spool::{EntryId, Kind};
+use tokio_postgres::types::FromSql;
 use tokio_postgres::{NoTls, Row};
 
 use super::store::{
@@ -188,8 +189,8 @@ impl PostgresStore {
         let exists: bool = client
             .query_one("SELECT to_regclass('lastword_schema') IS NOT NULL", &[])
             .await
-            .map_err(|e| store.open_error(e))?
-            .get(0);
+            .and_then(|r| r.try_get(0))
+            .map_err(|e| store.open_error(e))?;
         if !exists {
             return Err(StoreError::Missing { path: store.shown.clone().into() });
         }
@@ -239,7 +240,7 @@ impl PostgresStore {
     async fn version(client: &impl deadpool_postgres::GenericClient) -> Result<i64, tokio_postgres::Error> {
         let row =
             client.query_one("SELECT coalesce(max(version), 0)::bigint FROM lastword_schema", &[]).await?;
-        Ok(row.get(0))
+        row.try_get(0)
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
@@ -316,7 +317,7 @@ async fn write_batch(client: &mut Object, batch: &Batch) -> Result<Vec<Outcome>,
             )
             .await?;
         for row in rows {
-            inserted.insert(row.get::<_, String>(0));
+            inserted.insert(row.try_get::<_, String>(0)?);
         }
     }
     // Only the rows really inserted raise their group: a duplicate that another collector stored
@@ -385,19 +386,24 @@ async fn write_batch(client: &mut Object, batch: &Batch) -> Result<Vec<Outcome>,
     Ok(outcomes)
 }
 
-fn report_row(r: &Row) -> Result<ReportRow, StoreError> {
-    let id: String = r.get(0);
-    let kind: String = r.get(1);
+/// Column `i` of `r`; a value of another type than the schema's is an error, not a panic.
+fn col<'a, T: FromSql<'a>>(r: &'a Row, i: usize, op: &'static str) -> Result<T, StoreError> {
+    r.try_get(i).map_err(backend(op))
+}
+
+fn report_row(r: &Row, op: &'static str) -> Result<ReportRow, StoreError> {
+    let id: String = col(r, 0, op)?;
+    let kind: String = col(r, 1, op)?;
     Ok(ReportRow {
         id: id.parse().map_err(|_| StoreError::BadRow { what: "reports.id", value: id.clone() })?,
         kind: kind.parse().map_err(|_| StoreError::BadRow { what: "reports.kind", value: kind.clone() })?,
-        app: r.get(2),
-        release: r.get(3),
-        host: r.get(4),
-        created_ms: from_sql_int(r.get(5)),
-        received_ms: from_sql_int(r.get(6)),
-        fingerprint: r.get(7),
-        summary: r.get(8),
+        app: col(r, 2, op)?,
+        release: col(r, 3, op)?,
+        host: col(r, 4, op)?,
+        created_ms: from_sql_int(col(r, 5, op)?),
+        received_ms: from_sql_int(col(r, 6, op)?),
+        fingerprint: col(r, 7, op)?,
+        summary: col(r, 8, op)?,
     })
 }
 
@@ -437,7 +443,7 @@ impl Store for PostgresStore {
             )
             .await
             .map_err(backend(OP))?;
-        rows.iter().map(report_row).collect()
+        rows.iter().map(|r| report_row(r, OP)).collect()
     }
 
     async fn report(&self, id: EntryId) -> Result<Option<StoredReport>, StoreError> {
@@ -445,7 +451,7 @@ impl Store for PostgresStore {
         let client = self.client(OP).await?;
         let sql = format!("SELECT {REPORT_COLUMNS}, body FROM reports WHERE id = $1");
         let row = client.query_opt(&sql, &[&id.to_string()]).await.map_err(backend(OP))?;
-        row.map(|r| Ok(StoredReport { row: report_row(&r)?, body: r.get(9) })).transpose()
+        row.map(|r| Ok(StoredReport { row: report_row(&r, OP)?, body: col(&r, 9, OP)? })).transpose()
     }
 
     async fn groups(&self, app: Option<String>, limit: u32) -> Result<Vec<Group>, StoreError> {
@@ -459,17 +465,18 @@ impl Store for PostgresStore {
             )
             .await
             .map_err(backend(OP))?;
-        Ok(rows
-            .iter()
-            .map(|r| Group {
-                app: r.get(0),
-                fingerprint: r.get(1),
-                title: r.get(2),
-                count: from_sql_int(r.get(3)),
-                first_seen_ms: from_sql_int(r.get(4)),
-                last_seen_ms: from_sql_int(r.get(5)),
+        rows.iter()
+            .map(|r| {
+                Ok(Group {
+                    app: col(r, 0, OP)?,
+                    fingerprint: col(r, 1, OP)?,
+                    title: col(r, 2, OP)?,
+                    count: from_sql_int(col(r, 3, OP)?),
+                    first_seen_ms: from_sql_int(col(r, 4, OP)?),
+                    last_seen_ms: from_sql_int(col(r, 5, OP)?),
+                })
             })
-            .collect())
+            .collect()
     }
 
     async fn losses(&self) -> Result<Vec<LossesRow>, StoreError> {
@@ -483,22 +490,23 @@ impl Store for PostgresStore {
             )
             .await
             .map_err(backend(OP))?;
-        Ok(rows
-            .iter()
-            .map(|r| LossesRow {
-                app: r.get(0),
-                host: r.get(1),
-                release: r.get(2),
-                agent: Software { name: r.get(3), version: r.get(4) },
-                losses: Losses {
-                    logs_dropped: from_sql_int(r.get(5)),
-                    evicted: from_sql_int(r.get(6)),
-                    quarantined: from_sql_int(r.get(7)),
-                    crash_loop_suppressed: from_sql_int(r.get(8)),
-                },
-                reported_ms: from_sql_int(r.get(9)),
+        rows.iter()
+            .map(|r| {
+                Ok(LossesRow {
+                    app: col(r, 0, OP)?,
+                    host: col(r, 1, OP)?,
+                    release: col(r, 2, OP)?,
+                    agent: Software { name: col(r, 3, OP)?, version: col(r, 4, OP)? },
+                    losses: Losses {
+                        logs_dropped: from_sql_int(col(r, 5, OP)?),
+                        evicted: from_sql_int(col(r, 6, OP)?),
+                        quarantined: from_sql_int(col(r, 7, OP)?),
+                        crash_loop_suppressed: from_sql_int(col(r, 8, OP)?),
+                    },
+                    reported_ms: from_sql_int(col(r, 9, OP)?),
+                })
             })
-            .collect())
+            .collect()
     }
 }
 
