@@ -130,3 +130,19 @@ impl Store for AnyStore {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_postgres_url_names_the_shared_store_and_anything_else_a_directory() {
+        let url: StoreLocation = "postgres://u:pw@db/lastword".parse().unwrap_or_else(|e| match e {});
+        assert_eq!(url, StoreLocation::Postgres("postgres://u:pw@db/lastword".into()));
+        assert_eq!(url.to_string(), "postgres://u:***@db/lastword");
+        let long: StoreLocation = "postgresql://db/x".parse().unwrap_or_else(|e| match e {});
+        assert!(matches!(long, StoreLocation::Postgres(_)));
+        let dir: StoreLocation = "/var/lib/lastword".parse().unwrap_or_else(|e| match e {});
+        assert_eq!(dir, StoreLocation::Dir("/var/lib/lastword".into()));
+    }
+}
