@@ -19,6 +19,7 @@ use futures_util::{SinkExt as _, StreamExt as _};
 use lastword::protocol::ServerMessage;
 use lastword::spool::{Spool, SpoolOptions};
 use lastword::upload::{Uploader, UploaderConfig};
+use lastword_agent::collect::{Limits, PostgresStore};
 use lastword_spool::{EntryId, Kind};
 use lastword_tests::postgres::TempPostgres;
 use tokio::time::Instant;
@@ -49,24 +50,40 @@ fn start_collector(url: &str) -> Collector {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_collectors_on_one_database_lose_nothing_when_one_is_killed_and_clients_fail_over() {
     const CLIENTS: usize = 100;
-    const REPORTS: usize = 20;
+    const REPORTS: usize = 8;
     let pg = TempPostgres::start();
     let url = pg.create_database("scale");
     let mut first = start_collector(&url);
     let second = start_collector(&url);
     let dir = tempfile::tempdir().unwrap();
-    let mut all = HashSet::new();
-    let mut spools = Vec::new();
-    let write = |spool: &Spool, c: usize, all: &mut HashSet<EntryId>| {
-        for n in 0..REPORTS / 2 {
-            all.insert(spool.write(Kind::Crash, crash_body((c + n) % 5, n).as_bytes()).unwrap());
-        }
+    // Entries are written by a few threads at once: each write is fsynced, and the disk is shared.
+    let write_halves = |spools: &[Spool]| -> Vec<EntryId> {
+        std::thread::scope(|scope| {
+            let writers: Vec<_> = spools
+                .chunks(CLIENTS / 4)
+                .enumerate()
+                .map(|(k, chunk)| {
+                    scope.spawn(move || {
+                        let mut ids = Vec::new();
+                        for (i, spool) in chunk.iter().enumerate() {
+                            let c = k * (CLIENTS / 4) + i;
+                            for n in 0..REPORTS / 2 {
+                                ids.push(
+                                    spool.write(Kind::Crash, crash_body((c + n) % 5, n).as_bytes()).unwrap(),
+                                );
+                            }
+                        }
+                        ids
+                    })
+                })
+                .collect();
+            writers.into_iter().flat_map(|w| w.join().unwrap()).collect()
+        })
     };
-    for c in 0..CLIENTS {
-        let spool = Spool::open(dir.path().join(format!("spool-{c}")), SpoolOptions::default()).unwrap();
-        write(&spool, c, &mut all);
-        spools.push(spool);
-    }
+    let spools: Vec<Spool> = (0..CLIENTS)
+        .map(|c| Spool::open(dir.path().join(format!("spool-{c}")), SpoolOptions::default()).unwrap())
+        .collect();
+    let mut all: HashSet<EntryId> = write_halves(&spools).into_iter().collect();
     // Every spool has its first half before any uploader starts, so that the kill finds clients
     // mid-stream; the second half is written after the kill, so that every client whose first URL
     // was the dead collector must fail over.
@@ -92,8 +109,9 @@ async fn two_collectors_on_one_database_lose_nothing_when_one_is_killed_and_clie
     }
     first.child.kill().unwrap(); // SIGKILL
     first.child.wait().unwrap();
-    for (c, (spool, uploader)) in uploaders.iter().enumerate() {
-        write(spool, c, &mut all);
+    let spools: Vec<Spool> = uploaders.iter().map(|(spool, _)| spool.clone()).collect();
+    all.extend(write_halves(&spools));
+    for (_, uploader) in &uploaders {
         uploader.wake();
     }
     let deadline = Instant::now() + STEP * 2;
@@ -245,4 +263,41 @@ async fn a_database_stopped_under_load_means_retry_later_and_the_collector_recov
     assert!(accepted.is_subset(&stored), "everything answered accepted is stored");
     drop(collector);
     pg.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_too_slow_to_commit_means_retry_later_and_the_resend_is_stored_once() {
+    let pg = TempPostgres::start();
+    let url = pg.create_database("slow");
+    let store = PostgresStore::open(&url).await.unwrap().with_write_timeout(Duration::from_millis(500));
+    let server = Server::start(Limits::default(), store).await;
+    // Someone holds the reports table for 3 s: the batch cannot commit in time.
+    let pg = Arc::new(pg);
+    let locker = {
+        let pg = Arc::clone(&pg);
+        std::thread::spawn(move || pg.psql("slow", "BEGIN; LOCK TABLE reports; SELECT pg_sleep(3); COMMIT;"))
+    };
+    let deadline = Instant::now() + STEP;
+    while pg.psql("slow", "SELECT count(*) FROM pg_locks WHERE relation = 'reports'::regclass AND granted AND mode = 'AccessExclusiveLock'") != "1" {
+        assert!(Instant::now() < deadline, "the lock was not taken");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut ws = connect(server.addr, Some(TOKEN)).await.unwrap();
+    hello(&mut ws, "slow").await;
+    let id = EntryId::generate();
+    let text = report_text(id, Kind::Crash, &crash_body(1, 0));
+    let started = Instant::now();
+    send(&mut ws, text.clone()).await;
+    assert!(matches!(recv(&mut ws).await, ServerMessage::RetryLater { id: got, .. } if got == id));
+    assert!(started.elapsed() < Duration::from_secs(3), "answered before the lock went away");
+    tokio::task::spawn_blocking(move || locker.join().unwrap()).await.unwrap();
+    send(&mut ws, text).await;
+    let answer = recv(&mut ws).await;
+    assert!(
+        matches!(answer, ServerMessage::Accepted { id: got } | ServerMessage::Duplicate { id: got } if got == id),
+        "{answer:?}"
+    );
+    bye(ws).await;
+    server.stop().await.unwrap();
+    assert_stored_exactly(&pg, "slow", &HashSet::from([id]));
 }

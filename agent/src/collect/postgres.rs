@@ -120,6 +120,7 @@ pub struct PostgresStore {
     /// The URL without its password, for messages.
     shown: String,
     pool: Pool,
+    write_timeout: Duration,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -205,6 +206,14 @@ impl PostgresStore {
         Ok(store)
     }
 
+    /// Sets the longest a batch may take before it is answered `retry_later` ([`WRITE_TIMEOUT`] by
+    /// default).
+    #[must_use]
+    pub fn with_write_timeout(mut self, timeout: Duration) -> Self {
+        self.write_timeout = timeout;
+        self
+    }
+
     /// The database's URL, without its password.
     pub fn url(&self) -> &str {
         &self.shown
@@ -226,7 +235,7 @@ impl PostgresStore {
             .recycle_timeout(Some(CONNECT_TIMEOUT))
             .build()
             .map_err(|e| fail(Box::new(e)))?;
-        Ok(Self { shown, pool })
+        Ok(Self { shown, pool, write_timeout: WRITE_TIMEOUT })
     }
 
     fn open_error(&self, e: tokio_postgres::Error) -> StoreError {
@@ -411,7 +420,7 @@ impl Store for PostgresStore {
     async fn write(&self, batch: Batch) -> Result<Vec<Outcome>, StoreError> {
         const OP: &str = "write a batch";
         let mut client = self.client(OP).await?;
-        match tokio::time::timeout(WRITE_TIMEOUT, write_batch(&mut client, &batch)).await {
+        match tokio::time::timeout(self.write_timeout, write_batch(&mut client, &batch)).await {
             Ok(result) => result.map_err(backend(OP)),
             Err(_) => {
                 // The transaction may be anywhere, even committing: close this connection rather than
