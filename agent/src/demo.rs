@@ -147,6 +147,10 @@ pub fn demo(args: &DemoArgs) -> Result<u8> {
     if let Some(id) = stored.iter().find(|r| r["kind"] == "crash").and_then(|r| r["id"].as_str()) {
         println!("      lastword store show {id} --store {store_s}");
     }
+    println!("      in a browser: serve the store's web UI, then open http://127.0.0.1:8701/");
+    println!(
+        "      LASTWORD_TOKENS=demo lastword collect --store {store_s} --listen 127.0.0.1:0 --ui 127.0.0.1:8701"
+    );
     let ok = all_once && left == 0 && drain.status.code() == Some(0);
     println!(
         "\n{}",

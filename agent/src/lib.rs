@@ -5,5 +5,7 @@
 //! - [`collect`]: the reference collector (`lastword collect`): the server end of the wire protocol
 //!   (client-lib/PROTOCOL.md), its store (agent/STORE.md) and the queries people run on that store
 //!   (`lastword store ...`).
+//! - [`ui`]: the collector's read-only web UI (`lastword collect --ui`).
 
 pub mod collect;
+pub mod ui;

@@ -11,7 +11,7 @@ mod spool_arg;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use lastword_agent::collect::{CollectArgs, query::StoreArgs};
+use lastword_agent::collect::query::StoreArgs;
 
 /// lastword: crash and log reporting.
 ///
@@ -43,8 +43,9 @@ enum Command {
     Purge(inspect::PurgeArgs),
     /// See the whole job work: a collector, an application that crashes, the sidecar, the store.
     Demo(demo::DemoArgs),
-    /// Run the reference collector: receive reports over ws:// or wss:// and store them.
-    Collect(CollectArgs),
+    /// Run the reference collector: receive reports over ws:// or wss:// and store them; with --ui,
+    /// serve a read-only web UI of the store.
+    Collect(collect_cmd::CollectCommand),
     /// Query a collector's store: recent reports, crash groups, one report, agents' losses.
     Store(StoreArgs),
 }

@@ -204,3 +204,15 @@ fn a_missing_or_foreign_spool_is_a_clear_error_not_a_panic() {
     let out = Command::new(BIN).args(["show", "not-an-id", "--spool"]).arg(dir.path()).output().unwrap();
     assert_eq!(out.status.code(), Some(2), "a bad id is a usage error");
 }
+
+#[test]
+fn a_url_that_can_never_work_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = lastword(&["drain"], dir.path(), "http://127.0.0.1:1/").output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("ws:// or wss://"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

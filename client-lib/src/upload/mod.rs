@@ -256,6 +256,11 @@ impl Uploader {
         if config.urls.is_empty() {
             return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "no collector URL given"));
         }
+        // A URL that can never work is a configuration error now, not a reconnection loop later.
+        for url in &config.urls {
+            connection::request(url, config.token.as_deref())
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+        }
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let (control, rx) = tokio::sync::mpsc::unbounded_channel();
         let (done_tx, done) = mpsc::channel();

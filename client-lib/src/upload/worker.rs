@@ -21,6 +21,8 @@ use super::{Control, FlushError, Level, Prepared, Progress, Summary, UploaderCon
 use crate::protocol::{ClientMessage, Losses, Report, ServerMessage};
 
 type Sink = SplitSink<Ws, Message>;
+/// Deletes of acknowledged entries running on the blocking pool: each id with its outcome.
+type AckTask = tokio::task::JoinHandle<Vec<(EntryId, Result<(), String>)>>;
 type Stream = SplitStream<Ws>;
 
 pub(crate) struct Worker {
@@ -38,6 +40,8 @@ pub(crate) struct Worker {
     /// Entries claimed by this uploader and neither delivered nor quarantined yet.
     outstanding: HashSet<EntryId>,
     last_rescan: Instant,
+    /// Deletes of acknowledged entries running in the background.
+    pending_acks: Option<AckTask>,
 }
 
 /// A pending flush request.
@@ -76,6 +80,7 @@ impl Worker {
             pause_until: None,
             outstanding: HashSet::new(),
             last_rescan: Instant::now(),
+            pending_acks: None,
         }
     }
 
@@ -341,6 +346,7 @@ impl Worker {
                 continue;
             }
             if in_flight.is_empty() && exhausted && self.stopping.is_none() {
+                self.settle_acks().await;
                 self.answer_flushes(Ok(()));
                 if now >= last_work + self.config.idle_close {
                     break End::Clean;
@@ -478,7 +484,8 @@ impl Worker {
                 Ok(Some(text)) => {
                     // Not inside select!: a send is not cancel-safe. Bounded instead: a stalled send
                     // ends the connection and the claim goes back.
-                    match timeout(self.config.answer_timeout, sink.send(Message::text(text))).await {
+                    // `feed` queues the frame; one flush below sends the whole batch.
+                    match timeout(self.config.answer_timeout, sink.feed(Message::text(text))).await {
                         Ok(Ok(())) => {
                             in_flight.insert(id, claim);
                         }
@@ -487,6 +494,13 @@ impl Worker {
                     }
                 }
                 Err(reason) => self.quarantine(claim, reason).await,
+            }
+        }
+        if result.is_ok() && claimed > 0 {
+            match timeout(self.config.answer_timeout, sink.flush()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => result = Err(format!("send failed: {e}")),
+                Err(_) => result = Err("send stalled".to_owned()),
             }
         }
         self.progress.outstanding.store(self.outstanding.len() as u64, Ordering::SeqCst);
@@ -508,7 +522,7 @@ impl Worker {
             // Dropping a claim renames it back into ready/: disk work, off the runtime thread.
             let _ = tokio::task::spawn_blocking(move || drop(claims)).await;
         }
-        self.progress.outstanding.store(self.outstanding.len() as u64, Ordering::SeqCst);
+        self.settle_acks().await;
         let clean = matches!(end, End::Clean);
         let _ = timeout(self.config.close_bound, async {
             if clean {
@@ -561,15 +575,34 @@ impl Worker {
         }
     }
 
+    /// Deletes acknowledged entries from the spool in the background (one disk batch at a time), so
+    /// that the next claims and sends overlap the unlinks. A batch still running is settled first.
+    /// If the process dies before a delete, the entry is sent again and answered `duplicate`.
     async fn ack_batch(&mut self, claims: Vec<Claim>) {
         if claims.is_empty() {
             return;
         }
-        let results = tokio::task::spawn_blocking(move || {
+        self.settle_acks().await;
+        self.pending_acks = Some(tokio::task::spawn_blocking(move || {
             claims.into_iter().map(|c| (c.id(), c.ack().map_err(|e| e.to_string()))).collect::<Vec<_>>()
-        })
-        .await
-        .unwrap_or_default();
+        }));
+        // A flush waits for the deletes: it promises an empty spool, not only stored reports.
+        if !self.flushes.is_empty() {
+            self.settle_acks().await;
+        }
+    }
+
+    /// Waits for the background deletes and counts them.
+    async fn settle_acks(&mut self) {
+        let Some(task) = self.pending_acks.take() else { return };
+        let results = match task.await {
+            Ok(results) => results,
+            Err(e) => {
+                // The claims of a failed task were dropped with it: back in ready/, still outstanding.
+                self.record_error(format!("ack task failed: {e}"));
+                Vec::new()
+            }
+        };
         for (id, result) in results {
             match result {
                 Ok(()) => {

@@ -1,0 +1,417 @@
+//! The collector's read-only web UI (`lastword collect --ui ADDR`): server-rendered pages of the crash
+//! groups, reports and logs of the store, served on a listener of its own.
+//!
+//! - [`serve`]: the server; its shutdown trigger is a parameter. [`router`]: the routes.
+//! - [`store`]: the [`UiStore`] read queries and their SQLite implementation.
+//! - `pages.rs`: the HTML (maud templates, escaped); `style.css`: compiled into the binary.
+//! - [`Access`]: open on loopback, a token (cookie or HTTP basic auth) anywhere else.
+//!
+//! Every answer carries a strict Content-Security-Policy: no script at all, styles from this server
+//! only, so even markup that escaped escaping could not run.
+
+mod pages;
+pub mod store;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::extract::{Form, Path as UrlPath, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::get;
+use base64::Engine as _;
+use lastword_spool::EntryId;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use tokio::net::TcpListener;
+
+pub use store::{SqliteUiStore, UiStore};
+
+use crate::collect::store::StoreError;
+use store::{GroupQuery, GroupSort, LogQuery};
+
+/// The stylesheet, compiled in.
+const STYLE: &str = include_str!("style.css");
+/// The Content-Security-Policy of every answer: nothing but this server's stylesheet; no script.
+pub const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; \
+                       frame-ancestors 'none'; base-uri 'none'";
+/// The cookie that carries a login.
+const COOKIE: &str = "lastword_ui";
+/// Rows per page.
+const PAGE: u32 = 50;
+/// The environment variable that may hold the UI token.
+pub const TOKEN_ENV: &str = "LASTWORD_UI_TOKEN";
+
+/// The arguments of `lastword collect` about the UI.
+#[derive(Clone, Debug, clap::Args)]
+pub struct UiArgs {
+    /// Serve the read-only web UI on this address (e.g. 127.0.0.1:8701). Off loopback it requires a
+    /// login: a token from --ui-token-file or LASTWORD_UI_TOKEN.
+    #[arg(long, value_name = "ADDR")]
+    pub ui: Option<String>,
+    /// File whose first line (not empty, not a # comment) is the UI token.
+    #[arg(long, value_name = "FILE")]
+    pub ui_token_file: Option<PathBuf>,
+}
+
+/// Why the UI cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum UiError {
+    /// Off loopback with no token.
+    #[error(
+        "the web UI on {addr} is reachable from other machines: give a login token with --ui-token-file \
+         or {TOKEN_ENV}, or bind it to 127.0.0.1"
+    )]
+    NoToken {
+        /// The address bound.
+        addr: SocketAddr,
+    },
+    /// The token file could not be read or holds no token.
+    #[error("cannot read a UI token from {path}: {why}")]
+    TokenFile {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        why: String,
+    },
+}
+
+/// Who may read the UI.
+#[derive(Clone, Debug)]
+pub enum Access {
+    /// Anyone who can connect (loopback only).
+    Open,
+    /// Who presents the token (HTTP basic auth password, or the cookie of a login).
+    Token(Arc<str>),
+}
+
+impl Access {
+    /// The access for a listener bound to `addr`: open on loopback unless a token is given; a token is
+    /// required anywhere else.
+    pub fn for_addr(addr: SocketAddr, token: Option<String>) -> Result<Self, UiError> {
+        match token {
+            Some(t) => Ok(Self::Token(t.into())),
+            None if addr.ip().is_loopback() => Ok(Self::Open),
+            None => Err(UiError::NoToken { addr }),
+        }
+    }
+
+    /// Reads the token of `file`, else the value of [`TOKEN_ENV`] (`env`).
+    pub fn load_token(file: Option<&Path>, env: Option<&str>) -> Result<Option<String>, UiError> {
+        if let Some(path) = file {
+            let fail = |why: String| UiError::TokenFile { path: path.to_owned(), why };
+            let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
+            let token = text.lines().map(str::trim).find(|l| !l.is_empty() && !l.starts_with('#'));
+            return token.map(|t| Some(t.to_owned())).ok_or_else(|| fail("no token in it".into()));
+        }
+        Ok(env.map(str::trim).filter(|t| !t.is_empty()).map(str::to_owned))
+    }
+}
+
+/// The cookie value of a login: a digest of the token, so the cookie is not the token itself.
+fn session_value(token: &str) -> String {
+    let digest = Sha256::digest(format!("lastword-ui-session\n{token}").as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Compares without stopping at the first difference.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn authorized(headers: &HeaderMap, token: &str) -> bool {
+    let cookie_ok = headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).any(|v| {
+        v.split(';')
+            .filter_map(|c| c.trim().split_once('='))
+            .any(|(name, value)| name == COOKIE && same(value.as_bytes(), session_value(token).as_bytes()))
+    });
+    let basic_ok = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b.trim()).ok())
+        .and_then(|raw| String::from_utf8(raw).ok())
+        .is_some_and(|pair| {
+            pair.split_once(':').is_some_and(|(_, pw)| same(pw.as_bytes(), token.as_bytes()))
+        });
+    cookie_ok || basic_ok
+}
+
+struct Ui<S> {
+    store: S,
+    access: Access,
+}
+
+type Shared<S> = State<Arc<Ui<S>>>;
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn error_page(e: &StoreError) -> Response {
+    eprintln!("lastword collect: web UI: {e}");
+    (StatusCode::INTERNAL_SERVER_ERROR, pages::message("Error", &format!("The store could not be read: {e}")))
+        .into_response()
+}
+
+fn not_found(what: &str) -> Response {
+    (StatusCode::NOT_FOUND, pages::message("Not found", what)).into_response()
+}
+
+/// A form or query value, `None` when empty.
+fn given(v: Option<String>) -> Option<String> {
+    v.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty())
+}
+
+async fn overview<S: UiStore>(State(ui): Shared<S>) -> Response {
+    match ui.store.overview(now_ms()).await {
+        Ok(o) => pages::overview(&o).into_response(),
+        Err(e) => error_page(&e),
+    }
+}
+
+#[derive(Deserialize, Default)]
+struct GroupsParams {
+    app: Option<String>,
+    release: Option<String>,
+    kind: Option<String>,
+    sort: Option<String>,
+    order: Option<String>,
+    offset: Option<u32>,
+}
+
+async fn groups<S: UiStore>(State(ui): Shared<S>, Query(p): Query<GroupsParams>) -> Response {
+    let q = GroupQuery {
+        app: given(p.app),
+        release: given(p.release),
+        kind: given(p.kind).filter(|k| k == "panic" || k == "signal"),
+        sort: GroupSort::parse(p.sort.as_deref().unwrap_or("")),
+        descending: p.order.as_deref() != Some("asc"),
+        offset: p.offset.unwrap_or(0),
+        limit: PAGE,
+    };
+    match ui.store.groups(q.clone(), now_ms()).await {
+        Ok((items, more)) => pages::groups(&q, &items, more).into_response(),
+        Err(e) => error_page(&e),
+    }
+}
+
+#[derive(Deserialize)]
+struct GroupParams {
+    app: String,
+    fp: String,
+    before: Option<i64>,
+}
+
+async fn group<S: UiStore>(State(ui): Shared<S>, Query(p): Query<GroupParams>) -> Response {
+    let result = async {
+        let Some(g) = ui.store.group(p.app.clone(), p.fp.clone()).await? else { return Ok(None) };
+        let page = ui.store.group_reports(p.app.clone(), p.fp.clone(), p.before, PAGE).await?;
+        // The latest report: the first of the newest page (one more probe when paging back).
+        let newest = if p.before.is_none() {
+            page.items.first().map(|l| l.row.id)
+        } else {
+            ui.store.group_reports(p.app, p.fp, None, 1).await?.items.first().map(|l| l.row.id)
+        };
+        let latest = match newest {
+            Some(id) => ui.store.report(id).await?,
+            None => None,
+        };
+        Ok::<_, StoreError>(Some(pages::group(&g, latest.as_ref(), &page, p.before)))
+    };
+    match result.await {
+        Ok(Some(page)) => page.into_response(),
+        Ok(None) => not_found("No such crash group."),
+        Err(e) => error_page(&e),
+    }
+}
+
+async fn report<S: UiStore>(State(ui): Shared<S>, UrlPath(id): UrlPath<String>) -> Response {
+    let Ok(id) = id.parse::<EntryId>() else { return not_found("That is not a report id.") };
+    match ui.store.report(id).await {
+        Ok(Some(r)) => pages::report(&r).into_response(),
+        Ok(None) => not_found("No such report."),
+        Err(e) => error_page(&e),
+    }
+}
+
+async fn raw_report<S: UiStore>(State(ui): Shared<S>, UrlPath(id): UrlPath<String>) -> Response {
+    let Ok(id) = id.parse::<EntryId>() else { return not_found("That is not a report id.") };
+    match ui.store.report(id).await {
+        Ok(Some(r)) => (
+            [
+                (header::CONTENT_TYPE, "application/json".to_owned()),
+                (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{id}.json\"")),
+            ],
+            r.body,
+        )
+            .into_response(),
+        Ok(None) => not_found("No such report."),
+        Err(e) => error_page(&e),
+    }
+}
+
+#[derive(Deserialize, Default)]
+struct LogsParams {
+    app: Option<String>,
+    level: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    q: Option<String>,
+    before: Option<i64>,
+}
+
+const LEVELS: [&str; 5] = ["ERROR", "WARN", "INFO", "DEBUG", "TRACE"];
+
+async fn logs<S: UiStore>(State(ui): Shared<S>, Query(p): Query<LogsParams>) -> Response {
+    let form = pages::LogForm {
+        app: given(p.app),
+        level: given(p.level).map(|l| l.to_ascii_uppercase()),
+        from: given(p.from),
+        to: given(p.to),
+        q: given(p.q),
+    };
+    let levels = match form.level.as_deref().and_then(|l| LEVELS.iter().position(|x| *x == l)) {
+        Some(i) => LEVELS[..=i].iter().map(|l| (*l).to_owned()).collect(),
+        None => Vec::new(),
+    };
+    let query = LogQuery {
+        app: form.app.clone(),
+        levels,
+        from_ms: form.from.as_deref().and_then(parse_utc),
+        to_ms: form.to.as_deref().and_then(parse_utc),
+        text: form.q.clone(),
+        before: p.before,
+        limit: PAGE,
+    };
+    match ui.store.logs(query.clone()).await {
+        Ok(page) => pages::logs(&form, &query, &page).into_response(),
+        Err(e) => error_page(&e),
+    }
+}
+
+/// Milliseconds since the Unix epoch of `YYYY-MM-DDTHH:MM[:SS]` (or with a space), read as UTC.
+fn parse_utc(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let (date, time) = s.split_once(['T', ' ']).unwrap_or((s, "00:00"));
+    let mut d = date.splitn(3, '-').map(str::parse::<i64>);
+    let (y, m, day) = (d.next()?.ok()?, d.next()?.ok()?, d.next()?.ok()?);
+    let mut t = time.splitn(3, ':').map(str::parse::<i64>);
+    let (hh, mm) = (t.next()?.ok()?, t.next().unwrap_or(Ok(0)).ok()?);
+    let ss = t.next().unwrap_or(Ok(0)).ok()?;
+    if !(1..=12).contains(&m) || !(1..=31).contains(&day) || !(0..24).contains(&hh) || !(0..60).contains(&mm)
+    {
+        return None;
+    }
+    // H. Hinnant's days_from_civil.
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    u64::try_from(((days * 24 + hh) * 60 + mm) * 60 + ss).ok().map(|s| s * 1000)
+}
+
+async fn style() -> Response {
+    ([(header::CONTENT_TYPE, "text/css; charset=utf-8"), (header::CACHE_CONTROL, "max-age=3600")], STYLE)
+        .into_response()
+}
+
+async fn login_form() -> Response {
+    pages::login(false).into_response()
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    token: String,
+}
+
+async fn login<S: UiStore>(State(ui): Shared<S>, Form(f): Form<LoginForm>) -> Response {
+    match &ui.access {
+        Access::Token(token) if same(f.token.trim().as_bytes(), token.as_bytes()) => {
+            let cookie = format!("{COOKIE}={}; Path=/; HttpOnly; SameSite=Strict", session_value(token));
+            let mut response = Redirect::to("/").into_response();
+            if let Ok(v) = HeaderValue::from_str(&cookie) {
+                response.headers_mut().insert(header::SET_COOKIE, v);
+            }
+            response
+        }
+        Access::Token(_) => (StatusCode::UNAUTHORIZED, pages::login(true)).into_response(),
+        Access::Open => Redirect::to("/").into_response(),
+    }
+}
+
+/// Lets through who may read; answers 401 (basic auth challenge and the login form) to others.
+async fn guard<S: UiStore>(State(ui): Shared<S>, request: Request, next: Next) -> Response {
+    let path = request.uri().path();
+    let free = path == "/login" || path == "/static/style.css";
+    match &ui.access {
+        Access::Token(token) if !free && !authorized(request.headers(), token) => (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Basic realm=\"lastword\", charset=\"UTF-8\"")],
+            pages::login(false),
+        )
+            .into_response(),
+        _ => next.run(request).await,
+    }
+}
+
+/// Adds the security headers to every answer.
+async fn headers(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    if !h.contains_key(header::CACHE_CONTROL) {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    response
+}
+
+/// The UI's routes over `store`.
+pub fn router<S: UiStore>(store: S, access: Access) -> Router {
+    let ui = Arc::new(Ui { store, access });
+    Router::new()
+        .route("/", get(overview::<S>))
+        .route("/groups", get(groups::<S>))
+        .route("/group", get(group::<S>))
+        .route("/reports/{id}", get(report::<S>))
+        .route("/reports/{id}/raw.json", get(raw_report::<S>))
+        .route("/logs", get(logs::<S>))
+        .route("/login", get(login_form).post(login::<S>))
+        .route("/static/style.css", get(style))
+        .fallback(|| async { not_found("No such page.") })
+        .layer(middleware::from_fn_with_state(Arc::clone(&ui), guard::<S>))
+        .layer(middleware::from_fn(headers))
+        .with_state(ui)
+}
+
+/// Serves the UI on `listener` until `shutdown` completes; then stops accepting, lets the requests in
+/// progress finish and returns.
+///
+/// # Cancel safety
+///
+/// Dropping the future drops the connections in progress (the UI only reads, so nothing is lost); to
+/// stop cleanly, complete `shutdown` and await it.
+pub async fn serve<S: UiStore>(
+    listener: TcpListener,
+    store: S,
+    access: Access,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(store, access)).with_graceful_shutdown(shutdown).await
+}
+
+#[cfg(test)]
+mod tests;

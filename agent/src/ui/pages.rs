@@ -1,0 +1,588 @@
+//! The HTML of each page, as maud templates: compiled into the binary, and every `(value)` escaped, so
+//! text from reports (messages, log lines, frame names) is shown as text, never as markup.
+
+use maud::{DOCTYPE, Markup, html};
+use serde_json::Value;
+
+use crate::collect::query::utc;
+use crate::collect::store::{Group, ReportRow, StoredReport};
+
+use super::store::{
+    CHART_HOURS, GroupItem, GroupQuery, GroupSort, Listed, ListedBody, LogQuery, Overview, Page, TREND_DAYS,
+};
+
+/// Which tab is highlighted.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Tab {
+    Overview,
+    Groups,
+    Logs,
+    None,
+}
+
+/// The frame of every page.
+pub fn layout(title: &str, tab: Tab, content: Markup) -> Markup {
+    let nav = [
+        (Tab::Overview, "/", "Overview"),
+        (Tab::Groups, "/groups", "Crash groups"),
+        (Tab::Logs, "/logs", "Logs"),
+    ];
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · lastword" }
+                link rel="stylesheet" href="/static/style.css";
+            }
+            body {
+                header {
+                    a.brand href="/" { "lastword" }
+                    nav {
+                        @for (t, href, name) in nav {
+                            a href=(href) class=[(t == tab).then_some("active")] { (name) }
+                        }
+                    }
+                }
+                main { (content) }
+            }
+        }
+    }
+}
+
+/// A query string from pairs, leaving out empty values.
+pub fn query_string(pairs: &[(&str, Option<String>)]) -> String {
+    let mut out = String::new();
+    for (k, v) in pairs {
+        if let Some(v) = v.as_deref().filter(|v| !v.is_empty()) {
+            out.push(if out.is_empty() { '?' } else { '&' });
+            out.push_str(k);
+            out.push('=');
+            out.push_str(&percent_encode(v));
+        }
+    }
+    out
+}
+
+/// Percent-encodes everything but unreserved characters.
+pub fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The link of a crash group's page.
+pub fn group_href(app: &str, fingerprint: &str) -> String {
+    format!("/group{}", query_string(&[("app", Some(app.into())), ("fp", Some(fingerprint.into()))]))
+}
+
+fn report_href(row: &ReportRow) -> String {
+    format!("/reports/{}", row.id)
+}
+
+/// Bars of a small SVG chart, with a title (tooltip) per bar.
+fn bars(values: &[u64], labels: &[String], width: u32, height: u32, class: &str) -> Markup {
+    let max = values.iter().copied().max().unwrap_or(0).max(1);
+    let n = u32::try_from(values.len()).unwrap_or(1).max(1);
+    let step = width / n;
+    let viewbox = format!("0 0 {width} {height}");
+    html! {
+        svg class=(class) viewBox=(viewbox) preserveAspectRatio="none" role="img" {
+            @for (i, (v, label)) in values.iter().zip(labels).enumerate() {
+                @let h = if *v == 0 { 0 } else { (u64::from(height) * v / max).max(1) };
+                @let x = u32::try_from(i).unwrap_or(0) * step;
+                rect x=(x) y=(u64::from(height) - h) width=(step.saturating_sub(1).max(1)) height=(h) {
+                    title { (label) ": " (v) }
+                }
+            }
+        }
+    }
+}
+
+fn ago_label(hours_ago: usize) -> String {
+    if hours_ago == 0 { "this hour".into() } else { format!("{hours_ago} h ago") }
+}
+
+/// The overview page.
+pub fn overview(o: &Overview) -> Markup {
+    let labels: Vec<String> = (0..CHART_HOURS).map(|i| ago_label(CHART_HOURS - 1 - i)).collect();
+    let total: u64 = o.hourly.iter().sum();
+    let content = html! {
+        h1 { "Overview" }
+        section.card {
+            h2 { "Reports received per hour, last 24 hours" }
+            p.muted { (total) " reports in the last 24 hours; " (o.group_count) " crash groups in the store." }
+            (bars(&o.hourly, &labels, 480, 80, "chart"))
+            div.axis { span { "24 h ago" } span { "now" } }
+        }
+        section.card {
+            h2 { "New or rising crash groups" }
+            @if o.moving.is_empty() {
+                p.muted { "No crash group is new or rising in the last 24 hours." }
+            } @else {
+                div.scroll { table {
+                    thead { tr { th { "Group" } th { "App" } th.num { "Last 24 h" } th.num { "Day before" } th { "" } } }
+                    tbody {
+                        @for m in &o.moving {
+                            tr {
+                                td { a href=(group_href(&m.group.app, &m.group.fingerprint)) { (title_of(&m.group)) } }
+                                td { (m.group.app) }
+                                td.num { (m.last_day) }
+                                td.num { (m.day_before) }
+                                td { @if m.new { span.tag.new { "new" } } @else { span.tag.rising { "rising" } } }
+                            }
+                        }
+                    }
+                } }
+            }
+        }
+        section.card {
+            h2 { "Applications and releases, last 48 hours" }
+            @if o.apps.is_empty() {
+                p.muted { "No report received in the last 48 hours." }
+            } @else {
+                div.scroll { table {
+                    thead { tr { th { "App" } th.num { "Reports" } th { "Releases (reports)" } } }
+                    tbody {
+                        @for a in &o.apps {
+                            tr {
+                                td { a href={"/groups" (query_string(&[("app", Some(a.app.clone()))]))} { (a.app) } }
+                                td.num { (a.reports) }
+                                td { @for (release, n) in &a.releases {
+                                    span.tag { @if release.is_empty() { "(none)" } @else { (release) } " (" (n) ")" } " "
+                                } }
+                            }
+                        }
+                    }
+                } }
+            }
+        }
+        section.card {
+            h2 { "What agents could not deliver" }
+            p.muted { "The counters of each agent's latest connection (totals since its spool was created)." }
+            @if o.losses.is_empty() {
+                p.muted { "No agent has connected yet." }
+            } @else {
+                div.scroll { table {
+                    thead { tr {
+                        th { "App" } th { "Host" } th { "Release" } th.num { "Logs dropped" } th.num { "Evicted" }
+                        th.num { "Quarantined" } th.num { "Crash-loop suppressed" } th { "Reported (UTC)" }
+                    } }
+                    tbody {
+                        @for l in &o.losses {
+                            @let lost = l.losses.logs_dropped + l.losses.evicted + l.losses.quarantined + l.losses.crash_loop_suppressed;
+                            tr class=[(lost > 0).then_some("loss")] {
+                                td { (l.app) } td { (l.host) } td { (l.release.as_deref().unwrap_or("")) }
+                                td.num { (l.losses.logs_dropped) } td.num { (l.losses.evicted) }
+                                td.num { (l.losses.quarantined) } td.num { (l.losses.crash_loop_suppressed) }
+                                td { (utc(l.reported_ms)) }
+                            }
+                        }
+                    }
+                } }
+            }
+        }
+    };
+    layout("Overview", Tab::Overview, content)
+}
+
+fn title_of(g: &Group) -> String {
+    if g.title.is_empty() { format!("(untitled {})", g.fingerprint) } else { g.title.clone() }
+}
+
+/// The crash groups page.
+pub fn groups(q: &GroupQuery, items: &[GroupItem], more: bool) -> Markup {
+    let base = |sort: GroupSort, descending: bool, offset: u32| {
+        format!(
+            "/groups{}",
+            query_string(&[
+                ("app", q.app.clone()),
+                ("release", q.release.clone()),
+                ("kind", q.kind.clone()),
+                ("sort", Some(sort.as_str().into())),
+                ("order", Some(if descending { "desc" } else { "asc" }.into())),
+                ("offset", (offset > 0).then(|| offset.to_string())),
+            ])
+        )
+    };
+    let head = |sort: GroupSort, name: &str, class: &str| {
+        let active = q.sort == sort;
+        let descending = if active { !q.descending } else { sort != GroupSort::Title };
+        let arrow = if !active {
+            ""
+        } else if q.descending {
+            " ▼"
+        } else {
+            " ▲"
+        };
+        html! { th class=(class) { a href=(base(sort, descending, 0)) { (name) (arrow) } } }
+    };
+    let day_labels: Vec<String> =
+        (0..TREND_DAYS).map(|i| format!("{} days ago", TREND_DAYS - 1 - i)).collect();
+    let content = html! {
+        h1 { "Crash groups" }
+        form.filters method="get" action="/groups" {
+            label { "App " input name="app" value=[q.app.as_deref()]; }
+            label { "Release " input name="release" value=[q.release.as_deref()]; }
+            label { "Kind "
+                select name="kind" {
+                    option value="" { "any" }
+                    @for k in ["panic", "signal"] {
+                        option value=(k) selected[q.kind.as_deref() == Some(k)] { (k) }
+                    }
+                }
+            }
+            input type="hidden" name="sort" value=(q.sort.as_str());
+            input type="hidden" name="order" value=(if q.descending { "desc" } else { "asc" });
+            button type="submit" { "Filter" }
+        }
+        @if items.is_empty() {
+            p.muted { "No crash group matches." }
+        } @else {
+            div.scroll { table.groups {
+                thead { tr {
+                    (head(GroupSort::Title, "Title", ""))
+                    th { "App" } th { "Kind" }
+                    (head(GroupSort::Count, "Count", "num"))
+                    (head(GroupSort::FirstSeen, "First seen (UTC)", ""))
+                    (head(GroupSort::LastSeen, "Last seen (UTC)", ""))
+                    th { "Releases" } th { "Last 7 days" }
+                } }
+                tbody {
+                    @for it in items {
+                        tr {
+                            td.title { a href=(group_href(&it.group.app, &it.group.fingerprint)) { (title_of(&it.group)) } }
+                            td { (it.group.app) }
+                            td { (it.kind.as_deref().unwrap_or("")) }
+                            td.num.count { (it.group.count) }
+                            td { (utc(it.group.first_seen_ms)) }
+                            td { (utc(it.group.last_seen_ms)) }
+                            td { @for r in &it.releases { span.tag { (r) } " " } }
+                            td { (bars(&it.trend, &day_labels, 70, 18, "trend")) }
+                        }
+                    }
+                }
+            } }
+        }
+        nav.pager {
+            @if q.offset > 0 {
+                a rel="prev" href=(base(q.sort, q.descending, q.offset.saturating_sub(q.limit))) { "← Previous" }
+            }
+            @if more {
+                a rel="next" href=(base(q.sort, q.descending, q.offset + q.limit)) { "Next →" }
+            }
+        }
+    };
+    layout("Crash groups", Tab::Groups, content)
+}
+
+fn str_field<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
+    v.get(key).and_then(Value::as_str)
+}
+
+fn display_value(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+/// A crash's details: message, location or signal, frames, breadcrumbs, context.
+fn crash_details(body: &Value) -> Markup {
+    let kind = str_field(body, "type").unwrap_or("crash");
+    let frames = body.get("frames").and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[]);
+    let unsymbolized_reason = str_field(body, "symbolization_error").unwrap_or("no symbol for this address");
+    html! {
+        section.card {
+            h2 { (kind) }
+            @if let Some(message) = str_field(body, "message") {
+                pre.message { (message) }
+            }
+            dl {
+                @if let Some(loc) = body.get("location") {
+                    dt { "Location" }
+                    dd.mono { (str_field(loc, "file").unwrap_or("?")) ":" (display_value(loc.get("line").unwrap_or(&Value::Null))) ":" (display_value(loc.get("column").unwrap_or(&Value::Null))) }
+                }
+                @if let Some(sig) = body.get("signal") {
+                    dt { "Signal" }
+                    dd.mono { (str_field(sig, "name").unwrap_or("?")) " (" (display_value(sig.get("number").unwrap_or(&Value::Null))) "), code " (display_value(sig.get("code").unwrap_or(&Value::Null))) }
+                    dt { "Fault address" }
+                    dd.mono { (str_field(sig, "address").unwrap_or("?")) }
+                }
+                @if let Some(thread) = body.get("thread") {
+                    dt { "Thread" }
+                    dd { (str_field(thread, "name").unwrap_or("(unnamed)")) " (" (display_value(thread.get("id").unwrap_or(&Value::Null))) ")" }
+                }
+                @if let Some(n) = body.get("crash_loop_suppressed").and_then(Value::as_u64).filter(|n| *n > 0) {
+                    dt { "Crash-loop suppressed" }
+                    dd { (n) " same crashes before this one were counted, not stored" }
+                }
+            }
+        }
+        section.card {
+            h2 { "Frames of the crashing thread" }
+            @if let Some(err) = str_field(body, "symbolization_error") {
+                p.warn { "Partly unsymbolized: " (err) }
+            }
+            @if frames.is_empty() { p.muted { "No frames." } } @else {
+                ol.frames {
+                    @for f in frames {
+                        li {
+                            @if let Some(function) = str_field(f, "function") {
+                                span.fn { (function) }
+                                @if let Some(file) = str_field(f, "file") {
+                                    " " span.loc { (file) @if let Some(line) = f.get("line").filter(|l| !l.is_null()) { ":" (display_value(line)) } }
+                                }
+                            } @else {
+                                span.addr { (str_field(f, "address").unwrap_or("?")) }
+                                @if let Some(module) = str_field(f, "module") { " " span.loc { "in " (module) } }
+                                " " span.reason { "(unsymbolized: " (unsymbolized_reason) ")" }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        (breadcrumbs(body))
+        (context(body))
+    }
+}
+
+fn records_table(records: &[Value]) -> Markup {
+    html! {
+        div.scroll { table.records {
+            thead { tr { th { "Time (UTC)" } th { "Level" } th { "Target" } th { "Message" } } }
+            tbody {
+                @for r in records {
+                    @let level = str_field(r, "level").unwrap_or("");
+                    tr class={"level-" (level.to_ascii_lowercase())} {
+                        td.nowrap { (r.get("ts_ms").and_then(Value::as_u64).map(utc).unwrap_or_default()) }
+                        td { (level) }
+                        td.mono { (str_field(r, "target").unwrap_or("")) }
+                        td { pre.line { (str_field(r, "message").unwrap_or("")) } }
+                    }
+                }
+            }
+        } }
+    }
+}
+
+fn breadcrumbs(body: &Value) -> Markup {
+    let crumbs = body.get("breadcrumbs").and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[]);
+    html! {
+        section.card.breadcrumbs {
+            h2 { "Breadcrumbs (last log records before the crash)" }
+            @if crumbs.is_empty() { p.muted { "None." } } @else { (records_table(crumbs)) }
+        }
+    }
+}
+
+fn context(body: &Value) -> Markup {
+    let ctx = body.get("context").and_then(Value::as_object);
+    html! {
+        section.card {
+            h2 { "Context" }
+            @if let Some(ctx) = ctx {
+                dl.context {
+                    @for (k, v) in ctx { dt { (k) } dd { (display_value(v)) } }
+                }
+            } @else { p.muted { "None." } }
+        }
+    }
+}
+
+fn report_facts(row: &ReportRow) -> Markup {
+    html! {
+        dl.facts {
+            dt { "Report" } dd.mono { (row.id) }
+            dt { "Kind" } dd { (row.kind) }
+            dt { "App" } dd { (row.app) }
+            dt { "Release" } dd { (row.release.as_deref().unwrap_or("")) }
+            dt { "Host" } dd { (row.host.as_deref().unwrap_or("")) }
+            dt { "Created (UTC)" } dd { (utc(row.created_ms)) }
+            dt { "Received (UTC)" } dd { (utc(row.received_ms)) }
+            @if let Some(fp) = &row.fingerprint {
+                dt { "Group" } dd { a href=(group_href(&row.app, fp)) { (fp) } }
+            }
+        }
+    }
+}
+
+/// A report in full (the report page and the top of a group's page).
+fn report_full(report: &StoredReport) -> Markup {
+    let body: Value = serde_json::from_str(&report.body).unwrap_or(Value::Null);
+    html! {
+        section.card {
+            (report_facts(&report.row))
+            p { a.button href={(report_href(&report.row)) "/raw.json"} download { "Download the raw JSON" } }
+        }
+        @match str_field(&body, "type") {
+            Some("logs") => {
+                section.card { h2 { "Records" }
+                    (records_table(body.get("records").and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[])))
+                }
+            }
+            _ if report.row.kind == lastword_spool::Kind::Crash => { (crash_details(&body)) }
+            _ => {
+                section.card { h2 { "Body" } pre.message { (serde_json::to_string_pretty(&body).unwrap_or_default()) } }
+            }
+        }
+    }
+}
+
+/// The report page.
+pub fn report(report: &StoredReport) -> Markup {
+    let title =
+        if report.row.summary.is_empty() { report.row.id.to_string() } else { report.row.summary.clone() };
+    let content = html! {
+        h1.wrap { (title) }
+        (report_full(report))
+    };
+    layout("Report", Tab::None, content)
+}
+
+fn report_list(items: &[Listed]) -> Markup {
+    html! {
+        div.scroll { table.reports {
+            thead { tr { th { "Received (UTC)" } th { "Release" } th { "Host" } th { "Summary" } } }
+            tbody {
+                @for l in items {
+                    tr {
+                        td.nowrap { a href=(report_href(&l.row)) { (utc(l.row.received_ms)) } }
+                        td { (l.row.release.as_deref().unwrap_or("")) }
+                        td { (l.row.host.as_deref().unwrap_or("")) }
+                        td { (l.row.summary) }
+                    }
+                }
+            }
+        } }
+    }
+}
+
+/// A crash group's page: the group, its latest report in full, a page of its occurrences.
+pub fn group(g: &Group, latest: Option<&StoredReport>, page: &Page<Listed>, before: Option<i64>) -> Markup {
+    let content = html! {
+        h1.wrap { (title_of(g)) }
+        section.card {
+            dl.facts {
+                dt { "App" } dd { (g.app) }
+                dt { "Fingerprint" } dd.mono { (g.fingerprint) }
+                dt { "Count" } dd.count { (g.count) }
+                dt { "First seen (UTC)" } dd { (utc(g.first_seen_ms)) }
+                dt { "Last seen (UTC)" } dd { (utc(g.last_seen_ms)) }
+            }
+        }
+        section.card.occurrences {
+            h2 { "Occurrences" }
+            (report_list(&page.items))
+            nav.pager {
+                @if before.is_some() { a href=(group_href(&g.app, &g.fingerprint)) { "Newest" } }
+                @if let Some(next) = page.next_before {
+                    a rel="next" href={(group_href(&g.app, &g.fingerprint)) "&before=" (next)} { "Older →" }
+                }
+            }
+        }
+        @if let Some(latest) = latest {
+            h2 { "Latest report" }
+            (report_full(latest))
+        }
+    };
+    layout("Crash group", Tab::Groups, content)
+}
+
+/// The filters of the logs page, as the form gave them.
+#[derive(Clone, Debug, Default)]
+pub struct LogForm {
+    pub app: Option<String>,
+    pub level: Option<String>,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub q: Option<String>,
+}
+
+/// The logs page.
+pub fn logs(form: &LogForm, query: &LogQuery, page: &Page<ListedBody>) -> Markup {
+    let pairs = |before: Option<i64>| {
+        query_string(&[
+            ("app", form.app.clone()),
+            ("level", form.level.clone()),
+            ("from", form.from.clone()),
+            ("to", form.to.clone()),
+            ("q", form.q.clone()),
+            ("before", before.map(|b| b.to_string())),
+        ])
+    };
+    let text = query.text.as_deref().map(str::to_lowercase);
+    let content = html! {
+        h1 { "Logs" }
+        form.filters method="get" action="/logs" {
+            label { "App " input name="app" value=[form.app.as_deref()]; }
+            label { "Level at least "
+                select name="level" {
+                    option value="" { "any" }
+                    @for l in ["ERROR", "WARN", "INFO", "DEBUG", "TRACE"] {
+                        option value=(l) selected[form.level.as_deref() == Some(l)] { (l) }
+                    }
+                }
+            }
+            label { "From (UTC) " input type="datetime-local" name="from" value=[form.from.as_deref()]; }
+            label { "To (UTC) " input type="datetime-local" name="to" value=[form.to.as_deref()]; }
+            label { "Text " input type="search" name="q" value=[form.q.as_deref()]; }
+            button type="submit" { "Filter" }
+        }
+        @if page.items.is_empty() { p.muted { "No log batch matches." } }
+        @for b in &page.items {
+            @let body: Value = serde_json::from_str(&b.body).unwrap_or(Value::Null);
+            @let all = body.get("records").and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[]);
+            @let shown: Vec<Value> = all.iter().filter(|r| {
+                let level_ok = query.levels.is_empty() || str_field(r, "level").is_some_and(|l| query.levels.iter().any(|x| x.eq_ignore_ascii_case(l)));
+                let text_ok = text.as_deref().is_none_or(|t| str_field(r, "message").is_some_and(|m| m.to_lowercase().contains(t)) || str_field(r, "target").is_some_and(|m| m.to_lowercase().contains(t)));
+                level_ok && text_ok
+            }).cloned().collect();
+            section.card.batch {
+                p.muted {
+                    a href=(report_href(&b.listed.row)) { (utc(b.listed.row.created_ms)) }
+                    " · " (b.listed.row.app) " " (b.listed.row.release.as_deref().unwrap_or(""))
+                    " · " (b.listed.row.host.as_deref().unwrap_or(""))
+                    " · " (shown.len()) " of " (all.len()) " records"
+                    @if let Some(d) = body.get("dropped_before").and_then(Value::as_u64).filter(|d| *d > 0) {
+                        " · " span.warn { (d) " dropped before this batch" }
+                    }
+                }
+                (records_table(&shown))
+            }
+        }
+        nav.pager {
+            @if query.before.is_some() { a href={"/logs" (pairs(None))} { "Newest" } }
+            @if let Some(next) = page.next_before { a rel="next" href={"/logs" (pairs(Some(next)))} { "Older →" } }
+        }
+    };
+    layout("Logs", Tab::Logs, content)
+}
+
+/// The login page.
+pub fn login(failed: bool) -> Markup {
+    let content = html! {
+        h1 { "Log in" }
+        @if failed { p.warn { "That token is not accepted." } }
+        form.login method="post" action="/login" {
+            label { "UI token " input type="password" name="token" autocomplete="current-password" required; }
+            button type="submit" { "Log in" }
+        }
+        p.muted { "The token is in the file given to lastword collect --ui-token-file, or in LASTWORD_UI_TOKEN." }
+    };
+    layout("Log in", Tab::None, content)
+}
+
+/// A page for a missing thing or an error.
+pub fn message(title: &str, text: &str) -> Markup {
+    layout(title, Tab::None, html! { h1 { (title) } p { (text) } })
+}

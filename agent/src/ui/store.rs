@@ -1,0 +1,639 @@
+//! What the web UI reads from a store: the [`UiStore`] trait (read-only, paged queries) and its SQLite
+//! implementation, [`SqliteUiStore`], which opens the collector's file read-only on its own connection
+//! so that people's page loads never wait for the collector's writer (WAL readers do not block it).
+//!
+//! Lists of reports are paged by a cursor (`seq`, the position of arrival: SQLite's rowid), never by an
+//! offset, so a page costs the same at the end of a store of 100,000 reports as at its start.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use lastword::protocol::{Losses, Software};
+use lastword_spool::{EntryId, Kind};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+
+use crate::collect::store::{Group, LossesRow, ReportRow, StoreError, StoredReport};
+
+/// Hours in the overview's chart.
+pub const CHART_HOURS: usize = 24;
+/// Days in a crash group's trend.
+pub const TREND_DAYS: usize = 7;
+const HOUR_MS: u64 = 3_600_000;
+const DAY_MS: u64 = 24 * HOUR_MS;
+
+/// A report row and its place in the order of arrival.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listed {
+    /// The position of arrival: larger is later. The cursor of paged lists.
+    pub seq: i64,
+    /// The row.
+    pub row: ReportRow,
+}
+
+/// A log batch (or any report) with its body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListedBody {
+    /// The row and its place.
+    pub listed: Listed,
+    /// The body, JSON text.
+    pub body: String,
+}
+
+/// One page of a list ordered by arrival, newest first.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Page<T> {
+    /// The items.
+    pub items: Vec<T>,
+    /// The cursor of the next (older) page, if there is one: pass it as `before`.
+    pub next_before: Option<i64>,
+}
+
+/// How crash groups are ordered.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum GroupSort {
+    /// Most recently seen first.
+    #[default]
+    LastSeen,
+    /// Earliest first seen first... or last, with `descending`.
+    FirstSeen,
+    /// By number of reports.
+    Count,
+    /// By title.
+    Title,
+}
+
+impl GroupSort {
+    /// The name used in URLs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::LastSeen => "last_seen",
+            Self::FirstSeen => "first_seen",
+            Self::Count => "count",
+            Self::Title => "title",
+        }
+    }
+
+    /// The sort named in a URL; the default for anything else.
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "first_seen" => Self::FirstSeen,
+            "count" => Self::Count,
+            "title" => Self::Title,
+            _ => Self::LastSeen,
+        }
+    }
+
+    fn column(self) -> &'static str {
+        match self {
+            Self::LastSeen => "last_seen_ms",
+            Self::FirstSeen => "first_seen_ms",
+            Self::Count => "count",
+            Self::Title => "title",
+        }
+    }
+}
+
+/// Which crash groups to list.
+#[derive(Clone, Debug, Default)]
+pub struct GroupQuery {
+    /// Only this application's.
+    pub app: Option<String>,
+    /// Only groups with a report of this release.
+    pub release: Option<String>,
+    /// Only `panic` or `signal` crashes (the `type` of the group's reports).
+    pub kind: Option<String>,
+    /// The order.
+    pub sort: GroupSort,
+    /// Largest first (the default of the UI).
+    pub descending: bool,
+    /// Groups skipped (groups are few: one per distinct crash).
+    pub offset: u32,
+    /// At most this many.
+    pub limit: u32,
+}
+
+/// A crash group with what its row in the list shows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupItem {
+    /// The group.
+    pub group: Group,
+    /// `panic` or `signal` (of its latest report), if known.
+    pub kind: Option<String>,
+    /// The releases of its reports.
+    pub releases: Vec<String>,
+    /// Reports per day (by the sender's clock) over the last [`TREND_DAYS`] days, oldest first.
+    pub trend: [u64; TREND_DAYS],
+}
+
+/// Which log batches to list.
+#[derive(Clone, Debug, Default)]
+pub struct LogQuery {
+    /// Only this application's.
+    pub app: Option<String>,
+    /// Only batches with a record of one of these levels (upper case).
+    pub levels: Vec<String>,
+    /// Only batches written at or after this time (ms since the Unix epoch).
+    pub from_ms: Option<u64>,
+    /// Only batches written before this time.
+    pub to_ms: Option<u64>,
+    /// Only batches whose text contains this (case-insensitive for ASCII).
+    pub text: Option<String>,
+    /// Only batches that arrived before this cursor.
+    pub before: Option<i64>,
+    /// At most this many.
+    pub limit: u32,
+}
+
+/// A crash group that is new or rising, for the overview.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Movement {
+    /// The group.
+    pub group: Group,
+    /// Reports received in the last 24 hours.
+    pub last_day: u64,
+    /// Reports received in the 24 hours before.
+    pub day_before: u64,
+    /// First seen in the last 24 hours.
+    pub new: bool,
+}
+
+/// An application and the releases it was seen with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppSeen {
+    /// The application.
+    pub app: String,
+    /// Its releases, with reports received in the window.
+    pub releases: BTreeMap<String, u64>,
+    /// Reports received in the window.
+    pub reports: u64,
+}
+
+/// What the overview shows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Overview {
+    /// Reports received per hour, oldest first; the last is the current hour.
+    pub hourly: [u64; CHART_HOURS],
+    /// Crash groups first seen in the last day, or with more reports in it than in the day before.
+    pub moving: Vec<Movement>,
+    /// Applications and releases that sent reports in the last two days.
+    pub apps: Vec<AppSeen>,
+    /// The latest loss counters of every agent.
+    pub losses: Vec<LossesRow>,
+    /// Crash groups in the store.
+    pub group_count: u64,
+}
+
+/// The read queries of the web UI. A backend that blocks does its work on a blocking thread. Every
+/// method changes nothing and is cancel safe.
+pub trait UiStore: Send + Sync + 'static {
+    /// The overview at `now_ms` (collector's clock).
+    fn overview(&self, now_ms: u64) -> impl Future<Output = Result<Overview, StoreError>> + Send;
+
+    /// A page of crash groups; the flag says whether more follow.
+    fn groups(
+        &self,
+        query: GroupQuery,
+        now_ms: u64,
+    ) -> impl Future<Output = Result<(Vec<GroupItem>, bool), StoreError>> + Send;
+
+    /// One crash group.
+    fn group(
+        &self,
+        app: String,
+        fingerprint: String,
+    ) -> impl Future<Output = Result<Option<Group>, StoreError>> + Send;
+
+    /// A page of a group's reports, newest first.
+    fn group_reports(
+        &self,
+        app: String,
+        fingerprint: String,
+        before: Option<i64>,
+        limit: u32,
+    ) -> impl Future<Output = Result<Page<Listed>, StoreError>> + Send;
+
+    /// One report with its body.
+    fn report(&self, id: EntryId) -> impl Future<Output = Result<Option<StoredReport>, StoreError>> + Send;
+
+    /// A page of log batches, newest first.
+    fn logs(&self, query: LogQuery) -> impl Future<Output = Result<Page<ListedBody>, StoreError>> + Send;
+}
+
+/// The SQLite store of the collector, read on a read-only connection of the UI's own.
+#[derive(Clone)]
+pub struct SqliteUiStore {
+    path: PathBuf,
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl std::fmt::Debug for SqliteUiStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteUiStore").field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+fn backend(op: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
+    move |e| StoreError::Backend { op, source: Box::new(e) }
+}
+
+fn from_sql_int(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+fn to_sql_int(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+const LISTED_COLUMNS: &str =
+    "rowid, id, kind, app, release, host, created_ms, received_ms, fingerprint, summary";
+
+fn listed(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, String, String, ReportRow)> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        ReportRow {
+            id: EntryId::from_u128(0),
+            kind: Kind::Crash,
+            app: r.get(3)?,
+            release: r.get(4)?,
+            host: r.get(5)?,
+            created_ms: from_sql_int(r.get(6)?),
+            received_ms: from_sql_int(r.get(7)?),
+            fingerprint: r.get(8)?,
+            summary: r.get(9)?,
+        },
+    ))
+}
+
+fn checked((seq, id, kind, mut row): (i64, String, String, ReportRow)) -> Result<Listed, StoreError> {
+    row.id = id.parse().map_err(|_| StoreError::BadRow { what: "reports.id", value: id.clone() })?;
+    row.kind = kind.parse().map_err(|_| StoreError::BadRow { what: "reports.kind", value: kind.clone() })?;
+    Ok(Listed { seq, row })
+}
+
+fn group_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Group> {
+    Ok(Group {
+        app: r.get(0)?,
+        fingerprint: r.get(1)?,
+        title: r.get(2)?,
+        count: from_sql_int(r.get(3)?),
+        first_seen_ms: from_sql_int(r.get(4)?),
+        last_seen_ms: from_sql_int(r.get(5)?),
+    })
+}
+
+const GROUP_COLUMNS: &str = "app, fingerprint, title, count, first_seen_ms, last_seen_ms";
+
+/// `LIKE` pattern of "contains `text`", with `\` as the escape character.
+fn contains_pattern(text: &str) -> String {
+    let mut p = String::with_capacity(text.len() + 2);
+    p.push('%');
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            p.push('\\');
+        }
+        p.push(c);
+    }
+    p.push('%');
+    p
+}
+
+impl SqliteUiStore {
+    /// Opens the store file `path` (`SqliteStore::path`) read-only. Blocking.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        if !path.is_file() {
+            return Err(StoreError::Missing { path: path.to_owned() });
+        }
+        let fail = |e: rusqlite::Error| StoreError::Open { path: path.to_owned(), source: Box::new(e) };
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(fail)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(fail)?;
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(fail)?;
+        let known = crate::collect::sqlite::SCHEMA_VERSION;
+        if version != known {
+            return Err(StoreError::Version { path: path.to_owned(), found: version, known });
+        }
+        Ok(Self { path: path.to_owned(), conn: Arc::new(Mutex::new(conn)) })
+    }
+
+    async fn with_conn<T, F>(&self, op: &'static str, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let conn = Arc::clone(&self.conn);
+        tokio::task::spawn_blocking(move || {
+            // Read-only: a panic under the lock left nothing half-written.
+            let conn = conn.lock().unwrap_or_else(PoisonError::into_inner);
+            f(&conn)
+        })
+        .await
+        .map_err(|e| StoreError::Backend { op, source: Box::new(e) })?
+    }
+}
+
+fn overview(conn: &Connection, now_ms: u64) -> Result<Overview, StoreError> {
+    let op = "read the overview";
+    let mut hourly = [0u64; CHART_HOURS];
+    let mut per_group: HashMap<(String, String), (u64, u64)> = HashMap::new();
+    let mut apps: BTreeMap<String, AppSeen> = BTreeMap::new();
+    // Rows arrive in rowid order, and received_ms is the collector's clock at arrival: walking back from
+    // the newest row, stop an hour past the two days (room for a clock step) instead of reading all.
+    let since = now_ms.saturating_sub(2 * DAY_MS);
+    let mut stmt = conn
+        .prepare("SELECT app, release, fingerprint, received_ms FROM reports ORDER BY rowid DESC")
+        .map_err(backend(op))?;
+    let mut rows = stmt.query([]).map_err(backend(op))?;
+    while let Some(r) = rows.next().map_err(backend(op))? {
+        let received = from_sql_int(r.get(3).map_err(backend(op))?);
+        if received + HOUR_MS < since {
+            break;
+        }
+        if received < since || received > now_ms {
+            continue;
+        }
+        let app: String = r.get(0).map_err(backend(op))?;
+        let release: Option<String> = r.get(1).map_err(backend(op))?;
+        let fingerprint: Option<String> = r.get(2).map_err(backend(op))?;
+        let age = now_ms - received;
+        if let Ok(hours_ago) = usize::try_from(age / HOUR_MS)
+            && hours_ago < CHART_HOURS
+        {
+            hourly[CHART_HOURS - 1 - hours_ago] += 1;
+        }
+        if let Some(fp) = fingerprint {
+            let counts = per_group.entry((app.clone(), fp)).or_default();
+            if age < DAY_MS {
+                counts.0 += 1;
+            } else {
+                counts.1 += 1;
+            }
+        }
+        let seen =
+            apps.entry(app.clone()).or_insert_with(|| AppSeen { app, releases: BTreeMap::new(), reports: 0 });
+        seen.reports += 1;
+        *seen.releases.entry(release.unwrap_or_default()).or_default() += 1;
+    }
+    drop(rows);
+    let mut moving = Vec::new();
+    let mut group_stmt = conn
+        .prepare_cached(&format!("SELECT {GROUP_COLUMNS} FROM groups WHERE app = ?1 AND fingerprint = ?2"))
+        .map_err(backend(op))?;
+    for ((app, fp), (last_day, day_before)) in per_group {
+        let Some(group) =
+            group_stmt.query_row(params![app, fp], group_row).optional().map_err(backend(op))?
+        else {
+            continue;
+        };
+        let new = group.first_seen_ms + DAY_MS >= now_ms;
+        if new || last_day > day_before {
+            moving.push(Movement { group, last_day, day_before, new });
+        }
+    }
+    moving.sort_by(|a, b| {
+        (b.last_day.saturating_sub(b.day_before), b.last_day)
+            .cmp(&(a.last_day.saturating_sub(a.day_before), a.last_day))
+    });
+    moving.truncate(20);
+    let group_count: i64 =
+        conn.query_row("SELECT count(*) FROM groups", [], |r| r.get(0)).map_err(backend(op))?;
+    Ok(Overview {
+        hourly,
+        moving,
+        apps: apps.into_values().collect(),
+        losses: losses(conn)?,
+        group_count: from_sql_int(group_count),
+    })
+}
+
+fn losses(conn: &Connection) -> Result<Vec<LossesRow>, StoreError> {
+    let op = "list losses";
+    let mut stmt = conn
+        .prepare(
+            "SELECT app, host, release, agent_name, agent_version, logs_dropped, evicted,
+                quarantined, crash_loop_suppressed, reported_ms FROM losses ORDER BY app, host LIMIT 500",
+        )
+        .map_err(backend(op))?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok(LossesRow {
+                app: r.get(0)?,
+                host: r.get(1)?,
+                release: r.get(2)?,
+                agent: Software { name: r.get(3)?, version: r.get(4)? },
+                losses: Losses {
+                    logs_dropped: from_sql_int(r.get(5)?),
+                    evicted: from_sql_int(r.get(6)?),
+                    quarantined: from_sql_int(r.get(7)?),
+                    crash_loop_suppressed: from_sql_int(r.get(8)?),
+                },
+                reported_ms: from_sql_int(r.get(9)?),
+            })
+        })
+        .map_err(backend(op))?;
+    rows.collect::<rusqlite::Result<_>>().map_err(backend(op))
+}
+
+fn groups(conn: &Connection, q: &GroupQuery, now_ms: u64) -> Result<(Vec<GroupItem>, bool), StoreError> {
+    let op = "list crash groups";
+    // The kind of a group is the `type` of its latest report (one index probe per group).
+    let sql = format!(
+        "SELECT {GROUP_COLUMNS}, (SELECT json_extract(r.body, '$.type') FROM reports r
+                WHERE r.app = g.app AND r.fingerprint = g.fingerprint ORDER BY r.rowid DESC LIMIT 1) AS kind
+         FROM groups g
+         WHERE (?1 IS NULL OR g.app = ?1)
+           AND (?2 IS NULL OR EXISTS (SELECT 1 FROM reports r
+                WHERE r.app = g.app AND r.fingerprint = g.fingerprint AND r.release = ?2))
+           AND (?3 IS NULL OR kind = ?3)
+         ORDER BY {} {}, g.rowid LIMIT ?4 OFFSET ?5",
+        q.sort.column(),
+        if q.descending { "DESC" } else { "ASC" },
+    );
+    let mut stmt = conn.prepare(&sql).map_err(backend(op))?;
+    let rows = stmt
+        .query_map(params![q.app, q.release, q.kind, q.limit + 1, q.offset], |r| {
+            Ok((group_row(r)?, r.get::<_, Option<String>>(6)?))
+        })
+        .map_err(backend(op))?;
+    let mut found: Vec<(Group, Option<String>)> =
+        rows.collect::<rusqlite::Result<_>>().map_err(backend(op))?;
+    let more = found.len() > q.limit as usize;
+    found.truncate(q.limit as usize);
+    let trend_start = (now_ms / DAY_MS + 1).saturating_sub(TREND_DAYS as u64) * DAY_MS;
+    let mut details = conn
+        .prepare_cached(
+            "SELECT release, created_ms FROM reports WHERE app = ?1 AND fingerprint = ?2
+             ORDER BY rowid DESC LIMIT 10000",
+        )
+        .map_err(backend(op))?;
+    let mut items = Vec::with_capacity(found.len());
+    for (group, kind) in found {
+        let mut releases = BTreeSet::new();
+        let mut trend = [0u64; TREND_DAYS];
+        let mut rows = details.query(params![group.app, group.fingerprint]).map_err(backend(op))?;
+        while let Some(r) = rows.next().map_err(backend(op))? {
+            if let Some(release) = r.get::<_, Option<String>>(0).map_err(backend(op))? {
+                releases.insert(release);
+            }
+            let created = from_sql_int(r.get(1).map_err(backend(op))?);
+            if created >= trend_start
+                && let Ok(day) = usize::try_from((created - trend_start) / DAY_MS)
+                && day < TREND_DAYS
+            {
+                trend[day] += 1;
+            }
+        }
+        items.push(GroupItem { group, kind, releases: releases.into_iter().collect(), trend });
+    }
+    Ok((items, more))
+}
+
+/// A page of one group's reports. The index reports_by_fingerprint (app, fingerprint) holds the rowid:
+/// a range scan in the order of the page, whatever the size of the store.
+fn group_reports_sql() -> String {
+    format!(
+        "SELECT {LISTED_COLUMNS} FROM reports
+         WHERE app = ?1 AND fingerprint = ?2 AND (?3 IS NULL OR rowid < ?3)
+         ORDER BY rowid DESC LIMIT ?4"
+    )
+}
+
+fn page<T>(mut items: Vec<T>, limit: u32, seq: impl Fn(&T) -> i64) -> Page<T> {
+    let next_before = if items.len() > limit as usize {
+        items.truncate(limit as usize);
+        items.last().map(seq)
+    } else {
+        None
+    };
+    Page { items, next_before }
+}
+
+fn logs(conn: &Connection, q: &LogQuery) -> Result<Page<ListedBody>, StoreError> {
+    let op = "list log batches";
+    let levels = if q.levels.is_empty() { None } else { Some(q.levels.join(",")) };
+    let sql = format!(
+        "SELECT {LISTED_COLUMNS}, body FROM reports
+         WHERE kind = 'log' AND (?1 IS NULL OR rowid < ?1) AND (?2 IS NULL OR app = ?2)
+           AND (?3 IS NULL OR created_ms >= ?3) AND (?4 IS NULL OR created_ms < ?4)
+           AND (?5 IS NULL OR body LIKE ?5 ESCAPE '\\')
+           AND (?6 IS NULL OR EXISTS (SELECT 1 FROM json_each(body, '$.records') e
+                WHERE instr(',' || ?6 || ',', ',' || upper(json_extract(e.value, '$.level')) || ',') > 0))
+         ORDER BY rowid DESC LIMIT ?7"
+    );
+    let mut stmt = conn.prepare(&sql).map_err(backend(op))?;
+    let rows = stmt
+        .query_map(
+            params![
+                q.before,
+                q.app,
+                q.from_ms.map(to_sql_int),
+                q.to_ms.map(to_sql_int),
+                q.text.as_deref().map(contains_pattern),
+                levels,
+                q.limit + 1
+            ],
+            |r| Ok((listed(r)?, r.get::<_, String>(10)?)),
+        )
+        .map_err(backend(op))?;
+    let mut items = Vec::new();
+    for row in rows {
+        let (l, body) = row.map_err(backend(op))?;
+        items.push(ListedBody { listed: checked(l)?, body });
+    }
+    Ok(page(items, q.limit, |b| b.listed.seq))
+}
+
+impl UiStore for SqliteUiStore {
+    async fn overview(&self, now_ms: u64) -> Result<Overview, StoreError> {
+        self.with_conn("read the overview", move |conn| overview(conn, now_ms)).await
+    }
+
+    async fn groups(&self, query: GroupQuery, now_ms: u64) -> Result<(Vec<GroupItem>, bool), StoreError> {
+        self.with_conn("list crash groups", move |conn| groups(conn, &query, now_ms)).await
+    }
+
+    async fn group(&self, app: String, fingerprint: String) -> Result<Option<Group>, StoreError> {
+        self.with_conn("read a crash group", move |conn| {
+            conn.query_row(
+                &format!("SELECT {GROUP_COLUMNS} FROM groups WHERE app = ?1 AND fingerprint = ?2"),
+                params![app, fingerprint],
+                group_row,
+            )
+            .optional()
+            .map_err(backend("read a crash group"))
+        })
+        .await
+    }
+
+    async fn group_reports(
+        &self,
+        app: String,
+        fingerprint: String,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Page<Listed>, StoreError> {
+        let op = "list a group's reports";
+        self.with_conn(op, move |conn| {
+            let mut stmt = conn.prepare_cached(&group_reports_sql()).map_err(backend(op))?;
+            let rows =
+                stmt.query_map(params![app, fingerprint, before, limit + 1], listed).map_err(backend(op))?;
+            let mut items = Vec::new();
+            for row in rows {
+                items.push(checked(row.map_err(backend(op))?)?);
+            }
+            Ok(page(items, limit, |l| l.seq))
+        })
+        .await
+    }
+
+    async fn report(&self, id: EntryId) -> Result<Option<StoredReport>, StoreError> {
+        let op = "read a report";
+        self.with_conn(op, move |conn| {
+            let sql = format!("SELECT {LISTED_COLUMNS}, body FROM reports WHERE id = ?1");
+            let found = conn
+                .query_row(&sql, params![id.to_string()], |r| Ok((listed(r)?, r.get::<_, String>(10)?)))
+                .optional()
+                .map_err(backend(op))?;
+            found.map(|(row, body)| Ok(StoredReport { row: checked(row)?.row, body })).transpose()
+        })
+        .await
+    }
+
+    async fn logs(&self, query: LogQuery) -> Result<Page<ListedBody>, StoreError> {
+        self.with_conn("list log batches", move |conn| logs(conn, &query)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_page_of_a_group_reads_its_index_without_sorting() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let store = crate::collect::SqliteStore::open(dir.path()).expect("a new store");
+        let ui = SqliteUiStore::open(store.path()).expect("opened read-only");
+        let conn = ui.conn.lock().expect("not poisoned");
+        let plan: Vec<String> = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {}", group_reports_sql()))
+            .expect("prepared")
+            .query_map(params!["app", "fp", 10, 50], |r| r.get::<_, String>(3))
+            .expect("planned")
+            .collect::<rusqlite::Result<_>>()
+            .expect("read");
+        let plan = plan.join("\n");
+        assert!(plan.contains("reports_by_fingerprint"), "{plan}");
+        assert!(!plan.contains("TEMP B-TREE"), "{plan}");
+    }
+
+    #[test]
+    fn contains_pattern_escapes_like_wildcards() {
+        assert_eq!(contains_pattern("a%b_c\\"), "%a\\%b\\_c\\\\%");
+    }
+}
