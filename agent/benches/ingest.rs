@@ -9,61 +9,26 @@
 
 #![allow(clippy::unwrap_used, reason = "a benchmark: a failure is a failed run")]
 
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+mod client;
 
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use client::{TOKEN, Ws, connect, round};
 use criterion::{BenchmarkId, Criterion, Throughput};
 use futures_util::{FutureExt as _, SinkExt as _, StreamExt as _};
-use lastword::protocol::{SUBPROTOCOL, bearer};
+use lastword::protocol::SUBPROTOCOL;
 use lastword_agent::collect::{self, Config, Limits, SqliteStore, Tokens};
-use lastword_spool::EntryId;
-use tokio::net::{TcpListener, TcpStream};
-use tokio_tungstenite::WebSocketStream;
+use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 
-const TOKEN: &str = "bench-token";
-/// Reports a connection keeps unanswered: what the collector's welcome allows by default.
-const WINDOW: u64 = collect::DEFAULT_MAX_IN_FLIGHT as u64;
 const CONNECTIONS: [usize; 3] = [1, 8, 64];
 
-type Ws = WebSocketStream<TcpStream>;
 /// (server, connections) -> (reports, time), over every round of the run.
 type Totals = BTreeMap<(&'static str, usize), (u64, Duration)>;
-
-/// A report message of about 1 KiB (the body is a crash with a message and frames), split around its id
-/// so that making one costs the client little: the figures are the servers', not the client's.
-struct Template {
-    head: String,
-    tail: String,
-}
-
-impl Template {
-    fn new() -> Self {
-        let frames: Vec<String> =
-            (0..12).map(|i| format!(r#"{{"function":"app::module::function_{i}","line":{i}}}"#)).collect();
-        let tail = format!(
-            r#"","kind":"crash","created_ms":1764165000000,"body":{{"message":"panicked at src/worker.rs:17: index out of bounds","thread":"worker-3","frames":[{}],"pad":"{}"}}}}"#,
-            frames.join(","),
-            "p".repeat(330)
-        );
-        Self { head: r#"{"type":"report","id":""#.to_owned(), tail }
-    }
-
-    fn report(&self) -> String {
-        let mut id = [0u8; 26];
-        EntryId::generate().encode(&mut id);
-        let mut text = String::with_capacity(self.head.len() + 26 + self.tail.len());
-        text.push_str(&self.head);
-        text.push_str(std::str::from_utf8(&id).unwrap());
-        text.push_str(&self.tail);
-        text
-    }
-}
 
 #[allow(clippy::result_large_err, reason = "the shape of tungstenite's Callback")]
 fn name_subprotocol(_: &Request, mut response: Response) -> Result<Response, ErrorResponse> {
@@ -97,60 +62,6 @@ async fn echo_server(listener: TcpListener) {
             }
         });
     }
-}
-
-async fn connect(addr: SocketAddr) -> Ws {
-    let mut request = format!("ws://{addr}/ingest").into_client_request().unwrap();
-    request.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_static(SUBPROTOCOL));
-    request.headers_mut().insert("Authorization", HeaderValue::from_str(&bearer(TOKEN)).unwrap());
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    tcp.set_nodelay(true).unwrap();
-    let (mut ws, _) = tokio_tungstenite::client_async(request, tcp).await.unwrap();
-    let hello = r#"{"type":"hello","protocol":1,"agent":{"name":"bench","version":"0"},"app":"bench"}"#;
-    ws.send(Message::text(hello)).await.unwrap();
-    ws.next().await.unwrap().unwrap(); // the welcome (or the echo's answer)
-    ws
-}
-
-/// Sends `n` reports on `ws` with up to WINDOW unanswered, and waits for every answer.
-async fn pump(mut ws: Ws, n: u64, expect_accepted: bool) -> Ws {
-    static TEMPLATE: std::sync::LazyLock<Template> = std::sync::LazyLock::new(Template::new);
-    let (mut sent, mut answered) = (0, 0);
-    while answered < n {
-        while sent < n && sent - answered < WINDOW {
-            ws.feed(Message::text(TEMPLATE.report())).await.unwrap();
-            sent += 1;
-        }
-        ws.flush().await.unwrap();
-        let mut check = |m: Message| {
-            let text = m.into_text().unwrap();
-            assert!(!expect_accepted || text.starts_with(r#"{"type":"accepted""#), "{text}");
-            answered += 1;
-        };
-        check(ws.next().await.unwrap().unwrap());
-        while let Some(Some(Ok(m))) = ws.next().now_or_never() {
-            check(m);
-        }
-    }
-    ws
-}
-
-/// Sends `total` reports spread over the connections; returns the time it took.
-async fn round(pool: &mut Vec<Ws>, total: u64, expect_accepted: bool) -> Duration {
-    let k = pool.len() as u64;
-    let start = Instant::now();
-    let tasks: Vec<_> = pool
-        .drain(..)
-        .enumerate()
-        .map(|(i, ws)| {
-            let n = total / k + u64::from((i as u64) < total % k);
-            tokio::spawn(pump(ws, n, expect_accepted))
-        })
-        .collect();
-    for t in tasks {
-        pool.push(t.await.unwrap());
-    }
-    start.elapsed()
 }
 
 fn main() {

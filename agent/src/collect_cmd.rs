@@ -3,7 +3,7 @@
 use std::io::Write as _;
 
 use anyhow::Context as _;
-use lastword_agent::collect::{self, CollectArgs, SqliteStore, query::StoreArgs};
+use lastword_agent::collect::{self, AnyStore, CollectArgs, query::StoreArgs};
 use lastword_agent::ui::{self, Access, SqliteUiStore, UiArgs};
 use tokio_util::sync::CancellationToken;
 
@@ -24,7 +24,7 @@ pub fn collect_command(CollectCommand { collect: args, ui: ui_args }: CollectCom
         Access::load_token(ui_args.ui_token_file.as_deref(), std::env::var(ui::TOKEN_ENV).ok().as_deref())?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
-        let store = SqliteStore::open(&args.store)?;
+        let store = args.store.open().await?;
         // Signal handlers first: a SIGTERM right after the listening line must find them in place.
         let shutdown = shutdown_signal()?;
         let listener = tokio::net::TcpListener::bind(&args.listen)
@@ -38,7 +38,7 @@ pub fn collect_command(CollectCommand { collect: args, ui: ui_args }: CollectCom
                  text (give --tls-cert and --tls-key for wss://)"
             );
         }
-        eprintln!("lastword collect: store {}", store.path().display());
+        eprintln!("lastword collect: store {}", args.store);
         let stop = CancellationToken::new();
         let web = match &ui_args.ui {
             Some(ui_addr) => {
@@ -54,7 +54,12 @@ pub fn collect_command(CollectCommand { collect: args, ui: ui_args }: CollectCom
                          or through /login); served without TLS"
                     ),
                 }
-                let ui_store = SqliteUiStore::open(store.path())?;
+                let ui_store = match &store {
+                    AnyStore::Sqlite(sqlite) => SqliteUiStore::open(sqlite.path())?,
+                    AnyStore::Postgres(_) => anyhow::bail!(
+                        "--ui reads the SQLite store only, for now: it cannot serve --store postgres://..."
+                    ),
+                };
                 let stopped = stop.clone().cancelled_owned();
                 let server = tokio::spawn(ui::serve(ui_listener, ui_store, access, stopped));
                 Some((ui_bound, server))

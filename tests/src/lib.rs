@@ -2,5 +2,7 @@
 //!
 //! - [`scripted`]: a collector that can be told to stall, answer late, ask for a retry, reject or
 //!   drop the connection, for testing the uploader's behaviour under faults.
+//! - [`postgres`]: a throwaway PostgreSQL server for the PostgreSQL store's tests.
 
+pub mod postgres;
 pub mod scripted;

@@ -6,7 +6,9 @@
 //! - `handshake.rs`: the HTTP upgrade checks (path, token, subprotocol, capacity).
 //! - `connection.rs`: one connection, one task: hello, reports, answers, close codes.
 //! - `committer.rs`: the single writer that commits queued reports in batches and answers them.
-//! - [`store`]: the backend-neutral [`Store`] trait; [`sqlite`]: the embedded backend (agent/STORE.md).
+//! - [`store`]: the backend-neutral [`Store`] trait; [`sqlite`]: the embedded backend; [`postgres`]: the
+//!   shared one, for several collectors on one database (agent/STORE.md); [`location`]: `--store`, and
+//!   [`AnyStore`], whichever of the two it names.
 //! - [`fingerprint`]: crash groups. [`query`]: `lastword store ...` for people.
 
 mod auth;
@@ -14,6 +16,8 @@ mod committer;
 mod connection;
 pub mod fingerprint;
 mod handshake;
+pub mod location;
+pub mod postgres;
 pub mod query;
 pub mod sqlite;
 pub mod store;
@@ -32,6 +36,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use auth::{TokenError, Tokens};
+pub use location::{AnyStore, StoreLocation};
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 pub use store::Store;
 pub use tls::{TlsError, server_config as tls_server_config};
@@ -191,9 +197,11 @@ pub struct CollectArgs {
     /// Address and port to listen on.
     #[arg(long, default_value = "127.0.0.1:8700")]
     pub listen: String,
-    /// Directory of the store (created if missing); the data is DIR/lastword.sqlite.
-    #[arg(long, value_name = "DIR", env = "LASTWORD_STORE")]
-    pub store: PathBuf,
+    /// The store: a directory (created if missing; the data is DIR/lastword.sqlite), or a
+    /// postgres://user@host/db URL of a database that several collectors may share (schema created or
+    /// migrated at start).
+    #[arg(long, value_name = "DIR|URL", env = "LASTWORD_STORE")]
+    pub store: StoreLocation,
     /// File of accepted bearer tokens, one a line.
     #[arg(long, value_name = "FILE")]
     pub token_file: Option<PathBuf>,

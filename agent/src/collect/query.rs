@@ -2,13 +2,12 @@
 //! `--json` (one array, or one object for `show`).
 
 use std::io::Write;
-use std::path::PathBuf;
 
 use lastword_spool::{EntryId, Kind};
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use super::sqlite::SqliteStore;
+use super::location::StoreLocation;
 use super::store::{ReportFilter, Store, StoreError};
 
 /// Why a query failed.
@@ -42,9 +41,9 @@ pub struct StoreArgs {
 /// Where the store is and how to print.
 #[derive(Clone, Debug, clap::Args)]
 pub struct Output {
-    /// Directory of the store (as given to `lastword collect --store`).
-    #[arg(long, value_name = "DIR", env = "LASTWORD_STORE")]
-    pub store: PathBuf,
+    /// The store, as given to `lastword collect --store`: a directory or a postgres:// URL.
+    #[arg(long, value_name = "DIR|URL", env = "LASTWORD_STORE")]
+    pub store: StoreLocation,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -108,10 +107,7 @@ pub async fn run(args: StoreArgs, out: &mut impl Write) -> Result<(), QueryError
         | StoreCommand::Show { output, .. }
         | StoreCommand::Losses { output } => output.clone(),
     };
-    let dir = output.store.clone();
-    let store = tokio::task::spawn_blocking(move || SqliteStore::open_read_only(&dir))
-        .await
-        .map_err(|e| StoreError::Backend { op: "open the store", source: Box::new(e) })??;
+    let store = output.store.open_read_only().await?;
     match args.command {
         StoreCommand::Reports { app, kind, fingerprint, limit, .. } => {
             let rows = store.reports(ReportFilter { app, kind, fingerprint, limit }).await?;

@@ -1,0 +1,535 @@
+//! The shared store: one PostgreSQL database that several collectors write at once. The schema is
+//! described in agent/STORE.md; its version is the row of `lastword_schema`, and the migrations below
+//! are applied at start, under an advisory lock so that collectors starting together do not race.
+//!
+//! Exactly-once across collectors comes from the database: the report id is the primary key, reports
+//! are inserted with `ON CONFLICT DO NOTHING ... RETURNING id`, and a crash group's count is raised, in
+//! the same transaction, only by the rows that insert returned. A batch is one transaction; `write`
+//! returns after its commit (`synchronous_commit` as the server has it: `on` by default, durable).
+//!
+//! Connections come from a bounded pool (deadpool-postgres). A database that is down, or a batch that
+//! takes longer than [`WRITE_TIMEOUT`], makes `write` fail: the committer answers `retry_later`, and the
+//! next batch tries a new connection, so the collector recovers by itself when the database returns.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use lastword::protocol::{Losses, Software};
+use lastword_spool::{EntryId, Kind};
+use tokio_postgres::types::FromSql;
+use tokio_postgres::{NoTls, Row};
+
+use super::store::{
+    Batch, Group, LossesRow, Outcome, ReportFilter, ReportRow, Store, StoreError, StoredReport,
+};
+
+/// The schema version this program writes (STORE.md).
+pub const SCHEMA_VERSION: i64 = 1;
+/// Connections the pool keeps at most: the committer uses one at a time, queries the others.
+pub const POOL_SIZE: usize = 4;
+/// Longest wait for a connection (from the pool or a new one) before the batch is refused.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Longest a batch may take, commit included, before it is answered `retry_later`.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The migrations, in order: `MIGRATIONS[n]` takes the schema from version `n` to `n + 1`.
+const MIGRATIONS: &[&str] = &["
+CREATE TABLE reports (
+    seq         BIGINT GENERATED ALWAYS AS IDENTITY,
+    id          TEXT PRIMARY KEY,
+    kind        TEXT NOT NULL,
+    app         TEXT NOT NULL,
+    release     TEXT,
+    host        TEXT,
+    created_ms  BIGINT NOT NULL,
+    received_ms BIGINT NOT NULL,
+    fingerprint TEXT,
+    summary     TEXT NOT NULL,
+    body        TEXT NOT NULL
+);
+CREATE UNIQUE INDEX reports_recent ON reports (seq);
+CREATE INDEX reports_by_group ON reports (app, fingerprint, seq) WHERE fingerprint IS NOT NULL;
+CREATE INDEX reports_by_release ON reports (app, release, seq);
+CREATE INDEX reports_by_kind ON reports (kind, seq);
+CREATE TABLE groups (
+    app           TEXT NOT NULL,
+    fingerprint   TEXT NOT NULL,
+    title         TEXT NOT NULL,
+    count         BIGINT NOT NULL,
+    first_seen_ms BIGINT NOT NULL,
+    last_seen_ms  BIGINT NOT NULL,
+    PRIMARY KEY (app, fingerprint)
+);
+CREATE INDEX groups_recent ON groups (last_seen_ms DESC, count DESC);
+CREATE INDEX groups_by_count ON groups (count DESC);
+CREATE TABLE losses (
+    app                   TEXT NOT NULL,
+    host                  TEXT NOT NULL,
+    release               TEXT,
+    agent_name            TEXT NOT NULL,
+    agent_version         TEXT NOT NULL,
+    logs_dropped          BIGINT NOT NULL,
+    evicted               BIGINT NOT NULL,
+    quarantined           BIGINT NOT NULL,
+    crash_loop_suppressed BIGINT NOT NULL,
+    reported_ms           BIGINT NOT NULL,
+    PRIMARY KEY (app, host)
+);
+"];
+
+/// The key of the advisory lock held while the schema is checked and migrated ("lastword" in ASCII).
+const MIGRATION_LOCK: i64 = 0x6c61_7374_776f_7264;
+
+// Rows in id order (and groups and losses in key order below): two collectors whose batches share ids
+// wait for each other's rows in the same order, so they cannot deadlock.
+const INSERT_REPORTS: &str = "INSERT INTO reports
+    (id, kind, app, release, host, created_ms, received_ms, fingerprint, summary, body)
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[],
+        $7::bigint[], $8::text[], $9::text[], $10::text[])
+        AS t(id, kind, app, release, host, created_ms, received_ms, fingerprint, summary, body)
+    ORDER BY id
+    ON CONFLICT (id) DO NOTHING RETURNING id";
+
+const UPSERT_GROUPS: &str =
+    "INSERT INTO groups AS g (app, fingerprint, title, count, first_seen_ms, last_seen_ms)
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::bigint[])
+        AS t(app, fingerprint, title, count, first_seen_ms, last_seen_ms)
+    ORDER BY app, fingerprint
+    ON CONFLICT (app, fingerprint) DO UPDATE SET count = g.count + excluded.count,
+        first_seen_ms = least(g.first_seen_ms, excluded.first_seen_ms),
+        last_seen_ms = greatest(g.last_seen_ms, excluded.last_seen_ms)";
+
+const UPSERT_LOSSES: &str = "INSERT INTO losses (app, host, release, agent_name, agent_version,
+        logs_dropped, evicted, quarantined, crash_loop_suppressed, reported_ms)
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[],
+        $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[])
+        AS t(app, host, release, agent_name, agent_version, logs_dropped, evicted, quarantined,
+            crash_loop_suppressed, reported_ms)
+    ORDER BY app, host
+    ON CONFLICT (app, host) DO UPDATE SET release = excluded.release, agent_name = excluded.agent_name,
+        agent_version = excluded.agent_version, logs_dropped = excluded.logs_dropped,
+        evicted = excluded.evicted, quarantined = excluded.quarantined,
+        crash_loop_suppressed = excluded.crash_loop_suppressed, reported_ms = excluded.reported_ms";
+
+const REPORT_COLUMNS: &str = "id, kind, app, release, host, created_ms, received_ms, fingerprint, summary";
+
+/// A PostgreSQL store, shared by every collector that names the same database.
+#[derive(Clone)]
+pub struct PostgresStore {
+    /// The URL without its password, for messages.
+    shown: String,
+    pool: Pool,
+    write_timeout: Duration,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore").field("url", &self.shown).finish_non_exhaustive()
+    }
+}
+
+/// Whether `s` names a PostgreSQL database rather than a SQLite directory.
+pub fn is_url(s: &str) -> bool {
+    s.starts_with("postgres://") || s.starts_with("postgresql://")
+}
+
+/// `url` with any password replaced by `***`.
+pub fn redacted(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let (authority, tail) = match rest.find(['/', '?']) {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    let authority = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{user}:***@{host}"),
+            None => authority.to_owned(),
+        },
+        None => authority.to_owned(),
+    };
+    let tail = match tail.split_once('?') {
+        Some((path, query)) => {
+            let query: Vec<&str> = query
+                .split('&')
+                .map(|p| if p.starts_with("password=") { "password=***" } else { p })
+                .collect();
+            format!("{path}?{}", query.join("&"))
+        }
+        None => tail.to_owned(),
+    };
+    format!("{scheme}://{authority}{tail}")
+}
+
+fn backend(op: &'static str) -> impl FnOnce(tokio_postgres::Error) -> StoreError {
+    move |e| StoreError::Backend { op, source: Box::new(e) }
+}
+
+fn to_sql_int(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn from_sql_int(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+impl PostgresStore {
+    /// Connects to the database at `url` for the collector: creates the schema or migrates it to
+    /// [`SCHEMA_VERSION`], and refuses a schema newer than that.
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        let store = Self::pool(url)?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Connects to the database at `url` for queries: changes nothing, and refuses a database without
+    /// lastword's schema or with another version of it.
+    pub async fn open_read_only(url: &str) -> Result<Self, StoreError> {
+        let store = Self::pool(url)?;
+        let client = store.client("open the store").await?;
+        let exists: bool = client
+            .query_one("SELECT to_regclass('lastword_schema') IS NOT NULL", &[])
+            .await
+            .and_then(|r| r.try_get(0))
+            .map_err(|e| store.open_error(e))?;
+        if !exists {
+            return Err(StoreError::Missing { path: store.shown.clone().into() });
+        }
+        let found = Self::version(&client).await.map_err(|e| store.open_error(e))?;
+        if found != SCHEMA_VERSION {
+            return Err(StoreError::Version {
+                path: store.shown.clone().into(),
+                found,
+                known: SCHEMA_VERSION,
+            });
+        }
+        Ok(store)
+    }
+
+    /// Sets the longest a batch may take before it is answered `retry_later` ([`WRITE_TIMEOUT`] by
+    /// default).
+    #[must_use]
+    pub fn with_write_timeout(mut self, timeout: Duration) -> Self {
+        self.write_timeout = timeout;
+        self
+    }
+
+    /// The database's URL, without its password.
+    pub fn url(&self) -> &str {
+        &self.shown
+    }
+
+    fn pool(url: &str) -> Result<Self, StoreError> {
+        let shown = redacted(url);
+        let fail = |e: super::store::BackendError| StoreError::Open { path: shown.clone().into(), source: e };
+        let mut config: tokio_postgres::Config = url.parse().map_err(|e| fail(Box::new(e)))?;
+        config.connect_timeout(CONNECT_TIMEOUT);
+        config.application_name("lastword collect");
+        let manager =
+            Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let pool = Pool::builder(manager)
+            .max_size(POOL_SIZE)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(CONNECT_TIMEOUT))
+            .create_timeout(Some(CONNECT_TIMEOUT))
+            .recycle_timeout(Some(CONNECT_TIMEOUT))
+            .build()
+            .map_err(|e| fail(Box::new(e)))?;
+        Ok(Self { shown, pool, write_timeout: WRITE_TIMEOUT })
+    }
+
+    fn open_error(&self, e: tokio_postgres::Error) -> StoreError {
+        StoreError::Open { path: self.shown.clone().into(), source: Box::new(e) }
+    }
+
+    async fn client(&self, op: &'static str) -> Result<Object, StoreError> {
+        self.pool.get().await.map_err(|e| StoreError::Backend { op, source: Box::new(e) })
+    }
+
+    async fn version(client: &impl deadpool_postgres::GenericClient) -> Result<i64, tokio_postgres::Error> {
+        let row =
+            client.query_one("SELECT coalesce(max(version), 0)::bigint FROM lastword_schema", &[]).await?;
+        row.try_get(0)
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let mut client = self
+            .pool
+            .get()
+            .await
+            .map_err(|e| StoreError::Open { path: self.shown.clone().into(), source: Box::new(e) })?;
+        let tx = client.transaction().await.map_err(|e| self.open_error(e))?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+            .await
+            .map_err(|e| self.open_error(e))?;
+        tx.batch_execute("CREATE TABLE IF NOT EXISTS lastword_schema (version BIGINT NOT NULL)")
+            .await
+            .map_err(|e| self.open_error(e))?;
+        let found = Self::version(&tx).await.map_err(|e| self.open_error(e))?;
+        let known = SCHEMA_VERSION;
+        if found > known {
+            return Err(StoreError::Version { path: self.shown.clone().into(), found, known });
+        }
+        for (from, sql) in MIGRATIONS.iter().enumerate().skip(usize::try_from(found).unwrap_or(0)) {
+            tx.batch_execute(sql).await.map_err(|e| self.open_error(e))?;
+            let to = i64::try_from(from + 1).unwrap_or(i64::MAX);
+            tx.execute("DELETE FROM lastword_schema", &[]).await.map_err(|e| self.open_error(e))?;
+            tx.execute("INSERT INTO lastword_schema (version) VALUES ($1)", &[&to])
+                .await
+                .map_err(|e| self.open_error(e))?;
+        }
+        tx.commit().await.map_err(|e| self.open_error(e))
+    }
+}
+
+/// One crash group's share of a batch: what its row gains.
+struct GroupGain<'a> {
+    title: &'a str,
+    count: i64,
+    first_ms: u64,
+    last_ms: u64,
+}
+
+async fn write_batch(client: &mut Object, batch: &Batch) -> Result<Vec<Outcome>, tokio_postgres::Error> {
+    // A report id twice in one batch: only its first occurrence is sent; the others are duplicates.
+    let mut seen = HashSet::with_capacity(batch.reports.len());
+    let firsts: Vec<_> = batch.reports.iter().filter(|r| seen.insert(r.id)).collect();
+    let tx = client.transaction().await?;
+    let mut inserted = HashSet::with_capacity(firsts.len());
+    if !firsts.is_empty() {
+        let ids: Vec<String> = firsts.iter().map(|r| r.id.to_string()).collect();
+        let kinds: Vec<&str> = firsts.iter().map(|r| r.kind.as_str()).collect();
+        let apps: Vec<&str> = firsts.iter().map(|r| r.origin.app.as_str()).collect();
+        let releases: Vec<Option<&str>> = firsts.iter().map(|r| r.origin.release.as_deref()).collect();
+        let hosts: Vec<Option<&str>> = firsts.iter().map(|r| r.origin.host.as_deref()).collect();
+        let created: Vec<i64> = firsts.iter().map(|r| to_sql_int(r.created_ms)).collect();
+        let received: Vec<i64> = firsts.iter().map(|r| to_sql_int(r.received_ms)).collect();
+        let fingerprints: Vec<Option<&str>> = firsts.iter().map(|r| r.fingerprint.as_deref()).collect();
+        let summaries: Vec<&str> = firsts.iter().map(|r| r.summary.as_str()).collect();
+        let bodies: Vec<&str> = firsts.iter().map(|r| r.body.as_str()).collect();
+        let insert = tx.prepare_cached(INSERT_REPORTS).await?;
+        let rows = tx
+            .query(
+                &insert,
+                &[
+                    &ids,
+                    &kinds,
+                    &apps,
+                    &releases,
+                    &hosts,
+                    &created,
+                    &received,
+                    &fingerprints,
+                    &summaries,
+                    &bodies,
+                ],
+            )
+            .await?;
+        for row in rows {
+            inserted.insert(row.try_get::<_, String>(0)?);
+        }
+    }
+    // Only the rows really inserted raise their group: a duplicate that another collector stored
+    // first counts nothing here.
+    let mut gains: HashMap<(&str, &str), GroupGain<'_>> = HashMap::new();
+    let mut outcomes = Vec::with_capacity(batch.reports.len());
+    let mut answered = HashSet::with_capacity(batch.reports.len());
+    for r in &batch.reports {
+        let new = answered.insert(r.id) && inserted.contains(&r.id.to_string());
+        if new && let Some(fingerprint) = &r.fingerprint {
+            let gain = gains.entry((r.origin.app.as_str(), fingerprint.as_str())).or_insert(GroupGain {
+                title: &r.summary,
+                count: 0,
+                first_ms: r.created_ms,
+                last_ms: r.created_ms,
+            });
+            gain.count += 1;
+            gain.first_ms = gain.first_ms.min(r.created_ms);
+            gain.last_ms = gain.last_ms.max(r.created_ms);
+        }
+        outcomes.push(if new { Outcome::Inserted } else { Outcome::Duplicate });
+    }
+    if !gains.is_empty() {
+        let (mut apps, mut fps, mut titles, mut counts, mut firsts, mut lasts) =
+            (vec![], vec![], vec![], vec![], vec![], vec![]);
+        for ((app, fp), g) in &gains {
+            apps.push(*app);
+            fps.push(*fp);
+            titles.push(g.title);
+            counts.push(g.count);
+            firsts.push(to_sql_int(g.first_ms));
+            lasts.push(to_sql_int(g.last_ms));
+        }
+        let upsert = tx.prepare_cached(UPSERT_GROUPS).await?;
+        tx.execute(&upsert, &[&apps, &fps, &titles, &counts, &firsts, &lasts]).await?;
+    }
+    if !batch.losses.is_empty() {
+        // The latest per app and host: one row each (an upsert may not touch a row twice).
+        let mut latest: HashMap<(&str, &str), &super::store::AgentLosses> = HashMap::new();
+        for l in &batch.losses {
+            latest.insert((l.origin.app.as_str(), l.origin.host.as_deref().unwrap_or("")), l);
+        }
+        let (mut apps, mut hosts, mut releases, mut names, mut versions) =
+            (vec![], vec![], vec![], vec![], vec![]);
+        let mut nums: [Vec<i64>; 5] = Default::default();
+        for ((app, host), l) in &latest {
+            apps.push(*app);
+            hosts.push(*host);
+            releases.push(l.origin.release.as_deref());
+            names.push(l.origin.agent.name.as_str());
+            versions.push(l.origin.agent.version.as_str());
+            nums[0].push(to_sql_int(l.losses.logs_dropped));
+            nums[1].push(to_sql_int(l.losses.evicted));
+            nums[2].push(to_sql_int(l.losses.quarantined));
+            nums[3].push(to_sql_int(l.losses.crash_loop_suppressed));
+            nums[4].push(to_sql_int(l.received_ms));
+        }
+        let upsert = tx.prepare_cached(UPSERT_LOSSES).await?;
+        tx.execute(
+            &upsert,
+            &[&apps, &hosts, &releases, &names, &versions, &nums[0], &nums[1], &nums[2], &nums[3], &nums[4]],
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(outcomes)
+}
+
+/// Column `i` of `r`; a value of another type than the schema's is an error, not a panic.
+fn col<'a, T: FromSql<'a>>(r: &'a Row, i: usize, op: &'static str) -> Result<T, StoreError> {
+    r.try_get(i).map_err(backend(op))
+}
+
+fn report_row(r: &Row, op: &'static str) -> Result<ReportRow, StoreError> {
+    let id: String = col(r, 0, op)?;
+    let kind: String = col(r, 1, op)?;
+    Ok(ReportRow {
+        id: id.parse().map_err(|_| StoreError::BadRow { what: "reports.id", value: id.clone() })?,
+        kind: kind.parse().map_err(|_| StoreError::BadRow { what: "reports.kind", value: kind.clone() })?,
+        app: col(r, 2, op)?,
+        release: col(r, 3, op)?,
+        host: col(r, 4, op)?,
+        created_ms: from_sql_int(col(r, 5, op)?),
+        received_ms: from_sql_int(col(r, 6, op)?),
+        fingerprint: col(r, 7, op)?,
+        summary: col(r, 8, op)?,
+    })
+}
+
+impl Store for PostgresStore {
+    async fn write(&self, batch: Batch) -> Result<Vec<Outcome>, StoreError> {
+        const OP: &str = "write a batch";
+        let mut client = self.client(OP).await?;
+        match tokio::time::timeout(self.write_timeout, write_batch(&mut client, &batch)).await {
+            Ok(result) => result.map_err(backend(OP)),
+            Err(_) => {
+                // The transaction may be anywhere, even committing: close this connection rather than
+                // hand it back to the pool (the server rolls back what was not committed). The reports
+                // are answered retry_later; if they were committed after all, their resend is a
+                // duplicate.
+                drop(Object::take(client));
+                Err(StoreError::Backend {
+                    op: OP,
+                    source: format!("no commit within {WRITE_TIMEOUT:?}").into(),
+                })
+            }
+        }
+    }
+
+    async fn reports(&self, filter: ReportFilter) -> Result<Vec<ReportRow>, StoreError> {
+        const OP: &str = "list reports";
+        let client = self.client(OP).await?;
+        let sql = format!(
+            "SELECT {REPORT_COLUMNS} FROM reports
+             WHERE ($1::text IS NULL OR app = $1) AND ($2::text IS NULL OR kind = $2)
+                AND ($3::text IS NULL OR fingerprint = $3)
+             ORDER BY seq DESC LIMIT $4"
+        );
+        let rows = client
+            .query(
+                &sql,
+                &[&filter.app, &filter.kind.map(Kind::as_str), &filter.fingerprint, &i64::from(filter.limit)],
+            )
+            .await
+            .map_err(backend(OP))?;
+        rows.iter().map(|r| report_row(r, OP)).collect()
+    }
+
+    async fn report(&self, id: EntryId) -> Result<Option<StoredReport>, StoreError> {
+        const OP: &str = "read a report";
+        let client = self.client(OP).await?;
+        let sql = format!("SELECT {REPORT_COLUMNS}, body FROM reports WHERE id = $1");
+        let row = client.query_opt(&sql, &[&id.to_string()]).await.map_err(backend(OP))?;
+        row.map(|r| Ok(StoredReport { row: report_row(&r, OP)?, body: col(&r, 9, OP)? })).transpose()
+    }
+
+    async fn groups(&self, app: Option<String>, limit: u32) -> Result<Vec<Group>, StoreError> {
+        const OP: &str = "list groups";
+        let client = self.client(OP).await?;
+        let rows = client
+            .query(
+                "SELECT app, fingerprint, title, count, first_seen_ms, last_seen_ms FROM groups
+                 WHERE ($1::text IS NULL OR app = $1) ORDER BY last_seen_ms DESC, count DESC LIMIT $2",
+                &[&app, &i64::from(limit)],
+            )
+            .await
+            .map_err(backend(OP))?;
+        rows.iter()
+            .map(|r| {
+                Ok(Group {
+                    app: col(r, 0, OP)?,
+                    fingerprint: col(r, 1, OP)?,
+                    title: col(r, 2, OP)?,
+                    count: from_sql_int(col(r, 3, OP)?),
+                    first_seen_ms: from_sql_int(col(r, 4, OP)?),
+                    last_seen_ms: from_sql_int(col(r, 5, OP)?),
+                })
+            })
+            .collect()
+    }
+
+    async fn losses(&self) -> Result<Vec<LossesRow>, StoreError> {
+        const OP: &str = "list losses";
+        let client = self.client(OP).await?;
+        let rows = client
+            .query(
+                "SELECT app, host, release, agent_name, agent_version, logs_dropped, evicted,
+                    quarantined, crash_loop_suppressed, reported_ms FROM losses ORDER BY app, host",
+                &[],
+            )
+            .await
+            .map_err(backend(OP))?;
+        rows.iter()
+            .map(|r| {
+                Ok(LossesRow {
+                    app: col(r, 0, OP)?,
+                    host: col(r, 1, OP)?,
+                    release: col(r, 2, OP)?,
+                    agent: Software { name: col(r, 3, OP)?, version: col(r, 4, OP)? },
+                    losses: Losses {
+                        logs_dropped: from_sql_int(col(r, 5, OP)?),
+                        evicted: from_sql_int(col(r, 6, OP)?),
+                        quarantined: from_sql_int(col(r, 7, OP)?),
+                        crash_loop_suppressed: from_sql_int(col(r, 8, OP)?),
+                    },
+                    reported_ms: from_sql_int(col(r, 9, OP)?),
+                })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_not_shown() {
+        assert_eq!(redacted("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
+        assert_eq!(
+            redacted("postgres://u@h/db?password=x&sslmode=disable"),
+            "postgres://u@h/db?password=***&sslmode=disable"
+        );
+        assert_eq!(redacted("postgresql://h/db"), "postgresql://h/db");
+    }
+}
