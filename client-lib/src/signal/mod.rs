@@ -83,10 +83,16 @@ pub(crate) fn install(shared: &Shared) -> Result<(), InitError> {
     }
     install_alt_stack();
     // SAFETY: an all-zero `sigaction` is a valid value (no handler, empty mask, no flags); each entry
-    // is overwritten with the previous disposition below before it is ever used.
-    let mut state = Box::new(HandlerState { slot, prebuilt, previous: unsafe { std::mem::zeroed() } });
+    // is overwritten with the previous disposition by the `sigaction` call that installs our handler
+    // for that signal, before that handler can run.
+    let state = Box::new(HandlerState { slot, prebuilt, previous: unsafe { std::mem::zeroed() } });
+    // Published (and leaked: a handler may run until the process ends) before any handler is
+    // installed, so that a handler never finds it missing.
+    let state = Box::into_raw(state);
+    STATE.store(state, Ordering::SeqCst);
     // SAFETY: `action` is fully initialised (zeroed, then the fields set); `handler` has the
-    // signature SA_SIGINFO requires; `state.previous[i]` is valid memory for the old action.
+    // signature SA_SIGINFO requires; `(*state).previous[i]` is valid, leaked memory for the old
+    // action, written by the kernel as part of the call that installs the new one.
     unsafe {
         let mut action: libc::sigaction = std::mem::zeroed();
         action.sa_sigaction = handler as *const () as usize;
@@ -96,12 +102,16 @@ pub(crate) fn install(shared: &Shared) -> Result<(), InitError> {
             libc::sigaddset(&raw mut action.sa_mask, sig);
         }
         for (i, sig) in SIGNALS.into_iter().enumerate() {
-            if libc::sigaction(sig, &raw const action, &raw mut state.previous[i]) != 0 {
-                return Err(InitError::Thread(std::io::Error::last_os_error()));
+            if libc::sigaction(sig, &raw const action, &raw mut (*state).previous[i]) != 0 {
+                let error = std::io::Error::last_os_error();
+                // Put back what was installed before this one failed.
+                for (j, installed) in SIGNALS.into_iter().enumerate().take(i) {
+                    libc::sigaction(installed, &raw const (*state).previous[j], ptr::null_mut());
+                }
+                return Err(InitError::Thread(error));
             }
         }
     }
-    STATE.store(Box::into_raw(state), Ordering::SeqCst);
     Ok(())
 }
 
@@ -127,7 +137,8 @@ fn install_alt_stack() {
 /// `process_vm_readv`, `nanosleep`, `sigaction`, `raise` and `write`, and the spool slot's commit
 /// (see its docs); it allocates nothing and takes no lock.
 extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, context: *mut libc::c_void) {
-    if BUSY.swap(true, Ordering::SeqCst) {
+    let won = !BUSY.swap(true, Ordering::SeqCst);
+    if !won {
         // Another thread is writing its report and will end the process; give it time.
         for _ in 0..1000 {
             let pause = libc::timespec { tv_sec: 0, tv_nsec: 10_000_000 };
@@ -149,7 +160,10 @@ extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, context: *mu
     }
     // SAFETY: as above for STATE; `info` is valid for this handler invocation.
     unsafe { restore_and_resume(STATE.load(Ordering::SeqCst), sig, info) };
-    BUSY.store(false, Ordering::SeqCst);
+    // Only the thread that owns the buffers gives them back.
+    if won {
+        BUSY.store(false, Ordering::SeqCst);
+    }
 }
 
 /// Writes the raw report. **Async-signal-safe.**

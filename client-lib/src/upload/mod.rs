@@ -223,6 +223,9 @@ pub(crate) struct Progress {
     pub outstanding: AtomicU64,
     pub connected: AtomicBool,
     pub last_error: Mutex<Option<String>>,
+    /// The shutdown deadline, set by the owner before it sends `Control::Shutdown`, so that a send
+    /// blocked on a stalled connection is bounded by it too.
+    pub stop_at: Mutex<Option<Instant>>,
 }
 
 impl Progress {
@@ -274,9 +277,10 @@ impl Uploader {
             // A panic in the worker unwinds through its claims, which go back to ready/; the handle
             // then reports an incomplete summary.
             let summary = runtime.block_on(worker.run());
-            // Let spawn_blocking work finish (spool operations cannot be cancelled halfway).
-            runtime.shutdown_timeout(Duration::from_secs(5));
+            // Every spool operation was awaited inside `run`; what may be left is a detached name
+            // lookup. The owner gets the summary now, not after it.
             let _ = done_tx.send(summary);
+            runtime.shutdown_background();
         })?;
         Ok(Self { control, done: Mutex::new(done), thread: Some(thread), progress, drop_grace, close_bound })
     }
@@ -336,6 +340,9 @@ impl Uploader {
 
     fn stop(&mut self, grace: Duration) -> Summary {
         let deadline = Instant::now() + grace;
+        if let Ok(mut stop_at) = self.progress.stop_at.lock() {
+            *stop_at = Some(deadline);
+        }
         let _ = self.control.send(Control::Shutdown { deadline });
         // The worker returns by the deadline plus the close bound; allow some scheduling slack.
         let wait = grace + self.close_bound + Duration::from_millis(500);

@@ -392,14 +392,15 @@ impl Worker {
                         }
                     }
                     if flush && failure.is_none() {
-                        let _ = timeout(self.config.close_bound, sink.flush()).await;
+                        let limit = self.send_limit().min(Instant::now() + self.config.close_bound);
+                        let _ = tokio::time::timeout_at(limit, sink.flush()).await;
                     }
                 }
                 () = sleep_until(wake_at) => {
                     let now = Instant::now();
                     if !in_flight.is_empty() && now >= last_recv + self.config.answer_timeout {
                         failure = Some(format!("no answer for {:?}", self.config.answer_timeout));
-                    } else if now >= last_send + self.config.keepalive {
+                    } else if self.stopping.is_none() && now >= last_send + self.config.keepalive {
                         let ping = timeout(self.config.close_bound, sink.send(Message::Ping(Default::default())));
                         if !matches!(ping.await, Ok(Ok(()))) {
                             failure = Some("keepalive ping failed".into());
@@ -422,6 +423,17 @@ impl Worker {
             }
         };
         self.close(sink, stream, in_flight, end).await
+    }
+
+    /// How long a send may block: the answer timeout, and never past the owner's shutdown deadline
+    /// plus the close bound (the owner may have asked while this task was blocked in the send).
+    fn send_limit(&self) -> Instant {
+        let mut limit = Instant::now() + self.config.answer_timeout;
+        let stop_at = self.progress.stop_at.lock().ok().and_then(|s| *s);
+        if let Some(deadline) = stop_at.map(Instant::from_std).or(self.stopping) {
+            limit = limit.min(deadline + self.config.close_bound);
+        }
+        limit
     }
 
     /// When the session must look at its timers next.
@@ -485,7 +497,7 @@ impl Worker {
                     // Not inside select!: a send is not cancel-safe. Bounded instead: a stalled send
                     // ends the connection and the claim goes back.
                     // `feed` queues the frame; one flush below sends the whole batch.
-                    match timeout(self.config.answer_timeout, sink.feed(Message::text(text))).await {
+                    match tokio::time::timeout_at(self.send_limit(), sink.feed(Message::text(text))).await {
                         Ok(Ok(())) => {
                             in_flight.insert(id, claim);
                         }
@@ -497,7 +509,7 @@ impl Worker {
             }
         }
         if result.is_ok() && claimed > 0 {
-            match timeout(self.config.answer_timeout, sink.flush()).await {
+            match tokio::time::timeout_at(self.send_limit(), sink.flush()).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => result = Err(format!("send failed: {e}")),
                 Err(_) => result = Err("send stalled".to_owned()),
