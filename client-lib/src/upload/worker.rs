@@ -25,6 +25,52 @@ type Sink = SplitSink<Ws, Message>;
 type AckTask = tokio::task::JoinHandle<Vec<(EntryId, Result<(), String>)>>;
 type Stream = SplitStream<Ws>;
 
+/// The most entries one claim task takes: a window is filled in chunks of a quarter of it, at most
+/// this many, so that sending starts while the rest of the window is still being read from disk.
+const MAX_CLAIM_CHUNK: usize = 64;
+
+/// How many batches of deletes may run in the background at once.
+const MAX_ACK_TASKS: usize = 4;
+
+/// Batches of deletes running in the background, oldest first.
+#[derive(Default)]
+struct AckTasks {
+    tasks: std::collections::VecDeque<AckTask>,
+}
+
+impl AckTasks {
+    /// The oldest batch if it is done, or if there are already [`MAX_ACK_TASKS`] running.
+    fn pop_front_if_finished_or_full(&mut self) -> Option<AckTask> {
+        let front = self.tasks.front()?;
+        if front.is_finished() || self.tasks.len() >= MAX_ACK_TASKS { self.tasks.pop_front() } else { None }
+    }
+}
+
+/// Claims being taken from the spool on the blocking pool. Its `want` entries count in the window
+/// from the moment it starts.
+struct ClaimTask {
+    want: usize,
+    handle: tokio::task::JoinHandle<Result<Vec<Claim>, String>>,
+}
+
+impl ClaimTask {
+    /// Waits for the task in `slot` and empties the slot; pending forever when there is none (for
+    /// `select!`). Cancel-safe: the task goes on, and is still in the slot, if this is dropped.
+    async fn finish(slot: &mut Option<ClaimTask>) -> (usize, Result<Vec<Claim>, String>) {
+        let Some(task) = slot.as_mut() else { return std::future::pending().await };
+        let result = (&mut task.handle).await.map_err(|e| format!("claim task failed: {e}"));
+        let want = task.want;
+        *slot = None;
+        (want, result.and_then(|r| r))
+    }
+
+    /// Waits for the task; the claims it took, or none when it failed (a failed task dropped its
+    /// claims, which put them back).
+    async fn join(self) -> Option<Vec<Claim>> {
+        self.handle.await.ok().and_then(Result::ok)
+    }
+}
+
 pub(crate) struct Worker {
     spool: Spool,
     config: UploaderConfig,
@@ -40,8 +86,8 @@ pub(crate) struct Worker {
     /// Entries claimed by this uploader and neither delivered nor quarantined yet.
     outstanding: HashSet<EntryId>,
     last_rescan: Instant,
-    /// Deletes of acknowledged entries running in the background.
-    pending_acks: Option<AckTask>,
+    /// Deletes of acknowledged entries running in the background, oldest first.
+    pending_acks: AckTasks,
 }
 
 /// A pending flush request.
@@ -80,7 +126,7 @@ impl Worker {
             pause_until: None,
             outstanding: HashSet::new(),
             last_rescan: Instant::now(),
-            pending_acks: None,
+            pending_acks: AckTasks::default(),
         }
     }
 
@@ -315,14 +361,20 @@ impl Worker {
         }
     }
 
-    /// One connection: keep up to `window` reports unanswered, ack on answers, until idle, failure or
-    /// shutdown; then put back what is unanswered and close.
+    /// One connection: keep up to `window` reports claimed and unanswered, ack on answers, until idle,
+    /// failure or shutdown; then put back what is unanswered and close.
+    ///
+    /// Claims, sends, answers and deletes overlap: the next claims are read from the disk (on the
+    /// blocking pool) while earlier reports wait for their answers, and acknowledged entries are
+    /// deleted in the background. A claim task counts its entries in the window from the moment it
+    /// starts, so this uploader never holds more than `window` claims.
     async fn session(&mut self, conn: Connected) -> End {
         let Connected { ws, welcome } = conn;
         let (mut sink, mut stream) = ws.split();
         let window = self.config.window.min(welcome.max_in_flight as usize).max(1);
         let max_bytes = usize::try_from(welcome.max_message_bytes).unwrap_or(usize::MAX);
         let mut in_flight: HashMap<EntryId, Claim> = HashMap::new();
+        let mut claiming: Option<ClaimTask> = None;
         let mut last_recv = Instant::now();
         let mut last_send = Instant::now();
         let mut last_work = Instant::now();
@@ -332,20 +384,20 @@ impl Worker {
             let now = Instant::now();
             let paused = self.pause_until.is_some_and(|p| now < p);
             if let Some(deadline) = self.stopping {
-                // Phases 1 and 2: claim nothing more; wait for answers until the deadline.
+                // Phase 1: claim nothing more; what a claim task took goes back unsent.
+                if let Some(task) = claiming.take() {
+                    self.put_back(task.join().await.unwrap_or_default()).await;
+                }
+                // Phase 2: wait for answers until the deadline.
                 if in_flight.is_empty() || now >= deadline {
                     break End::Clean;
                 }
-            } else if !exhausted && !paused && in_flight.len() < window {
-                match self.fill_window(&mut sink, &mut in_flight, window, max_bytes).await {
-                    Ok(claimed) => exhausted = claimed == 0,
-                    Err(reason) => break End::Failed(reason),
-                }
-                last_send = Instant::now();
-                last_work = last_send;
-                continue;
+            } else if claiming.is_none() && !exhausted && !paused && in_flight.len() < window {
+                // In chunks, so that the first reports leave while the next ones are read.
+                let chunk = (window / 4).clamp(1, MAX_CLAIM_CHUNK);
+                claiming = Some(self.start_claims((window - in_flight.len()).min(chunk)));
             }
-            if in_flight.is_empty() && exhausted && self.stopping.is_none() {
+            if in_flight.is_empty() && claiming.is_none() && exhausted && self.stopping.is_none() {
                 self.settle_acks().await;
                 self.answer_flushes(Ok(()));
                 if now >= last_work + self.config.idle_close {
@@ -359,6 +411,23 @@ impl Worker {
                 c = self.rx.recv() => {
                     self.on_control(c);
                     exhausted = false;
+                }
+                claimed = ClaimTask::finish(&mut claiming) => {
+                    let (wanted, claims) = claimed;
+                    match claims {
+                        Ok(claims) => {
+                            exhausted = claims.len() < wanted;
+                            if let Err(reason) = self.send_claims(&mut sink, &mut in_flight, claims, max_bytes).await {
+                                failure = Some(reason);
+                            }
+                            last_send = Instant::now();
+                            last_work = last_send;
+                        }
+                        Err(e) => {
+                            self.record_error(e);
+                            exhausted = true;
+                        }
+                    }
                 }
                 first = stream.next() => {
                     last_recv = Instant::now();
@@ -417,11 +486,16 @@ impl Worker {
                 self.ack_batch(acks).await;
                 last_work = Instant::now();
             }
-            self.answer_crash_flushes(&in_flight);
+            if claiming.is_none() {
+                self.answer_crash_flushes(&in_flight);
+            }
             if let Some(reason) = failure {
                 break End::Failed(reason);
             }
         };
+        if let Some(task) = claiming.take() {
+            self.put_back(task.join().await.unwrap_or_default()).await;
+        }
         self.close(sink, stream, in_flight, end).await
     }
 
@@ -464,24 +538,35 @@ impl Worker {
         wake_at
     }
 
-    /// Claims up to the window's free places and sends them. Returns how many were claimed; an error
-    /// means the connection failed (the claim being sent goes back to ready/ with the guard).
-    async fn fill_window(
+    /// Starts claiming up to `want` entries on the blocking pool.
+    fn start_claims(&self, want: usize) -> ClaimTask {
+        let spool = self.spool.clone();
+        let handle = tokio::task::spawn_blocking(move || {
+            let mut claims = Vec::with_capacity(want);
+            while claims.len() < want {
+                match spool.claim() {
+                    Ok(Some(c)) => claims.push(c),
+                    Ok(None) => break,
+                    Err(e) if claims.is_empty() => return Err(format!("spool: {e}")),
+                    Err(_) => break,
+                }
+            }
+            Ok(claims)
+        });
+        ClaimTask { want, handle }
+    }
+
+    /// Sends claimed entries with one flush. An error means the connection failed: the claims not
+    /// sent go back to ready/ with their guards; the ones sent wait in `in_flight` to be put back.
+    async fn send_claims(
         &mut self,
         sink: &mut Sink,
         in_flight: &mut HashMap<EntryId, Claim>,
-        window: usize,
+        claims: Vec<Claim>,
         max_bytes: usize,
-    ) -> Result<usize, String> {
-        let claims = match self.claim_batch(window - in_flight.len()).await {
-            Ok(claims) => claims,
-            Err(e) => {
-                self.record_error(e);
-                Vec::new()
-            }
-        };
-        let claimed = claims.len();
-        let mut result = Ok(claimed);
+    ) -> Result<(), String> {
+        let mut result = Ok(());
+        let mut fed = 0usize;
         for claim in claims {
             let id = claim.id();
             self.outstanding.insert(id);
@@ -500,6 +585,7 @@ impl Worker {
                     match tokio::time::timeout_at(self.send_limit(), sink.feed(Message::text(text))).await {
                         Ok(Ok(())) => {
                             in_flight.insert(id, claim);
+                            fed += 1;
                         }
                         Ok(Err(e)) => result = Err(format!("send failed: {e}")),
                         Err(_) => result = Err("send stalled".to_owned()),
@@ -508,7 +594,7 @@ impl Worker {
                 Err(reason) => self.quarantine(claim, reason).await,
             }
         }
-        if result.is_ok() && claimed > 0 {
+        if result.is_ok() && fed > 0 {
             match tokio::time::timeout_at(self.send_limit(), sink.flush()).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => result = Err(format!("send failed: {e}")),
@@ -517,6 +603,16 @@ impl Worker {
         }
         self.progress.outstanding.store(self.outstanding.len() as u64, Ordering::SeqCst);
         result
+    }
+
+    /// Gives claims back to ready/ (dropping a claim renames it back): disk work, off the runtime.
+    async fn put_back(&mut self, claims: Vec<Claim>) {
+        if claims.is_empty() {
+            return;
+        }
+        let n = claims.len();
+        self.diag(Level::Info, || format!("putting back {n} entries claimed but not sent"));
+        let _ = tokio::task::spawn_blocking(move || drop(claims)).await;
     }
 
     /// Phases 3 and 4: put back what is unanswered, then close the websocket, bounded.
@@ -587,15 +683,17 @@ impl Worker {
         }
     }
 
-    /// Deletes acknowledged entries from the spool in the background (one disk batch at a time), so
-    /// that the next claims and sends overlap the unlinks. A batch still running is settled first.
+    /// Deletes acknowledged entries from the spool in the background, so that the next claims and
+    /// sends overlap the unlinks; at most [`MAX_ACK_TASKS`] batches at once (the oldest is waited for).
     /// If the process dies before a delete, the entry is sent again and answered `duplicate`.
     async fn ack_batch(&mut self, claims: Vec<Claim>) {
         if claims.is_empty() {
             return;
         }
-        self.settle_acks().await;
-        self.pending_acks = Some(tokio::task::spawn_blocking(move || {
+        while let Some(task) = self.pending_acks.pop_front_if_finished_or_full() {
+            self.count_acks(task).await;
+        }
+        self.pending_acks.tasks.push_back(tokio::task::spawn_blocking(move || {
             claims.into_iter().map(|c| (c.id(), c.ack().map_err(|e| e.to_string()))).collect::<Vec<_>>()
         }));
         // A flush waits for the deletes: it promises an empty spool, not only stored reports.
@@ -604,9 +702,15 @@ impl Worker {
         }
     }
 
-    /// Waits for the background deletes and counts them.
+    /// Waits for every background delete and counts them.
     async fn settle_acks(&mut self) {
-        let Some(task) = self.pending_acks.take() else { return };
+        while let Some(task) = self.pending_acks.tasks.pop_front() {
+            self.count_acks(task).await;
+        }
+    }
+
+    /// Waits for one batch of deletes and counts it.
+    async fn count_acks(&mut self, task: AckTask) {
         let results = match task.await {
             Ok(results) => results,
             Err(e) => {
@@ -625,24 +729,6 @@ impl Worker {
             }
         }
         self.progress.outstanding.store(self.outstanding.len() as u64, Ordering::SeqCst);
-    }
-
-    async fn claim_batch(&self, want: usize) -> Result<Vec<Claim>, String> {
-        let spool = self.spool.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut claims = Vec::with_capacity(want);
-            while claims.len() < want {
-                match spool.claim() {
-                    Ok(Some(c)) => claims.push(c),
-                    Ok(None) => break,
-                    Err(e) if claims.is_empty() => return Err(format!("spool: {e}")),
-                    Err(_) => break,
-                }
-            }
-            Ok(claims)
-        })
-        .await
-        .map_err(|e| format!("spool task failed: {e}"))?
     }
 
     /// The report message for a claim; `Ok(None)` when the prepare hook says to skip it.
