@@ -3,8 +3,8 @@
 use std::io::Write as _;
 
 use anyhow::Context as _;
-use lastword_agent::collect::{self, AnyStore, CollectArgs, query::StoreArgs};
-use lastword_agent::ui::{self, Access, SqliteUiStore, UiArgs};
+use lastword_agent::collect::{self, CollectArgs, query::StoreArgs};
+use lastword_agent::ui::{self, Access, AnyUiStore, UiArgs};
 use tokio_util::sync::CancellationToken;
 
 /// The arguments of `lastword collect`: the collector's and its web UI's.
@@ -54,12 +54,8 @@ pub fn collect_command(CollectCommand { collect: args, ui: ui_args }: CollectCom
                          or through /login); served without TLS"
                     ),
                 }
-                let ui_store = match &store {
-                    AnyStore::Sqlite(sqlite) => SqliteUiStore::open(sqlite.path())?,
-                    AnyStore::Postgres(_) => anyhow::bail!(
-                        "--ui reads the SQLite store only, for now: it cannot serve --store postgres://..."
-                    ),
-                };
+                // Its own read-only connection (SQLite) or pool (PostgreSQL): never the collector's.
+                let ui_store = AnyUiStore::for_store(&store).await?;
                 let stopped = stop.clone().cancelled_owned();
                 let server = tokio::spawn(ui::serve(ui_listener, ui_store, access, stopped));
                 Some((ui_bound, server))

@@ -1,7 +1,8 @@
 //! Several `lastword collect` processes on one PostgreSQL database (a throwaway server,
 //! tests/src/postgres.rs): uploaders with two URLs fail over when a collector is killed with SIGKILL,
 //! and a database stopped under load makes the collector answer retry_later and recover by itself. In
-//! both, every report is stored exactly once and every crash group counts exactly its crashes.
+//! both, every report is stored exactly once and every crash group counts exactly its crashes. And the
+//! web UI of a collector on the database.
 
 #![allow(clippy::unwrap_used, reason = "test helpers: a failure is a test failure")]
 
@@ -300,4 +301,53 @@ async fn a_database_too_slow_to_commit_means_retry_later_and_the_resend_is_store
     bye(ws).await;
     server.stop().await.unwrap();
     assert_stored_exactly(&pg, "slow", &HashSet::from([id]));
+}
+
+/// One HTTP/1.0 GET: the status and the body.
+async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(format!("GET {path} HTTP/1.0\r\nHost: ui\r\n\r\n").as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(STEP, tcp.read_to_end(&mut raw)).await.unwrap().unwrap();
+    let raw = String::from_utf8(raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    (head.split(' ').nth(1).unwrap().parse().unwrap(), body.to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_on_postgres_serves_its_web_ui() {
+    let pg = TempPostgres::start();
+    let url = pg.create_database("ui");
+    let collector = Collector::start(Path::new(&url), &["--ui", "127.0.0.1:0"]);
+    let line = collector.stdout.recv_timeout(STEP).expect("the web UI line in time");
+    let ui: SocketAddr = line
+        .strip_prefix("web UI on http://")
+        .and_then(|a| a.strip_suffix('/'))
+        .unwrap_or_else(|| panic!("odd second line {line:?}"))
+        .parse()
+        .unwrap();
+    let mut ws = connect(collector.addr, Some(TOKEN)).await.unwrap();
+    hello(&mut ws, "webshop").await;
+    let id = EntryId::generate();
+    send(&mut ws, report_text(id, Kind::Crash, &crash_body(1, 0))).await;
+    assert!(matches!(recv(&mut ws).await, ServerMessage::Accepted { id: got } if got == id));
+    bye(ws).await;
+
+    let (status, home) = http_get(ui, "/").await;
+    assert_eq!(status, 200, "{home}");
+    assert!(home.contains("Reports received per hour") && home.contains("webshop"), "{home}");
+    let (status, groups) = http_get(ui, "/groups?app=webshop").await;
+    assert_eq!(status, 200, "{groups}");
+    assert!(groups.contains("<td class=\"num count\">1</td>"), "{groups}");
+    let (status, report) = http_get(ui, &format!("/reports/{id}")).await;
+    assert_eq!(status, 200, "{report}");
+    assert!(report.contains(&id.to_string()), "{report}");
+    // The UI's sessions are its own, read-only, and named apart from the collector's.
+    let readers = pg.psql(
+        "ui",
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'lastword collect (reader)'",
+    );
+    assert_ne!(readers, "0", "the UI reads on its own connections");
+    drop(collector);
 }

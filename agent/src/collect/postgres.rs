@@ -12,6 +12,7 @@
 //! next batch tries a new connection, so the collector recovers by itself when the database returns.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
@@ -112,13 +113,16 @@ const UPSERT_LOSSES: &str = "INSERT INTO losses (app, host, release, agent_name,
         evicted = excluded.evicted, quarantined = excluded.quarantined,
         crash_loop_suppressed = excluded.crash_loop_suppressed, reported_ms = excluded.reported_ms";
 
-const REPORT_COLUMNS: &str = "id, kind, app, release, host, created_ms, received_ms, fingerprint, summary";
+pub(crate) const REPORT_COLUMNS: &str =
+    "id, kind, app, release, host, created_ms, received_ms, fingerprint, summary";
 
 /// A PostgreSQL store, shared by every collector that names the same database.
 #[derive(Clone)]
 pub struct PostgresStore {
     /// The URL without its password, for messages.
     shown: String,
+    /// The connection settings, for the readers' pool of [`read_only_pool`](Self::read_only_pool).
+    config: Arc<tokio_postgres::Config>,
     pool: Pool,
     write_timeout: Duration,
 }
@@ -165,11 +169,13 @@ fn backend(op: &'static str) -> impl FnOnce(tokio_postgres::Error) -> StoreError
     move |e| StoreError::Backend { op, source: Box::new(e) }
 }
 
-fn to_sql_int(v: u64) -> i64 {
+/// `v` as a `BIGINT` (saturated).
+pub(crate) fn to_sql_int(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-fn from_sql_int(v: i64) -> u64 {
+/// A `BIGINT` count or time as `u64` (a negative one, which the store never writes, as 0).
+pub(crate) fn from_sql_int(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
 
@@ -219,23 +225,31 @@ impl PostgresStore {
         &self.shown
     }
 
+    /// A pool of its own, on the same database, for readers such as the web UI: at most `size`
+    /// connections whose sessions are read-only (`default_transaction_read_only`) and whose statements
+    /// are cancelled by the server after `statement_timeout`. Readers never take the collector's
+    /// connections, so a slow page cannot delay a batch.
+    pub fn read_only_pool(&self, size: usize, statement_timeout: Duration) -> Result<Pool, StoreError> {
+        let mut config = tokio_postgres::Config::clone(&self.config);
+        config.application_name("lastword collect (reader)");
+        // After any options of the URL, so that these win.
+        let options = format!(
+            "{} -c default_transaction_read_only=on -c statement_timeout={}",
+            config.get_options().unwrap_or_default(),
+            statement_timeout.as_millis()
+        );
+        config.options(options.trim_start());
+        build_pool(config, size).map_err(|e| StoreError::Open { path: self.shown.clone().into(), source: e })
+    }
+
     fn pool(url: &str) -> Result<Self, StoreError> {
         let shown = redacted(url);
         let fail = |e: super::store::BackendError| StoreError::Open { path: shown.clone().into(), source: e };
         let mut config: tokio_postgres::Config = url.parse().map_err(|e| fail(Box::new(e)))?;
         config.connect_timeout(CONNECT_TIMEOUT);
         config.application_name("lastword collect");
-        let manager =
-            Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
-        let pool = Pool::builder(manager)
-            .max_size(POOL_SIZE)
-            .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(CONNECT_TIMEOUT))
-            .create_timeout(Some(CONNECT_TIMEOUT))
-            .recycle_timeout(Some(CONNECT_TIMEOUT))
-            .build()
-            .map_err(|e| fail(Box::new(e)))?;
-        Ok(Self { shown, pool, write_timeout: WRITE_TIMEOUT })
+        let pool = build_pool(config.clone(), POOL_SIZE).map_err(fail)?;
+        Ok(Self { shown, config: Arc::new(config), pool, write_timeout: WRITE_TIMEOUT })
     }
 
     fn open_error(&self, e: tokio_postgres::Error) -> StoreError {
@@ -280,6 +294,21 @@ impl PostgresStore {
         }
         tx.commit().await.map_err(|e| self.open_error(e))
     }
+}
+
+/// A pool of at most `size` connections made with `config`, each waited for at most
+/// [`CONNECT_TIMEOUT`].
+fn build_pool(config: tokio_postgres::Config, size: usize) -> Result<Pool, super::store::BackendError> {
+    let manager =
+        Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+    let pool = Pool::builder(manager)
+        .max_size(size)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(CONNECT_TIMEOUT))
+        .create_timeout(Some(CONNECT_TIMEOUT))
+        .recycle_timeout(Some(CONNECT_TIMEOUT))
+        .build()?;
+    Ok(pool)
 }
 
 /// One crash group's share of a batch: what its row gains.
@@ -396,11 +425,12 @@ async fn write_batch(client: &mut Object, batch: &Batch) -> Result<Vec<Outcome>,
 }
 
 /// Column `i` of `r`; a value of another type than the schema's is an error, not a panic.
-fn col<'a, T: FromSql<'a>>(r: &'a Row, i: usize, op: &'static str) -> Result<T, StoreError> {
+pub(crate) fn col<'a, T: FromSql<'a>>(r: &'a Row, i: usize, op: &'static str) -> Result<T, StoreError> {
     r.try_get(i).map_err(backend(op))
 }
 
-fn report_row(r: &Row, op: &'static str) -> Result<ReportRow, StoreError> {
+/// The [`ReportRow`] of the first columns of `r`, which are [`REPORT_COLUMNS`].
+pub(crate) fn report_row(r: &Row, op: &'static str) -> Result<ReportRow, StoreError> {
     let id: String = col(r, 0, op)?;
     let kind: String = col(r, 1, op)?;
     Ok(ReportRow {

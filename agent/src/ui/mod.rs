@@ -2,7 +2,8 @@
 //! groups, reports and logs of the store, served on a listener of its own.
 //!
 //! - [`serve`]: the server; its shutdown trigger is a parameter. [`router`]: the routes.
-//! - [`store`]: the [`UiStore`] read queries and their SQLite implementation.
+//! - [`store`]: the [`UiStore`] read queries, their SQLite implementation and [`AnyUiStore`], either
+//!   backend; [`postgres`]: their PostgreSQL implementation.
 //! - `pages.rs`: the HTML (maud templates, escaped); `style.css`: compiled into the binary.
 //! - [`Access`]: open on loopback, a token (cookie or HTTP basic auth) anywhere else.
 //!
@@ -10,6 +11,7 @@
 //! only, so even markup that escaped escaping could not run.
 
 mod pages;
+pub mod postgres;
 pub mod store;
 
 use std::future::Future;
@@ -30,7 +32,8 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 
-pub use store::{SqliteUiStore, UiStore};
+pub use postgres::PostgresUiStore;
+pub use store::{AnyUiStore, SqliteUiStore, UiStore};
 
 use crate::collect::store::StoreError;
 use store::{GroupQuery, GroupSort, LogQuery};

@@ -1,9 +1,13 @@
-//! What the web UI reads from a store: the [`UiStore`] trait (read-only, paged queries) and its SQLite
+//! What the web UI reads from a store: the [`UiStore`] trait (read-only, paged queries), its SQLite
 //! implementation, [`SqliteUiStore`], which opens the collector's file read-only on its own connection
-//! so that people's page loads never wait for the collector's writer (WAL readers do not block it).
+//! so that people's page loads never wait for the collector's writer (WAL readers do not block it), and
+//! [`AnyUiStore`], either backend (the PostgreSQL one is in `postgres.rs`). The overview's counts
+//! (`Tally`) and a group's releases and trend (`GroupDetails`) are computed here, the same for
+//! both backends.
 //!
-//! Lists of reports are paged by a cursor (`seq`, the position of arrival: SQLite's rowid), never by an
-//! offset, so a page costs the same at the end of a store of 100,000 reports as at its start.
+//! Lists of reports are paged by a cursor (`seq`, the position of arrival: SQLite's rowid, PostgreSQL's
+//! `seq` column), never by an offset, so a page costs the same at the end of a store of 100,000 reports
+//! as at its start.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
@@ -14,6 +18,8 @@ use lastword::protocol::{Losses, Software};
 use lastword_spool::{EntryId, Kind};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
+use super::postgres::PostgresUiStore;
+use crate::collect::AnyStore;
 use crate::collect::store::{Group, LossesRow, ReportRow, StoreError, StoredReport};
 
 /// Hours in the overview's chart.
@@ -85,7 +91,8 @@ impl GroupSort {
         }
     }
 
-    fn column(self) -> &'static str {
+    /// The column of `groups` this sort orders by.
+    pub(super) fn column(self) -> &'static str {
         match self {
             Self::LastSeen => "last_seen_ms",
             Self::FirstSeen => "first_seen_ms",
@@ -221,6 +228,82 @@ pub trait UiStore: Send + Sync + 'static {
     fn logs(&self, query: LogQuery) -> impl Future<Output = Result<Page<ListedBody>, StoreError>> + Send;
 }
 
+/// The store the collector's `--store` names, whichever backend, behind the one [`UiStore`] interface.
+#[derive(Clone, Debug)]
+pub enum AnyUiStore {
+    /// The embedded store, read on a read-only connection.
+    Sqlite(SqliteUiStore),
+    /// The shared store, read on a read-only pool of its own.
+    Postgres(PostgresUiStore),
+}
+
+impl AnyUiStore {
+    /// The UI's reader of the collector's `store`: its SQLite file opened read-only, or a pool of
+    /// read-only connections to its PostgreSQL database (which connects at the first page load).
+    pub async fn for_store(store: &AnyStore) -> Result<Self, StoreError> {
+        match store {
+            AnyStore::Sqlite(sqlite) => {
+                let path = sqlite.path().to_owned();
+                let opened = tokio::task::spawn_blocking(move || SqliteUiStore::open(&path))
+                    .await
+                    .map_err(|e| StoreError::Backend { op: "open the store", source: Box::new(e) })??;
+                Ok(Self::Sqlite(opened))
+            }
+            AnyStore::Postgres(postgres) => Ok(Self::Postgres(PostgresUiStore::for_store(postgres)?)),
+        }
+    }
+}
+
+impl UiStore for AnyUiStore {
+    async fn overview(&self, now_ms: u64) -> Result<Overview, StoreError> {
+        match self {
+            Self::Sqlite(s) => s.overview(now_ms).await,
+            Self::Postgres(s) => s.overview(now_ms).await,
+        }
+    }
+
+    async fn groups(&self, query: GroupQuery, now_ms: u64) -> Result<(Vec<GroupItem>, bool), StoreError> {
+        match self {
+            Self::Sqlite(s) => s.groups(query, now_ms).await,
+            Self::Postgres(s) => s.groups(query, now_ms).await,
+        }
+    }
+
+    async fn group(&self, app: String, fingerprint: String) -> Result<Option<Group>, StoreError> {
+        match self {
+            Self::Sqlite(s) => s.group(app, fingerprint).await,
+            Self::Postgres(s) => s.group(app, fingerprint).await,
+        }
+    }
+
+    async fn group_reports(
+        &self,
+        app: String,
+        fingerprint: String,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Page<Listed>, StoreError> {
+        match self {
+            Self::Sqlite(s) => s.group_reports(app, fingerprint, before, limit).await,
+            Self::Postgres(s) => s.group_reports(app, fingerprint, before, limit).await,
+        }
+    }
+
+    async fn report(&self, id: EntryId) -> Result<Option<StoredReport>, StoreError> {
+        match self {
+            Self::Sqlite(s) => s.report(id).await,
+            Self::Postgres(s) => s.report(id).await,
+        }
+    }
+
+    async fn logs(&self, query: LogQuery) -> Result<Page<ListedBody>, StoreError> {
+        match self {
+            Self::Sqlite(s) => s.logs(query).await,
+            Self::Postgres(s) => s.logs(query).await,
+        }
+    }
+}
+
 /// The SQLite store of the collector, read on a read-only connection of the UI's own.
 #[derive(Clone)]
 pub struct SqliteUiStore {
@@ -285,10 +368,10 @@ fn group_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Group> {
     })
 }
 
-const GROUP_COLUMNS: &str = "app, fingerprint, title, count, first_seen_ms, last_seen_ms";
+pub(super) const GROUP_COLUMNS: &str = "app, fingerprint, title, count, first_seen_ms, last_seen_ms";
 
 /// `LIKE` pattern of "contains `text`", with `\` as the escape character.
-fn contains_pattern(text: &str) -> String {
+pub(super) fn contains_pattern(text: &str) -> String {
     let mut p = String::with_capacity(text.len() + 2);
     p.push('%');
     for c in text.chars() {
@@ -299,6 +382,136 @@ fn contains_pattern(text: &str) -> String {
     }
     p.push('%');
     p
+}
+
+/// The reports of a group read for its row in the list (releases and trend), newest first.
+pub(super) const DETAILS_LIMIT: u32 = 10_000;
+
+/// The overview's counts, fed with the reports newest first by every backend, so that both show the
+/// same overview of the same reports.
+pub(super) struct Tally {
+    now_ms: u64,
+    since: u64,
+    hourly: [u64; CHART_HOURS],
+    per_group: HashMap<(String, String), (u64, u64)>,
+    apps: BTreeMap<String, AppSeen>,
+}
+
+impl Tally {
+    /// Empty counts for the overview at `now_ms`.
+    pub(super) fn new(now_ms: u64) -> Self {
+        Self {
+            now_ms,
+            since: now_ms.saturating_sub(2 * DAY_MS),
+            hourly: [0; CHART_HOURS],
+            per_group: HashMap::new(),
+            apps: BTreeMap::new(),
+        }
+    }
+
+    /// Counts one report (the next older one). False once the walk is past the two days: stop reading.
+    ///
+    /// Rows come in the order of arrival, and received_ms is the collector's clock at arrival: walking
+    /// back from the newest row, the walk stops an hour past the two days (room for a clock step)
+    /// instead of reading all.
+    pub(super) fn add(
+        &mut self,
+        app: String,
+        release: Option<String>,
+        fingerprint: Option<String>,
+        received: u64,
+    ) -> bool {
+        if received + HOUR_MS < self.since {
+            return false;
+        }
+        if received < self.since || received > self.now_ms {
+            return true;
+        }
+        let age = self.now_ms - received;
+        if let Ok(hours_ago) = usize::try_from(age / HOUR_MS)
+            && hours_ago < CHART_HOURS
+        {
+            self.hourly[CHART_HOURS - 1 - hours_ago] += 1;
+        }
+        if let Some(fp) = fingerprint {
+            let counts = self.per_group.entry((app.clone(), fp)).or_default();
+            if age < DAY_MS {
+                counts.0 += 1;
+            } else {
+                counts.1 += 1;
+            }
+        }
+        let seen = self.apps.entry(app.clone()).or_insert_with(|| AppSeen {
+            app,
+            releases: BTreeMap::new(),
+            reports: 0,
+        });
+        seen.reports += 1;
+        *seen.releases.entry(release.unwrap_or_default()).or_default() += 1;
+        true
+    }
+
+    /// The `(app, fingerprint)` of the crash groups with reports in the two days.
+    pub(super) fn group_keys(&self) -> impl Iterator<Item = &(String, String)> {
+        self.per_group.keys()
+    }
+
+    /// The overview, given the rows of the groups of [`group_keys`](Self::group_keys) that the store
+    /// has, its losses and its number of groups.
+    pub(super) fn finish(self, groups: Vec<Group>, losses: Vec<LossesRow>, group_count: u64) -> Overview {
+        let mut moving = Vec::new();
+        for group in groups {
+            let key = (group.app.clone(), group.fingerprint.clone());
+            let Some(&(last_day, day_before)) = self.per_group.get(&key) else { continue };
+            let new = group.first_seen_ms + DAY_MS >= self.now_ms;
+            if new || last_day > day_before {
+                moving.push(Movement { group, last_day, day_before, new });
+            }
+        }
+        moving.sort_by(|a, b| {
+            (b.last_day.saturating_sub(b.day_before), b.last_day)
+                .cmp(&(a.last_day.saturating_sub(a.day_before), a.last_day))
+        });
+        moving.truncate(20);
+        Overview { hourly: self.hourly, moving, apps: self.apps.into_values().collect(), losses, group_count }
+    }
+}
+
+/// What a crash group's row in the list shows of its reports, fed with them newest first (at most
+/// [`DETAILS_LIMIT`]).
+pub(super) struct GroupDetails {
+    trend_start: u64,
+    releases: BTreeSet<String>,
+    trend: [u64; TREND_DAYS],
+}
+
+impl GroupDetails {
+    /// Nothing seen yet, for the list at `now_ms`.
+    pub(super) fn new(now_ms: u64) -> Self {
+        Self {
+            trend_start: (now_ms / DAY_MS + 1).saturating_sub(TREND_DAYS as u64) * DAY_MS,
+            releases: BTreeSet::new(),
+            trend: [0; TREND_DAYS],
+        }
+    }
+
+    /// Counts one report of the group.
+    pub(super) fn add(&mut self, release: Option<String>, created: u64) {
+        if let Some(release) = release {
+            self.releases.insert(release);
+        }
+        if created >= self.trend_start
+            && let Ok(day) = usize::try_from((created - self.trend_start) / DAY_MS)
+            && day < TREND_DAYS
+        {
+            self.trend[day] += 1;
+        }
+    }
+
+    /// The group's row in the list.
+    pub(super) fn item(self, group: Group, kind: Option<String>) -> GroupItem {
+        GroupItem { group, kind, releases: self.releases.into_iter().collect(), trend: self.trend }
+    }
 }
 
 impl SqliteUiStore {
@@ -340,76 +553,37 @@ impl SqliteUiStore {
 
 fn overview(conn: &Connection, now_ms: u64) -> Result<Overview, StoreError> {
     let op = "read the overview";
-    let mut hourly = [0u64; CHART_HOURS];
-    let mut per_group: HashMap<(String, String), (u64, u64)> = HashMap::new();
-    let mut apps: BTreeMap<String, AppSeen> = BTreeMap::new();
-    // Rows arrive in rowid order, and received_ms is the collector's clock at arrival: walking back from
-    // the newest row, stop an hour past the two days (room for a clock step) instead of reading all.
-    let since = now_ms.saturating_sub(2 * DAY_MS);
+    let mut tally = Tally::new(now_ms);
     let mut stmt = conn
         .prepare("SELECT app, release, fingerprint, received_ms FROM reports ORDER BY rowid DESC")
         .map_err(backend(op))?;
     let mut rows = stmt.query([]).map_err(backend(op))?;
     while let Some(r) = rows.next().map_err(backend(op))? {
         let received = from_sql_int(r.get(3).map_err(backend(op))?);
-        if received + HOUR_MS < since {
+        if !tally.add(
+            r.get(0).map_err(backend(op))?,
+            r.get(1).map_err(backend(op))?,
+            r.get(2).map_err(backend(op))?,
+            received,
+        ) {
             break;
         }
-        if received < since || received > now_ms {
-            continue;
-        }
-        let app: String = r.get(0).map_err(backend(op))?;
-        let release: Option<String> = r.get(1).map_err(backend(op))?;
-        let fingerprint: Option<String> = r.get(2).map_err(backend(op))?;
-        let age = now_ms - received;
-        if let Ok(hours_ago) = usize::try_from(age / HOUR_MS)
-            && hours_ago < CHART_HOURS
-        {
-            hourly[CHART_HOURS - 1 - hours_ago] += 1;
-        }
-        if let Some(fp) = fingerprint {
-            let counts = per_group.entry((app.clone(), fp)).or_default();
-            if age < DAY_MS {
-                counts.0 += 1;
-            } else {
-                counts.1 += 1;
-            }
-        }
-        let seen =
-            apps.entry(app.clone()).or_insert_with(|| AppSeen { app, releases: BTreeMap::new(), reports: 0 });
-        seen.reports += 1;
-        *seen.releases.entry(release.unwrap_or_default()).or_default() += 1;
     }
     drop(rows);
-    let mut moving = Vec::new();
+    let mut found = Vec::new();
     let mut group_stmt = conn
         .prepare_cached(&format!("SELECT {GROUP_COLUMNS} FROM groups WHERE app = ?1 AND fingerprint = ?2"))
         .map_err(backend(op))?;
-    for ((app, fp), (last_day, day_before)) in per_group {
-        let Some(group) =
+    for (app, fp) in tally.group_keys() {
+        if let Some(group) =
             group_stmt.query_row(params![app, fp], group_row).optional().map_err(backend(op))?
-        else {
-            continue;
-        };
-        let new = group.first_seen_ms + DAY_MS >= now_ms;
-        if new || last_day > day_before {
-            moving.push(Movement { group, last_day, day_before, new });
+        {
+            found.push(group);
         }
     }
-    moving.sort_by(|a, b| {
-        (b.last_day.saturating_sub(b.day_before), b.last_day)
-            .cmp(&(a.last_day.saturating_sub(a.day_before), a.last_day))
-    });
-    moving.truncate(20);
     let group_count: i64 =
         conn.query_row("SELECT count(*) FROM groups", [], |r| r.get(0)).map_err(backend(op))?;
-    Ok(Overview {
-        hourly,
-        moving,
-        apps: apps.into_values().collect(),
-        losses: losses(conn)?,
-        group_count: from_sql_int(group_count),
-    })
+    Ok(tally.finish(found, losses(conn)?, from_sql_int(group_count)))
 }
 
 fn losses(conn: &Connection) -> Result<Vec<LossesRow>, StoreError> {
@@ -465,31 +639,20 @@ fn groups(conn: &Connection, q: &GroupQuery, now_ms: u64) -> Result<(Vec<GroupIt
         rows.collect::<rusqlite::Result<_>>().map_err(backend(op))?;
     let more = found.len() > q.limit as usize;
     found.truncate(q.limit as usize);
-    let trend_start = (now_ms / DAY_MS + 1).saturating_sub(TREND_DAYS as u64) * DAY_MS;
     let mut details = conn
-        .prepare_cached(
+        .prepare_cached(&format!(
             "SELECT release, created_ms FROM reports WHERE app = ?1 AND fingerprint = ?2
-             ORDER BY rowid DESC LIMIT 10000",
-        )
+             ORDER BY rowid DESC LIMIT {DETAILS_LIMIT}"
+        ))
         .map_err(backend(op))?;
     let mut items = Vec::with_capacity(found.len());
     for (group, kind) in found {
-        let mut releases = BTreeSet::new();
-        let mut trend = [0u64; TREND_DAYS];
+        let mut seen = GroupDetails::new(now_ms);
         let mut rows = details.query(params![group.app, group.fingerprint]).map_err(backend(op))?;
         while let Some(r) = rows.next().map_err(backend(op))? {
-            if let Some(release) = r.get::<_, Option<String>>(0).map_err(backend(op))? {
-                releases.insert(release);
-            }
-            let created = from_sql_int(r.get(1).map_err(backend(op))?);
-            if created >= trend_start
-                && let Ok(day) = usize::try_from((created - trend_start) / DAY_MS)
-                && day < TREND_DAYS
-            {
-                trend[day] += 1;
-            }
+            seen.add(r.get(0).map_err(backend(op))?, from_sql_int(r.get(1).map_err(backend(op))?));
         }
-        items.push(GroupItem { group, kind, releases: releases.into_iter().collect(), trend });
+        items.push(seen.item(group, kind));
     }
     Ok((items, more))
 }
@@ -504,7 +667,8 @@ fn group_reports_sql() -> String {
     )
 }
 
-fn page<T>(mut items: Vec<T>, limit: u32, seq: impl Fn(&T) -> i64) -> Page<T> {
+/// The page of `limit` items out of `items`, which holds one more when an older page follows.
+pub(super) fn page<T>(mut items: Vec<T>, limit: u32, seq: impl Fn(&T) -> i64) -> Page<T> {
     let next_before = if items.len() > limit as usize {
         items.truncate(limit as usize);
         items.last().map(seq)

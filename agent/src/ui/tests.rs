@@ -1,4 +1,6 @@
-//! The UI served from a SQLite store filled by the test, asked over real HTTP on a loopback port.
+//! The UI served from a store filled by the test, asked over real HTTP on a loopback port. Every page
+//! test runs on both backends (`sqlite::...` and `postgres::...`, a throwaway server of the test's own):
+//! the same reports go in through the `Store` trait, and the same pages must come out.
 
 use std::sync::Arc;
 
@@ -9,8 +11,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
 
 use super::*;
-use crate::collect::SqliteStore;
 use crate::collect::store::{AgentLosses, Batch, NewReport, Origin, Store};
+use crate::collect::{AnyStore, PostgresStore, SqliteStore};
+use lastword_tests::postgres::TempPostgres;
 
 mod browser;
 
@@ -62,21 +65,44 @@ fn panic_body(message: &str, function: &str) -> serde_json::Value {
     })
 }
 
+/// Which store the test fills and the UI reads.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Backend {
+    /// The embedded store, in the test's temporary directory.
+    Sqlite,
+    /// The shared store, on a PostgreSQL server of the test's own.
+    Postgres,
+}
+
 /// What the tests' store holds.
 pub(super) struct Filled {
     pub dir: tempfile::TempDir,
-    pub store_path: std::path::PathBuf,
+    pub store: AnyStore,
     pub panic_id: EntryId,
     pub signal_id: EntryId,
     pub xss_id: EntryId,
+    /// The server of a PostgreSQL store, stopped when the test ends (after the store: declared last).
+    _postgres: Option<TempPostgres>,
+}
+
+async fn open_store(backend: Backend, dir: &std::path::Path) -> (AnyStore, Option<TempPostgres>) {
+    match backend {
+        Backend::Sqlite => (AnyStore::Sqlite(SqliteStore::open(dir).expect("a new store")), None),
+        Backend::Postgres => {
+            let pg = tokio::task::spawn_blocking(TempPostgres::start).await.expect("the server starts");
+            let url = pg.create_database("ui");
+            let store = PostgresStore::open(&url).await.expect("a new database store");
+            (AnyStore::Postgres(store), Some(pg))
+        }
+    }
 }
 
 /// A store with: a panic group of 3 reports over releases 1.0 and 1.1; a signal crash with raw frames;
 /// a report made of HTML and script; 55 crashes of one group (paging); 52 small groups of app `bulk`;
 /// two log batches; one agent's losses.
-pub(super) async fn filled() -> Filled {
+pub(super) async fn filled(backend: Backend) -> Filled {
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let store = SqliteStore::open(dir.path()).expect("a new store");
+    let (store, postgres) = open_store(backend, dir.path()).await;
     let now = now_ms();
     let mut reports = Vec::new();
     let mut first = None;
@@ -181,11 +207,18 @@ pub(super) async fn filled() -> Filled {
         losses: Losses { logs_dropped: 11, evicted: 3, quarantined: 2, crash_loop_suppressed: 5 },
         received_ms: now,
     }];
-    // Stored in the order of arrival, as the collector does.
+    // Stored in the order of arrival, as the collector does, with ids made in that order, as the
+    // senders' would be: the PostgreSQL store inserts a batch in id order.
     reports.sort_by_key(|r| r.received_ms);
+    let mut renamed = std::collections::HashMap::new();
+    for r in &mut reports {
+        let id = EntryId::generate();
+        renamed.insert(r.id, id);
+        r.id = id;
+    }
+    let (panic_id, signal_id, xss_id) = (renamed[&panic_id], renamed[&signal_id], renamed[&xss_id]);
     store.write(Batch { reports, losses }).await.expect("the batch is written");
-    let store_path = store.path().to_owned();
-    Filled { dir, store_path, panic_id, signal_id, xss_id }
+    Filled { dir, store, panic_id, signal_id, xss_id, _postgres: postgres }
 }
 
 const DAY: u64 = 86_400_000;
@@ -197,7 +230,8 @@ pub(super) struct Served {
 }
 
 pub(super) async fn serve_ui(filled: &Filled, access: Access) -> Served {
-    let ui_store = SqliteUiStore::open(&filled.store_path).expect("the store opens read-only");
+    // As `lastword collect --ui` does: the UI's own reader of the collector's store.
+    let ui_store = AnyUiStore::for_store(&filled.store).await.expect("the store opens read-only");
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("a loopback port");
     let addr = listener.local_addr().expect("its address");
     let (stop, stopped) = oneshot::channel::<()>();
@@ -245,9 +279,8 @@ fn rows(body: &str, class: &str) -> usize {
     table.matches("<tr").count().saturating_sub(1)
 }
 
-#[tokio::test]
-async fn each_page_shows_the_stores_content() {
-    let filled = filled().await;
+async fn each_page_shows_the_stores_content(backend: Backend) {
+    let filled = filled(backend).await;
     let ui = serve_ui(&filled, Access::Open).await;
 
     let home = get(ui.addr, "/", "").await;
@@ -334,9 +367,8 @@ async fn each_page_shows_the_stores_content() {
     assert_eq!(get(ui.addr, "/nowhere", "").await.status, 404);
 }
 
-#[tokio::test]
-async fn html_and_script_in_reports_are_shown_as_text() {
-    let filled = filled().await;
+async fn html_and_script_in_reports_are_shown_as_text(backend: Backend) {
+    let filled = filled(backend).await;
     let ui = serve_ui(&filled, Access::Open).await;
     let escaped = "&lt;script&gt;alert(1)&lt;/script&gt;&lt;b&gt;bold&lt;/b&gt;";
     for path in [
@@ -357,9 +389,8 @@ async fn html_and_script_in_reports_are_shown_as_text() {
     assert_in(&report.body, &["&lt;svg onload=alert(3)&gt;", "&lt;img src=x onerror=alert(2)&gt;"]);
 }
 
-#[tokio::test]
-async fn lists_are_paged() {
-    let filled = filled().await;
+async fn lists_are_paged(backend: Backend) {
+    let filled = filled(backend).await;
     let ui = serve_ui(&filled, Access::Open).await;
     let first = get(ui.addr, "/group?app=many&fp=fp-many", "").await;
     assert_eq!(rows(&first.body, "reports"), 50);
@@ -383,9 +414,8 @@ async fn lists_are_paged() {
     assert_in(&rest.body, &["bulk 50", "bulk 51", "rel=\"prev\""]);
 }
 
-#[tokio::test]
-async fn filters_and_sorting_narrow_the_lists() {
-    let filled = filled().await;
+async fn filters_and_sorting_narrow_the_lists(backend: Backend) {
+    let filled = filled(backend).await;
     let ui = serve_ui(&filled, Access::Open).await;
     let signals = get(ui.addr, "/groups?kind=signal", "").await;
     assert_eq!(rows(&signals.body, "groups"), 1);
@@ -408,11 +438,50 @@ async fn filters_and_sorting_narrow_the_lists() {
     let text = get(ui.addr, "/logs?q=DISK+FULL", "").await;
     assert_in(&text.body, &["disk full on /var"]);
     assert!(!text.body.contains("other app says hello"));
+    // LIKE's wildcards are searched for as text: nothing here holds a % or an _.
+    for wild in ["%25", "disk_full", "%25disk"] {
+        let none = get(ui.addr, &format!("/logs?q={wild}"), "").await;
+        assert_eq!(none.status, 200);
+        for message in ["disk full on /var", "other app says hello", "started"] {
+            assert!(!none.body.contains(message), "{message:?} matched q={wild}");
+        }
+    }
     let to = utc_input(now_ms() - 3_600_000);
     let old = get(ui.addr, &format!("/logs?to={to}"), "").await;
     assert_in(&old.body, &["disk full on /var"]);
     assert!(!old.body.contains("other app says hello"));
 }
+
+/// Each case as a test on each backend: `sqlite::case` and `postgres::case`.
+macro_rules! on_both_stores {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    super::$case(super::Backend::Sqlite).await;
+                }
+            )*
+        }
+
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    super::$case(super::Backend::Postgres).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_stores!(
+    each_page_shows_the_stores_content,
+    html_and_script_in_reports_are_shown_as_text,
+    lists_are_paged,
+    filters_and_sorting_narrow_the_lists,
+    off_loopback_the_ui_requires_a_login,
+);
 
 fn utc_input(ms: u64) -> String {
     crate::collect::query::utc(ms).replacen(' ', "T", 1).replace(':', "%3A")
@@ -427,8 +496,7 @@ fn parse_utc_reads_what_datetime_local_inputs_send() {
     assert_eq!(parse_utc("yesterday"), None);
 }
 
-#[tokio::test]
-async fn off_loopback_the_ui_requires_a_login() {
+async fn off_loopback_the_ui_requires_a_login(backend: Backend) {
     let anywhere: SocketAddr = "0.0.0.0:8701".parse().expect("an address");
     assert!(matches!(Access::for_addr(anywhere, None), Err(UiError::NoToken { .. })));
     assert!(matches!(
@@ -438,7 +506,7 @@ async fn off_loopback_the_ui_requires_a_login() {
     assert!(matches!(Access::for_addr("[::1]:8701".parse().expect("an address"), None), Ok(Access::Open)));
     let access = Access::for_addr(anywhere, Some("s3cret".into())).expect("a token is enough");
 
-    let filled = filled().await;
+    let filled = filled(backend).await;
     let ui = serve_ui(&filled, access).await;
     let denied = get(ui.addr, "/", "").await;
     assert_eq!(denied.status, 401);

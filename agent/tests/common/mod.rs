@@ -234,6 +234,8 @@ pub struct Collector {
     pub addr: SocketAddr,
     /// Its URL.
     pub url: String,
+    /// The next lines of its stdout (such as `web UI on http://ADDR/`), as it writes them.
+    pub stdout: std::sync::mpsc::Receiver<String>,
 }
 
 /// The path of the `lastword` binary.
@@ -257,9 +259,12 @@ impl Collector {
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = std::io::BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
         });
         let line = rx.recv_timeout(STEP).expect("the listening line in time");
         let url = line
@@ -269,7 +274,7 @@ impl Collector {
             .to_owned();
         let hostport = url.split("://").nth(1).and_then(|r| r.strip_suffix("/ingest")).unwrap();
         let addr = hostport.parse().unwrap();
-        Collector { child, addr, url }
+        Collector { child, addr, url, stdout: rx }
     }
 
     /// Waits for the process to exit, at most `STEP`.

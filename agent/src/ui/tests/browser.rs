@@ -1,6 +1,7 @@
 //! A real browser: headless Chromium (Debian's `chromium`; .ci/run installs it) loads the overview, a
 //! group and a report, the test checks the DOM it rendered and saves screenshots under
 //! `target/ui-screenshots/`. If Chromium is missing or cannot start, the test fails: it never skips.
+//! On the SQLite store only: the pages are the same on both (tests.rs checks them on both).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -49,7 +50,7 @@ async fn chromium(profile: &Path, args: &[String]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_renders_the_overview_a_group_and_a_report() {
-    let filled = filled().await;
+    let filled = filled(Backend::Sqlite).await;
     let ui = serve_ui(&filled, Access::Open).await;
     let profile = filled.dir.path().join("chromium-profile");
     let shots = screenshots_dir();

@@ -1,0 +1,413 @@
+//! The web UI's read queries on the PostgreSQL store (`--store postgres://...`): [`PostgresUiStore`],
+//! with the same answers as the SQLite one for the same reports.
+//!
+//! It reads through a pool of its own, made from the collector's settings
+//! ([`PostgresStore::read_only_pool`]): at most [`UI_POOL_SIZE`] connections, read-only sessions, and a
+//! server-side [`UI_STATEMENT_TIMEOUT`]. People's page loads never take the committer's connections.
+//!
+//! Lists of reports are paged by `seq` (the order of arrival), through the indexes of the schema
+//! (agent/STORE.md): `reports_by_group` for a group's reports and its latest kind, `reports_by_kind`
+//! for log batches, `reports_recent` for the overview's walk back over the last two days. Bodies are
+//! `TEXT`; the JSON fields the UI filters on are read with `body::jsonb`.
+
+use std::time::Duration;
+
+use deadpool_postgres::{Object, Pool};
+use lastword::protocol::{Losses, Software};
+use lastword_spool::EntryId;
+use tokio_postgres::Row;
+
+use super::store::{
+    self, DETAILS_LIMIT, GROUP_COLUMNS, GroupDetails, GroupItem, GroupQuery, GroupSort, Listed, ListedBody,
+    LogQuery, Overview, Page, Tally, UiStore,
+};
+use crate::collect::PostgresStore;
+use crate::collect::postgres::{REPORT_COLUMNS, col, from_sql_int, report_row, to_sql_int};
+use crate::collect::store::{Group, LossesRow, StoreError, StoredReport};
+
+/// Connections the UI's pool keeps at most.
+pub const UI_POOL_SIZE: usize = 2;
+/// Longest a statement of the UI may run before the server cancels it (the page shows an error).
+pub const UI_STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Rows of the overview's walk read per query.
+const WALK_CHUNK: i64 = 1000;
+
+/// The columns of a listed report: [`REPORT_COLUMNS`], then `seq` (column 9).
+fn listed_columns() -> String {
+    format!("{REPORT_COLUMNS}, seq")
+}
+
+/// The PostgreSQL store, read on read-only connections of the UI's own.
+#[derive(Clone)]
+pub struct PostgresUiStore {
+    /// The URL without its password, for messages.
+    shown: String,
+    pool: Pool,
+}
+
+impl std::fmt::Debug for PostgresUiStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresUiStore").field("url", &self.shown).finish_non_exhaustive()
+    }
+}
+
+fn backend(op: &'static str) -> impl FnOnce(tokio_postgres::Error) -> StoreError {
+    move |e| StoreError::Backend { op, source: Box::new(e) }
+}
+
+fn group_row(r: &Row, op: &'static str) -> Result<Group, StoreError> {
+    Ok(Group {
+        app: col(r, 0, op)?,
+        fingerprint: col(r, 1, op)?,
+        title: col(r, 2, op)?,
+        count: from_sql_int(col(r, 3, op)?),
+        first_seen_ms: from_sql_int(col(r, 4, op)?),
+        last_seen_ms: from_sql_int(col(r, 5, op)?),
+    })
+}
+
+fn listed(r: &Row, op: &'static str) -> Result<Listed, StoreError> {
+    Ok(Listed { seq: col(r, 9, op)?, row: report_row(r, op)? })
+}
+
+/// The `ORDER BY` key of a sort. Titles compare byte by byte (`COLLATE "C"`), as SQLite's do.
+fn order_key(sort: GroupSort) -> String {
+    match sort {
+        GroupSort::Title => "g.title COLLATE \"C\"".to_owned(),
+        other => format!("g.{}", other.column()),
+    }
+}
+
+/// The page of one group's reports: a backward range scan of `reports_by_group (app, fingerprint,
+/// seq)`, in the order of the page. The cursor is a plain bound (no `IS NULL OR`), so the index bounds
+/// the scan whatever the plan.
+const GROUP_REPORTS: &str = "WHERE app = $1 AND fingerprint = $2 AND seq < $3 ORDER BY seq DESC LIMIT $4";
+
+impl PostgresUiStore {
+    /// The UI's reader of the collector's `store`, on a pool of its own
+    /// ([`PostgresStore::read_only_pool`]). Connects lazily: the first page load connects.
+    pub fn for_store(store: &PostgresStore) -> Result<Self, StoreError> {
+        let pool = store.read_only_pool(UI_POOL_SIZE, UI_STATEMENT_TIMEOUT)?;
+        Ok(Self { shown: store.url().to_owned(), pool })
+    }
+
+    async fn client(&self, op: &'static str) -> Result<Object, StoreError> {
+        self.pool.get().await.map_err(|e| StoreError::Backend { op, source: Box::new(e) })
+    }
+
+    async fn losses(client: &Object) -> Result<Vec<LossesRow>, StoreError> {
+        const OP: &str = "list losses";
+        let rows = client
+            .query(
+                "SELECT app, host, release, agent_name, agent_version, logs_dropped, evicted,
+                    quarantined, crash_loop_suppressed, reported_ms FROM losses ORDER BY app, host LIMIT 500",
+                &[],
+            )
+            .await
+            .map_err(backend(OP))?;
+        rows.iter()
+            .map(|r| {
+                Ok(LossesRow {
+                    app: col(r, 0, OP)?,
+                    host: col(r, 1, OP)?,
+                    release: col(r, 2, OP)?,
+                    agent: Software { name: col(r, 3, OP)?, version: col(r, 4, OP)? },
+                    losses: Losses {
+                        logs_dropped: from_sql_int(col(r, 5, OP)?),
+                        evicted: from_sql_int(col(r, 6, OP)?),
+                        quarantined: from_sql_int(col(r, 7, OP)?),
+                        crash_loop_suppressed: from_sql_int(col(r, 8, OP)?),
+                    },
+                    reported_ms: from_sql_int(col(r, 9, OP)?),
+                })
+            })
+            .collect()
+    }
+}
+
+impl UiStore for PostgresUiStore {
+    async fn overview(&self, now_ms: u64) -> Result<Overview, StoreError> {
+        const OP: &str = "read the overview";
+        let client = self.client(OP).await?;
+        let mut tally = Tally::new(now_ms);
+        // Back from the newest report over reports_recent, a chunk at a time, until the tally has seen
+        // the two days: the same walk as SQLite's, which stops reading there.
+        let walk = client
+            .prepare(
+                "SELECT app, release, fingerprint, received_ms, seq FROM reports
+                 WHERE seq < $1 ORDER BY seq DESC LIMIT $2",
+            )
+            .await
+            .map_err(backend(OP))?;
+        let mut before = i64::MAX;
+        'walk: loop {
+            let rows = client.query(&walk, &[&before, &WALK_CHUNK]).await.map_err(backend(OP))?;
+            for r in &rows {
+                before = col(r, 4, OP)?;
+                if !tally.add(col(r, 0, OP)?, col(r, 1, OP)?, col(r, 2, OP)?, from_sql_int(col(r, 3, OP)?)) {
+                    break 'walk;
+                }
+            }
+            if rows.len() < WALK_CHUNK as usize {
+                break;
+            }
+        }
+        let (apps, fingerprints): (Vec<&str>, Vec<&str>) =
+            tally.group_keys().map(|(a, f)| (a.as_str(), f.as_str())).unzip();
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT {GROUP_COLUMNS} FROM groups
+                     WHERE (app, fingerprint) IN (SELECT * FROM unnest($1::text[], $2::text[]))"
+                ),
+                &[&apps, &fingerprints],
+            )
+            .await
+            .map_err(backend(OP))?;
+        let groups = rows.iter().map(|r| group_row(r, OP)).collect::<Result<Vec<_>, _>>()?;
+        let group_count: i64 = client
+            .query_one("SELECT count(*) FROM groups", &[])
+            .await
+            .and_then(|r| r.try_get(0))
+            .map_err(backend(OP))?;
+        let losses = Self::losses(&client).await?;
+        Ok(tally.finish(groups, losses, from_sql_int(group_count)))
+    }
+
+    async fn groups(&self, q: GroupQuery, now_ms: u64) -> Result<(Vec<GroupItem>, bool), StoreError> {
+        const OP: &str = "list crash groups";
+        let client = self.client(OP).await?;
+        // The kind of a group is the `type` of its latest report: one probe of reports_by_group per
+        // group. Ties of the sort are broken by the group's key (SQLite: by the group's rowid).
+        let sql = format!(
+            "SELECT g.app, g.fingerprint, g.title, g.count, g.first_seen_ms, g.last_seen_ms, k.kind
+             FROM groups g
+             LEFT JOIN LATERAL (SELECT r.body::jsonb ->> 'type' AS kind FROM reports r
+                 WHERE r.app = g.app AND r.fingerprint = g.fingerprint ORDER BY r.seq DESC LIMIT 1) k ON true
+             WHERE ($1::text IS NULL OR g.app = $1)
+               AND ($2::text IS NULL OR EXISTS (SELECT 1 FROM reports r
+                    WHERE r.app = g.app AND r.fingerprint = g.fingerprint AND r.release = $2))
+               AND ($3::text IS NULL OR k.kind = $3)
+             ORDER BY {key} {dir}, g.app, g.fingerprint LIMIT $4 OFFSET $5",
+            key = order_key(q.sort),
+            dir = if q.descending { "DESC" } else { "ASC" },
+        );
+        let rows = client
+            .query(&sql, &[&q.app, &q.release, &q.kind, &(i64::from(q.limit) + 1), &i64::from(q.offset)])
+            .await
+            .map_err(backend(OP))?;
+        let mut found = Vec::with_capacity(rows.len());
+        for r in &rows {
+            found.push((group_row(r, OP)?, col::<Option<String>>(r, 6, OP)?));
+        }
+        let more = found.len() > q.limit as usize;
+        found.truncate(q.limit as usize);
+        // The releases and trends of the whole page in one query: the newest reports of each group.
+        let (apps, fingerprints): (Vec<&str>, Vec<&str>) =
+            found.iter().map(|(g, _)| (g.app.as_str(), g.fingerprint.as_str())).unzip();
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT t.i, r.release, r.created_ms
+                     FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS t(app, fingerprint, i)
+                     CROSS JOIN LATERAL (SELECT release, created_ms FROM reports r
+                         WHERE r.app = t.app AND r.fingerprint = t.fingerprint
+                         ORDER BY r.seq DESC LIMIT {DETAILS_LIMIT}) r"
+                ),
+                &[&apps, &fingerprints],
+            )
+            .await
+            .map_err(backend(OP))?;
+        let mut details: Vec<GroupDetails> = found.iter().map(|_| GroupDetails::new(now_ms)).collect();
+        for r in &rows {
+            let i: i64 = col(r, 0, OP)?;
+            let seen = usize::try_from(i - 1).ok().and_then(|i| details.get_mut(i)).ok_or_else(|| {
+                StoreError::BadRow { what: "the ordinality of a group", value: i.to_string() }
+            })?;
+            seen.add(col(r, 1, OP)?, from_sql_int(col(r, 2, OP)?));
+        }
+        let items =
+            found.into_iter().zip(details).map(|((group, kind), seen)| seen.item(group, kind)).collect();
+        Ok((items, more))
+    }
+
+    async fn group(&self, app: String, fingerprint: String) -> Result<Option<Group>, StoreError> {
+        const OP: &str = "read a crash group";
+        let client = self.client(OP).await?;
+        let row = client
+            .query_opt(
+                &format!("SELECT {GROUP_COLUMNS} FROM groups WHERE app = $1 AND fingerprint = $2"),
+                &[&app, &fingerprint],
+            )
+            .await
+            .map_err(backend(OP))?;
+        row.map(|r| group_row(&r, OP)).transpose()
+    }
+
+    async fn group_reports(
+        &self,
+        app: String,
+        fingerprint: String,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Page<Listed>, StoreError> {
+        const OP: &str = "list a group's reports";
+        let client = self.client(OP).await?;
+        let sql = format!("SELECT {} FROM reports {GROUP_REPORTS}", listed_columns());
+        let rows = client
+            .query(&sql, &[&app, &fingerprint, &before.unwrap_or(i64::MAX), &(i64::from(limit) + 1)])
+            .await
+            .map_err(backend(OP))?;
+        let items = rows.iter().map(|r| listed(r, OP)).collect::<Result<Vec<_>, _>>()?;
+        Ok(store::page(items, limit, |l| l.seq))
+    }
+
+    async fn report(&self, id: EntryId) -> Result<Option<StoredReport>, StoreError> {
+        const OP: &str = "read a report";
+        let client = self.client(OP).await?;
+        let sql = format!("SELECT {REPORT_COLUMNS}, body FROM reports WHERE id = $1");
+        let row = client.query_opt(&sql, &[&id.to_string()]).await.map_err(backend(OP))?;
+        row.map(|r| Ok(StoredReport { row: report_row(&r, OP)?, body: col(&r, 9, OP)? })).transpose()
+    }
+
+    async fn logs(&self, q: LogQuery) -> Result<Page<ListedBody>, StoreError> {
+        const OP: &str = "list log batches";
+        let client = self.client(OP).await?;
+        // reports_by_kind (kind, seq), walked back from the cursor. The text matches case-insensitively
+        // for ASCII (ILIKE under the "C" collation), as SQLite's LIKE; its wildcards are escaped. A
+        // batch whose `records` is not an array has no level.
+        let sql = format!(
+            "SELECT {}, body FROM reports
+             WHERE kind = 'log' AND seq < $1 AND ($2::text IS NULL OR app = $2)
+               AND ($3::bigint IS NULL OR created_ms >= $3) AND ($4::bigint IS NULL OR created_ms < $4)
+               AND ($5::text IS NULL OR body COLLATE \"C\" ILIKE $5 ESCAPE '\\')
+               AND (cardinality($6::text[]) = 0 OR EXISTS (SELECT 1 FROM jsonb_array_elements(
+                    CASE WHEN jsonb_typeof(body::jsonb -> 'records') = 'array'
+                         THEN body::jsonb -> 'records' ELSE '[]'::jsonb END) e
+                    WHERE upper(e ->> 'level') = ANY($6)))
+             ORDER BY seq DESC LIMIT $7",
+            listed_columns()
+        );
+        let rows = client
+            .query(
+                &sql,
+                &[
+                    &q.before.unwrap_or(i64::MAX),
+                    &q.app,
+                    &q.from_ms.map(to_sql_int),
+                    &q.to_ms.map(to_sql_int),
+                    &q.text.as_deref().map(store::contains_pattern),
+                    &q.levels,
+                    &(i64::from(q.limit) + 1),
+                ],
+            )
+            .await
+            .map_err(backend(OP))?;
+        let items = rows
+            .iter()
+            .map(|r| Ok(ListedBody { listed: listed(r, OP)?, body: col(r, 10, OP)? }))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(store::page(items, q.limit, |b| b.listed.seq))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use lastword_spool::Kind;
+    use lastword_tests::postgres::TempPostgres;
+
+    use super::*;
+    use crate::collect::store::{Batch, NewReport, Origin, Store};
+
+    fn reports(n: u64) -> Vec<NewReport> {
+        let origin = Arc::new(Origin {
+            agent: Software { name: "lastword".into(), version: "0.1.0".into() },
+            app: "app".into(),
+            release: Some("1.0".into()),
+            host: None,
+        });
+        (0..n)
+            .map(|i| NewReport {
+                id: EntryId::generate(),
+                kind: if i % 3 == 0 { Kind::Log } else { Kind::Crash },
+                origin: Arc::clone(&origin),
+                created_ms: 1_000 + i,
+                received_ms: 1_000 + i,
+                fingerprint: (i % 3 != 0).then(|| format!("fp-{}", i % 20)),
+                summary: String::new(),
+                body: r#"{"type":"panic","records":[{"level":"INFO","message":"x"}]}"#.into(),
+            })
+            .collect()
+    }
+
+    async fn plan(ui: &PostgresUiStore, sql: &str) -> String {
+        let client = ui.client("explain").await.expect("a connection");
+        let rows = client.query(&format!("EXPLAIN {sql}"), &[]).await.expect("a plan");
+        rows.iter().map(|r| r.get::<_, String>(0)).collect::<Vec<_>>().join("\n")
+    }
+
+    #[tokio::test]
+    async fn pages_of_reports_walk_the_schemas_indexes_without_sorting() {
+        let pg = tokio::task::spawn_blocking(TempPostgres::start).await.expect("the server starts");
+        let url = pg.create_database("plans");
+        let store = PostgresStore::open(&url).await.expect("a new database store");
+        store.write(Batch { reports: reports(3_000), losses: vec![] }).await.expect("written");
+        pg.psql("plans", "ANALYZE");
+        let ui = PostgresUiStore::for_store(&store).expect("a reader");
+
+        let group = plan(
+            &ui,
+            &format!(
+                "SELECT {} FROM reports {}",
+                listed_columns(),
+                GROUP_REPORTS
+                    .replace("$1", "'app'")
+                    .replace("$2", "'fp-1'")
+                    .replace("$3", "9223372036854775807")
+                    .replace("$4", "51")
+            ),
+        )
+        .await;
+        assert!(group.contains("reports_by_group"), "{group}");
+        assert!(!group.contains("Sort"), "{group}");
+
+        let logs = plan(
+            &ui,
+            "SELECT seq FROM reports WHERE kind = 'log' AND seq < 9223372036854775807 ORDER BY seq DESC LIMIT 51",
+        )
+        .await;
+        // reports_by_kind, or reports_recent when most rows are logs: either walks in the page's order.
+        assert!(logs.contains("reports_by_kind") || logs.contains("reports_recent"), "{logs}");
+        assert!(!logs.contains("Sort"), "{logs}");
+    }
+
+    #[tokio::test]
+    async fn the_ui_reads_on_read_only_sessions_and_matches_text_like_sqlite() {
+        let pg = tokio::task::spawn_blocking(TempPostgres::start).await.expect("the server starts");
+        let url = pg.create_database("reader");
+        let store = PostgresStore::open(&url).await.expect("a new database store");
+        let ui = PostgresUiStore::for_store(&store).expect("a reader");
+        let client = ui.client("test").await.expect("a connection");
+        let write = client.execute("DELETE FROM reports", &[]).await;
+        assert!(write.is_err(), "a UI session could write");
+        // Case-insensitive for ASCII only, as SQLite's LIKE; wildcards escaped.
+        for (text, pattern, expected) in [
+            ("Disk FULL on /var", "disk full", true),
+            ("Émile", "émile", false),
+            ("disk full", "disk_full", false),
+            ("100% disk", "100%", true),
+            ("100 disk", "100%", false),
+        ] {
+            let row = client
+                .query_one(
+                    "SELECT $1::text COLLATE \"C\" ILIKE $2 ESCAPE '\\'",
+                    &[&text, &store::contains_pattern(pattern)],
+                )
+                .await
+                .expect("matched");
+            assert_eq!(row.get::<_, bool>(0), expected, "{text:?} contains {pattern:?}");
+        }
+    }
+}
