@@ -31,8 +31,9 @@ pub struct UploadArgs {
     /// Application name sent to the collector in hello (reports carry their own app in their body).
     #[arg(long, env = "LASTWORD_APP", default_value = "unknown")]
     app: String,
-    /// How many reports may be unanswered at once (the N of the reliability promise).
-    #[arg(long, default_value_t = 32)]
+    /// How many reports may be claimed and unanswered at once (the N of the reliability promise;
+    /// also capped by the collector's max_in_flight).
+    #[arg(long, default_value_t = 256)]
     window: usize,
     /// PEM file of extra CA certificates to trust for wss://.
     #[arg(long)]

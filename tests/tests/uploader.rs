@@ -59,6 +59,28 @@ fn never_more_than_the_window_unanswered() {
 }
 
 #[test]
+fn window_bytes_bounds_the_bodies_claimed_and_unanswered() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path(), SpoolOptions::default()).unwrap();
+    let body = format!(r#"{{"pad":"{}"}}"#, "x".repeat(10_000));
+    for _ in 0..40 {
+        spool.write(Kind::Event, body.as_bytes()).unwrap();
+    }
+    let collector = TestCollector::start(Behaviour::Stall);
+    let mut cfg = config(collector.url()).window(100);
+    cfg.window_bytes = 35_000;
+    let uploader = Uploader::start(spool.clone(), cfg).unwrap();
+    collector.wait_for(Duration::from_secs(10), "the first reports", |r| r.received.len() >= 4);
+    // Claiming stops once the bodies held reach the bound: 3 of them are under it, the 4th crosses it.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(collector.record.lock().unwrap().received.len(), 4);
+    assert_eq!(count(&spool, EntryState::Claimed), 4, "no more is claimed while the bound is reached");
+    let summary = uploader.shutdown(Duration::from_millis(200));
+    assert_eq!(summary.put_back, 4, "{summary:?}");
+    assert_eq!(count(&spool, EntryState::Ready), 40);
+}
+
+#[test]
 fn shutdown_with_a_collector_that_never_answers_returns_by_the_deadline_and_puts_claims_back() {
     let dir = tempfile::tempdir().unwrap();
     let (spool, _) = spool_with(dir.path(), 50);

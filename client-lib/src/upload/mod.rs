@@ -83,8 +83,13 @@ pub struct UploaderConfig {
     /// The agent sent in `hello`.
     pub agent: Software,
     /// How many reports may be unanswered at once (also capped by the collector's `max_in_flight`).
-    /// This is the N of the reliability promise. Default 32.
+    /// This is the N of the reliability promise. Default 256: a window that keeps the collector's
+    /// group commit busy while the next entries are read from the spool (see agent/benches/drain.rs).
     pub window: usize,
+    /// Bound on the bytes of the entries claimed and unanswered at once (their bodies are held in
+    /// memory until answered): no more entries are claimed while it is reached, and at least one
+    /// always is. Default 8 MiB.
+    pub window_bytes: usize,
     /// Bound on TCP connect plus websocket handshake plus hello/welcome. Default 10 s.
     pub connect_timeout: Duration,
     /// With reports in flight, a connection on which nothing arrives for this long is dead. Default 30 s.
@@ -137,7 +142,8 @@ impl UploaderConfig {
             release: None,
             host: None,
             agent: Software { name: "lastword".into(), version: env!("CARGO_PKG_VERSION").into() },
-            window: 32,
+            window: 256,
+            window_bytes: 8 << 20,
             connect_timeout: Duration::from_secs(10),
             answer_timeout: Duration::from_secs(30),
             keepalive: Duration::from_secs(15),

@@ -30,7 +30,7 @@ type Stream = SplitStream<Ws>;
 const MAX_CLAIM_CHUNK: usize = 64;
 
 /// How many batches of deletes may run in the background at once.
-const MAX_ACK_TASKS: usize = 4;
+const MAX_ACK_TASKS: usize = 6;
 
 /// Batches of deletes running in the background, oldest first.
 #[derive(Default)]
@@ -46,28 +46,32 @@ impl AckTasks {
     }
 }
 
-/// Claims being taken from the spool on the blocking pool. Its `want` entries count in the window
-/// from the moment it starts.
-struct ClaimTask {
-    want: usize,
-    handle: tokio::task::JoinHandle<Result<Vec<Claim>, String>>,
+/// What a claim task took.
+#[derive(Default)]
+struct Claimed {
+    claims: Vec<Claim>,
+    /// The spool had no more ready entries (as this handle sees it).
+    empty: bool,
 }
+
+/// Claims being taken from the spool on the blocking pool. Only one runs at a time, started for at
+/// most the window's free places: its entries count in the window from the moment it starts.
+struct ClaimTask(tokio::task::JoinHandle<Result<Claimed, String>>);
 
 impl ClaimTask {
     /// Waits for the task in `slot` and empties the slot; pending forever when there is none (for
     /// `select!`). Cancel-safe: the task goes on, and is still in the slot, if this is dropped.
-    async fn finish(slot: &mut Option<ClaimTask>) -> (usize, Result<Vec<Claim>, String>) {
+    async fn finish(slot: &mut Option<ClaimTask>) -> Result<Claimed, String> {
         let Some(task) = slot.as_mut() else { return std::future::pending().await };
-        let result = (&mut task.handle).await.map_err(|e| format!("claim task failed: {e}"));
-        let want = task.want;
+        let result = (&mut task.0).await.map_err(|e| format!("claim task failed: {e}"));
         *slot = None;
-        (want, result.and_then(|r| r))
+        result.and_then(|r| r)
     }
 
     /// Waits for the task; the claims it took, or none when it failed (a failed task dropped its
     /// claims, which put them back).
-    async fn join(self) -> Option<Vec<Claim>> {
-        self.handle.await.ok().and_then(Result::ok)
+    async fn join(self) -> Vec<Claim> {
+        self.0.await.ok().and_then(Result::ok).map(|c| c.claims).unwrap_or_default()
     }
 }
 
@@ -386,16 +390,20 @@ impl Worker {
             if let Some(deadline) = self.stopping {
                 // Phase 1: claim nothing more; what a claim task took goes back unsent.
                 if let Some(task) = claiming.take() {
-                    self.put_back(task.join().await.unwrap_or_default()).await;
+                    self.put_back(task.join().await).await;
                 }
                 // Phase 2: wait for answers until the deadline.
                 if in_flight.is_empty() || now >= deadline {
                     break End::Clean;
                 }
             } else if claiming.is_none() && !exhausted && !paused && in_flight.len() < window {
-                // In chunks, so that the first reports leave while the next ones are read.
-                let chunk = (window / 4).clamp(1, MAX_CLAIM_CHUNK);
-                claiming = Some(self.start_claims((window - in_flight.len()).min(chunk)));
+                let held: usize = in_flight.values().map(|c| c.body().len()).sum();
+                if held < self.config.window_bytes || in_flight.is_empty() {
+                    // In chunks, so that the first reports leave while the next ones are read.
+                    let chunk = (window / 4).clamp(1, MAX_CLAIM_CHUNK);
+                    let bytes = self.config.window_bytes.saturating_sub(held);
+                    claiming = Some(self.start_claims((window - in_flight.len()).min(chunk), bytes));
+                }
             }
             if in_flight.is_empty() && claiming.is_none() && exhausted && self.stopping.is_none() {
                 self.settle_acks().await;
@@ -413,10 +421,9 @@ impl Worker {
                     exhausted = false;
                 }
                 claimed = ClaimTask::finish(&mut claiming) => {
-                    let (wanted, claims) = claimed;
-                    match claims {
-                        Ok(claims) => {
-                            exhausted = claims.len() < wanted;
+                    match claimed {
+                        Ok(Claimed { claims, empty }) => {
+                            exhausted = empty;
                             if let Err(reason) = self.send_claims(&mut sink, &mut in_flight, claims, max_bytes).await {
                                 failure = Some(reason);
                             }
@@ -494,7 +501,7 @@ impl Worker {
             }
         };
         if let Some(task) = claiming.take() {
-            self.put_back(task.join().await.unwrap_or_default()).await;
+            self.put_back(task.join().await).await;
         }
         self.close(sink, stream, in_flight, end).await
     }
@@ -538,22 +545,28 @@ impl Worker {
         wake_at
     }
 
-    /// Starts claiming up to `want` entries on the blocking pool.
-    fn start_claims(&self, want: usize) -> ClaimTask {
+    /// Starts claiming up to `want` entries on the blocking pool, stopping once their bodies reach
+    /// `bytes` (the first is always taken).
+    fn start_claims(&self, want: usize, bytes: usize) -> ClaimTask {
         let spool = self.spool.clone();
         let handle = tokio::task::spawn_blocking(move || {
-            let mut claims = Vec::with_capacity(want);
-            while claims.len() < want {
+            let mut claims: Vec<Claim> = Vec::with_capacity(want);
+            let mut taken = 0usize;
+            while claims.len() < want && (claims.is_empty() || taken < bytes) {
                 match spool.claim() {
-                    Ok(Some(c)) => claims.push(c),
-                    Ok(None) => break,
+                    Ok(Some(c)) => {
+                        taken += c.body().len();
+                        claims.push(c);
+                    }
+                    Ok(None) => return Ok(Claimed { claims, empty: true }),
                     Err(e) if claims.is_empty() => return Err(format!("spool: {e}")),
+                    // Send what was taken; the next task meets the error again if it lasts.
                     Err(_) => break,
                 }
             }
-            Ok(claims)
+            Ok(Claimed { claims, empty: false })
         });
-        ClaimTask { want, handle }
+        ClaimTask(handle)
     }
 
     /// Sends claimed entries with one flush. An error means the connection failed: the claims not
@@ -693,9 +706,18 @@ impl Worker {
         while let Some(task) = self.pending_acks.pop_front_if_finished_or_full() {
             self.count_acks(task).await;
         }
-        self.pending_acks.tasks.push_back(tokio::task::spawn_blocking(move || {
-            claims.into_iter().map(|c| (c.id(), c.ack().map_err(|e| e.to_string()))).collect::<Vec<_>>()
-        }));
+        // Unlinks of one directory overlap where the file system lets them (freeing the blocks, a
+        // synchronous discard on some mounts, runs outside the directory's lock): two tasks per batch.
+        let mut claims = claims;
+        let half = claims.split_off(claims.len() / 2);
+        for part in [claims, half] {
+            if part.is_empty() {
+                continue;
+            }
+            self.pending_acks.tasks.push_back(tokio::task::spawn_blocking(move || {
+                part.into_iter().map(|c| (c.id(), c.ack().map_err(|e| e.to_string()))).collect::<Vec<_>>()
+            }));
+        }
         // A flush waits for the deletes: it promises an empty spool, not only stored reports.
         if !self.flushes.is_empty() {
             self.settle_acks().await;
