@@ -26,7 +26,7 @@ pub fn collect_command(CollectCommand { collect: args, ui: ui_args }: CollectCom
     runtime.block_on(async {
         let store = args.store.open().await?;
         // Signal handlers first: a SIGTERM right after the listening line must find them in place.
-        let shutdown = shutdown_signal()?;
+        let shutdown = shutdown_signal("lastword collect")?;
         let listener = tokio::net::TcpListener::bind(&args.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -90,8 +90,10 @@ pub fn collect_command(CollectCommand { collect: args, ui: ui_args }: CollectCom
     })
 }
 
-/// Completes on the first SIGINT or SIGTERM.
-fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
+/// Completes on the first SIGINT or SIGTERM, and then says on stderr that `who` is shutting down. The
+/// handlers are in place when this returns (it must be called inside a tokio runtime); from then on
+/// neither signal ends the process by itself.
+pub(crate) fn shutdown_signal(who: &'static str) -> anyhow::Result<impl Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
@@ -100,7 +102,7 @@ fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
             _ = term.recv() => {}
             _ = int.recv() => {}
         }
-        eprintln!("lastword collect: shutting down");
+        eprintln!("{who}: shutting down");
     })
 }
 

@@ -2,6 +2,12 @@
 //! store in a temporary directory, the example application (a real separate process) that logs,
 //! panics in a thread and dies of a real SIGSEGV, the sidecar that delivers its reports, and the
 //! collector's answer: each report stored once, crashes symbolized.
+//!
+//! The collector's web UI serves the same store next to it, on a free loopback port (open, loopback
+//! only); the demo prints its address (`web UI on http://127.0.0.1:PORT/`). Without `--serve` both stop
+//! after the summary and the demo exits; with `--serve` they keep running until SIGINT (Ctrl-C) or
+//! SIGTERM, then stop gracefully. Either way the exit code is the demo's verdict: 0 only if every
+//! report the application wrote reached the store once.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -10,6 +16,8 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use lastword::spool::{EntryId, EntryState, SpoolView};
 use lastword_agent::collect::{self, Config, Limits, SqliteStore, Tokens};
+use lastword_agent::ui::{self, Access, SqliteUiStore};
+use tokio_util::sync::CancellationToken;
 
 use crate::exit;
 
@@ -20,13 +28,18 @@ pub struct DemoArgs {
     /// directory. It is kept afterwards, so that you can look at the spool and the store.
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// After the summary, keep the collector and its web UI running, to look at the reports in a
+    /// browser, until Ctrl-C (SIGINT) or SIGTERM. The exit code is still the demo's verdict.
+    #[arg(long)]
+    serve: bool,
 }
 
 fn step(n: u32, text: &str) {
     println!("\n[{n}/6] {text}");
 }
 
-/// Runs the demo; exit code 0 only if every report the application wrote reached the store once.
+/// Runs the demo; exit code 0 only if every report the application wrote reached the store once. With
+/// `--serve`, returns only after SIGINT or SIGTERM, once the collector and the web UI have stopped.
 pub fn demo(args: &DemoArgs) -> Result<u8> {
     let work = match &args.dir {
         Some(d) => d.clone(),
@@ -41,17 +54,24 @@ pub fn demo(args: &DemoArgs) -> Result<u8> {
     let token = EntryId::generate().to_string();
     println!("lastword demo: working in {}", work.display());
 
-    step(1, "starting the collector (SQLite store, a free loopback port)");
+    step(1, "starting the collector (SQLite store, a free loopback port) and its web UI (another one)");
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    // Stops both the collector and the web UI; each waits for it, neither is dropped halfway.
+    let stop = CancellationToken::new();
     let store = SqliteStore::open(&store_dir)?;
+    // The UI reads the store on a read-only connection of its own, never the collector's.
+    let ui_store = SqliteUiStore::open(store.path())?;
     let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
     let url = format!("ws://{}/ingest", listener.local_addr()?);
+    let ui_listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
+    let ui_url = format!("http://{}/", ui_listener.local_addr()?);
+    // Open to anyone who can connect, which on loopback is this machine only.
+    let access = Access::for_addr(ui_listener.local_addr()?, None)?;
     let config = Config { tokens: Tokens::from_list([token.clone()]), tls: None, limits: Limits::default() };
-    let server = runtime.spawn(collect::run(listener, config, store, async {
-        let _ = stopped.await;
-    }));
+    let server = runtime.spawn(collect::run(listener, config, store, stop.clone().cancelled_owned()));
+    let web = runtime.spawn(ui::serve(ui_listener, ui_store, access, stop.clone().cancelled_owned()));
     println!("      collector listening on {url}, store in {}", store_dir.display());
+    println!("      web UI on {ui_url}");
 
     step(2, "running the example application: it logs, panics in a thread, then dies of SIGSEGV");
     let app = demo_app()?;
@@ -132,9 +152,6 @@ pub fn demo(args: &DemoArgs) -> Result<u8> {
         }
     }
 
-    let _ = stop.send(());
-    runtime.block_on(server).context("the collector task failed")??;
-
     step(6, "look for yourself");
     let spool_s = spool.display();
     let store_s = store_dir.display();
@@ -147,15 +164,34 @@ pub fn demo(args: &DemoArgs) -> Result<u8> {
     if let Some(id) = stored.iter().find(|r| r["kind"] == "crash").and_then(|r| r["id"].as_str()) {
         println!("      lastword store show {id} --store {store_s}");
     }
-    println!("      in a browser: serve the store's web UI, then open http://127.0.0.1:8701/");
-    println!(
-        "      LASTWORD_TOKENS=demo lastword collect --store {store_s} --listen 127.0.0.1:0 --ui 127.0.0.1:8701"
-    );
+    if args.serve {
+        println!("      in a browser: {ui_url} (the crash groups, the reports, the logs)");
+    } else {
+        println!(
+            "      in a browser: rerun with --serve (`lastword demo --serve`) to keep the collector and"
+        );
+        println!("      its web UI running after the summary, then open the web UI's address it prints");
+    }
     let ok = all_once && left == 0 && drain.status.code() == Some(0);
     println!(
         "\n{}",
         if ok { "every report arrived, once." } else { "NOT every report arrived once: see above." }
     );
+
+    if args.serve {
+        // The handlers first: a SIGTERM right after the line below must find them in place.
+        let signalled = runtime.block_on(async { crate::collect_cmd::shutdown_signal("lastword demo") })?;
+        println!(
+            "\nserving the collector on {url} and the web UI on {ui_url} until Ctrl-C (SIGINT) or SIGTERM"
+        );
+        runtime.block_on(signalled);
+    }
+    stop.cancel();
+    runtime.block_on(server).context("the collector task failed")??;
+    runtime.block_on(web).context("the web UI task failed")?.context("the web UI failed")?;
+    if args.serve {
+        println!("stopped: the collector answered everything it received; the store is kept in {store_s}");
+    }
     Ok(if ok { exit::OK } else { exit::ERROR })
 }
 
