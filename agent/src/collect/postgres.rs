@@ -430,6 +430,28 @@ pub(crate) fn col<'a, T: FromSql<'a>>(r: &'a Row, i: usize, op: &'static str) ->
 }
 
 /// The [`ReportRow`] of the first columns of `r`, which are [`REPORT_COLUMNS`].
+/// The columns [`losses_row`] reads, in its order.
+pub(crate) const LOSSES_COLUMNS: &str =
+    "app, host, release, agent_name, agent_version, logs_dropped, evicted,
+    quarantined, crash_loop_suppressed, reported_ms";
+
+/// A row of `losses`, selected with [`LOSSES_COLUMNS`].
+pub(crate) fn losses_row(r: &Row, op: &'static str) -> Result<LossesRow, StoreError> {
+    Ok(LossesRow {
+        app: col(r, 0, op)?,
+        host: col(r, 1, op)?,
+        release: col(r, 2, op)?,
+        agent: Software { name: col(r, 3, op)?, version: col(r, 4, op)? },
+        losses: Losses {
+            logs_dropped: from_sql_int(col(r, 5, op)?),
+            evicted: from_sql_int(col(r, 6, op)?),
+            quarantined: from_sql_int(col(r, 7, op)?),
+            crash_loop_suppressed: from_sql_int(col(r, 8, op)?),
+        },
+        reported_ms: from_sql_int(col(r, 9, op)?),
+    })
+}
+
 pub(crate) fn report_row(r: &Row, op: &'static str) -> Result<ReportRow, StoreError> {
     let id: String = col(r, 0, op)?;
     let kind: String = col(r, 1, op)?;
@@ -522,30 +544,10 @@ impl Store for PostgresStore {
         const OP: &str = "list losses";
         let client = self.client(OP).await?;
         let rows = client
-            .query(
-                "SELECT app, host, release, agent_name, agent_version, logs_dropped, evicted,
-                    quarantined, crash_loop_suppressed, reported_ms FROM losses ORDER BY app, host",
-                &[],
-            )
+            .query(&format!("SELECT {LOSSES_COLUMNS} FROM losses ORDER BY app, host"), &[])
             .await
             .map_err(backend(OP))?;
-        rows.iter()
-            .map(|r| {
-                Ok(LossesRow {
-                    app: col(r, 0, OP)?,
-                    host: col(r, 1, OP)?,
-                    release: col(r, 2, OP)?,
-                    agent: Software { name: col(r, 3, OP)?, version: col(r, 4, OP)? },
-                    losses: Losses {
-                        logs_dropped: from_sql_int(col(r, 5, OP)?),
-                        evicted: from_sql_int(col(r, 6, OP)?),
-                        quarantined: from_sql_int(col(r, 7, OP)?),
-                        crash_loop_suppressed: from_sql_int(col(r, 8, OP)?),
-                    },
-                    reported_ms: from_sql_int(col(r, 9, OP)?),
-                })
-            })
-            .collect()
+        rows.iter().map(|r| losses_row(r, OP)).collect()
     }
 }
 

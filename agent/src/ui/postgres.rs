@@ -13,7 +13,6 @@
 use std::time::Duration;
 
 use deadpool_postgres::{Object, Pool};
-use lastword::protocol::{Losses, Software};
 use lastword_spool::EntryId;
 use tokio_postgres::Row;
 
@@ -22,7 +21,9 @@ use super::store::{
     LogQuery, Overview, Page, Tally, UiStore,
 };
 use crate::collect::PostgresStore;
-use crate::collect::postgres::{REPORT_COLUMNS, col, from_sql_int, report_row, to_sql_int};
+use crate::collect::postgres::{
+    LOSSES_COLUMNS, REPORT_COLUMNS, col, from_sql_int, losses_row, report_row, to_sql_int,
+};
 use crate::collect::store::{Group, LossesRow, StoreError, StoredReport};
 
 /// Connections the UI's pool keeps at most.
@@ -98,30 +99,10 @@ impl PostgresUiStore {
     async fn losses(client: &Object) -> Result<Vec<LossesRow>, StoreError> {
         const OP: &str = "list losses";
         let rows = client
-            .query(
-                "SELECT app, host, release, agent_name, agent_version, logs_dropped, evicted,
-                    quarantined, crash_loop_suppressed, reported_ms FROM losses ORDER BY app, host LIMIT 500",
-                &[],
-            )
+            .query(&format!("SELECT {LOSSES_COLUMNS} FROM losses ORDER BY app, host LIMIT 500"), &[])
             .await
             .map_err(backend(OP))?;
-        rows.iter()
-            .map(|r| {
-                Ok(LossesRow {
-                    app: col(r, 0, OP)?,
-                    host: col(r, 1, OP)?,
-                    release: col(r, 2, OP)?,
-                    agent: Software { name: col(r, 3, OP)?, version: col(r, 4, OP)? },
-                    losses: Losses {
-                        logs_dropped: from_sql_int(col(r, 5, OP)?),
-                        evicted: from_sql_int(col(r, 6, OP)?),
-                        quarantined: from_sql_int(col(r, 7, OP)?),
-                        crash_loop_suppressed: from_sql_int(col(r, 8, OP)?),
-                    },
-                    reported_ms: from_sql_int(col(r, 9, OP)?),
-                })
-            })
-            .collect()
+        rows.iter().map(|r| losses_row(r, OP)).collect()
     }
 }
 
@@ -315,6 +296,7 @@ impl UiStore for PostgresUiStore {
 mod tests {
     use std::sync::Arc;
 
+    use lastword::protocol::Software;
     use lastword_spool::Kind;
     use lastword_tests::postgres::TempPostgres;
 
