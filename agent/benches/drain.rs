@@ -58,19 +58,15 @@
 //! Under `cargo test --benches` (no `--bench` argument) every part runs once, small (300 entries, a
 //! 1 s idle period), only to see that it works; the table is printed but proves nothing.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::Write as _;
+use std::fs;
 use std::net::SocketAddr;
-use std::os::unix::fs::OpenOptionsExt as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures_util::{FutureExt as _, SinkExt as _, StreamExt as _};
 use lastword::protocol::{ClientMessage, Report, SUBPROTOCOL, bearer};
-use lastword::spool::{
-    EntryId, EntryName, HEADER_LEN, Header, Kind, Limits as SpoolLimits, Spool, SpoolOptions,
-};
+use lastword::spool::{EntryId, Kind, Limits as SpoolLimits, Spool, SpoolOptions};
 use lastword::upload::{Uploader, UploaderConfig};
 use lastword_agent::collect::{self, CollectError, Config, Limits, SqliteStore, Tokens};
 use tempfile::TempDir;
@@ -82,6 +78,13 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_util::sync::CancellationToken;
+
+#[path = "../../benches-common/stats.rs"]
+mod stats;
+use stats::{median, quantile, verdict};
+#[path = "../../benches-common/disk.rs"]
+mod disk;
+use disk::{put_ready, settle_disk};
 
 /// Targets from the issue.
 const DRAIN_RATIO_TARGET: f64 = 0.70;
@@ -462,29 +465,6 @@ fn kind_of(i: usize) -> Kind {
     }
 }
 
-/// Writes a valid entry straight into `ready` (no temporary file, no fsync). Only for setting up,
-/// while nothing reads the directory.
-fn put_ready(ready: &Path, kind: Kind, body: &[u8]) {
-    let id = EntryId::generate();
-    let header = Header { kind, flags: 0, id, created_millis: id.millis(), body_len: body.len() as u64 };
-    let name = EntryName::new(kind, id, (HEADER_LEN + body.len()) as u64);
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(ready.join(name.to_string()))
-        .expect("setup: create an entry file");
-    file.write_all(&header.encode(&[body])).expect("setup: write the header");
-    file.write_all(body).expect("setup: write the body");
-}
-
-/// Writes back everything dirty on the file system of `path`, so that the setup's files are not
-/// flushed by the fsyncs being measured.
-fn settle_disk(path: &Path) {
-    let dir = File::open(path).expect("open a bench directory");
-    rustix::fs::syncfs(&dir).expect("syncfs");
-}
-
 fn bench_dir(prefix: &str) -> TempDir {
     tempfile::Builder::new().prefix(prefix).tempdir().expect("create a temporary directory")
 }
@@ -652,23 +632,4 @@ fn idle_table(runtime: &Runtime, period: Duration) -> Vec<String> {
         ),
         format!("{:<30} exit 0 {exit_ms:.0} ms after SIGTERM", "lastword run"),
     ]
-}
-
-// ---------------------------------------------------------------------------------------------
-// Statistics
-// ---------------------------------------------------------------------------------------------
-
-fn median(values: &mut [f64]) -> f64 {
-    quantile(values, 0.5)
-}
-
-/// The `q` quantile (nearest rank) of a non-empty set of values.
-fn quantile(values: &mut [f64], q: f64) -> f64 {
-    values.sort_by(f64::total_cmp);
-    let rank = (q * (values.len() - 1) as f64).round() as usize;
-    values[rank.min(values.len() - 1)]
-}
-
-fn verdict(ok: bool) -> &'static str {
-    if ok { "ok" } else { "MISSED" }
 }

@@ -50,6 +50,10 @@ use tracing::Dispatch;
 use tracing_appender::non_blocking::{ErrorCounter, NonBlocking, WorkerGuard};
 use tracing_subscriber::layer::SubscriberExt;
 
+#[path = "../../benches-common/stats.rs"]
+mod stats;
+use stats::{median, quantile, verdict};
+
 /// Target from the issue: lastword no slower than the appender on the caller's thread.
 const RATIO_TARGET: f64 = 1.0;
 
@@ -346,19 +350,4 @@ fn interleaved(sides: &mut Sides, mode: &RunMode) -> Vec<String> {
             median(&mut direct_ratios),
         ),
     ]
-}
-
-fn median(values: &mut [f64]) -> f64 {
-    quantile(values, 0.5)
-}
-
-/// The `q` quantile (nearest rank) of a non-empty set of values.
-fn quantile(values: &mut [f64], q: f64) -> f64 {
-    values.sort_by(f64::total_cmp);
-    let rank = (q * (values.len() - 1) as f64).round() as usize;
-    values[rank.min(values.len() - 1)]
-}
-
-fn verdict(ok: bool) -> &'static str {
-    if ok { "ok" } else { "MISSED" }
 }

@@ -36,12 +36,10 @@
 //! Under `cargo test --benches` (criterion's test mode), `--list` and `--profile-time` the table is
 //! skipped.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::hint::black_box;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::panic::PanicHookInfo;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, SamplingMode};
@@ -49,6 +47,13 @@ use lastword::report::{CrashReport, Frame, strip_hash};
 use lastword::spool::{Kind, Limits};
 use lastword::{Config, Guard};
 use tempfile::TempDir;
+
+#[path = "../../benches-common/stats.rs"]
+mod stats;
+use stats::{median, quantile, verdict};
+#[path = "../../benches-common/disk.rs"]
+mod disk;
+use disk::{BareWriter, settle_disk};
 
 /// Target from the issue: the durable report without symbolization, against the bare write.
 const RATIO_TARGET: f64 = 3.0;
@@ -185,7 +190,7 @@ impl Sides {
     fn run(&mut self, side: Side, n: u64) -> Duration {
         let start = Instant::now();
         match side {
-            Side::Bare => (0..n).for_each(|_| self.bare.write(&self.body)),
+            Side::Bare => (0..n).for_each(|_| self.bare.write(Kind::Crash, &[&self.body])),
             Side::HookFull => (0..n).for_each(|_| panic_once()),
             Side::StorePrebuilt => (0..n).for_each(|_| {
                 lastword::store_crash_for_bench(self.report.clone()).expect("the report is stored");
@@ -201,7 +206,7 @@ impl Sides {
         }
         let elapsed = start.elapsed();
         match side {
-            Side::Bare => remove_files_in(&self.bare.ready),
+            Side::Bare => remove_files_in(self.bare.ready()),
             _ => {
                 let spool = self.guard.spool();
                 let ready = spool.path().join("ready");
@@ -249,46 +254,6 @@ fn time(f: impl FnOnce()) -> Duration {
     let start = Instant::now();
     f();
     start.elapsed()
-}
-
-/// The system calls of a durable write, without lastword around them.
-struct BareWriter {
-    tmp: PathBuf,
-    ready: PathBuf,
-    /// Kept open for the directory fsync, as the spool keeps `ready/` open.
-    ready_dir: File,
-    next: u64,
-}
-
-impl BareWriter {
-    fn new(root: &Path) -> Self {
-        let tmp = root.join("writing");
-        let ready = root.join("ready");
-        for dir in [&tmp, &ready] {
-            fs::create_dir_all(dir).expect("create the baseline's directories");
-        }
-        let ready_dir = File::open(&ready).expect("open the baseline's ready directory");
-        Self { tmp, ready, ready_dir, next: 0 }
-    }
-
-    /// create(O_EXCL) + write + fsync + rename + fsync(directory).
-    fn write(&mut self, body: &[u8]) {
-        self.next += 1;
-        // As long as a spool entry's name, so that path handling costs the same.
-        let name = format!("0-{:026}-{}.crash", self.next, body.len());
-        let tmp = self.tmp.join(&name);
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .expect("baseline: create the temporary file");
-        file.write_all(body).expect("baseline: write the report");
-        file.sync_all().expect("baseline: fsync the file");
-        drop(file);
-        fs::rename(&tmp, self.ready.join(&name)).expect("baseline: rename into ready");
-        self.ready_dir.sync_all().expect("baseline: fsync the directory");
-    }
 }
 
 /// Alternates the sides in rounds of `BATCH` operations each; ratios and differences are taken
@@ -362,26 +327,4 @@ fn remove_files_in(dir: &Path) {
         fs::remove_file(&path).expect("clear a bench directory");
     }
     File::open(dir).and_then(|d| d.sync_all()).expect("fsync a cleared bench directory");
-}
-
-/// Writes back everything dirty on the file system of `path`, so that setup's files are not flushed
-/// by the fsyncs being measured.
-fn settle_disk(path: &Path) {
-    let dir = File::open(path).expect("open a bench directory");
-    rustix::fs::syncfs(&dir).expect("syncfs");
-}
-
-fn median(values: &mut [f64]) -> f64 {
-    quantile(values, 0.5)
-}
-
-/// The `q` quantile (nearest rank) of a non-empty set of values.
-fn quantile(values: &mut [f64], q: f64) -> f64 {
-    values.sort_by(f64::total_cmp);
-    let rank = (q * (values.len() - 1) as f64).round() as usize;
-    values[rank.min(values.len() - 1)]
-}
-
-fn verdict(ok: bool) -> &'static str {
-    if ok { "ok" } else { "MISSED" }
 }

@@ -28,18 +28,21 @@
 //! Under `cargo test --benches` (criterion's test mode) and `--list`, the big spool has 1,000
 //! entries instead of 100,000; the table is skipped then and under `--profile-time`.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::hint::black_box;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, SamplingMode, Throughput};
-use lastword_spool::{
-    EntryId, EntryName, EntryState, HEADER_LEN, Header, Kind, Limits, Spool, SpoolOptions, SpoolView,
-};
+use lastword_spool::{EntryState, HEADER_LEN, Kind, Limits, Spool, SpoolOptions, SpoolView};
 use tempfile::TempDir;
+
+#[path = "../../benches-common/stats.rs"]
+mod stats;
+use stats::{median, quantile, verdict};
+#[path = "../../benches-common/disk.rs"]
+mod disk;
+use disk::{BareWriter, put_ready, settle_disk};
 
 /// Targets from the issue.
 const WRITE_RATIO_TARGET: f64 = 1.3;
@@ -165,54 +168,11 @@ impl WriteSides {
     fn bare_batch(&mut self, n: u64) -> Duration {
         let start = Instant::now();
         for _ in 0..n {
-            self.bare.write(&self.body);
+            self.bare.write(Kind::Log, &[&[0; HEADER_LEN], &self.body]);
         }
         let elapsed = start.elapsed();
-        remove_files_in(&self.bare.ready);
+        remove_files_in(self.bare.ready());
         elapsed
-    }
-}
-
-/// The system calls of a durable write, without the spool around them.
-struct BareWriter {
-    tmp: PathBuf,
-    ready: PathBuf,
-    /// Kept open for the directory fsync, as the spool keeps `ready/` open.
-    ready_dir: File,
-    next: u64,
-}
-
-impl BareWriter {
-    fn new(root: &Path) -> Self {
-        let tmp = root.join("writing");
-        let ready = root.join("ready");
-        for dir in [&tmp, &ready] {
-            fs::create_dir_all(dir).expect("create the baseline's directories");
-        }
-        let ready_dir = File::open(&ready).expect("open the baseline's ready directory");
-        Self { tmp, ready, ready_dir, next: 0 }
-    }
-
-    /// create(O_EXCL) + write(header-sized) + write(body) + fsync + rename + fsync(directory): what
-    /// `Spool::write` does, minus the spool.
-    fn write(&mut self, body: &[u8]) {
-        const HEADER: [u8; HEADER_LEN] = [0; HEADER_LEN];
-        self.next += 1;
-        // As long as an entry name, so that path handling costs the same.
-        let name = format!("2-{:026}-{}.log", self.next, HEADER_LEN + body.len());
-        let tmp = self.tmp.join(&name);
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .expect("baseline: create the temporary file");
-        file.write_all(&HEADER).expect("baseline: write the header");
-        file.write_all(body).expect("baseline: write the body");
-        file.sync_all().expect("baseline: fsync the file");
-        drop(file);
-        fs::rename(&tmp, self.ready.join(&name)).expect("baseline: rename into ready");
-        self.ready_dir.sync_all().expect("baseline: fsync the directory");
     }
 }
 
@@ -492,23 +452,6 @@ fn kind_of(i: u64) -> Kind {
     }
 }
 
-/// Writes a valid entry straight into `ready` (no temporary file, no fsync) and returns its name.
-/// Only for setting up benchmarks, where nothing reads the directory meanwhile.
-fn put_ready(ready: &Path, kind: Kind, body: &[u8]) -> EntryName {
-    let id = EntryId::generate();
-    let header = Header { kind, flags: 0, id, created_millis: id.millis(), body_len: body.len() as u64 };
-    let name = EntryName::new(kind, id, (HEADER_LEN + body.len()) as u64);
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(ready.join(name.to_string()))
-        .expect("setup: create an entry file");
-    file.write_all(&header.encode(&[body])).expect("setup: write the header");
-    file.write_all(body).expect("setup: write the body");
-    name
-}
-
 /// Empties `dir`, then fsyncs it: that commits the unlinks (and, on a file system mounted with
 /// `discard`, trims the freed blocks) here, untimed, rather than in the next measured fsync.
 fn remove_files_in(dir: &Path) {
@@ -517,27 +460,4 @@ fn remove_files_in(dir: &Path) {
         fs::remove_file(&path).expect("clear a bench directory");
     }
     File::open(dir).and_then(|d| d.sync_all()).expect("fsync a cleared bench directory");
-}
-
-/// Writes back everything dirty on the file system of `path`, so that a previous setup's files are
-/// not flushed by the fsyncs being measured. Called a few times per run only: on a shared machine it
-/// flushes the other users of the file system too.
-fn settle_disk(path: &Path) {
-    let dir = File::open(path).expect("open a bench directory");
-    rustix::fs::syncfs(&dir).expect("syncfs");
-}
-
-fn median(values: &mut [f64]) -> f64 {
-    quantile(values, 0.5)
-}
-
-/// The `q` quantile (nearest rank) of a non-empty set of values.
-fn quantile(values: &mut [f64], q: f64) -> f64 {
-    values.sort_by(f64::total_cmp);
-    let rank = (q * (values.len() - 1) as f64).round() as usize;
-    values[rank.min(values.len() - 1)]
-}
-
-fn verdict(ok: bool) -> &'static str {
-    if ok { "ok" } else { "MISSED" }
 }
