@@ -430,6 +430,18 @@ pub(crate) fn col<'a, T: FromSql<'a>>(r: &'a Row, i: usize, op: &'static str) ->
 }
 
 /// The [`ReportRow`] of the first columns of `r`, which are [`REPORT_COLUMNS`].
+/// A row of `groups`: app, fingerprint, title, count, first_seen_ms, last_seen_ms.
+pub(crate) fn group_row(r: &Row, op: &'static str) -> Result<Group, StoreError> {
+    Ok(Group {
+        app: col(r, 0, op)?,
+        fingerprint: col(r, 1, op)?,
+        title: col(r, 2, op)?,
+        count: from_sql_int(col(r, 3, op)?),
+        first_seen_ms: from_sql_int(col(r, 4, op)?),
+        last_seen_ms: from_sql_int(col(r, 5, op)?),
+    })
+}
+
 /// The columns [`losses_row`] reads, in its order.
 pub(crate) const LOSSES_COLUMNS: &str =
     "app, host, release, agent_name, agent_version, logs_dropped, evicted,
@@ -526,18 +538,7 @@ impl Store for PostgresStore {
             )
             .await
             .map_err(backend(OP))?;
-        rows.iter()
-            .map(|r| {
-                Ok(Group {
-                    app: col(r, 0, OP)?,
-                    fingerprint: col(r, 1, OP)?,
-                    title: col(r, 2, OP)?,
-                    count: from_sql_int(col(r, 3, OP)?),
-                    first_seen_ms: from_sql_int(col(r, 4, OP)?),
-                    last_seen_ms: from_sql_int(col(r, 5, OP)?),
-                })
-            })
-            .collect()
+        rows.iter().map(|r| group_row(r, OP)).collect()
     }
 
     async fn losses(&self) -> Result<Vec<LossesRow>, StoreError> {

@@ -22,7 +22,7 @@ use super::store::{
 };
 use crate::collect::PostgresStore;
 use crate::collect::postgres::{
-    LOSSES_COLUMNS, REPORT_COLUMNS, col, from_sql_int, losses_row, report_row, to_sql_int,
+    LOSSES_COLUMNS, REPORT_COLUMNS, col, from_sql_int, group_row, losses_row, report_row, to_sql_int,
 };
 use crate::collect::store::{Group, LossesRow, StoreError, StoredReport};
 
@@ -54,17 +54,6 @@ impl std::fmt::Debug for PostgresUiStore {
 
 fn backend(op: &'static str) -> impl FnOnce(tokio_postgres::Error) -> StoreError {
     move |e| StoreError::Backend { op, source: Box::new(e) }
-}
-
-fn group_row(r: &Row, op: &'static str) -> Result<Group, StoreError> {
-    Ok(Group {
-        app: col(r, 0, op)?,
-        fingerprint: col(r, 1, op)?,
-        title: col(r, 2, op)?,
-        count: from_sql_int(col(r, 3, op)?),
-        first_seen_ms: from_sql_int(col(r, 4, op)?),
-        last_seen_ms: from_sql_int(col(r, 5, op)?),
-    })
 }
 
 fn listed(r: &Row, op: &'static str) -> Result<Listed, StoreError> {
