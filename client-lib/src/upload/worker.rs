@@ -29,6 +29,9 @@ type Stream = SplitStream<Ws>;
 /// this many, so that sending starts while the rest of the window is still being read from disk.
 const MAX_CLAIM_CHUNK: usize = 64;
 
+/// How long the session waits before claiming again after the spool failed a claim.
+const CLAIM_RETRY: Duration = Duration::from_secs(1);
+
 /// How many batches of deletes may run in the background at once.
 const MAX_ACK_TASKS: usize = 6;
 
@@ -39,10 +42,14 @@ struct AckTasks {
 }
 
 impl AckTasks {
-    /// The oldest batch if it is done, or if there are already [`MAX_ACK_TASKS`] running.
-    fn pop_front_if_finished_or_full(&mut self) -> Option<AckTask> {
+    /// The oldest batch if it is done, or if `adding` more would make more than [`MAX_ACK_TASKS`].
+    fn pop_front_if_finished_or_full(&mut self, adding: usize) -> Option<AckTask> {
         let front = self.tasks.front()?;
-        if front.is_finished() || self.tasks.len() >= MAX_ACK_TASKS { self.tasks.pop_front() } else { None }
+        if front.is_finished() || self.tasks.len() + adding > MAX_ACK_TASKS {
+            self.tasks.pop_front()
+        } else {
+            None
+        }
     }
 }
 
@@ -52,6 +59,9 @@ struct Claimed {
     claims: Vec<Claim>,
     /// The spool had no more ready entries (as this handle sees it).
     empty: bool,
+    /// The session's count of reasons to look for work when the task started: an `empty` is stale
+    /// if a wake-up (a new entry, a flush, a rescan) came while the task ran.
+    generation: u64,
 }
 
 /// Claims being taken from the spool on the blocking pool. Only one runs at a time, started for at
@@ -68,10 +78,16 @@ impl ClaimTask {
         result.and_then(|r| r)
     }
 
-    /// Waits for the task; the claims it took, or none when it failed (a failed task dropped its
-    /// claims, which put them back).
-    async fn join(self) -> Vec<Claim> {
-        self.0.await.ok().and_then(Result::ok).map(|c| c.claims).unwrap_or_default()
+    /// Waits for the task until `limit`; the claims it took, or none when it failed (a failed task
+    /// dropped its claims, which put them back) or is still running at `limit` (it goes on by
+    /// itself, and its claims go back to ready/ when it ends: nobody receives them).
+    async fn join(self, limit: Instant) -> Result<Vec<Claim>, String> {
+        match tokio::time::timeout_at(limit, self.0).await {
+            Ok(Ok(Ok(claimed))) => Ok(claimed.claims),
+            Ok(Ok(Err(e))) => Err(e),
+            Ok(Err(e)) => Err(format!("claim task failed: {e}")),
+            Err(_) => Err("the claim task did not end in time; its claims go back when it does".into()),
+        }
     }
 }
 
@@ -383,6 +399,8 @@ impl Worker {
         let mut last_send = Instant::now();
         let mut last_work = Instant::now();
         let mut exhausted = false;
+        // Bumped at every reason to look for work again (see `Claimed::generation`).
+        let mut generation = 0u64;
         let end = loop {
             self.expire_flushes();
             let now = Instant::now();
@@ -390,7 +408,7 @@ impl Worker {
             if let Some(deadline) = self.stopping {
                 // Phase 1: claim nothing more; what a claim task took goes back unsent.
                 if let Some(task) = claiming.take() {
-                    self.put_back(task.join().await).await;
+                    self.join_and_put_back(task, deadline + self.config.close_bound).await;
                 }
                 // Phase 2: wait for answers until the deadline.
                 if in_flight.is_empty() || now >= deadline {
@@ -402,7 +420,8 @@ impl Worker {
                     // In chunks, so that the first reports leave while the next ones are read.
                     let chunk = (window / 4).clamp(1, MAX_CLAIM_CHUNK);
                     let bytes = self.config.window_bytes.saturating_sub(held);
-                    claiming = Some(self.start_claims((window - in_flight.len()).min(chunk), bytes));
+                    let want = (window - in_flight.len()).min(chunk);
+                    claiming = Some(self.start_claims(want, bytes, generation));
                 }
             }
             if in_flight.is_empty() && claiming.is_none() && exhausted && self.stopping.is_none() {
@@ -419,11 +438,16 @@ impl Worker {
                 c = self.rx.recv() => {
                     self.on_control(c);
                     exhausted = false;
+                    generation += 1;
                 }
                 claimed = ClaimTask::finish(&mut claiming) => {
                     match claimed {
-                        Ok(Claimed { claims, empty }) => {
-                            exhausted = empty;
+                        // A retry_later came while the task ran: these wait in ready/ too.
+                        Ok(Claimed { claims, .. }) if self.pause_until.is_some_and(|p| Instant::now() < p) => {
+                            self.put_back(claims).await;
+                        }
+                        Ok(Claimed { claims, empty, generation: started }) => {
+                            exhausted = empty && started == generation;
                             if let Err(reason) = self.send_claims(&mut sink, &mut in_flight, claims, max_bytes).await {
                                 failure = Some(reason);
                             }
@@ -431,8 +455,10 @@ impl Worker {
                             last_work = last_send;
                         }
                         Err(e) => {
+                            // Not "the spool is empty": a flush must not be answered by it. Try
+                            // again after a pause; a flush meanwhile waits, and times out if it lasts.
                             self.record_error(e);
-                            exhausted = true;
+                            self.pause_until = Some(Instant::now() + CLAIM_RETRY);
                         }
                     }
                 }
@@ -486,6 +512,7 @@ impl Worker {
                     if now >= self.last_rescan + self.config.rescan_interval {
                         self.last_rescan = now;
                         exhausted = false;
+                        generation += 1;
                     }
                 }
             }
@@ -501,7 +528,10 @@ impl Worker {
             }
         };
         if let Some(task) = claiming.take() {
-            self.put_back(task.join().await).await;
+            let limit =
+                self.stopping.map_or(Instant::now() + self.config.answer_timeout, |d| d.max(Instant::now()))
+                    + self.config.close_bound;
+            self.join_and_put_back(task, limit).await;
         }
         self.close(sink, stream, in_flight, end).await
     }
@@ -546,8 +576,8 @@ impl Worker {
     }
 
     /// Starts claiming up to `want` entries on the blocking pool, stopping once their bodies reach
-    /// `bytes` (the first is always taken).
-    fn start_claims(&self, want: usize, bytes: usize) -> ClaimTask {
+    /// `bytes` (the first is always taken). `generation` is the session's, handed back with the result.
+    fn start_claims(&self, want: usize, bytes: usize, generation: u64) -> ClaimTask {
         let spool = self.spool.clone();
         let handle = tokio::task::spawn_blocking(move || {
             let mut claims: Vec<Claim> = Vec::with_capacity(want);
@@ -558,13 +588,13 @@ impl Worker {
                         taken += c.body().len();
                         claims.push(c);
                     }
-                    Ok(None) => return Ok(Claimed { claims, empty: true }),
+                    Ok(None) => return Ok(Claimed { claims, empty: true, generation }),
                     Err(e) if claims.is_empty() => return Err(format!("spool: {e}")),
                     // Send what was taken; the next task meets the error again if it lasts.
                     Err(_) => break,
                 }
             }
-            Ok(Claimed { claims, empty: false })
+            Ok(Claimed { claims, empty: false, generation })
         });
         ClaimTask(handle)
     }
@@ -618,14 +648,35 @@ impl Worker {
         result
     }
 
-    /// Gives claims back to ready/ (dropping a claim renames it back): disk work, off the runtime.
+    /// Gives claims that were never sent back to ready/: disk work, off the runtime. One that cannot
+    /// be renamed back stays in this session's claimed/ (where the next scan after this process ends
+    /// finds it) and counts as put back, not as delivered.
     async fn put_back(&mut self, claims: Vec<Claim>) {
         if claims.is_empty() {
             return;
         }
         let n = claims.len();
         self.diag(Level::Info, || format!("putting back {n} entries claimed but not sent"));
-        let _ = tokio::task::spawn_blocking(move || drop(claims)).await;
+        let failed = tokio::task::spawn_blocking(move || {
+            claims.into_iter().filter_map(|c| c.release().err().map(|e| e.to_string())).collect::<Vec<_>>()
+        })
+        .await;
+        match failed {
+            Ok(errors) => {
+                if let Some(first) = errors.first() {
+                    self.record_error(format!("{} claims could not be put back: {first}", errors.len()));
+                }
+            }
+            Err(e) => self.record_error(format!("put-back task failed: {e}")),
+        }
+    }
+
+    /// Waits (until `limit`) for a claim task that will not be sent, and puts its claims back.
+    async fn join_and_put_back(&mut self, task: ClaimTask, limit: Instant) {
+        match task.join(limit).await {
+            Ok(claims) => self.put_back(claims).await,
+            Err(e) => self.record_error(e),
+        }
     }
 
     /// Phases 3 and 4: put back what is unanswered, then close the websocket, bounded.
@@ -643,7 +694,18 @@ impl Worker {
             // Dropping a claim renames it back into ready/: disk work, off the runtime thread.
             let _ = tokio::task::spawn_blocking(move || drop(claims)).await;
         }
-        self.settle_acks().await;
+        match self.stopping {
+            // Shutting down: the deletes get until the deadline plus the close bound. Any still
+            // running then finish by themselves; their entries count as put back unless they are gone
+            // from the spool by the summary (`forget_delivered_by_others`).
+            Some(deadline) => {
+                let limit = deadline.max(Instant::now()) + self.config.close_bound;
+                if tokio::time::timeout_at(limit, self.settle_acks()).await.is_err() {
+                    self.record_error("deletes of delivered entries did not end by the deadline".into());
+                }
+            }
+            None => self.settle_acks().await,
+        }
         let clean = matches!(end, End::Clean);
         let _ = timeout(self.config.close_bound, async {
             if clean {
@@ -703,7 +765,7 @@ impl Worker {
         if claims.is_empty() {
             return;
         }
-        while let Some(task) = self.pending_acks.pop_front_if_finished_or_full() {
+        while let Some(task) = self.pending_acks.pop_front_if_finished_or_full(2) {
             self.count_acks(task).await;
         }
         // Unlinks of one directory overlap where the file system lets them (freeing the blocks, a
