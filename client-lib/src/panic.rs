@@ -59,11 +59,9 @@ fn report(shared: &Shared, info: &PanicHookInfo<'_>) {
         report.symbolization_error = Some("no symbols in this binary (built without debug info?)".into());
     }
     let Some(id) = shared.store_crash(report) else { return };
-    // With panic = "abort", or a panic during unwinding, the process aborts next: that SIGABRT is
-    // this crash, already reported.
-    if cfg!(panic = "abort") || std::thread::panicking() {
-        crate::signal::PANIC_REPORTED.store(true, std::sync::atomic::Ordering::SeqCst);
-    }
+    // With panic = "abort", or a panic during unwinding, the process aborts next, on this thread and
+    // while it is still panicking: that SIGABRT is this crash, already reported.
+    crate::signal::note_panic_reported();
     shared.deliver_now(id);
 }
 

@@ -157,6 +157,18 @@ fn abort_is_a_sigabrt_report_naming_the_caller() {
 }
 
 #[test]
+fn an_abort_after_a_caught_panic_is_a_crash_of_its_own() {
+    let (status, reports, _) = crash("panic-caught-then-abort");
+    assert_eq!(status.signal(), Some(libc::SIGABRT));
+    assert_eq!(reports.len(), 2, "the panic and the abort: {reports:#?}");
+    let panic = reports.iter().find(|r| r.kind == "panic").expect("the caught panic's report");
+    assert_eq!(panic.message, "caught and survived");
+    let abort = reports.iter().find(|r| r.kind == "signal").expect("the abort's report");
+    assert_eq!(abort.signal.as_ref().unwrap().name, "SIGABRT");
+    assert_names(abort, "call_abort");
+}
+
+#[test]
 fn illegal_instruction_is_a_sigill_report() {
     let (status, reports, _) = crash("ill");
     assert_eq!(status.signal(), Some(libc::SIGILL));

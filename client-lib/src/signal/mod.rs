@@ -22,7 +22,7 @@ pub(crate) use modules::gnu_build_id;
 
 use std::cell::UnsafeCell;
 use std::ptr;
-use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, Ordering};
 
 use lastword_spool::{FLAG_RAW_SIGNAL, Kind, SignalSlot};
 
@@ -61,9 +61,25 @@ static BUFFERS: Buffers = Buffers {
 };
 static STATE: AtomicPtr<HandlerState> = AtomicPtr::new(ptr::null_mut());
 static BUSY: AtomicBool = AtomicBool::new(false);
-/// Set by the panic hook once it stored a report: the SIGABRT of `panic = "abort"` that follows is
-/// the same crash and is not reported twice.
-pub(crate) static PANIC_REPORTED: AtomicBool = AtomicBool::new(false);
+/// The thread id of the last thread whose panic report the hook stored (0: none). A SIGABRT on that
+/// thread while it is still panicking is the abort that follows that panic (`panic = "abort"`, a panic
+/// during unwinding, a panic out of an `extern "C"` function): the same crash, not reported twice. A
+/// panic that was caught is over (the thread is no longer panicking): a later abort is a crash of its
+/// own, and so is an abort on any other thread.
+pub(crate) static PANIC_REPORTED_TID: AtomicI32 = AtomicI32::new(0);
+
+/// Notes that the calling thread's panic was stored as a report (see [`PANIC_REPORTED_TID`]).
+pub(crate) fn note_panic_reported() {
+    PANIC_REPORTED_TID.store(rustix::thread::gettid().as_raw_nonzero().get(), Ordering::SeqCst);
+}
+
+/// Whether a SIGABRT on the calling thread follows a panic of this thread that was reported.
+/// **Async-signal-safe**: `gettid` is a raw system call, and `std::thread::panicking` reads an atomic
+/// and a constant-initialized thread-local counter (no allocation, no lock).
+fn abort_follows_reported_panic() -> bool {
+    let reported = PANIC_REPORTED_TID.load(Ordering::SeqCst);
+    reported != 0 && reported == rustix::thread::gettid().as_raw_nonzero().get() && std::thread::panicking()
+}
 
 /// Installs the handlers for the process and an alternate signal stack on the calling thread.
 /// (Threads spawned by Rust's standard library get an alternate stack of their own from it.)
@@ -151,7 +167,7 @@ extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, context: *mu
         let used = unsafe { state.as_ref() }.is_none_or(|s| s.slot.is_used());
         // A SIGABRT that follows a reported panic, or the abort that follows a stack overflow we
         // reported, is the same crash.
-        let skip = used || (sig == libc::SIGABRT && PANIC_REPORTED.load(Ordering::SeqCst));
+        let skip = used || (sig == libc::SIGABRT && abort_follows_reported_panic());
         if !skip {
             // SAFETY: STATE points at the leaked HandlerState, never freed; `info` and `context` come
             // from the kernel for an SA_SIGINFO handler; BUSY gives this thread the buffers.

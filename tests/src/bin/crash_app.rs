@@ -62,6 +62,12 @@ fn main() {
         "double-panic" => double_panic(),
         "segv" => null_deref(),
         "abort" => call_abort(),
+        "panic-caught-then-abort" => {
+            // A panic the application survives (as a tokio runtime survives a task's panic), then an
+            // unrelated abort: two crashes.
+            let _ = std::panic::catch_unwind(|| panic!("caught and survived"));
+            call_abort();
+        }
         "ill" => illegal_instruction(),
         "fpe" => divide_by_zero(),
         "bus" => bus_error(),
