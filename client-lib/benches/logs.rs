@@ -164,7 +164,9 @@ impl Sides {
             Config::new("lastword-bench")
                 .spool(dir.path().join("spool"))
                 .no_url()
-                .signals(false)
+                // Signal handlers on, as an application has them: each record also enters the
+                // fatal-signal report's breadcrumb ring.
+                .signals(true)
                 .log_level(Level::Warn)
                 .log_queue(LASTWORD_QUEUE)
                 .limits(Limits { max_bytes: u64::MAX, max_entries: u64::MAX }),

@@ -162,7 +162,8 @@ impl Config {
         self
     }
 
-    /// How many recent log records crash reports carry.
+    /// How many recent log records panic reports carry. Fatal-signal reports carry the last 16 at
+    /// most (the handler reads them from a fixed, lock-free ring; REPORT.md); 0 turns both off.
     #[must_use]
     pub fn breadcrumbs(mut self, n: usize) -> Self {
         self.breadcrumbs = n;

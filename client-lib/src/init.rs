@@ -131,6 +131,9 @@ fn start(config: Config) -> Result<Guard, InitError> {
     crate::panic::install();
     if config.signals {
         crate::signal::install(&shared)?;
+        if config.breadcrumbs > 0 {
+            crate::signal::crumbs::RING.enable();
+        }
     }
     Ok(Guard { shared, exit_deadline: config.exit_deadline })
 }

@@ -34,6 +34,11 @@ pub enum Level {
 }
 
 impl Level {
+    /// 0 for `Error` … 4 for `Trace`.
+    pub(crate) fn code(self) -> u8 {
+        self as u8
+    }
+
     /// The level's name, as stored.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -128,12 +133,11 @@ impl LogPipe {
 
     /// Records one log record. Never blocks on the writer or the disk.
     pub fn record(&self, level: Level, target: &str, message: String) {
-        let crumb = Breadcrumb {
-            ts_ms: crate::now_millis(),
-            level: level.as_str().to_owned(),
-            target: target.to_owned(),
-            message,
-        };
+        let ts_ms = crate::now_millis();
+        // For a fatal signal's report: the handler cannot take the ring's lock below.
+        crate::signal::crumbs::RING.push(ts_ms, level.code(), target, &message);
+        let crumb =
+            Breadcrumb { ts_ms, level: level.as_str().to_owned(), target: target.to_owned(), message };
         if level <= self.level {
             self.breadcrumbs.push(crumb.clone());
             match self.tx.try_send(Msg::Record(crumb)) {

@@ -10,7 +10,9 @@ use lastword_spool::FLAG_RAW_SIGNAL;
 
 use crate::config::BeforeSend;
 use crate::crashloop::{Admit, CrashLoop};
-use crate::report::{Context, CrashReport, Frame, SignalInfo, ThreadInfo, fingerprint, strip_hash};
+use crate::report::{
+    Breadcrumb, Context, CrashReport, Frame, SignalInfo, ThreadInfo, fingerprint, strip_hash,
+};
 use crate::upload::{LossCounters, Prepare, Prepared};
 
 /// How many return-address candidates the stack scan keeps.
@@ -56,6 +58,8 @@ pub struct RawReport {
     pub context: Option<Context>,
     /// Loaded modules.
     pub modules: Vec<RawModule>,
+    /// The last log records before the signal, oldest first (`crumb` lines).
+    pub breadcrumbs: Vec<Breadcrumb>,
     /// Address of the first byte of `stack`.
     pub stack_addr: u64,
     /// Copy of the top of the stack.
@@ -73,8 +77,16 @@ pub fn parse_raw(body: &[u8]) -> Result<RawReport, String> {
     let mut first = true;
     loop {
         let nl = rest.iter().position(|&b| b == b'\n').ok_or("raw report ends before its stack line")?;
-        let line = std::str::from_utf8(&rest[..nl]).map_err(|_| "raw report line is not UTF-8")?;
+        let bytes = &rest[..nl];
         rest = &rest[nl + 1..];
+        // A breadcrumb that does not read (it cannot happen short of damage) costs only itself.
+        if let Some(json) = bytes.strip_prefix(b"crumb ").filter(|_| !first) {
+            if let Ok(crumb) = serde_json::from_slice::<Breadcrumb>(json) {
+                raw.breadcrumbs.push(crumb);
+            }
+            continue;
+        }
+        let line = std::str::from_utf8(bytes).map_err(|_| "raw report line is not UTF-8")?;
         if first {
             if line != "lastword-raw-signal 1" {
                 return Err(format!("not a raw signal report of version 1: {line:?}"));
@@ -411,7 +423,13 @@ pub fn symbolize(raw: &RawReport) -> CrashReport {
         thread: ThreadInfo { name: raw.thread.clone(), id: Some(raw.tid) },
         frames,
         context: raw.context.clone().unwrap_or_default(),
-        breadcrumbs: Vec::new(),
+        breadcrumbs: {
+            let mut crumbs = raw.breadcrumbs.clone();
+            // The handler writes the ring oldest first; a record that overwrote a slot while it was
+            // read lands out of order.
+            crumbs.sort_by_key(|c| c.ts_ms);
+            crumbs
+        },
         crash_loop_suppressed: 0,
         registers: raw.registers.iter().map(|(n, v)| (n.clone(), format!("{v:#x}"))).collect(),
     }
@@ -482,6 +500,27 @@ mod tests {
         body.push(b'\n');
         body.extend_from_slice(&0x1234u64.to_ne_bytes());
         body
+    }
+
+    #[test]
+    fn crumb_lines_become_breadcrumbs_in_time_order_and_a_bad_one_costs_only_itself() {
+        let mut body = Vec::new();
+        body.extend_from_slice(b"lastword-raw-signal 1\nsignal 11\n");
+        body.extend_from_slice(
+            b"crumb {\"ts_ms\":20,\"level\":\"WARN\",\"target\":\"a\",\"message\":\"second\"}\n",
+        );
+        body.extend_from_slice(
+            b"crumb {\"ts_ms\":10,\"level\":\"INFO\",\"target\":\"a\",\"message\":\"first\"}\n",
+        );
+        body.extend_from_slice(b"crumb {\"ts_ms\":\n");
+        body.extend_from_slice(b"crumb \xff\xfe\n");
+        body.extend_from_slice(b"stack 0x2000 0\n");
+        let raw = parse_raw(&body).unwrap();
+        assert_eq!(raw.breadcrumbs.len(), 2);
+        let report = symbolize(&raw);
+        let messages: Vec<_> = report.breadcrumbs.iter().map(|b| b.message.as_str()).collect();
+        assert_eq!(messages, ["first", "second"]);
+        assert_eq!(report.breadcrumbs[1].level, "WARN");
     }
 
     #[test]

@@ -146,6 +146,10 @@ fn null_dereference_is_a_sigsegv_report_naming_the_function() {
     assert_eq!(r.context.app, "crash-app");
     assert!(r.registers.iter().any(|(n, _)| n == "rip" || n == "x0"));
     assert_names(r, "null_deref");
+    // The last log records, read by the handler from the lock-free ring.
+    let crumbs: Vec<_> = r.breadcrumbs.iter().map(|b| (b.level.as_str(), b.message.as_str())).collect();
+    assert_eq!(crumbs, [("INFO", "starting the case"), ("WARN", "about to run segv")]);
+    assert!(r.breadcrumbs.iter().all(|b| b.target == "crash_app" && b.ts_ms > 0));
 }
 
 #[test]

@@ -15,6 +15,7 @@
 
 #![allow(unsafe_code)]
 
+pub(crate) mod crumbs;
 mod modules;
 mod write;
 
@@ -44,9 +45,15 @@ struct HandlerState {
     previous: [libc::sigaction; SIGNALS.len()],
 }
 
+/// Room for the `crumb` lines of a report: the whole ring at its longest unescaped size, with room
+/// to spare for escapes (a line that does not fit whole is left out).
+const CRUMBS_BUF: usize = 16 * 1024;
+
 /// Buffers used by the handler; only the thread that set `BUSY` touches them.
 struct Buffers {
     header: UnsafeCell<[u8; 4096]>,
+    crumbs: UnsafeCell<[u8; CRUMBS_BUF]>,
+    crumb_line: UnsafeCell<[u8; crumbs::LINE_MAX]>,
     stack_line: UnsafeCell<[u8; 128]>,
     stack: UnsafeCell<[u8; STACK_COPY]>,
 }
@@ -56,6 +63,8 @@ unsafe impl Sync for Buffers {}
 
 static BUFFERS: Buffers = Buffers {
     header: UnsafeCell::new([0; 4096]),
+    crumbs: UnsafeCell::new([0; CRUMBS_BUF]),
+    crumb_line: UnsafeCell::new([0; crumbs::LINE_MAX]),
     stack_line: UnsafeCell::new([0; 128]),
     stack: UnsafeCell::new([0; STACK_COPY]),
 };
@@ -193,8 +202,15 @@ unsafe fn record(
     context: *mut libc::c_void,
 ) {
     // SAFETY: BUSY is held by this thread: nobody else uses the buffers.
-    let (header, stack_line, stack) =
-        unsafe { (&mut *BUFFERS.header.get(), &mut *BUFFERS.stack_line.get(), &mut *BUFFERS.stack.get()) };
+    let (header, crumbs_buf, crumb_line, stack_line, stack) = unsafe {
+        (
+            &mut *BUFFERS.header.get(),
+            &mut *BUFFERS.crumbs.get(),
+            &mut *BUFFERS.crumb_line.get(),
+            &mut *BUFFERS.stack_line.get(),
+            &mut *BUFFERS.stack.get(),
+        )
+    };
     let mut w = Writer::new(header);
     w.str("lastword-raw-signal 1\nsignal ").int(i64::from(sig)).str("\n");
     if !info.is_null() {
@@ -216,7 +232,10 @@ unsafe fn record(
     let copied = copy_stack(sp, stack);
     let mut line = Writer::new(stack_line);
     line.str("stack ").hex(sp as u64).str(" ").int(copied as i64).str("\n");
-    let parts: [&[u8]; 4] = [w.written(), &state.prebuilt, line.written(), &stack[..copied]];
+    let mut crumb_lines = Writer::new(crumbs_buf);
+    crumbs::RING.write_lines(&mut crumb_lines, crumb_line);
+    let parts: [&[u8]; 5] =
+        [w.written(), crumb_lines.written(), &state.prebuilt, line.written(), &stack[..copied]];
     if state.slot.commit(Kind::Crash, FLAG_RAW_SIGNAL, &parts).is_err() {
         let msg = b"lastword: could not store the crash report of a fatal signal\n";
         // SAFETY: write(2) to stderr with a valid buffer.
