@@ -19,6 +19,8 @@ pub(crate) fn install() {
     std::panic::set_hook(Box::new(move |info| {
         if !IN_HOOK.with(Cell::get) {
             IN_HOOK.with(|f| f.set(true));
+            // Until this panic's report is stored, an abort on this thread is not "already reported".
+            crate::signal::note_panic_reported(false);
             if let Some(shared) = shared() {
                 report(&shared, info);
             }
@@ -61,7 +63,7 @@ fn report(shared: &Shared, info: &PanicHookInfo<'_>) {
     let Some(id) = shared.store_crash(report) else { return };
     // With panic = "abort", or a panic during unwinding, the process aborts next, on this thread and
     // while it is still panicking: that SIGABRT is this crash, already reported.
-    crate::signal::note_panic_reported();
+    crate::signal::note_panic_reported(true);
     shared.deliver_now(id);
 }
 

@@ -7,39 +7,59 @@
 #![allow(clippy::unwrap_used)]
 
 use std::os::unix::process::ExitStatusExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
 
 use lastword::report::CrashReport;
 use lastword::spool::{FLAG_RAW_SIGNAL, SpoolView};
 
+/// The crash app built with `panic = "abort"`, once per test process.
+fn app() -> &'static PathBuf {
+    static APP: OnceLock<PathBuf> = OnceLock::new();
+    APP.get_or_init(|| {
+        let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+        let target = workspace.join("target").join("panic-abort-build");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let build = Command::new(cargo)
+            .args([
+                "build",
+                "--quiet",
+                "--profile",
+                "panic-abort",
+                "-p",
+                "lastword-tests",
+                "--bin",
+                "lastword-crash-app",
+            ])
+            .current_dir(&workspace)
+            .env("CARGO_TARGET_DIR", &target)
+            .status()
+            .unwrap();
+        assert!(build.success(), "building the crash app with panic = \"abort\" failed");
+        target.join("panic-abort").join("lastword-crash-app")
+    })
+}
+
+/// The crash reports in `spool`: (raw signal report?, body).
+fn crashes(spool: &Path) -> Vec<(bool, Vec<u8>)> {
+    let view = SpoolView::open(spool).unwrap();
+    view.list()
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind == Some(lastword::spool::Kind::Crash))
+        .map(|e| view.read(e.id.unwrap()).unwrap())
+        .map(|entry| (entry.header.flags & FLAG_RAW_SIGNAL != 0, entry.body))
+        .collect()
+}
+
 #[test]
 fn panic_abort_app_reports_the_panic_once_and_dies_of_sigabrt() {
-    let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let target = workspace.join("target").join("panic-abort-build");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let build = Command::new(cargo)
-        .args([
-            "build",
-            "--quiet",
-            "--profile",
-            "panic-abort",
-            "-p",
-            "lastword-tests",
-            "--bin",
-            "lastword-crash-app",
-        ])
-        .current_dir(&workspace)
-        .env("CARGO_TARGET_DIR", &target)
-        .status()
-        .unwrap();
-    assert!(build.success(), "building the crash app with panic = \"abort\" failed");
-    let app = target.join("panic-abort").join("lastword-crash-app");
-
+    let app = app();
     let dir = tempfile::tempdir().unwrap();
-    let without = Command::new(&app).arg("panic-main").env("LASTWORD_OFF", "1").output().unwrap();
+    let without = Command::new(app).arg("panic-main").env("LASTWORD_OFF", "1").output().unwrap();
     let spool = dir.path().join("spool");
-    let with = Command::new(&app)
+    let with = Command::new(app)
         .arg("panic-main")
         .env("LASTWORD_SPOOL", &spool)
         .env_remove("LASTWORD_URL")
@@ -48,16 +68,33 @@ fn panic_abort_app_reports_the_panic_once_and_dies_of_sigabrt() {
     assert_eq!(without.status.signal(), Some(libc::SIGABRT));
     assert_eq!(with.status.signal(), Some(libc::SIGABRT), "{}", String::from_utf8_lossy(&with.stderr));
 
-    let view = SpoolView::open(&spool).unwrap();
-    let crashes: Vec<_> = view
-        .list()
-        .unwrap()
-        .into_iter()
-        .filter(|e| e.kind == Some(lastword::spool::Kind::Crash))
-        .map(|e| view.read(e.id.unwrap()).unwrap())
-        .collect();
+    let crashes = crashes(&spool);
     assert_eq!(crashes.len(), 1, "the panic, and not a second report for the abort that follows it");
-    assert_eq!(crashes[0].header.flags & FLAG_RAW_SIGNAL, 0);
-    let report: CrashReport = serde_json::from_slice(&crashes[0].body).unwrap();
+    assert!(!crashes[0].0, "a panic report, not a signal report");
+    let report: CrashReport = serde_json::from_slice(&crashes[0].1).unwrap();
     assert_eq!(report.message, "boom in main");
+}
+
+#[test]
+fn two_threads_panicking_at_once_give_two_panic_reports_and_no_abort_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    let out = Command::new(app())
+        .arg("two-panics-at-once")
+        .env("LASTWORD_SPOOL", &spool)
+        .env_remove("LASTWORD_URL")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.signal(), Some(libc::SIGABRT), "{}", String::from_utf8_lossy(&out.stderr));
+    let crashes = crashes(&spool);
+    assert!(
+        crashes.iter().all(|(raw, _)| !raw),
+        "the abort of \"first\", after \"second\" stored its report, is first's panic"
+    );
+    let mut messages: Vec<String> = crashes
+        .iter()
+        .map(|(_, body)| serde_json::from_slice::<CrashReport>(body).unwrap().message)
+        .collect();
+    messages.sort();
+    assert_eq!(messages, ["first", "second"]);
 }

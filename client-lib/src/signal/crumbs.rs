@@ -45,14 +45,19 @@ impl Slot {
     }
 }
 
+/// An atomic counter alone on its cache line.
+#[repr(align(64))]
+struct Padded(AtomicU64);
+
 /// The ring of one process: the log path pushes into it, the signal handler reads it.
 pub(crate) static RING: Ring = Ring::new();
 
 /// A ring of [`SLOTS`] records.
 pub(crate) struct Ring {
     slots: [Slot; SLOTS],
-    /// How many records were ever pushed: the next one goes to slot `head % SLOTS`.
-    head: AtomicU64,
+    /// How many records were ever pushed: the next one goes to slot `head % SLOTS`. On a cache line
+    /// of its own: every log call of every thread increments it.
+    head: Padded,
     /// Off until `enable`: with breadcrumbs turned off (`Config::breadcrumbs(0)`) nothing is kept.
     enabled: AtomicBool,
 }
@@ -76,7 +81,7 @@ impl Ring {
     const fn new() -> Self {
         Self {
             slots: [const { Slot::new() }; SLOTS],
-            head: AtomicU64::new(0),
+            head: Padded(AtomicU64::new(0)),
             enabled: AtomicBool::new(false),
         }
     }
@@ -94,7 +99,7 @@ impl Ring {
         }
         let target = cut(target, TARGET_MAX).as_bytes();
         let message = cut(message, MESSAGE_MAX).as_bytes();
-        let index = (self.head.fetch_add(1, Ordering::Relaxed) % SLOTS as u64) as usize;
+        let index = (self.head.0.fetch_add(1, Ordering::Relaxed) % SLOTS as u64) as usize;
         let Some(slot) = self.slots.get(index) else { return };
         let seq = slot.seq.load(Ordering::Relaxed);
         if seq & 1 == 1
@@ -107,20 +112,14 @@ impl Ring {
         slot.ts_ms.store(ts_ms, Ordering::Relaxed);
         let meta = (u64::from(level) << 32) | ((target.len() as u64) << 16) | message.len() as u64;
         slot.meta.store(meta, Ordering::Relaxed);
-        let mut bytes = target.iter().chain(message.iter()).copied();
-        for word in &slot.data {
-            let mut chunk = [0u8; 8];
-            let mut any = false;
-            for b in &mut chunk {
-                if let Some(next) = bytes.next() {
-                    *b = next;
-                    any = true;
-                }
-            }
-            if !any {
-                break;
-            }
-            word.store(u64::from_le_bytes(chunk), Ordering::Relaxed);
+        let mut bytes = [0u8; DATA_WORDS * 8];
+        bytes[..target.len()].copy_from_slice(target);
+        bytes[target.len()..target.len() + message.len()].copy_from_slice(message);
+        let used = (target.len() + message.len()).div_ceil(8);
+        for (word, chunk) in slot.data.iter().zip(bytes.chunks_exact(8)).take(used) {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(chunk);
+            word.store(u64::from_le_bytes(w), Ordering::Relaxed);
         }
         slot.seq.store(seq + 2, Ordering::Release);
     }
@@ -129,7 +128,7 @@ impl Ring {
     /// fit whole is left out. **Async-signal-safe**: atomic loads, copies into `line` (the caller's
     /// buffer, `LINE_MAX` bytes), UTF-8 checks and formatting into fixed buffers.
     pub(super) fn write_lines(&self, out: &mut Writer<'_>, line: &mut [u8; LINE_MAX]) {
-        let head = self.head.load(Ordering::Acquire);
+        let head = self.head.0.load(Ordering::Acquire);
         for n in head.saturating_sub(SLOTS as u64)..head {
             let Some(slot) = self.slots.get((n % SLOTS as u64) as usize) else { continue };
             let mut data = [0u8; DATA_WORDS * 8];

@@ -21,9 +21,9 @@ mod write;
 
 pub(crate) use modules::gnu_build_id;
 
-use std::cell::UnsafeCell;
+use std::cell::{Cell, UnsafeCell};
 use std::ptr;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 
 use lastword_spool::{FLAG_RAW_SIGNAL, Kind, SignalSlot};
 
@@ -45,9 +45,8 @@ struct HandlerState {
     previous: [libc::sigaction; SIGNALS.len()],
 }
 
-/// Room for the `crumb` lines of a report: the whole ring at its longest unescaped size, with room
-/// to spare for escapes (a line that does not fit whole is left out).
-const CRUMBS_BUF: usize = 16 * 1024;
+/// Room for the `crumb` lines of a report: every slot of the ring at its longest escaped size.
+const CRUMBS_BUF: usize = crumbs::SLOTS * crumbs::LINE_MAX;
 
 /// Buffers used by the handler; only the thread that set `BUSY` touches them.
 struct Buffers {
@@ -70,24 +69,28 @@ static BUFFERS: Buffers = Buffers {
 };
 static STATE: AtomicPtr<HandlerState> = AtomicPtr::new(ptr::null_mut());
 static BUSY: AtomicBool = AtomicBool::new(false);
-/// The thread id of the last thread whose panic report the hook stored (0: none). A SIGABRT on that
-/// thread while it is still panicking is the abort that follows that panic (`panic = "abort"`, a panic
-/// during unwinding, a panic out of an `extern "C"` function): the same crash, not reported twice. A
-/// panic that was caught is over (the thread is no longer panicking): a later abort is a crash of its
-/// own, and so is an abort on any other thread.
-pub(crate) static PANIC_REPORTED_TID: AtomicI32 = AtomicI32::new(0);
+thread_local! {
+    /// Set by the panic hook once it stored this thread's panic report, cleared when the hook starts.
+    /// A SIGABRT on a thread that has it set, while the thread is still panicking, is the abort that
+    /// follows that panic (`panic = "abort"`, a panic during unwinding, a panic out of an
+    /// `extern "C"` function): the same crash, not reported twice. A panic that was caught is over
+    /// (the thread is no longer panicking): a later abort is a crash of its own, and so is an abort on
+    /// any other thread. Per thread, so that threads panicking at once do not confuse each other.
+    /// Constant-initialized and without a destructor: reading it is a plain thread-local access.
+    static PANIC_REPORTED: Cell<bool> = const { Cell::new(false) };
+}
 
-/// Notes that the calling thread's panic was stored as a report (see [`PANIC_REPORTED_TID`]).
-pub(crate) fn note_panic_reported() {
-    PANIC_REPORTED_TID.store(rustix::thread::gettid().as_raw_nonzero().get(), Ordering::SeqCst);
+/// Notes whether the calling thread's panic was stored as a report (see [`PANIC_REPORTED`]).
+pub(crate) fn note_panic_reported(reported: bool) {
+    PANIC_REPORTED.with(|r| r.set(reported));
 }
 
 /// Whether a SIGABRT on the calling thread follows a panic of this thread that was reported.
-/// **Async-signal-safe**: `gettid` is a raw system call, and `std::thread::panicking` reads an atomic
-/// and a constant-initialized thread-local counter (no allocation, no lock).
+/// **Async-signal-safe**: a constant-initialized thread-local without a destructor, and
+/// `std::thread::panicking`, which reads an atomic and a constant-initialized thread-local counter (no
+/// allocation, no lock).
 fn abort_follows_reported_panic() -> bool {
-    let reported = PANIC_REPORTED_TID.load(Ordering::SeqCst);
-    reported != 0 && reported == rustix::thread::gettid().as_raw_nonzero().get() && std::thread::panicking()
+    PANIC_REPORTED.with(Cell::get) && std::thread::panicking()
 }
 
 /// Installs the handlers for the process and an alternate signal stack on the calling thread.

@@ -4,10 +4,31 @@
 
 #![allow(unsafe_code)]
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+
+/// For `two-panics-at-once`: each thread's report is stored.
+static FIRST_STORED: AtomicBool = AtomicBool::new(false);
+static SECOND_STORED: AtomicBool = AtomicBool::new(false);
 
 fn main() {
     let case = std::env::args().nth(1).unwrap_or_default();
+    if case == "two-panics-at-once" {
+        // A hook of the application's own, installed before lastword (which calls it after storing
+        // its report): thread "first" stores its report, then waits until thread "second" stored its
+        // report too, then goes on to the abort of `panic = "abort"`; "second" never returns.
+        std::panic::set_hook(Box::new(|_| {
+            if std::thread::current().name() == Some("second") {
+                SECOND_STORED.store(true, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_secs(30));
+            } else {
+                FIRST_STORED.store(true, Ordering::SeqCst);
+                while !SECOND_STORED.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+        }));
+    }
     let _guard = if std::env::var_os("LASTWORD_OFF").is_some() {
         None
     } else {
@@ -62,6 +83,20 @@ fn main() {
         "double-panic" => double_panic(),
         "segv" => null_deref(),
         "abort" => call_abort(),
+        "two-panics-at-once" => {
+            let first = std::thread::Builder::new()
+                .name("first".into())
+                .spawn(|| panic!("first"))
+                .expect("spawn a thread");
+            while !FIRST_STORED.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let second = std::thread::Builder::new()
+                .name("second".into())
+                .spawn(|| panic!("second"))
+                .expect("spawn a thread");
+            let _ = (first.join(), second.join());
+        }
         "panic-caught-then-abort" => {
             // A panic the application survives (as a tokio runtime survives a task's panic), then an
             // unrelated abort: two crashes.
