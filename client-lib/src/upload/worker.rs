@@ -70,7 +70,11 @@ struct ClaimTask(tokio::task::JoinHandle<Result<Claimed, String>>);
 
 impl ClaimTask {
     /// Waits for the task in `slot` and empties the slot; pending forever when there is none (for
-    /// `select!`). Cancel-safe: the task goes on, and is still in the slot, if this is dropped.
+    /// `select!`).
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: the slot is emptied in the same poll that takes the result, so if this future is
+    /// dropped first the task goes on and is still in the slot.
     async fn finish(slot: &mut Option<ClaimTask>) -> Result<Claimed, String> {
         let Some(task) = slot.as_mut() else { return std::future::pending().await };
         let result = (&mut task.0).await.map_err(|e| format!("claim task failed: {e}"));
