@@ -37,6 +37,12 @@ const LOG_STEP: i64 = 1_000;
 /// Log batches of a filtered walk's longest step.
 const LOG_STEP_MAX: i64 = 16_000;
 
+/// Whether a log batch's body holds the text `$5`: case-insensitively for ASCII only (`lower` under
+/// the "C" collation), as SQLite's `LIKE`, and with no wildcard (`strpos` looks for the text as it is).
+/// Less than half the time of `ILIKE` with an escaped pattern (37 against 90 ms over 15,000 reports),
+/// which a UTF-8 database also runs as `lower` of both sides, and then matches a pattern.
+const TEXT_MATCH: &str = "strpos(lower(body COLLATE \"C\"), lower($5::text COLLATE \"C\")) > 0";
+
 /// The columns of a listed report: [`REPORT_COLUMNS`], then `seq` (column 9).
 fn listed_columns() -> String {
     format!("{REPORT_COLUMNS}, seq")
@@ -253,14 +259,13 @@ impl UiStore for PostgresUiStore {
     async fn logs(&self, q: LogQuery) -> Result<Page<ListedBody>, StoreError> {
         const OP: &str = "list log batches";
         let client = self.client(OP).await?;
-        // reports_by_kind (kind, seq), walked back from the cursor. The text matches case-insensitively
-        // for ASCII (ILIKE under the "C" collation), as SQLite's LIKE; its wildcards are escaped. A
-        // batch whose `records` is not an array has no level.
+        // reports_by_kind (kind, seq), walked back from the cursor. The text is found as
+        // [`TEXT_MATCH`] says. A batch whose `records` is not an array has no level.
         let sql = format!(
             "SELECT {}, body FROM reports
              WHERE kind = 'log' AND seq < $1 AND seq >= $8 AND ($2::text IS NULL OR app = $2)
                AND ($3::bigint IS NULL OR created_ms >= $3) AND ($4::bigint IS NULL OR created_ms < $4)
-               AND ($5::text IS NULL OR body COLLATE \"C\" ILIKE $5 ESCAPE '\\')
+               AND ($5::text IS NULL OR {TEXT_MATCH})
                AND (cardinality($6::text[]) = 0 OR EXISTS (SELECT 1 FROM jsonb_array_elements(
                     CASE WHEN jsonb_typeof(body::jsonb -> 'records') = 'array'
                          THEN body::jsonb -> 'records' ELSE '[]'::jsonb END) e
@@ -268,7 +273,7 @@ impl UiStore for PostgresUiStore {
              ORDER BY seq DESC LIMIT $7",
             listed_columns()
         );
-        let pattern = q.text.as_deref().map(store::contains_pattern);
+        let pattern = q.text.as_deref();
         let (from_ms, to_ms) = (q.from_ms.map(to_sql_int), q.to_ms.map(to_sql_int));
         let filtered = q.app.is_some()
             || from_ms.is_some()
@@ -318,6 +323,7 @@ mod tests {
 
     use super::*;
     use crate::collect::store::{Batch, NewReport, Origin, Store};
+    use crate::ui::store::LogQuery;
 
     fn reports(n: u64) -> Vec<NewReport> {
         let origin = Arc::new(Origin {
@@ -382,6 +388,63 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_filtered_log_page_walks_back_over_several_steps_in_order() {
+        let pg = tokio::task::spawn_blocking(TempPostgres::start).await.expect("the server starts");
+        let url = pg.create_database("steps");
+        let store = PostgresStore::open(&url).await.expect("a new database store");
+        let origin = Arc::new(Origin {
+            agent: Software { name: "lastword".into(), version: "0.1.0".into() },
+            app: "app".into(),
+            release: None,
+            host: None,
+        });
+        // 6,000 log batches (more than the first steps read), one in 97 with the needle, and crashes
+        // in between; written in the order of arrival.
+        let mut expected = Vec::new();
+        let written: Vec<NewReport> = (0..8_000u64)
+            .map(|i| {
+                let log = i % 4 != 0;
+                let needle = log && i % 97 == 1;
+                let id = EntryId::generate();
+                if needle {
+                    expected.push(id);
+                }
+                NewReport {
+                    id,
+                    kind: if log { Kind::Log } else { Kind::Crash },
+                    origin: Arc::clone(&origin),
+                    created_ms: 1_000 + i,
+                    received_ms: 1_000 + i,
+                    fingerprint: (!log).then(|| "fp".to_owned()),
+                    summary: String::new(),
+                    body: format!(
+                        r#"{{"records":[{{"level":"INFO","message":"{}"}}]}}"#,
+                        if needle { "a NEEDLE" } else { "hay" }
+                    ),
+                }
+            })
+            .collect();
+        for chunk in written.chunks(2_000) {
+            store.write(Batch { reports: chunk.to_vec(), losses: vec![] }).await.expect("written");
+        }
+        expected.reverse();
+        let ui = PostgresUiStore::for_store(&store).expect("a reader");
+        let mut found = Vec::new();
+        let mut before = None;
+        loop {
+            let q = LogQuery { text: Some("needle".into()), before, limit: 20, ..LogQuery::default() };
+            let page = ui.logs(q).await.expect("a page");
+            assert!(page.items.len() <= 20);
+            found.extend(page.items.iter().map(|b| b.listed.row.id));
+            match page.next_before {
+                Some(seq) => before = Some(seq),
+                None => break,
+            }
+        }
+        assert_eq!(found, expected);
+    }
+
+    #[tokio::test]
     async fn the_ui_reads_on_read_only_sessions_and_matches_text_like_sqlite() {
         let pg = tokio::task::spawn_blocking(TempPostgres::start).await.expect("the server starts");
         let url = pg.create_database("reader");
@@ -400,8 +463,8 @@ mod tests {
         ] {
             let row = client
                 .query_one(
-                    "SELECT $1::text COLLATE \"C\" ILIKE $2 ESCAPE '\\'",
-                    &[&text, &store::contains_pattern(pattern)],
+                    &format!("SELECT {}", TEXT_MATCH.replace("$5", "$2").replace("body", "$1::text")),
+                    &[&text, &pattern],
                 )
                 .await
                 .expect("matched");
