@@ -20,8 +20,9 @@ use super::store::{
 /// The file name of the store inside its directory.
 pub const FILE_NAME: &str = "lastword.sqlite";
 /// The schema version this program writes (STORE.md).
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
+/// The schema of version 1. Never edited: later versions are [`MIGRATIONS`].
 const SCHEMA: &str = "
 CREATE TABLE reports (
     id          TEXT PRIMARY KEY,
@@ -59,6 +60,13 @@ CREATE TABLE losses (
     PRIMARY KEY (app, host)
 );
 ";
+
+/// The migrations after version 1 ([`SCHEMA`]), in order: `MIGRATIONS[n]` takes the schema from version
+/// `n + 1` to `n + 2`. A new file gets `SCHEMA` and then every migration. Appended to, never edited.
+const MIGRATIONS: &[&str] = &[
+    // 1 -> 2: the web UI's overview counts the reports of the last two days from this index alone.
+    "CREATE INDEX reports_by_received ON reports (received_ms, app, release, fingerprint);",
+];
 
 const INSERT_REPORT: &str = "INSERT INTO reports
     (id, kind, app, release, host, created_ms, received_ms, fingerprint, summary, body)
@@ -123,11 +131,16 @@ impl SqliteStore {
         let version: i64 =
             tx.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(|e| fail(Box::new(e)))?;
         match version {
-            0 => {
-                tx.execute_batch(SCHEMA).map_err(|e| fail(Box::new(e)))?;
+            SCHEMA_VERSION => {}
+            found if (0..SCHEMA_VERSION).contains(&found) => {
+                if found == 0 {
+                    tx.execute_batch(SCHEMA).map_err(|e| fail(Box::new(e)))?;
+                }
+                for sql in MIGRATIONS.iter().skip(usize::try_from(found.max(1) - 1).unwrap_or(0)) {
+                    tx.execute_batch(sql).map_err(|e| fail(Box::new(e)))?;
+                }
                 tx.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(|e| fail(Box::new(e)))?;
             }
-            SCHEMA_VERSION => {}
             found => return Err(StoreError::Version { path, found, known: SCHEMA_VERSION }),
         }
         tx.commit().map_err(|e| fail(Box::new(e)))?;
@@ -470,5 +483,67 @@ mod tests {
         drop(reopened);
         let reader = SqliteStore::open_read_only(dir.path()).unwrap();
         assert!(reader.report(id).await.unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn a_store_of_schema_version_1_is_migrated_and_keeps_its_reports() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = EntryId::generate();
+        {
+            // A store as version 1 made it: its schema, one report.
+            let conn = Connection::open(dir.path().join(FILE_NAME)).unwrap();
+            conn.execute_batch(SCHEMA).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            conn.execute(
+                "INSERT INTO reports (id, kind, app, created_ms, received_ms, summary, body)
+                 VALUES (?1, 'log', 'app', 1, 2, '', '{}')",
+                params![id.to_string()],
+            )
+            .unwrap();
+        }
+        let old = SqliteStore::open_read_only(dir.path()).unwrap_err();
+        assert!(matches!(old, StoreError::Version { found: 1, known: SCHEMA_VERSION, .. }), "{old}");
+        let store = SqliteStore::open(dir.path()).unwrap();
+        assert!(store.report(id).await.unwrap().is_some());
+        drop(store);
+        let reader = SqliteStore::open_read_only(dir.path()).unwrap();
+        {
+            let conn = reader.conn.lock().unwrap();
+            let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+            assert_eq!(version, SCHEMA_VERSION);
+            let indexes: i64 = conn
+                .query_row(
+                    "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = 'reports_by_received'",
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert_eq!(indexes, 1);
+        }
+        assert!(reader.report(id).await.unwrap().is_some());
+    }
+
+    #[test]
+    fn a_new_store_has_the_schema_of_a_migrated_one() {
+        let fresh = tempfile::tempdir().unwrap();
+        drop(SqliteStore::open(fresh.path()).unwrap());
+        let old = tempfile::tempdir().unwrap();
+        {
+            let conn = Connection::open(old.path().join(FILE_NAME)).unwrap();
+            conn.execute_batch(SCHEMA).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+        }
+        drop(SqliteStore::open(old.path()).unwrap());
+        let schema = |dir: &Path| {
+            let conn = Connection::open(dir.join(FILE_NAME)).unwrap();
+            let mut stmt = conn.prepare("SELECT type, name, sql FROM sqlite_master ORDER BY name").unwrap();
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, Option<String>>(2)?))
+                })
+                .unwrap();
+            rows.collect::<rusqlite::Result<Vec<_>>>().unwrap()
+        };
+        assert_eq!(schema(fresh.path()), schema(old.path()));
     }
 }

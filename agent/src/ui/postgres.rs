@@ -7,8 +7,9 @@
 //!
 //! Lists of reports are paged by `seq` (the order of arrival), through the indexes of the schema
 //! (agent/STORE.md): `reports_by_group` for a group's reports and its latest kind, `reports_by_kind`
-//! for log batches, `reports_recent` for the overview's walk back over the last two days. Bodies are
-//! `TEXT`; the JSON fields the UI filters on are read with `body::jsonb`.
+//! for log batches (walked back in bounded steps when a filter is given), `reports_by_received` for the
+//! overview's counts of the last two days, aggregated by the server. Bodies are `TEXT`; the JSON fields
+//! the UI filters on are read with `body::jsonb`.
 
 use std::time::Duration;
 
@@ -17,8 +18,8 @@ use lastword_spool::EntryId;
 use tokio_postgres::Row;
 
 use super::store::{
-    self, DETAILS_LIMIT, GROUP_COLUMNS, GroupDetails, GroupItem, GroupQuery, GroupSort, Listed, ListedBody,
-    LogQuery, Overview, Page, Tally, UiStore,
+    self, DETAILS_LIMIT, GROUP_COLUMNS, GroupDetails, GroupItem, GroupQuery, GroupSort, HOUR_MS, Listed,
+    ListedBody, LogQuery, Overview, Page, Tally, UiStore,
 };
 use crate::collect::PostgresStore;
 use crate::collect::postgres::{
@@ -30,8 +31,17 @@ use crate::collect::store::{Group, LossesRow, StoreError, StoredReport};
 pub const UI_POOL_SIZE: usize = 2;
 /// Longest a statement of the UI may run before the server cancels it (the page shows an error).
 pub const UI_STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
-/// Rows of the overview's walk read per query.
-const WALK_CHUNK: i64 = 1000;
+/// Log batches of the first step of a filtered walk (each next step reads twice as many, up to
+/// [`LOG_STEP_MAX`]).
+const LOG_STEP: i64 = 1_000;
+/// Log batches of a filtered walk's longest step.
+const LOG_STEP_MAX: i64 = 16_000;
+
+/// Whether a log batch's body holds the text `$5`: case-insensitively for ASCII only (`lower` under
+/// the "C" collation), as SQLite's `LIKE`, and with no wildcard (`strpos` looks for the text as it is).
+/// Less than half the time of `ILIKE` with an escaped pattern (37 against 90 ms over 15,000 reports),
+/// which a UTF-8 database also runs as `lower` of both sides, and then matches a pattern.
+const TEXT_MATCH: &str = "strpos(lower(body COLLATE \"C\"), lower($5::text COLLATE \"C\")) > 0";
 
 /// The columns of a listed report: [`REPORT_COLUMNS`], then `seq` (column 9).
 fn listed_columns() -> String {
@@ -100,27 +110,33 @@ impl UiStore for PostgresUiStore {
         const OP: &str = "read the overview";
         let client = self.client(OP).await?;
         let mut tally = Tally::new(now_ms);
-        // Back from the newest report over reports_recent, a chunk at a time, until the tally has seen
-        // the two days: the same walk as SQLite's, which stops reading there.
-        let walk = client
-            .prepare(
-                "SELECT app, release, fingerprint, received_ms, seq FROM reports
-                 WHERE seq < $1 ORDER BY seq DESC LIMIT $2",
+        let (since, now) = tally.window();
+        let (since, now, day) = (to_sql_int(since), to_sql_int(now), to_sql_int(tally.last_day_after()));
+        // Counted by the server over reports_by_received (received_ms) INCLUDE (app, release,
+        // fingerprint): the window's reports per app, release, group and day; the last day's per hour.
+        let rows = client
+            .query(
+                "SELECT app, release, fingerprint, received_ms > $3 AS last_day, count(*) FROM reports
+                 WHERE received_ms BETWEEN $1 AND $2 GROUP BY 1, 2, 3, 4",
+                &[&since, &now, &day],
             )
             .await
             .map_err(backend(OP))?;
-        let mut before = i64::MAX;
-        'walk: loop {
-            let rows = client.query(&walk, &[&before, &WALK_CHUNK]).await.map_err(backend(OP))?;
-            for r in &rows {
-                before = col(r, 4, OP)?;
-                if !tally.add(col(r, 0, OP)?, col(r, 1, OP)?, col(r, 2, OP)?, from_sql_int(col(r, 3, OP)?)) {
-                    break 'walk;
-                }
-            }
-            if rows.len() < WALK_CHUNK as usize {
-                break;
-            }
+        for r in &rows {
+            let (app, release, fingerprint): (&str, Option<&str>, Option<&str>) =
+                (col(r, 0, OP)?, col(r, 1, OP)?, col(r, 2, OP)?);
+            tally.add_reports(app, release, fingerprint, col(r, 3, OP)?, from_sql_int(col(r, 4, OP)?));
+        }
+        let rows = client
+            .query(
+                "SELECT ($1 - received_ms) / $3 AS hours_ago, count(*) FROM reports
+                 WHERE received_ms > $2 AND received_ms <= $1 GROUP BY 1",
+                &[&now, &day, &to_sql_int(HOUR_MS)],
+            )
+            .await
+            .map_err(backend(OP))?;
+        for r in &rows {
+            tally.add_hour(from_sql_int(col(r, 0, OP)?), from_sql_int(col(r, 1, OP)?));
         }
         let (apps, fingerprints): (Vec<&str>, Vec<&str>) =
             tally.group_keys().map(|(a, f)| (a.as_str(), f.as_str())).unzip();
@@ -243,14 +259,13 @@ impl UiStore for PostgresUiStore {
     async fn logs(&self, q: LogQuery) -> Result<Page<ListedBody>, StoreError> {
         const OP: &str = "list log batches";
         let client = self.client(OP).await?;
-        // reports_by_kind (kind, seq), walked back from the cursor. The text matches case-insensitively
-        // for ASCII (ILIKE under the "C" collation), as SQLite's LIKE; its wildcards are escaped. A
-        // batch whose `records` is not an array has no level.
+        // reports_by_kind (kind, seq), walked back from the cursor. The text is found as
+        // [`TEXT_MATCH`] says. A batch whose `records` is not an array has no level.
         let sql = format!(
             "SELECT {}, body FROM reports
-             WHERE kind = 'log' AND seq < $1 AND ($2::text IS NULL OR app = $2)
+             WHERE kind = 'log' AND seq < $1 AND seq >= $8 AND ($2::text IS NULL OR app = $2)
                AND ($3::bigint IS NULL OR created_ms >= $3) AND ($4::bigint IS NULL OR created_ms < $4)
-               AND ($5::text IS NULL OR body COLLATE \"C\" ILIKE $5 ESCAPE '\\')
+               AND ($5::text IS NULL OR {TEXT_MATCH})
                AND (cardinality($6::text[]) = 0 OR EXISTS (SELECT 1 FROM jsonb_array_elements(
                     CASE WHEN jsonb_typeof(body::jsonb -> 'records') = 'array'
                          THEN body::jsonb -> 'records' ELSE '[]'::jsonb END) e
@@ -258,25 +273,42 @@ impl UiStore for PostgresUiStore {
              ORDER BY seq DESC LIMIT $7",
             listed_columns()
         );
-        let rows = client
-            .query(
-                &sql,
-                &[
-                    &q.before.unwrap_or(i64::MAX),
-                    &q.app,
-                    &q.from_ms.map(to_sql_int),
-                    &q.to_ms.map(to_sql_int),
-                    &q.text.as_deref().map(store::contains_pattern),
-                    &q.levels,
-                    &(i64::from(q.limit) + 1),
-                ],
-            )
-            .await
-            .map_err(backend(OP))?;
-        let items = rows
-            .iter()
-            .map(|r| Ok(ListedBody { listed: listed(r, OP)?, body: col(r, 10, OP)? }))
-            .collect::<Result<Vec<_>, StoreError>>()?;
+        let pattern = q.text.as_deref();
+        let (from_ms, to_ms) = (q.from_ms.map(to_sql_int), q.to_ms.map(to_sql_int));
+        let filtered = q.app.is_some()
+            || from_ms.is_some()
+            || to_ms.is_some()
+            || pattern.is_some()
+            || !q.levels.is_empty();
+        // With a filter, the planner cannot tell how far back the page's batches are (it guesses a
+        // filter keeps almost nothing, and would read and sort every batch): walk back in steps of a
+        // bounded number of batches, each an index range, until the page is full or the batches end.
+        let step_bounds = "SELECT min(seq), count(*) FROM (SELECT seq FROM reports
+             WHERE kind = 'log' AND seq < $1 ORDER BY seq DESC LIMIT $2) w";
+        let mut before = q.before.unwrap_or(i64::MAX);
+        let mut step = LOG_STEP;
+        let mut items = Vec::new();
+        loop {
+            let (low, read) = if filtered {
+                let r = client.query_one(step_bounds, &[&before, &step]).await.map_err(backend(OP))?;
+                (col::<Option<i64>>(&r, 0, OP)?.unwrap_or(before), col::<i64>(&r, 1, OP)?)
+            } else {
+                (i64::MIN, 0)
+            };
+            let wanted = i64::from(q.limit) + 1 - i64::try_from(items.len()).unwrap_or(i64::MAX);
+            let rows = client
+                .query(&sql, &[&before, &q.app, &from_ms, &to_ms, &pattern, &q.levels, &wanted, &low])
+                .await
+                .map_err(backend(OP))?;
+            for r in &rows {
+                items.push(ListedBody { listed: listed(r, OP)?, body: col(r, 10, OP)? });
+            }
+            if !filtered || items.len() > q.limit as usize || read < step {
+                break;
+            }
+            before = low;
+            step = (step * 2).min(LOG_STEP_MAX);
+        }
         Ok(store::page(items, q.limit, |b| b.listed.seq))
     }
 }
@@ -291,6 +323,7 @@ mod tests {
 
     use super::*;
     use crate::collect::store::{Batch, NewReport, Origin, Store};
+    use crate::ui::store::LogQuery;
 
     fn reports(n: u64) -> Vec<NewReport> {
         let origin = Arc::new(Origin {
@@ -355,6 +388,63 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_filtered_log_page_walks_back_over_several_steps_in_order() {
+        let pg = tokio::task::spawn_blocking(TempPostgres::start).await.expect("the server starts");
+        let url = pg.create_database("steps");
+        let store = PostgresStore::open(&url).await.expect("a new database store");
+        let origin = Arc::new(Origin {
+            agent: Software { name: "lastword".into(), version: "0.1.0".into() },
+            app: "app".into(),
+            release: None,
+            host: None,
+        });
+        // 6,000 log batches (more than the first steps read), one in 97 with the needle, and crashes
+        // in between; written in the order of arrival.
+        let mut expected = Vec::new();
+        let written: Vec<NewReport> = (0..8_000u64)
+            .map(|i| {
+                let log = i % 4 != 0;
+                let needle = log && i % 97 == 1;
+                let id = EntryId::generate();
+                if needle {
+                    expected.push(id);
+                }
+                NewReport {
+                    id,
+                    kind: if log { Kind::Log } else { Kind::Crash },
+                    origin: Arc::clone(&origin),
+                    created_ms: 1_000 + i,
+                    received_ms: 1_000 + i,
+                    fingerprint: (!log).then(|| "fp".to_owned()),
+                    summary: String::new(),
+                    body: format!(
+                        r#"{{"records":[{{"level":"INFO","message":"{}"}}]}}"#,
+                        if needle { "a NEEDLE" } else { "hay" }
+                    ),
+                }
+            })
+            .collect();
+        for chunk in written.chunks(2_000) {
+            store.write(Batch { reports: chunk.to_vec(), losses: vec![] }).await.expect("written");
+        }
+        expected.reverse();
+        let ui = PostgresUiStore::for_store(&store).expect("a reader");
+        let mut found = Vec::new();
+        let mut before = None;
+        loop {
+            let q = LogQuery { text: Some("needle".into()), before, limit: 20, ..LogQuery::default() };
+            let page = ui.logs(q).await.expect("a page");
+            assert!(page.items.len() <= 20);
+            found.extend(page.items.iter().map(|b| b.listed.row.id));
+            match page.next_before {
+                Some(seq) => before = Some(seq),
+                None => break,
+            }
+        }
+        assert_eq!(found, expected);
+    }
+
+    #[tokio::test]
     async fn the_ui_reads_on_read_only_sessions_and_matches_text_like_sqlite() {
         let pg = tokio::task::spawn_blocking(TempPostgres::start).await.expect("the server starts");
         let url = pg.create_database("reader");
@@ -373,8 +463,8 @@ mod tests {
         ] {
             let row = client
                 .query_one(
-                    "SELECT $1::text COLLATE \"C\" ILIKE $2 ESCAPE '\\'",
-                    &[&text, &store::contains_pattern(pattern)],
+                    &format!("SELECT {}", TEXT_MATCH.replace("$5", "$2").replace("body", "$1::text")),
+                    &[&text, &pattern],
                 )
                 .await
                 .expect("matched");

@@ -26,7 +26,7 @@ use crate::collect::store::{Group, LossesRow, ReportRow, StoreError, StoredRepor
 pub const CHART_HOURS: usize = 24;
 /// Days in a crash group's trend.
 pub const TREND_DAYS: usize = 7;
-const HOUR_MS: u64 = 3_600_000;
+pub(super) const HOUR_MS: u64 = 3_600_000;
 const DAY_MS: u64 = 24 * HOUR_MS;
 
 /// A report row and its place in the order of arrival.
@@ -387,13 +387,16 @@ pub(super) fn contains_pattern(text: &str) -> String {
 /// The reports of a group read for its row in the list (releases and trend), newest first.
 pub(super) const DETAILS_LIMIT: u32 = 10_000;
 
-/// The overview's counts, fed with the reports newest first by every backend, so that both show the
-/// same overview of the same reports.
+/// The overview's counts of the reports received in its window, the last two days (`since ..= now`),
+/// fed by every backend in the way that suits it (SQLite: each report, read from the covering index
+/// `reports_by_received`; PostgreSQL: counts aggregated by the server), so that both show the same
+/// overview of the same reports.
 pub(super) struct Tally {
     now_ms: u64,
     since: u64,
     hourly: [u64; CHART_HOURS],
-    per_group: HashMap<(String, String), (u64, u64)>,
+    /// app -> fingerprint -> (reports in the last day, in the day before).
+    per_group: HashMap<String, HashMap<String, (u64, u64)>>,
     apps: BTreeMap<String, AppSeen>,
 }
 
@@ -409,51 +412,82 @@ impl Tally {
         }
     }
 
-    /// Counts one report (the next older one). False once the walk is past the two days: stop reading.
-    ///
-    /// Rows come in the order of arrival, and received_ms is the collector's clock at arrival: walking
-    /// back from the newest row, the walk stops an hour past the two days (room for a clock step)
-    /// instead of reading all.
-    pub(super) fn add(
-        &mut self,
-        app: String,
-        release: Option<String>,
-        fingerprint: Option<String>,
-        received: u64,
-    ) -> bool {
-        if received + HOUR_MS < self.since {
-            return false;
-        }
+    /// The window: reports received from `since` to `now`, both included (collector's clock).
+    pub(super) fn window(&self) -> (u64, u64) {
+        (self.since, self.now_ms)
+    }
+
+    /// The start of the last day: reports received after it (not at it) are in the last day and in
+    /// the chart.
+    pub(super) fn last_day_after(&self) -> u64 {
+        self.now_ms.saturating_sub(DAY_MS)
+    }
+
+    /// Counts one report received at `received`; one outside the window is not counted.
+    pub(super) fn add(&mut self, app: &str, release: Option<&str>, fingerprint: Option<&str>, received: u64) {
         if received < self.since || received > self.now_ms {
-            return true;
+            return;
         }
         let age = self.now_ms - received;
-        if let Ok(hours_ago) = usize::try_from(age / HOUR_MS)
+        self.add_hour(age / HOUR_MS, 1);
+        self.add_reports(app, release, fingerprint, age < DAY_MS, 1);
+    }
+
+    /// Counts `n` reports received `hours_ago` whole hours before now; none past the chart.
+    pub(super) fn add_hour(&mut self, hours_ago: u64, n: u64) {
+        if let Ok(hours_ago) = usize::try_from(hours_ago)
             && hours_ago < CHART_HOURS
         {
-            self.hourly[CHART_HOURS - 1 - hours_ago] += 1;
+            self.hourly[CHART_HOURS - 1 - hours_ago] += n;
         }
+    }
+
+    /// Counts `n` reports of the window of this app, release and (for crashes) group, received in
+    /// the last day or in the day before; not in the chart (that is [`add_hour`](Self::add_hour)).
+    pub(super) fn add_reports(
+        &mut self,
+        app: &str,
+        release: Option<&str>,
+        fingerprint: Option<&str>,
+        last_day: bool,
+        n: u64,
+    ) {
         if let Some(fp) = fingerprint {
-            let counts = self.per_group.entry((app.clone(), fp)).or_default();
-            if age < DAY_MS {
-                counts.0 += 1;
+            let per_app = match self.per_group.get_mut(app) {
+                Some(per_app) => per_app,
+                None => self.per_group.entry(app.to_owned()).or_default(),
+            };
+            let counts = match per_app.get_mut(fp) {
+                Some(counts) => counts,
+                None => per_app.entry(fp.to_owned()).or_default(),
+            };
+            if last_day {
+                counts.0 += n;
             } else {
-                counts.1 += 1;
+                counts.1 += n;
             }
         }
-        let seen = self.apps.entry(app.clone()).or_insert_with(|| AppSeen {
-            app,
-            releases: BTreeMap::new(),
-            reports: 0,
-        });
-        seen.reports += 1;
-        *seen.releases.entry(release.unwrap_or_default()).or_default() += 1;
-        true
+        let seen = match self.apps.get_mut(app) {
+            Some(seen) => seen,
+            None => self.apps.entry(app.to_owned()).or_insert_with(|| AppSeen {
+                app: app.to_owned(),
+                releases: BTreeMap::new(),
+                reports: 0,
+            }),
+        };
+        seen.reports += n;
+        let release = release.unwrap_or_default();
+        match seen.releases.get_mut(release) {
+            Some(count) => *count += n,
+            None => {
+                seen.releases.insert(release.to_owned(), n);
+            }
+        }
     }
 
     /// The `(app, fingerprint)` of the crash groups with reports in the two days.
-    pub(super) fn group_keys(&self) -> impl Iterator<Item = &(String, String)> {
-        self.per_group.keys()
+    pub(super) fn group_keys(&self) -> impl Iterator<Item = (&String, &String)> {
+        self.per_group.iter().flat_map(|(app, fps)| fps.keys().map(move |fp| (app, fp)))
     }
 
     /// The overview, given the rows of the groups of [`group_keys`](Self::group_keys) that the store
@@ -461,8 +495,11 @@ impl Tally {
     pub(super) fn finish(self, groups: Vec<Group>, losses: Vec<LossesRow>, group_count: u64) -> Overview {
         let mut moving = Vec::new();
         for group in groups {
-            let key = (group.app.clone(), group.fingerprint.clone());
-            let Some(&(last_day, day_before)) = self.per_group.get(&key) else { continue };
+            let Some(&(last_day, day_before)) =
+                self.per_group.get(&group.app).and_then(|fps| fps.get(&group.fingerprint))
+            else {
+                continue;
+            };
             let new = group.first_seen_ms + DAY_MS >= self.now_ms;
             if new || last_day > day_before {
                 moving.push(Movement { group, last_day, day_before, new });
@@ -551,23 +588,35 @@ impl SqliteUiStore {
     }
 }
 
+/// Column `i` of `r`, text or NULL, borrowed from the row.
+fn text_at<'r>(r: &'r rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Option<&'r str>> {
+    r.get_ref(i)?
+        .as_str_or_null()
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e)))
+}
+
+/// The reports of the overview's window. The covering index reports_by_received (received_ms, app,
+/// release, fingerprint) holds every column read: a range scan of the index, without a table row or a
+/// sort.
+const OVERVIEW_WINDOW: &str = "SELECT app, release, fingerprint, received_ms FROM reports
+     WHERE received_ms BETWEEN ?1 AND ?2";
+
 fn overview(conn: &Connection, now_ms: u64) -> Result<Overview, StoreError> {
     let op = "read the overview";
     let mut tally = Tally::new(now_ms);
-    let mut stmt = conn
-        .prepare("SELECT app, release, fingerprint, received_ms FROM reports ORDER BY rowid DESC")
-        .map_err(backend(op))?;
-    let mut rows = stmt.query([]).map_err(backend(op))?;
+    let (since, now) = tally.window();
+    let mut stmt = conn.prepare_cached(OVERVIEW_WINDOW).map_err(backend(op))?;
+    let mut rows = stmt.query(params![to_sql_int(since), to_sql_int(now)]).map_err(backend(op))?;
     while let Some(r) = rows.next().map_err(backend(op))? {
-        let received = from_sql_int(r.get(3).map_err(backend(op))?);
-        if !tally.add(
-            r.get(0).map_err(backend(op))?,
-            r.get(1).map_err(backend(op))?,
-            r.get(2).map_err(backend(op))?,
-            received,
-        ) {
-            break;
-        }
+        // Borrowed, not copied: most rows only raise the counts of names already seen.
+        let app = text_at(r, 0).map_err(backend(op))?.unwrap_or_default();
+        let received: i64 = r.get(3).map_err(backend(op))?;
+        tally.add(
+            app,
+            text_at(r, 1).map_err(backend(op))?,
+            text_at(r, 2).map_err(backend(op))?,
+            from_sql_int(received),
+        );
     }
     drop(rows);
     let mut found = Vec::new();
@@ -793,6 +842,24 @@ mod tests {
             .expect("read");
         let plan = plan.join("\n");
         assert!(plan.contains("reports_by_fingerprint"), "{plan}");
+        assert!(!plan.contains("TEMP B-TREE"), "{plan}");
+    }
+
+    #[test]
+    fn the_overview_counts_from_the_covering_index_alone() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let store = crate::collect::SqliteStore::open(dir.path()).expect("a new store");
+        let ui = SqliteUiStore::open(store.path()).expect("opened read-only");
+        let conn = ui.conn.lock().expect("not poisoned");
+        let plan: Vec<String> = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {OVERVIEW_WINDOW}"))
+            .expect("prepared")
+            .query_map(params![0, 1], |r| r.get::<_, String>(3))
+            .expect("planned")
+            .collect::<rusqlite::Result<_>>()
+            .expect("read");
+        let plan = plan.join("\n");
+        assert!(plan.contains("COVERING INDEX reports_by_received"), "{plan}");
         assert!(!plan.contains("TEMP B-TREE"), "{plan}");
     }
 
