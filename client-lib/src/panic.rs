@@ -19,15 +19,33 @@ pub(crate) fn install() {
     std::panic::set_hook(Box::new(move |info| {
         if !IN_HOOK.with(Cell::get) {
             IN_HOOK.with(|f| f.set(true));
-            // Until this panic's report is stored, an abort on this thread is not "already reported".
-            crate::signal::note_panic_reported(false);
-            if let Some(shared) = shared() {
-                report(&shared, info);
+            // The standard library's own panic that ends a panic which cannot unwind further is part
+            // of that crash, already reported: keep the mark, so that the abort after it is skipped too.
+            if !(crate::signal::panic_reported() && is_std_nounwind(info)) {
+                // Until this panic's report is stored, an abort on this thread is not "already reported".
+                crate::signal::note_panic_reported(false);
+                if let Some(shared) = shared() {
+                    report(&shared, info);
+                }
             }
             IN_HOOK.with(|f| f.set(false));
         }
         previous(info);
     }));
+}
+
+/// The messages of the panics the standard library raises when a panic reaches a frame it cannot
+/// unwind through (an `extern "C"` function, a destructor during unwinding); the process aborts next.
+const STD_NOUNWIND: [&str; 2] =
+    ["panic in a function that cannot unwind", "panic in a destructor during cleanup"];
+
+/// Whether this panic is one of [`STD_NOUNWIND`].
+fn is_std_nounwind(info: &PanicHookInfo<'_>) -> bool {
+    let message = match info.payload().downcast_ref::<&str>() {
+        Some(s) => Some(*s),
+        None => info.payload().downcast_ref::<String>().map(String::as_str),
+    };
+    message.is_some_and(|m| STD_NOUNWIND.contains(&m))
 }
 
 fn report(shared: &Shared, info: &PanicHookInfo<'_>) {

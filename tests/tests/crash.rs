@@ -161,6 +161,15 @@ fn abort_is_a_sigabrt_report_naming_the_caller() {
 }
 
 #[test]
+fn a_panic_out_of_an_extern_c_function_is_one_report() {
+    let (status, reports, _) = crash("panic-extern-c");
+    assert_eq!(status.signal(), Some(libc::SIGABRT));
+    let messages: Vec<_> = reports.iter().map(|r| (r.kind.as_str(), r.message.as_str())).collect();
+    // Not std's "panic in a function that cannot unwind" that follows it, nor the abort after that.
+    assert_eq!(messages, [("panic", "boom in a callback")]);
+}
+
+#[test]
 fn an_abort_after_a_caught_panic_is_a_crash_of_its_own() {
     let (status, reports, _) = crash("panic-caught-then-abort");
     assert_eq!(status.signal(), Some(libc::SIGABRT));

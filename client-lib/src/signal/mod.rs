@@ -85,6 +85,11 @@ pub(crate) fn note_panic_reported(reported: bool) {
     PANIC_REPORTED.with(|r| r.set(reported));
 }
 
+/// Whether the calling thread's last panic was stored as a report (see [`PANIC_REPORTED`]).
+pub(crate) fn panic_reported() -> bool {
+    PANIC_REPORTED.with(Cell::get)
+}
+
 /// Whether a SIGABRT on the calling thread follows a panic of this thread that was reported.
 /// **Async-signal-safe**: a constant-initialized thread-local without a destructor, and
 /// `std::thread::panicking`, which reads an atomic and a constant-initialized thread-local counter (no

@@ -97,6 +97,7 @@ fn main() {
                 .expect("spawn a thread");
             let _ = (first.join(), second.join());
         }
+        "panic-extern-c" => callback(),
         "panic-caught-then-abort" => {
             // A panic the application survives (as a tokio runtime survives a task's panic), then an
             // unrelated abort: two crashes.
@@ -147,6 +148,12 @@ fn null_deref() {
     // SAFETY: not safe at all: this reads address 0 on purpose to die of SIGSEGV.
     let v = unsafe { std::ptr::read_volatile(p) };
     println!("{v}");
+}
+
+/// A callback as C code would call it: a panic cannot unwind out of it, so the process aborts.
+#[inline(never)]
+extern "C" fn callback() {
+    panic!("boom in a callback");
 }
 
 #[inline(never)]
