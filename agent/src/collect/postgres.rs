@@ -447,6 +447,19 @@ pub(crate) fn group_row(r: &Row, op: &'static str) -> Result<Group, StoreError> 
     })
 }
 
+const REPORT_OP: &str = "read a report";
+
+/// One report with its body, on `client` (the collector's pool or the web UI's).
+pub(crate) async fn read_report(
+    client: &tokio_postgres::Client,
+    id: EntryId,
+) -> Result<Option<StoredReport>, StoreError> {
+    let sql = format!("SELECT {REPORT_COLUMNS}, body FROM reports WHERE id = $1");
+    let row = client.query_opt(&sql, &[&id.to_string()]).await.map_err(backend(REPORT_OP))?;
+    row.map(|r| Ok(StoredReport { row: report_row(&r, REPORT_OP)?, body: col(&r, 9, REPORT_OP)? }))
+        .transpose()
+}
+
 /// The columns [`losses_row`] reads, in its order.
 pub(crate) const LOSSES_COLUMNS: &str =
     "app, host, release, agent_name, agent_version, logs_dropped, evicted,
@@ -525,11 +538,7 @@ impl Store for PostgresStore {
     }
 
     async fn report(&self, id: EntryId) -> Result<Option<StoredReport>, StoreError> {
-        const OP: &str = "read a report";
-        let client = self.client(OP).await?;
-        let sql = format!("SELECT {REPORT_COLUMNS}, body FROM reports WHERE id = $1");
-        let row = client.query_opt(&sql, &[&id.to_string()]).await.map_err(backend(OP))?;
-        row.map(|r| Ok(StoredReport { row: report_row(&r, OP)?, body: col(&r, 9, OP)? })).transpose()
+        read_report(&*self.client(REPORT_OP).await?, id).await
     }
 
     async fn groups(&self, app: Option<String>, limit: u32) -> Result<Vec<Group>, StoreError> {

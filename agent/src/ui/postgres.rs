@@ -23,7 +23,8 @@ use super::store::{
 };
 use crate::collect::PostgresStore;
 use crate::collect::postgres::{
-    LOSSES_COLUMNS, REPORT_COLUMNS, col, from_sql_int, group_row, losses_row, report_row, to_sql_int,
+    LOSSES_COLUMNS, REPORT_COLUMNS, col, from_sql_int, group_row, losses_row, read_report, report_row,
+    to_sql_int,
 };
 use crate::collect::store::{Group, LossesRow, StoreError, StoredReport};
 
@@ -249,11 +250,7 @@ impl UiStore for PostgresUiStore {
     }
 
     async fn report(&self, id: EntryId) -> Result<Option<StoredReport>, StoreError> {
-        const OP: &str = "read a report";
-        let client = self.client(OP).await?;
-        let sql = format!("SELECT {REPORT_COLUMNS}, body FROM reports WHERE id = $1");
-        let row = client.query_opt(&sql, &[&id.to_string()]).await.map_err(backend(OP))?;
-        row.map(|r| Ok(StoredReport { row: report_row(&r, OP)?, body: col(&r, 9, OP)? })).transpose()
+        read_report(&*self.client("read a report").await?, id).await
     }
 
     async fn logs(&self, q: LogQuery) -> Result<Page<ListedBody>, StoreError> {
