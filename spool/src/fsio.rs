@@ -1,9 +1,9 @@
 //! The seam through which the spool's ordinary paths reach the disk.
 //!
-//! Every file-system call of the write, claim, ack, release and quarantine paths goes through this
-//! module, so that tests (and the `fault-injection` feature) can make a chosen call fail on the calling
-//! thread: a full disk in the middle of a write, a failed fsync, a failed rename. The signal-safe path
-//! (`signal.rs`) does not come through here: it makes raw system calls only.
+//! Every file-system call of the write, claim, ack, release, quarantine and recovery paths goes
+//! through this module, so that tests (and the `fault-injection` feature) can make a chosen call fail
+//! on the calling thread: a full disk in the middle of a write, a failed fsync, a failed rename. The
+//! signal-safe path (`signal.rs`) does not come through here: it makes raw system calls only.
 
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Write};
@@ -30,6 +30,8 @@ pub enum Op {
     Rename,
     /// Deleting a file.
     Unlink,
+    /// Reading a whole file (recovery reads what a dead session left).
+    Read,
 }
 
 pub(crate) fn create_new(path: &Path) -> io::Result<File> {
@@ -65,12 +67,24 @@ pub(crate) fn unlink(path: &Path) -> io::Result<()> {
     fs::remove_file(path)
 }
 
-/// Creates a directory with mode 0700; an existing directory is fine.
-pub(crate) fn create_dir(path: &Path) -> io::Result<()> {
+pub(crate) fn read(path: &Path) -> io::Result<Vec<u8>> {
+    faults::check(Op::Read)?;
+    fs::read(path)
+}
+
+/// Creates a directory with mode 0700; an existing directory is fine. Returns whether this call made
+/// it (the caller then fsyncs the parent, so that the new directory survives a power loss).
+pub(crate) fn create_dir(path: &Path) -> io::Result<bool> {
     match DirBuilder::new().mode(DIR_MODE).create(path) {
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && path.is_dir() => Ok(()),
-        other => other,
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && path.is_dir() => Ok(false),
+        Err(e) => Err(e),
     }
+}
+
+/// fsyncs the directory at `path` (after an entry in it was made, renamed or removed).
+pub(crate) fn sync_dir_at(path: &Path) -> io::Result<()> {
+    sync_dir(&open_dir(path)?)
 }
 
 /// Opens a directory for fsync.

@@ -54,11 +54,11 @@ impl Session {
     }
 
     /// Gives back what this session still holds and removes its files. Called on a clean close.
-    pub fn close(self, layout: &Layout) -> Result<Recovered> {
+    pub fn close(self, layout: &Layout) -> Recovered {
         let mut report = Recovered::default();
-        recover_session(layout, &self.sid, &mut report)?;
+        recover_session(layout, &self.sid, &mut report);
         remove_session_files(layout, &self.sid);
-        Ok(report)
+        report
     }
 }
 
@@ -75,9 +75,33 @@ pub struct Recovered {
     pub quarantined: u64,
     /// Empty (unused) signal slots removed.
     pub removed_slots: u64,
+    /// Files that could be neither recovered nor quarantined (a full disk, an I/O error): left where
+    /// they are, for the next recovery to try again. Never a reason for opening the spool to fail.
+    pub skipped: u64,
+}
+
+impl Recovered {
+    /// Adds what another recovery did.
+    pub fn add(&mut self, other: Recovered) {
+        self.sessions += other.sessions;
+        self.released += other.released;
+        self.rescued += other.rescued;
+        self.quarantined += other.quarantined;
+        self.removed_slots += other.removed_slots;
+        self.skipped += other.skipped;
+    }
+
+    /// Whether anything needed a person's attention: something quarantined or skipped.
+    pub fn damaged(&self) -> bool {
+        self.quarantined > 0 || self.skipped > 0
+    }
 }
 
 /// Finds every session other than `own` whose owner is dead, and gives back what it held.
+///
+/// What one dead session left never makes this fail: a file that can be neither recovered nor
+/// quarantined is counted in [`Recovered::skipped`] and left for the next recovery. Only a spool
+/// whose state directories cannot be listed is an error.
 pub(crate) fn recover_dead(layout: &Layout, own: &str) -> Result<Recovered> {
     let mut sids = BTreeSet::new();
     for dir in [&layout.claimed, &layout.writing] {
@@ -102,12 +126,19 @@ pub(crate) fn recover_dead(layout: &Layout, own: &str) -> Result<Recovered> {
             Ok(f) => match flock(&f, FlockOperation::NonBlockingLockExclusive) {
                 Ok(()) => Some(f),
                 Err(rustix::io::Errno::WOULDBLOCK) => continue, // alive
-                Err(e) => return Err(SpoolError::io("lock", &lock_path, e.into())),
+                Err(_) => {
+                    // Liveness unknown: leave the session alone, as if it were alive.
+                    report.skipped += 1;
+                    continue;
+                }
             },
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-            Err(e) => return Err(SpoolError::io("open", &lock_path, e)),
+            Err(_) => {
+                report.skipped += 1;
+                continue;
+            }
         };
-        recover_session(layout, &sid, &mut report)?;
+        recover_session(layout, &sid, &mut report);
         remove_session_files(layout, &sid);
         report.sessions += 1;
         drop(lock);
@@ -121,64 +152,117 @@ fn layout_dir_is_dir(path: &Path) -> bool {
 }
 
 /// Moves a session's claims back to ready and settles its unfinished writes. The caller holds the
-/// session's lock (or the session is its own).
-fn recover_session(layout: &Layout, sid: &str, report: &mut Recovered) -> Result<()> {
+/// session's lock (or the session is its own). What cannot be moved is counted as skipped and stays.
+fn recover_session(layout: &Layout, sid: &str, report: &mut Recovered) {
     let claimed = layout.claimed.join(sid);
-    for name in names_in(&claimed)? {
-        match fsio::rename(&claimed.join(&name), &layout.ready.join(&name)) {
-            Ok(()) => report.released += 1,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(SpoolError::io("release", claimed.join(&name), e)),
+    match names_in(&claimed) {
+        Ok(names) => {
+            for name in names {
+                match fsio::rename(&claimed.join(&name), &layout.ready.join(&name)) {
+                    Ok(()) => report.released += 1,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(_) => report.skipped += 1,
+                }
+            }
         }
+        Err(_) => report.skipped += 1,
     }
     let writing = layout.writing.join(sid);
     let items = match fs::read_dir(&writing) {
         Ok(items) => items,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(SpoolError::io("read directory", &writing, e)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return,
+        Err(_) => {
+            report.skipped += 1;
+            return;
+        }
     };
     let mut rescued_any = false;
     for item in items {
-        let item = item.map_err(|e| SpoolError::io("read directory", &writing, e))?;
+        let Ok(item) = item else {
+            report.skipped += 1;
+            break;
+        };
         let path = item.path();
-        let bytes = match fs::read(&path) {
+        let file_name = item.file_name();
+        // A signal slot's file is named `.slot-<id>`, and listings skip names starting with `.`:
+        // quarantine it without the dot, or it would be invisible to ls, stats and purge.
+        let visible = match file_name.to_string_lossy().trim_start_matches('.') {
+            "" => file_name.clone(),
+            name => OsString::from(name),
+        };
+        let set_aside = |why: String, report: &mut Recovered| match quarantine(layout, &path, &visible, &why)
+        {
+            Ok(true) => report.quarantined += 1,
+            Ok(false) => {} // gone meanwhile
+            Err(_) => report.skipped += 1,
+        };
+        // Only regular files are read: a directory cannot be, and a FIFO would block for ever.
+        match item.file_type() {
+            Ok(t) if t.is_file() => {}
+            Ok(t) => {
+                set_aside(format!("left by a dead session: not a regular file ({})", type_name(t)), report);
+                continue;
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => {
+                set_aside(format!("left by a dead session: cannot tell what it is: {e}"), report);
+                continue;
+            }
+        }
+        let bytes = match fsio::read(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(SpoolError::io("read", &path, e)),
+            Err(e) => {
+                set_aside(format!("left by a dead session: cannot read it: {e}"), report);
+                continue;
+            }
         };
         if bytes.is_empty() {
-            fsio::unlink(&path).map_err(|e| SpoolError::io("remove", &path, e))?;
-            report.removed_slots += 1;
+            match fsio::unlink(&path) {
+                Ok(()) => report.removed_slots += 1,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(_) => report.skipped += 1,
+            }
             continue;
         }
         match entry::decode(&bytes, None) {
             Ok((header, _)) => {
                 let name = EntryName::new(header.kind, header.id, bytes.len() as u64);
                 let target = layout.ready.join(name.to_string());
-                fsio::rename(&path, &target).map_err(|e| SpoolError::io("rescue", &path, e))?;
-                report.rescued += 1;
-                rescued_any = true;
-            }
-            Err(reason) => {
-                let why = format!("{}: {reason}", CorruptReason::PartialWrite);
-                // A signal slot's file is named `.slot-<id>`, and listings skip names starting with
-                // `.`: quarantine it without the dot, or it would be invisible to ls, stats and purge.
-                let file_name = item.file_name();
-                let visible = match file_name.to_string_lossy().trim_start_matches('.') {
-                    "" => file_name.clone(),
-                    name => OsString::from(name),
-                };
-                if quarantine(layout, &path, &visible, &why)? {
-                    report.quarantined += 1;
+                match fsio::rename(&path, &target) {
+                    Ok(()) => {
+                        report.rescued += 1;
+                        rescued_any = true;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(_) => report.skipped += 1,
                 }
             }
+            Err(reason) => set_aside(format!("{}: {reason}", CorruptReason::PartialWrite), report),
         }
     }
     if rescued_any {
-        let dir = fsio::open_dir(&layout.ready).map_err(|e| SpoolError::io("open", &layout.ready, e))?;
-        fsio::sync_dir(&dir).map_err(|e| SpoolError::io("fsync", &layout.ready, e))?;
+        // A failure leaves the rescued entries where a crash may put them back into writing/; the
+        // next recovery rescues them again (at least once, FORMAT.md).
+        let _ = fsio::sync_dir_at(&layout.ready);
     }
-    Ok(())
+}
+
+fn type_name(t: fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if t.is_dir() {
+        "a directory"
+    } else if t.is_symlink() {
+        "a symbolic link"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_block_device() || t.is_char_device() {
+        "a device"
+    } else {
+        "an unknown kind of file"
+    }
 }
 
 /// Removes a settled session's directories and lock file. Failures leave a harmless empty directory

@@ -5,7 +5,7 @@ use std::fs::File;
 use std::io;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::claim::Claim;
@@ -75,6 +75,8 @@ pub(crate) struct Inner {
     session: Option<Session>,
     /// Test hook: when set, closing behaves like the death of the process.
     abandoned: AtomicBool,
+    /// What the recovery at open did.
+    at_open: OnceLock<Recovered>,
 }
 
 /// This handle's view of the queue.
@@ -113,6 +115,9 @@ impl Index {
 
 impl Spool {
     /// Opens (or creates) the spool at `path`, starts a session and recovers what dead sessions held.
+    ///
+    /// What dead sessions left damaged never makes this fail: it is quarantined, or skipped and
+    /// counted when even that cannot be done (see [`Spool::recovered_at_open`]).
     pub fn open(path: impl AsRef<Path>, options: SpoolOptions) -> Result<Self> {
         let layout = Layout::open(path.as_ref(), options.create)?;
         if !options.create {
@@ -140,10 +145,22 @@ impl Spool {
             index: Mutex::new(Index::default()),
             session: Some(session),
             abandoned: AtomicBool::new(false),
+            at_open: OnceLock::new(),
         };
         let spool = Self { inner: Arc::new(inner) };
-        spool.rescan()?;
+        let recovered = {
+            let mut index = spool.inner.lock_index();
+            spool.inner.rescan_locked(&mut index)?
+        };
+        let _ = spool.inner.at_open.set(recovered);
         Ok(spool)
+    }
+
+    /// What opening found and settled: dead sessions recovered, entries put back or rescued, files
+    /// quarantined, and leftovers skipped because they could be neither recovered nor quarantined
+    /// (they stay where they are; the next scan tries again).
+    pub fn recovered_at_open(&self) -> Recovered {
+        self.inner.at_open.get().copied().unwrap_or_default()
     }
 
     /// The spool's root directory.
@@ -299,7 +316,7 @@ impl Spool {
                     // An entry that cannot be read (an I/O error, a directory under an entry name)
                     // would block every entry behind it if it went back to ready/: move it aside
                     // with the reason instead, and go on with the next one.
-                    inner.settle(&name, Settle::Quarantine(&format!("cannot read the entry: {e}")))?;
+                    inner.set_aside(&name, &format!("cannot read the entry: {e}"));
                     continue;
                 }
             };
@@ -309,16 +326,17 @@ impl Spool {
                     body.drain(..HEADER_LEN);
                     return Ok(Some(Claim::new(self.inner.clone(), name, header, body)));
                 }
-                Err(reason) => inner.settle(&name, Settle::Quarantine(&reason.to_string()))?,
+                Err(reason) => inner.set_aside(&name, &reason.to_string()),
             }
         }
     }
 
     /// Re-reads the spool directories: sees entries written by other processes, recovers what dead
-    /// sessions held, and quarantines foreign files in `ready/`.
+    /// sessions held, and quarantines foreign files in `ready/` (one that cannot be moved is left
+    /// where it is, and never claimed).
     pub fn rescan(&self) -> Result<()> {
         let mut index = self.inner.lock_index();
-        self.inner.rescan_locked(&mut index)
+        self.inner.rescan_locked(&mut index).map(|_| ())
     }
 
     /// Recovers the claims and unfinished writes of dead sessions now, and says what it did.
@@ -375,7 +393,11 @@ impl Spool {
             if !chosen {
                 continue;
             }
-            match fsio::unlink(path) {
+            // A quarantined leftover may be a directory (a dead session's stray one): a person's
+            // purge deletes it with what is inside.
+            let is_dir = std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir());
+            let removed = if is_dir { std::fs::remove_dir_all(path) } else { fsio::unlink(path) };
+            match removed {
                 Ok(()) => {
                     purged.entries += 1;
                     purged.bytes += item.size;
@@ -421,15 +443,20 @@ impl Inner {
         self.abandoned.load(Ordering::SeqCst)
     }
 
-    fn rescan_locked(&self, index: &mut Index) -> Result<()> {
-        recover_dead(&self.layout, &self.sid)?;
+    fn rescan_locked(&self, index: &mut Index) -> Result<Recovered> {
+        let mut recovered = recover_dead(&self.layout, &self.sid)?;
         let mut fresh = Index::default();
         for file_name in names_in(&self.layout.ready)? {
             match file_name.to_str().and_then(EntryName::parse) {
                 Some(name) => fresh.insert_ready(name),
                 None => {
                     let path = self.layout.ready.join(&file_name);
-                    quarantine(&self.layout, &path, &file_name, &CorruptReason::ForeignName.to_string())?;
+                    match quarantine(&self.layout, &path, &file_name, &CorruptReason::ForeignName.to_string())
+                    {
+                        Ok(true) => recovered.quarantined += 1,
+                        Ok(false) => {}
+                        Err(_) => recovered.skipped += 1,
+                    }
                 }
             }
         }
@@ -447,7 +474,14 @@ impl Inner {
         }
         fresh.scanned = Some(Instant::now());
         *index = fresh;
-        Ok(())
+        Ok(recovered)
+    }
+
+    /// Quarantines one of this session's claims that cannot be delivered. If even that fails (a full
+    /// disk), the entry stays in this session's `claimed/` directory, out of the way of the entries
+    /// behind it, until the session closes and puts it back for the next claimer to try again.
+    fn set_aside(&self, name: &EntryName, reason: &str) {
+        let _ = self.settle(name, Settle::Quarantine(reason));
     }
 
     /// Moves one of this session's claims: acked (deleted), released (back to ready) or quarantined.
@@ -511,7 +545,7 @@ impl Drop for Inner {
         {
             // Nothing can be reported from a drop; whatever could not be settled here is recovered by
             // the next session that scans this spool, as if this process had died.
-            let _ = session.close(&self.layout);
+            session.close(&self.layout);
         }
     }
 }

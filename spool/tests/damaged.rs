@@ -1,0 +1,197 @@
+//! A spool that a dead session (or a person, or a full disk) left damaged still opens: what cannot be
+//! recovered is quarantined with a reason if it can be, skipped and counted if not, and the good
+//! entries are delivered as usual. Nothing is deleted, and opening never fails because of a leftover.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use lastword_spool::fsio::{Op, faults};
+use lastword_spool::{EntryState, Kind, Spool, SpoolOptions};
+
+use common::{all_names, by_state};
+
+/// A session id of a session that no process holds (no lock file): a dead one.
+const DEAD: &str = "01HZZZZZZZZZZZZZZZZZZDEAD0";
+const ENOSPC: i32 = 28;
+const EIO: i32 = 5;
+
+fn open(dir: &Path) -> Spool {
+    Spool::open(dir, SpoolOptions::default()).expect("a damaged spool still opens")
+}
+
+/// A spool with one good crash entry in it, and the `writing/` folder of a dead session.
+fn spool_with_a_dead_writer() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    open(dir.path()).write(Kind::Crash, b"{\"good\":true}").expect("write");
+    let writing = dir.path().join("writing").join(DEAD);
+    fs::create_dir(&writing).expect("the dead session's writing folder");
+    (dir, writing)
+}
+
+/// Claims and acks everything; returns the bodies.
+fn drain(spool: &Spool) -> Vec<Vec<u8>> {
+    let mut bodies = Vec::new();
+    while let Some(claim) = spool.claim().expect("claim") {
+        bodies.push(claim.body().to_vec());
+        claim.ack().expect("ack");
+    }
+    bodies
+}
+
+fn quarantine_reasons(spool: &Spool) -> Vec<(String, String)> {
+    by_state(&spool.view())
+        .remove(&EntryState::Quarantined)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|l| (l.file_name, l.reason.unwrap_or_default()))
+        .collect()
+}
+
+#[test]
+fn a_stray_directory_in_a_dead_sessions_writing_folder_is_quarantined_and_the_spool_opens() {
+    let (dir, writing) = spool_with_a_dead_writer();
+    let stray = writing.join("0-01HZZZZZZZZZZZZZZZZZZZZZZZ-48.crash");
+    fs::create_dir(&stray).expect("a directory where a file should be");
+    fs::write(stray.join("inside"), b"kept").expect("something inside it");
+
+    let spool = open(dir.path());
+    let recovered = spool.recovered_at_open();
+    assert_eq!((recovered.sessions, recovered.quarantined, recovered.skipped), (1, 1, 0), "{recovered:?}");
+    assert_eq!(drain(&spool), vec![b"{\"good\":true}".to_vec()], "the good entry is delivered");
+    let reasons = quarantine_reasons(&spool);
+    assert_eq!(reasons.len(), 1, "{reasons:?}");
+    assert!(reasons[0].1.contains("not a regular file"), "{reasons:?}");
+    let kept = dir.path().join("quarantine").join(&reasons[0].0).join("inside");
+    assert_eq!(fs::read(kept).expect("moved whole"), b"kept", "nothing is deleted");
+    assert!(!writing.exists(), "the dead session is settled");
+}
+
+#[test]
+fn a_fifo_in_a_dead_sessions_writing_folder_is_quarantined_without_being_read() {
+    let (dir, writing) = spool_with_a_dead_writer();
+    let fifo = writing.join("2-01HZZZZZZZZZZZZZZZZZZZZZZZ-60.log");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status().expect("run mkfifo");
+    assert!(made.success());
+
+    // Reading a FIFO without a writer blocks for ever: open on a thread, with a bounded wait.
+    let (tx, rx) = mpsc::channel();
+    let root = dir.path().to_path_buf();
+    std::thread::spawn(move || {
+        let _ = tx.send(Spool::open(&root, SpoolOptions::default()).map(|s| s.recovered_at_open()));
+    });
+    let recovered = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("open returns: a leftover that is not a regular file is never read")
+        .expect("the spool opens");
+    assert_eq!(recovered.quarantined, 1, "{recovered:?}");
+    let spool = open(dir.path());
+    let reasons = quarantine_reasons(&spool);
+    assert!(reasons.iter().any(|(_, r)| r.contains("not a regular file")), "{reasons:?}");
+}
+
+#[test]
+fn a_partial_write_that_cannot_be_quarantined_on_a_full_disk_is_skipped_counted_and_kept() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let spool = open(dir.path());
+    spool.write(Kind::Crash, b"{\"good\":true}").expect("write");
+    // A session dies in the middle of a write while this one is open.
+    let writing = dir.path().join("writing").join(DEAD);
+    fs::create_dir(&writing).expect("the dead session's writing folder");
+    fs::write(partial_in(&writing), b"LWSP half of a crash report").expect("a partial write");
+    // The disk is full when the quarantine reason is written.
+    faults::fail(Op::Create, 0, ENOSPC);
+    let recovered = spool.recover().expect("recovery goes on past what it cannot move");
+    faults::clear();
+    assert_eq!((recovered.quarantined, recovered.skipped), (0, 1), "{recovered:?}");
+    assert_eq!(all_names(&writing), vec!["0-01HZZZZZZZZZZZZZZZZZZZZZZZ-300.crash"], "left where it was");
+    // Once there is space again, the next scan (here, a claim's) quarantines it.
+    assert_eq!(drain(&spool), vec![b"{\"good\":true}".to_vec()], "the good entry is still delivered");
+    assert!(!writing.exists());
+    let reasons = quarantine_reasons(&spool);
+    assert_eq!(reasons.len(), 1, "{reasons:?}");
+    assert!(reasons[0].1.starts_with("partial write by a dead session"), "{reasons:?}");
+}
+
+fn partial_in(writing: &Path) -> PathBuf {
+    writing.join("0-01HZZZZZZZZZZZZZZZZZZZZZZZ-300.crash")
+}
+
+#[test]
+fn a_partial_write_on_a_full_disk_does_not_make_open_fail() {
+    let (dir, writing) = spool_with_a_dead_writer();
+    fs::write(partial_in(&writing), b"LWSP half").expect("a partial write");
+    // The first file created by open is its session's lock; the second, the quarantine reason.
+    faults::fail(Op::Create, 1, ENOSPC);
+    let spool = Spool::open(dir.path(), SpoolOptions::default());
+    faults::clear();
+    let spool = spool.expect("a leftover that cannot be moved does not stop the spool from opening");
+    assert_eq!(spool.recovered_at_open().skipped, 1, "{:?}", spool.recovered_at_open());
+    let id = spool.write(Kind::Crash, b"{\"new\":true}").expect("the spool takes new entries");
+    assert_eq!(spool.view().read(id).expect("read").body, b"{\"new\":true}");
+}
+
+#[test]
+fn an_unreadable_leftover_is_quarantined_with_the_read_error() {
+    let (dir, writing) = spool_with_a_dead_writer();
+    fs::write(partial_in(&writing), b"LWSP whatever is on the bad sector").expect("a leftover");
+    let spool = open(dir.path());
+    let dead_again = dir.path().join("writing").join(DEAD);
+    fs::create_dir(&dead_again).expect("a dead writer again");
+    fs::write(partial_in(&dead_again), b"LWSP unreadable").expect("a leftover");
+    faults::fail(Op::Read, 0, EIO);
+    let recovered = spool.recover().expect("recovery goes on past a file it cannot read");
+    faults::clear();
+    assert_eq!((recovered.quarantined, recovered.skipped), (1, 0), "{recovered:?}");
+    let reasons = quarantine_reasons(&spool);
+    assert!(reasons.iter().any(|(_, r)| r.contains("cannot read")), "{reasons:?}");
+}
+
+#[test]
+fn a_foreign_file_in_ready_that_cannot_be_quarantined_does_not_stop_the_spool() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let spool = open(dir.path());
+    let good = spool.write(Kind::Event, b"good").expect("write");
+    fs::write(dir.path().join("ready").join("notes.txt"), b"a person's file").expect("a foreign file");
+    faults::fail(Op::Create, 0, ENOSPC);
+    let rescanned = spool.rescan();
+    faults::clear();
+    rescanned.expect("a foreign file that cannot be moved aside is skipped");
+    let claim = spool.claim().expect("claim").expect("the good entry");
+    assert_eq!(claim.id(), good);
+    claim.ack().expect("ack");
+    assert!(dir.path().join("ready/notes.txt").exists(), "left where it was, not deleted");
+}
+
+#[test]
+fn a_damaged_entry_that_cannot_be_quarantined_does_not_stop_claims() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let spool = open(dir.path());
+    let bad = spool.write(Kind::Crash, b"soon damaged").expect("write");
+    let good = spool.write(Kind::Log, b"good").expect("write");
+    let bad_file = by_state(&spool.view())[&EntryState::Ready]
+        .iter()
+        .find(|l| l.id == Some(bad))
+        .expect("the crash entry")
+        .path()
+        .to_path_buf();
+    let mut bytes = fs::read(&bad_file).expect("read");
+    bytes[50] ^= 1;
+    fs::write(&bad_file, bytes).expect("flip a bit");
+    faults::fail(Op::Create, 0, ENOSPC);
+    let claimed = spool.claim();
+    faults::clear();
+    let claim = claimed.expect("claim goes past an entry it cannot quarantine").expect("the good entry");
+    assert_eq!(claim.id(), good);
+    claim.ack().expect("ack");
+    drop(spool);
+    // The damaged entry was kept, and is quarantined once that can be done.
+    let spool = open(dir.path());
+    assert!(spool.claim().expect("claim").is_none());
+    let reasons = quarantine_reasons(&spool);
+    assert_eq!(reasons.len(), 1, "{reasons:?}");
+    assert!(reasons[0].1.contains("checksum"), "{reasons:?}");
+}
