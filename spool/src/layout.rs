@@ -9,10 +9,11 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Result, SpoolError};
 use crate::fsio;
+use crate::id::EntryId;
 
 /// The content of the VERSION file of a format 1 spool.
 pub const VERSION_TEXT: &str = "lastword-spool 1\n";
-/// Prefix of the temporary file a creator writes VERSION into (followed by its pid).
+/// Prefix of the temporary file a creator writes VERSION into (followed by its pid and a random id).
 const VERSION_TMP_PREFIX: &str = ".VERSION.";
 
 /// The paths of one spool.
@@ -42,6 +43,10 @@ impl Layout {
     }
 
     /// Checks that `root` is a spool this code may use, creating it first when asked.
+    ///
+    /// Any number of processes may create the same spool at the same moment: each of them opens it.
+    /// Every directory this makes is fsynced into its parent, so that what is written into it later
+    /// does not depend on the file system keeping the order of metadata across a power loss.
     pub fn open(root: &Path, create: bool) -> Result<Self> {
         let layout = Self::new(root);
         let meta = match fs::metadata(root) {
@@ -50,7 +55,7 @@ impl Layout {
                 if !create {
                     return Err(SpoolError::NotFound { path: root.to_path_buf() });
                 }
-                create_dir_all(root)?;
+                create_dir_all_durably(root)?;
                 fs::metadata(root).map_err(|e| SpoolError::io("stat", root, e))?
             }
             Err(e) => return Err(SpoolError::io("stat", root, e)),
@@ -62,65 +67,87 @@ impl Layout {
         if meta.uid() != me {
             return Err(SpoolError::ForeignOwner { path: root.to_path_buf(), owner: meta.uid(), me });
         }
-        layout.check_version(create)?;
+        let fresh = layout.check_version(create)?;
         if create {
-            for dir in [&layout.ready, &layout.sessions, &layout.writing, &layout.claimed] {
-                fsio::create_dir(dir).map_err(|e| SpoolError::io("create directory", dir, e))?;
-            }
-            for dir in [&layout.quarantine, &layout.counters] {
-                fsio::create_dir(dir).map_err(|e| SpoolError::io("create directory", dir, e))?;
-            }
+            layout.create_state_dirs(fresh)?;
         }
         Ok(layout)
     }
 
-    fn check_version(&self, create: bool) -> Result<()> {
+    /// Makes the state directories that are missing, and fsyncs the root if it made any (or, for a
+    /// spool being created, `always`: another creator may have made them and not fsynced them yet).
+    pub fn create_state_dirs(&self, always: bool) -> Result<()> {
+        let mut made = always;
+        for dir in
+            [&self.ready, &self.sessions, &self.writing, &self.claimed, &self.quarantine, &self.counters]
+        {
+            made |= fsio::create_dir(dir).map_err(|e| SpoolError::io("create directory", dir, e))?;
+        }
+        if made {
+            fsio::sync_dir_at(&self.root).map_err(|e| SpoolError::io("fsync", &self.root, e))?;
+        }
+        Ok(())
+    }
+
+    /// Checks VERSION, writing it when `create` and the directory is empty. Returns whether the spool
+    /// is being created (VERSION was not there at first).
+    fn check_version(&self, create: bool) -> Result<bool> {
         let path = self.root.join("VERSION");
-        match fs::read_to_string(&path) {
-            Ok(text) if text == VERSION_TEXT => Ok(()),
+        if self.read_version(&path)? {
+            return Ok(false);
+        }
+        // No VERSION. A creator killed before its rename leaves only its temporary `.VERSION.*`:
+        // such a directory is still an empty one, or the spool could never be created.
+        let mut empty = true;
+        for item in fs::read_dir(&self.root).map_err(|e| SpoolError::io("read directory", &self.root, e))? {
+            let item = item.map_err(|e| SpoolError::io("read directory", &self.root, e))?;
+            if !item.file_name().as_encoded_bytes().starts_with(VERSION_TMP_PREFIX.as_bytes()) {
+                empty = false;
+                break;
+            }
+        }
+        if !empty {
+            // Another creator may have renamed its VERSION into place between our read and the
+            // listing: a creator makes nothing else before its VERSION, so whatever the listing saw
+            // came after it, and a second read finds it.
+            if self.read_version(&path)? {
+                return Ok(true);
+            }
+            return Err(SpoolError::Version {
+                path: self.root.clone(),
+                found: "no VERSION file in a non-empty directory".into(),
+            });
+        }
+        if !create {
+            return Err(SpoolError::NotFound { path: self.root.clone() });
+        }
+        self.write_version(&path)?;
+        Ok(true)
+    }
+
+    /// Whether VERSION is there and says format 1; an error if it says anything else.
+    fn read_version(&self, path: &Path) -> Result<bool> {
+        match fs::read_to_string(path) {
+            Ok(text) if text == VERSION_TEXT => Ok(true),
             Ok(text) => {
                 Err(SpoolError::Version { path: self.root.clone(), found: text.chars().take(64).collect() })
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                // A creator killed before its rename leaves only its temporary `.VERSION.<pid>`:
-                // such a directory is still an empty one, or the spool could never be created.
-                let mut empty = true;
-                for item in
-                    fs::read_dir(&self.root).map_err(|e| SpoolError::io("read directory", &self.root, e))?
-                {
-                    let item = item.map_err(|e| SpoolError::io("read directory", &self.root, e))?;
-                    if !item.file_name().as_encoded_bytes().starts_with(VERSION_TMP_PREFIX.as_bytes()) {
-                        empty = false;
-                        break;
-                    }
-                }
-                if !empty {
-                    return Err(SpoolError::Version {
-                        path: self.root.clone(),
-                        found: "no VERSION file in a non-empty directory".into(),
-                    });
-                }
-                if !create {
-                    return Err(SpoolError::NotFound { path: self.root.clone() });
-                }
-                self.write_version(&path)
-            }
-            Err(e) => Err(SpoolError::io("read", &path, e)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(SpoolError::io("read", path, e)),
         }
     }
 
     fn write_version(&self, path: &Path) -> Result<()> {
-        // Two processes may create the same spool at once: each writes its own temporary file and
-        // renames it into place; both write the same bytes.
-        let tmp = self.root.join(format!("{VERSION_TMP_PREFIX}{}", std::process::id()));
-        // A leftover of a dead process that had this pid before.
-        let _ = fs::remove_file(&tmp);
+        // Several creators (processes, or threads of one process) may create the same spool at once:
+        // each writes a temporary file of its own and renames it into place; all write the same bytes.
+        let tmp =
+            self.root.join(format!("{VERSION_TMP_PREFIX}{}.{}", std::process::id(), EntryId::generate()));
         let result = (|| {
             let mut f = fsio::create_new(&tmp)?;
             f.write_all(VERSION_TEXT.as_bytes())?;
             fsio::sync(&f)?;
             fsio::rename(&tmp, path)?;
-            fsio::sync_dir(&fsio::open_dir(&self.root)?)
+            fsio::sync_dir_at(&self.root)
         })();
         if result.is_err() {
             let _ = fs::remove_file(&tmp);
@@ -133,10 +160,35 @@ impl Layout {
     }
 }
 
-fn create_dir_all(path: &Path) -> Result<()> {
-    let mut builder = fs::DirBuilder::new();
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, fsio::DIR_MODE);
-    builder.recursive(true).create(path).map_err(|e| SpoolError::io("create directory", path, e))
+/// Creates `path` and whatever ancestors it lacks, each with mode 0700 and fsynced into its parent.
+/// Another process creating the same directories at the same moment is no error.
+fn create_dir_all_durably(path: &Path) -> Result<()> {
+    let mut missing = Vec::new();
+    let mut at = path;
+    loop {
+        match fs::symlink_metadata(at) {
+            Ok(_) => break,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                missing.push(at);
+                match at.parent() {
+                    Some(parent) if !parent.as_os_str().is_empty() => at = parent,
+                    _ => break,
+                }
+            }
+            Err(e) => return Err(SpoolError::io("stat", at, e)),
+        }
+    }
+    for dir in missing.into_iter().rev() {
+        // Made here or by another creator an instant ago: fsync the parent either way, since the
+        // other one may not have done so yet.
+        fsio::create_dir(dir).map_err(|e| SpoolError::io("create directory", dir, e))?;
+        let parent = match dir.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        fsio::sync_dir_at(parent).map_err(|e| SpoolError::io("fsync", parent, e))?;
+    }
+    Ok(())
 }
 
 /// File names in a directory, without those starting with `.`; a missing directory is empty.

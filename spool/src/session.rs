@@ -43,8 +43,13 @@ impl Session {
                 last_error = Some(SpoolError::io("rename", &new, e));
                 continue;
             }
-            for dir in [layout.writing.join(&sid), layout.claimed.join(&sid)] {
+            // fsynced into their parents: an entry renamed into `claimed/<sid>/` must not vanish with
+            // its directory after a power loss (claims themselves are not fsynced, FORMAT.md).
+            for (parent, dir) in
+                [(&layout.writing, layout.writing.join(&sid)), (&layout.claimed, layout.claimed.join(&sid))]
+            {
                 fsio::create_dir(&dir).map_err(|e| SpoolError::io("create directory", &dir, e))?;
+                fsio::sync_dir_at(parent).map_err(|e| SpoolError::io("fsync", parent, e))?;
             }
             return Ok(Self { sid, _lock: file });
         }

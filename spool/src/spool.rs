@@ -117,21 +117,13 @@ impl Spool {
     /// Opens (or creates) the spool at `path`, starts a session and recovers what dead sessions held.
     ///
     /// What dead sessions left damaged never makes this fail: it is quarantined, or skipped and
-    /// counted when even that cannot be done (see [`Spool::recovered_at_open`]).
+    /// counted when even that cannot be done (see [`Spool::recovered_at_open`]). Any number of
+    /// processes and threads may create the same new spool at once; each of them opens it.
     pub fn open(path: impl AsRef<Path>, options: SpoolOptions) -> Result<Self> {
         let layout = Layout::open(path.as_ref(), options.create)?;
         if !options.create {
             // Opening for work needs the state directories; a spool made by `create` has them.
-            for dir in [
-                &layout.ready,
-                &layout.sessions,
-                &layout.writing,
-                &layout.claimed,
-                &layout.quarantine,
-                &layout.counters,
-            ] {
-                fsio::create_dir(dir).map_err(|e| SpoolError::io("create directory", dir, e))?;
-            }
+            layout.create_state_dirs(false)?;
         }
         let ready_dir =
             fsio::open_dir(&layout.ready).map_err(|e| SpoolError::io("open", &layout.ready, e))?;
