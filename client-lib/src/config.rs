@@ -120,7 +120,9 @@ impl Config {
         self
     }
 
-    /// A collector URL (`ws://` or `wss://`). Call again to add failover collectors.
+    /// A collector URL, `ws://HOST:PORT/PATH` or `wss://HOST:PORT/PATH`, the port written out (no
+    /// path: `/ingest`). Call again to add failover collectors. [`crate::init`] refuses a URL of
+    /// another scheme, without a host or without a port ([`crate::InitError::BadUrl`]).
     #[must_use]
     pub fn url(mut self, url: impl Into<String>) -> Self {
         self.urls.push(url.into());
@@ -203,5 +205,72 @@ impl Config {
     pub fn before_send(mut self, hook: impl Fn(&mut CrashReport) -> bool + Send + Sync + 'static) -> Self {
         self.before_send = Some(Arc::new(hook));
         self
+    }
+}
+
+/// Checks a collector URL before anything is started: the scheme is `ws` or `wss`, and there is a host
+/// and a port. Returns what is wrong with it.
+pub(crate) fn check_url(url: &str) -> Result<(), String> {
+    use tokio_tungstenite::tungstenite::http::Uri;
+    let example = "ws://HOST:PORT/ingest or wss://HOST:PORT/ingest";
+    let Some((scheme, _)) = url.split_once("://") else {
+        return Err(format!("no scheme: a collector URL looks like {example}"));
+    };
+    if !matches!(scheme, "ws" | "wss") {
+        return Err(format!("the scheme must be ws:// or wss://, not {scheme}://"));
+    }
+    let uri: Uri =
+        url.parse().map_err(|e| format!("not a URL ({e}): a collector URL looks like {example}"))?;
+    match uri.host() {
+        Some(host) if !host.is_empty() => {}
+        _ => return Err(format!("no host: a collector URL looks like {example}")),
+    }
+    let written =
+        uri.authority().and_then(|a| a.as_str().rsplit_once(':')).is_some_and(|(_, p)| !p.ends_with(']'));
+    match uri.port_u16() {
+        Some(0) => Err("port 0 cannot be connected to".into()),
+        Some(_) => Ok(()),
+        None if written => Err("the port is not a number from 1 to 65535".into()),
+        None => Err(format!(
+            "no port: write the collector's port out, e.g. {scheme}://{}:8700/ingest",
+            uri.host().unwrap_or("HOST")
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_url;
+
+    #[test]
+    fn collector_urls_need_a_websocket_scheme_a_host_and_a_port() {
+        for good in [
+            "ws://127.0.0.1:8700/ingest",
+            "wss://collector.example:443/ingest",
+            "ws://[::1]:8700",
+            "ws://h:1/",
+        ] {
+            assert_eq!(check_url(good), Ok(()), "{good}");
+        }
+        for (bad, why) in [
+            ("http://127.0.0.1:8700/ingest", "the scheme must be ws:// or wss://, not http://"),
+            ("WS://127.0.0.1:8700/ingest", "the scheme must be"),
+            ("127.0.0.1:8700/ingest", "no scheme"),
+            ("collector:8700", "no scheme"),
+            ("", "no scheme"),
+            (
+                "ws://collector.example/ingest",
+                "no port: write the collector's port out, e.g. ws://collector.example:8700",
+            ),
+            ("wss://collector.example", "no port"),
+            ("ws://:8700/ingest", "no host"),
+            ("ws://host:0/ingest", "port 0"),
+            ("ws://host:99999/ingest", "the port is not a number"),
+            ("ws://[::1]/ingest", "no port"),
+            ("ws://two words:8700/", "not a URL"),
+        ] {
+            let reason = check_url(bad).expect_err(bad);
+            assert!(reason.starts_with(why), "{bad:?}: {reason}");
+        }
     }
 }

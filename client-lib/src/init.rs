@@ -43,6 +43,14 @@ pub enum InitError {
     /// No spool directory was given and there is no home directory to put the default one in.
     #[error("no spool directory: set Config::spool or LASTWORD_SPOOL")]
     NoSpoolDirectory,
+    /// A collector URL can never work: another scheme than `ws://` or `wss://`, no host, no port.
+    #[error("invalid collector URL {url:?}: {reason}")]
+    BadUrl {
+        /// The URL as it was given.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The spool could not be opened.
     #[error("cannot open the spool: {0}")]
     Spool(#[from] SpoolError),
@@ -69,6 +77,9 @@ pub fn init(config: Config) -> Result<Guard, InitError> {
 }
 
 fn start(config: Config) -> Result<Guard, InitError> {
+    for url in &config.urls {
+        crate::config::check_url(url).map_err(|reason| InitError::BadUrl { url: url.clone(), reason })?;
+    }
     let spool_dir = match &config.spool {
         Some(dir) => dir.clone(),
         None => default_spool(&config.app).ok_or(InitError::NoSpoolDirectory)?,
