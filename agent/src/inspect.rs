@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use clap::Args;
-use lastword::spool::{EntryId, EntryState, FLAG_RAW_SIGNAL, Kind, Purge, Spool, SpoolOptions, SpoolView};
+use lastword::spool::{EntryId, EntryState, FLAG_RAW_SIGNAL, Kind, Purge, SpoolView};
 
 use crate::exit;
 use crate::spool_arg::SpoolArg;
@@ -69,8 +69,7 @@ pub struct PurgeArgs {
 }
 
 fn open(spool: &SpoolArg) -> Result<SpoolView> {
-    let path = spool.path()?;
-    SpoolView::open(&path).with_context(|| format!("cannot read the spool at {}", path.display()))
+    spool.view()
 }
 
 /// `lastword ls`.
@@ -184,7 +183,6 @@ pub fn purge(args: &PurgeArgs) -> Result<u8> {
         (_, _, true) => Purge::Quarantined,
         _ => bail!("say what to purge: --id, --older-than or --quarantined"),
     };
-    let path = args.spool.path()?;
     if !args.yes {
         let view = open(&args.spool)?;
         let now = now_millis();
@@ -206,8 +204,7 @@ pub fn purge(args: &PurgeArgs) -> Result<u8> {
         println!("{} entries would be deleted; run again with --yes to delete them", chosen.len());
         return Ok(exit::OK);
     }
-    let spool = Spool::open(&path, SpoolOptions { create: false, ..SpoolOptions::default() })
-        .with_context(|| format!("cannot open the spool at {}", path.display()))?;
+    let (spool, _) = args.spool.open_existing()?;
     let purged = spool.purge(&what)?;
     println!("deleted {} entries ({})", purged.entries, bytes(purged.bytes));
     if purged.skipped_claimed > 0 {

@@ -8,17 +8,17 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use lastword::spool::{Spool, SpoolOptions};
+use lastword::spool::Spool;
 use lastword::upload::{FlushError, Level, Summary, Uploader, UploaderConfig};
 
 use crate::exit;
-use crate::spool_arg::SpoolArg;
+use crate::spool_arg::UploadSpoolArgs;
 
 /// How to reach the collector; shared by `run` and `drain`.
 #[derive(Args, Debug, Clone)]
 pub struct UploadArgs {
     #[command(flatten)]
-    spool: SpoolArg,
+    spool: UploadSpoolArgs,
     /// Collector URL, ws:// or wss:// (repeat, or a comma-separated list, for failover).
     #[arg(long = "url", env = "LASTWORD_URL", value_delimiter = ',', required = true)]
     urls: Vec<String>,
@@ -28,9 +28,6 @@ pub struct UploadArgs {
     /// The bearer token itself; prefer --token-file (a command line is visible to other users).
     #[arg(long = "token", env = "LASTWORD_TOKEN", hide_env_values = true)]
     token: Option<String>,
-    /// Application name sent to the collector in hello (reports carry their own app in their body).
-    #[arg(long, env = "LASTWORD_APP", default_value = "unknown")]
-    app: String,
     /// How many reports may be claimed and unanswered at once (the N of the reliability promise;
     /// also capped by the collector's max_in_flight).
     #[arg(long, default_value_t = 256)]
@@ -64,9 +61,7 @@ pub struct DrainArgs {
 }
 
 fn start(args: &UploadArgs, verbose: u8) -> Result<(Spool, Uploader)> {
-    let spool_path = args.spool.path()?;
-    let spool = Spool::open(&spool_path, SpoolOptions::default())
-        .with_context(|| format!("cannot open the spool at {}", spool_path.display()))?;
+    let (spool, spool_path) = args.spool.open(verbose)?;
     let token = match &args.token_file {
         Some(file) => Some(
             std::fs::read_to_string(file)
@@ -79,7 +74,9 @@ fn start(args: &UploadArgs, verbose: u8) -> Result<(Spool, Uploader)> {
         ),
         None => args.token.clone(),
     };
-    let mut config = UploaderConfig::new(args.urls.clone(), args.app.clone()).window(args.window);
+    // Reports carry their own app in their body; hello names the app of --app, if any.
+    let app = args.spool.app().unwrap_or_else(|| "unknown".into());
+    let mut config = UploaderConfig::new(args.urls.clone(), app).window(args.window);
     config.token = token.filter(|t| !t.is_empty());
     config.host = lastword::host_name();
     config.ca_file = args.ca_file.clone();

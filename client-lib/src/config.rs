@@ -54,7 +54,7 @@ impl Config {
     ///
     /// | setting | default |
     /// |---|---|
-    /// | spool | `$LASTWORD_SPOOL`, else `<data dir of app>/lastword-spool` (the `directories` crate) |
+    /// | spool | `$LASTWORD_SPOOL`, else [`crate::default_spool`]: `~/.local/share/lastword/spools/<app>` on Linux, where `lastword ... --app <app>` finds it |
     /// | limits | 64 MiB, 10,000 entries |
     /// | url | `$LASTWORD_URL` (comma-separated), else none: spool only, a sidecar or the next start delivers |
     /// | token | `$LASTWORD_TOKEN`, else none |

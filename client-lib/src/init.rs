@@ -149,10 +149,38 @@ fn start(config: Config) -> Result<Guard, InitError> {
     Ok(Guard { shared, exit_deadline: config.exit_deadline })
 }
 
-/// The default spool of an app: `$LASTWORD_SPOOL` is read by [`Config::new`]; this is the fallback,
-/// `<data dir of the app>/lastword-spool`.
+/// The default spool of an app, the same for the library and the `lastword` binary (`--app NAME` or
+/// `LASTWORD_APP`): `<data dir>/lastword/spools/<app>`, where `<data dir>` is the user's local data
+/// directory (the `directories` crate's `data_local_dir`: `$XDG_DATA_HOME`, else `~/.local/share`, on
+/// Linux). One spool per app: one app's flood of logs never evicts another's reports, and a sidecar per
+/// app (`lastword run --app NAME`) drains its own. Bytes of the name other than letters, digits, `-`,
+/// `_` and `.` (and a leading `.`) are written `%XX`; an empty name is `_`. `$LASTWORD_SPOOL`, read by
+/// [`Config::new`], wins over it. `None` when there is no home directory.
 pub fn default_spool(app: &str) -> Option<PathBuf> {
-    directories::ProjectDirs::from("", "", app).map(|d| d.data_local_dir().join("lastword-spool"))
+    default_spools_dir().map(|dir| dir.join(spool_dir_name(app)))
+}
+
+/// The directory that holds every app's default spool: `<data dir>/lastword/spools` (see
+/// [`default_spool`]).
+pub fn default_spools_dir() -> Option<PathBuf> {
+    directories::BaseDirs::new().map(|d| d.data_local_dir().join("lastword").join("spools"))
+}
+
+/// The one path component an app's name becomes.
+fn spool_dir_name(app: &str) -> String {
+    if app.is_empty() {
+        return "_".into();
+    }
+    let mut name = String::with_capacity(app.len());
+    for (i, byte) in app.bytes().enumerate() {
+        let plain = byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_') || (byte == b'.' && i > 0);
+        if plain {
+            name.push(char::from(byte));
+        } else {
+            name.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    name
 }
 
 impl Shared {
@@ -276,5 +304,20 @@ pub fn store_crash_for_bench(report: CrashReport) -> Option<EntryId> {
 pub fn log(level: Level, target: &str, message: impl Into<String>) {
     if let Some(shared) = SHARED.get() {
         shared.logs.record(level, target, message.into());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::spool_dir_name;
+
+    #[test]
+    fn an_app_name_becomes_one_plain_path_component() {
+        assert_eq!(spool_dir_name("my-app_2.1"), "my-app_2.1");
+        assert_eq!(spool_dir_name("../etc"), "%2E.%2Fetc");
+        assert_eq!(spool_dir_name("a b/c"), "a%20b%2Fc");
+        assert_eq!(spool_dir_name(".."), "%2E.");
+        assert_eq!(spool_dir_name("é"), "%C3%A9");
+        assert_eq!(spool_dir_name(""), "_");
     }
 }

@@ -38,6 +38,7 @@ pub mod upload;
 pub use config::{BeforeSend, Config};
 pub use host::host_name;
 pub(crate) use host::now_millis;
+pub use init::default_spools_dir;
 #[doc(hidden)]
 pub use init::store_crash_for_bench;
 pub use init::{Guard, InitError, default_spool, init, log};

@@ -1,0 +1,156 @@
+//! Finding a spool, as a person meets it: the library's default spool of an app is the one that
+//! `lastword ... --app NAME` finds, and a spool that is not found says where it was looked for. Real processes: the `lastword` binary, and this
+//! test binary re-executed as an application that links lastword.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use lastword::spool::SpoolView;
+use lastword_tests::scripted::{Behaviour, TOKEN, TestCollector};
+
+const BIN: &str = env!("CARGO_BIN_EXE_lastword");
+/// Set in a child: it plays the application, with this app name.
+const APP_ENV: &str = "LASTWORD_TEST_APP_NAME";
+/// The app name the tests use.
+const APP: &str = "shop-floor";
+
+/// A home of its own for each test, so that the default spools are the test's.
+struct Home {
+    dir: tempfile::TempDir,
+}
+
+impl Home {
+    fn new() -> Self {
+        Self { dir: tempfile::tempdir().unwrap() }
+    }
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+    /// Where the default spool of `app` must be (the layout README.md documents).
+    fn default_spool(&self, app: &str) -> PathBuf {
+        self.data().join("lastword").join("spools").join(app)
+    }
+    /// `command` with this home, and no spool, app, URL or token from the test's environment.
+    fn env<'a>(&self, command: &'a mut Command) -> &'a mut Command {
+        command
+            .env("HOME", self.dir.path())
+            .env("XDG_DATA_HOME", self.data())
+            .env_remove("LASTWORD_SPOOL")
+            .env_remove("LASTWORD_APP")
+            .env_remove("LASTWORD_URL")
+            .env_remove("LASTWORD_TOKEN")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+    }
+    fn lastword(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.args(args);
+        self.env(&mut c);
+        c
+    }
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn wait_exit(mut child: Child, limit: Duration) -> Output {
+    let start = Instant::now();
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            panic!("lastword did not exit within {limit:?}: {:?}", child.wait_with_output().unwrap());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn sigterm(child: &Child) {
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+}
+
+/// The entry point of the child application; passes at once in an ordinary test run.
+#[test]
+fn child_application_panics_with_its_default_spool() {
+    let Ok(app) = std::env::var(APP_ENV) else { return };
+    let _guard = lastword::init(lastword::Config::new(app).no_url().signals(false)).unwrap();
+    let joined = std::thread::spawn(|| panic!("boom on the shop floor")).join();
+    assert!(joined.is_err());
+}
+
+/// Runs this test binary as an application named `app` that panics once, with `home`'s defaults.
+fn run_app(home: &Home, app: &str) {
+    let mut c = Command::new(std::env::current_exe().unwrap());
+    c.args(["--exact", "child_application_panics_with_its_default_spool", "--nocapture", "-q"]);
+    home.env(&mut c).env(APP_ENV, app);
+    let out = c.output().unwrap();
+    assert!(out.status.success(), "the application ran: {}", stderr(&out));
+}
+
+#[test]
+fn the_librarys_default_spool_of_an_app_is_the_one_lastword_finds_by_its_name() {
+    let home = Home::new();
+    run_app(&home, APP);
+    let spool = home.default_spool(APP);
+    let listed =
+        SpoolView::open(&spool).expect("the library wrote to the documented default spool").list().unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    let id = listed[0].id.unwrap().to_string();
+
+    let ok = |mut c: Command| {
+        let out = c.output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let ls: serde_json::Value =
+        serde_json::from_str(&ok(home.lastword(&["ls", "--json", "--app", APP]))).unwrap();
+    assert_eq!(ls[0]["id"], id.as_str(), "ls --app finds the app's spool: {ls}");
+    let mut stats = home.lastword(&["stats", "--json"]);
+    stats.env("LASTWORD_APP", APP);
+    let stats: serde_json::Value = serde_json::from_str(&ok(stats)).unwrap();
+    assert_eq!(stats["totals"]["ready"]["entries"], 1, "LASTWORD_APP finds it too: {stats}");
+    let show = ok(home.lastword(&["show", &id, "--app", APP]));
+    assert!(show.contains("boom on the shop floor"), "{show}");
+
+    // The sidecar of that app, started the way README.md shows, delivers what the app left.
+    let collector = TestCollector::start(Behaviour::Accept);
+    let mut drain = home.lastword(&["drain", "--deadline", "20s", "--app", APP, "--url", &collector.url()]);
+    drain.env("LASTWORD_TOKEN", TOKEN);
+    ok(drain);
+    assert_eq!(collector.stored_ids().len(), 1, "the app's crash reached the collector");
+    assert_eq!(collector.record.lock().unwrap().hellos[0].app, APP, "hello names the app");
+    let mut run = home.lastword(&["run", "--grace", "1s", "--url", &collector.url()]);
+    run.env("LASTWORD_APP", APP).env("LASTWORD_TOKEN", TOKEN);
+    run_app(&home, APP);
+    let child = run.spawn().unwrap();
+    collector.wait_for(Duration::from_secs(20), "the second crash", |r| r.stored.len() == 2);
+    sigterm(&child);
+    let out = wait_exit(child, Duration::from_secs(20));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
+
+#[test]
+fn a_spool_not_found_by_app_name_says_where_it_looked_and_which_apps_have_one() {
+    let home = Home::new();
+    run_app(&home, APP);
+    for command in [&["ls", "--app", "shop-flor"][..], &["stats", "--app", "shop-flor"][..]] {
+        let out = home.lastword(command).output().unwrap();
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert_eq!(err.lines().count(), 1, "one line: {err}");
+        assert!(err.contains(&home.default_spool("shop-flor").display().to_string()), "names where: {err}");
+        assert!(err.contains(APP), "names the apps that have a spool: {err}");
+    }
+    let out = home.lastword(&["ls"]).output().unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("--spool DIR or --app NAME") && err.contains(APP), "{err}");
+}
