@@ -545,6 +545,7 @@ fn idle_table(runtime: &Runtime, period: Duration) -> Vec<String> {
     let mut sidecar = Reaped(
         Command::new(&bin)
             .arg("run")
+            .arg("--create")
             .arg("--spool")
             .arg(&spool)
             .arg("--url")

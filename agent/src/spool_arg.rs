@@ -77,11 +77,15 @@ impl SpoolArg {
     }
 }
 
-/// The spool options of `run` and `drain`.
+/// The spool options of `run` and `drain`: which spool, and whether to create it.
 #[derive(Args, Debug, Clone)]
 pub struct UploadSpoolArgs {
     #[command(flatten)]
     pub spool: SpoolArg,
+    /// Create the spool if it does not exist. Without it, a missing spool is an error (exit 1): a
+    /// mistyped path or app name would otherwise be a new, empty spool that nothing writes to.
+    #[arg(long)]
+    create: bool,
 }
 
 impl UploadSpoolArgs {
@@ -90,11 +94,27 @@ impl UploadSpoolArgs {
         self.spool.app()
     }
 
-    /// Opens (or creates) the spool to drain it.
-    pub fn open(&self, _verbose: u8) -> Result<(Spool, PathBuf)> {
+    /// Opens the spool to drain it, and says on stderr what opening had to set aside: files that dead
+    /// sessions left damaged (quarantined) and files it could neither recover nor quarantine (skipped:
+    /// they stay where they are for the next start). Neither stops the delivery of the rest.
+    pub fn open(&self, verbose: u8) -> Result<(Spool, PathBuf)> {
         let located = self.spool.locate()?;
-        let spool =
-            Spool::open(&located.path, SpoolOptions::default()).map_err(|e| explain(&located, e, false))?;
+        let options = SpoolOptions { create: self.create, ..SpoolOptions::default() };
+        let spool = Spool::open(&located.path, options).map_err(|e| explain(&located, e, true))?;
+        let found = spool.recovered_at_open();
+        if found.damaged() || (verbose > 0 && found.sessions > 0) {
+            eprintln!(
+                "lastword: spool {}: recovered {} dead sessions ({} entries put back, {} rescued), \
+                 quarantined {} damaged files, skipped {} it could not move (left in place: lastword ls \
+                 --state writing)",
+                located.path.display(),
+                found.sessions,
+                found.released,
+                found.rescued,
+                found.quarantined,
+                found.skipped,
+            );
+        }
         Ok((spool, located.path))
     }
 }

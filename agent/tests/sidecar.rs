@@ -208,6 +208,7 @@ fn a_missing_or_foreign_spool_is_a_clear_error_not_a_panic() {
 #[test]
 fn a_url_that_can_never_work_is_refused_at_start() {
     let dir = tempfile::tempdir().unwrap();
+    fill(dir.path(), 0);
     let out = lastword(&["drain"], dir.path(), "http://127.0.0.1:1/").output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(

@@ -1,14 +1,16 @@
-//! Finding a spool, as a person meets it: the library's default spool of an app is the one that
-//! `lastword ... --app NAME` finds, and a spool that is not found says where it was looked for. Real processes: the `lastword` binary, and this
+//! Finding and opening a spool, as a person meets it: `lastword run` and `drain` refuse a spool that
+//! does not exist (unless asked to create it), the library's default spool of an app is the one that
+//! `lastword ... --app NAME` finds, a spool that is not found says where it was looked for, and a spool
+//! that a dead session left damaged is still drained. Real processes: the `lastword` binary, and this
 //! test binary re-executed as an application that links lastword.
 
 #![allow(clippy::unwrap_used)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use lastword::spool::SpoolView;
+use lastword::spool::{EntryState, Kind, Spool, SpoolOptions, SpoolView};
 use lastword_tests::scripted::{Behaviour, TOKEN, TestCollector};
 
 const BIN: &str = env!("CARGO_BIN_EXE_lastword");
@@ -96,6 +98,42 @@ fn run_app(home: &Home, app: &str) {
 }
 
 #[test]
+fn drain_and_run_on_a_spool_that_does_not_exist_exit_1_in_one_line_and_create_nothing() {
+    let home = Home::new();
+    let missing = home.dir.path().join("typo").join("spool");
+    let empty = home.dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    for path in [&missing, &empty] {
+        for command in [&["drain", "--deadline", "1s"][..], &["run"][..]] {
+            let child = home
+                .lastword(command)
+                .arg("--spool")
+                .arg(path)
+                .args(["--url", "ws://127.0.0.1:1/ingest"])
+                .spawn()
+                .unwrap();
+            let out = wait_exit(child, Duration::from_secs(20));
+            let err = stderr(&out);
+            assert_eq!(out.status.code(), Some(1), "{command:?} on {}: {err}", path.display());
+            assert_eq!(err.lines().count(), 1, "one line: {err}");
+            assert!(err.contains(&format!("no spool at {}", path.display())), "{err}");
+            assert!(err.contains("--create"), "says how to create it: {err}");
+        }
+    }
+    assert!(!missing.exists() && !missing.parent().unwrap().exists(), "nothing was created");
+    assert_eq!(std::fs::read_dir(&empty).unwrap().count(), 0, "the empty directory is left alone");
+
+    // Asked to, drain creates it.
+    let out = home
+        .lastword(&["drain", "--create", "--deadline", "1s", "--url", "ws://127.0.0.1:1/ingest", "--spool"])
+        .arg(&missing)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(SpoolView::open(&missing).unwrap().list().unwrap().is_empty());
+}
+
+#[test]
 fn the_librarys_default_spool_of_an_app_is_the_one_lastword_finds_by_its_name() {
     let home = Home::new();
     run_app(&home, APP);
@@ -149,8 +187,53 @@ fn a_spool_not_found_by_app_name_says_where_it_looked_and_which_apps_have_one() 
         assert!(err.contains(&home.default_spool("shop-flor").display().to_string()), "names where: {err}");
         assert!(err.contains(APP), "names the apps that have a spool: {err}");
     }
+    let out =
+        home.lastword(&["drain", "--app", "shop-flor", "--url", "ws://127.0.0.1:1/ingest"]).output().unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(&home.default_spool("shop-flor").display().to_string()), "{err}");
+    assert!(!home.default_spool("shop-flor").exists(), "not created");
     let out = home.lastword(&["ls"]).output().unwrap();
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("--spool DIR or --app NAME") && err.contains(APP), "{err}");
+}
+
+/// A spool with `n` crash entries and the `writing/` folder of a dead session with a directory in it.
+fn damaged_spool(dir: &Path, n: usize) {
+    let spool = Spool::open(dir, SpoolOptions::default()).unwrap();
+    for i in 0..n {
+        spool.write(Kind::Crash, format!(r#"{{"i":{i}}}"#).as_bytes()).unwrap();
+    }
+    let stray = dir.join("writing/01HZZZZZZZZZZZZZZZZZZDEAD0/0-01HZZZZZZZZZZZZZZZZZZZZZZZ-48.crash");
+    std::fs::create_dir_all(stray).unwrap();
+}
+
+#[test]
+fn drain_and_run_deliver_what_they_can_from_a_spool_a_dead_session_left_damaged() {
+    let home = Home::new();
+    let collector = TestCollector::start(Behaviour::Accept);
+    let drained = home.dir.path().join("drained");
+    damaged_spool(&drained, 5);
+    let mut drain = home.lastword(&["drain", "--deadline", "20s", "--url", &collector.url(), "--spool"]);
+    drain.arg(&drained).env("LASTWORD_TOKEN", TOKEN);
+    let out = drain.output().unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("quarantined 1 damaged files"), "says what it set aside: {err}");
+    assert_eq!(collector.stored_ids().len(), 5);
+    let left = SpoolView::open(&drained).unwrap().list().unwrap();
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(left[0].state, EntryState::Quarantined);
+
+    let ran = home.dir.path().join("ran");
+    damaged_spool(&ran, 3);
+    let mut run = home.lastword(&["run", "--grace", "1s", "--url", &collector.url(), "--spool"]);
+    run.arg(&ran).env("LASTWORD_TOKEN", TOKEN);
+    let child = run.spawn().unwrap();
+    collector.wait_for(Duration::from_secs(20), "the run's entries", |r| r.stored.len() == 8);
+    sigterm(&child);
+    let out = wait_exit(child, Duration::from_secs(20));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("quarantined 1 damaged files"), "{}", stderr(&out));
 }
