@@ -6,7 +6,7 @@
 //! signal-safe path (`signal.rs`) does not come through here: it makes raw system calls only.
 
 use std::fs::{self, DirBuilder, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
 
@@ -67,9 +67,44 @@ pub(crate) fn unlink(path: &Path) -> io::Result<()> {
     fs::remove_file(path)
 }
 
+/// Reads a whole regular file. Anything else is an `InvalidInput` error that says what it is, without
+/// blocking or following it: a FIFO (reading one blocks until someone writes), a device, a directory,
+/// a symbolic link (an entry name pointing at a file elsewhere is not read and sent).
 pub(crate) fn read(path: &Path) -> io::Result<Vec<u8>> {
     faults::check(Op::Read)?;
-    fs::read(path)
+    let flags = rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::NOFOLLOW;
+    let mut file = OpenOptions::new().read(true).custom_flags(flags.bits() as i32).open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("not a regular file ({})", type_name(meta.file_type())),
+        ));
+    }
+    let mut bytes = Vec::new();
+    bytes.try_reserve_exact(usize::try_from(meta.len()).unwrap_or(usize::MAX)).map_err(io::Error::other)?;
+    file.read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// What kind of file this is, for reasons and messages.
+pub(crate) fn type_name(t: fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if t.is_file() {
+        "a regular file"
+    } else if t.is_dir() {
+        "a directory"
+    } else if t.is_symlink() {
+        "a symbolic link"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_block_device() || t.is_char_device() {
+        "a device"
+    } else {
+        "an unknown kind of file"
+    }
 }
 
 /// Creates a directory with mode 0700; an existing directory is fine. Returns whether this call made

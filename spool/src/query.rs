@@ -217,7 +217,7 @@ impl SpoolView {
             .into_iter()
             .find(|item| item.id == Some(id))
             .ok_or(SpoolError::NoSuchEntry { id })?;
-        let bytes = fs::read(&listed.path).map_err(|e| SpoolError::io("read", &listed.path, e))?;
+        let bytes = crate::fsio::read(&listed.path).map_err(|e| SpoolError::io("read", &listed.path, e))?;
         let name = listed.file_name.parse_entry_name();
         let (header, body) = entry::decode(&bytes, name.as_ref())
             .map_err(|reason| SpoolError::Corrupt { path: listed.path.clone(), reason })?;

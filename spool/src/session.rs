@@ -205,7 +205,10 @@ fn recover_session(layout: &Layout, sid: &str, report: &mut Recovered) {
         match item.file_type() {
             Ok(t) if t.is_file() => {}
             Ok(t) => {
-                set_aside(format!("left by a dead session: not a regular file ({})", type_name(t)), report);
+                set_aside(
+                    format!("left by a dead session: not a regular file ({})", fsio::type_name(t)),
+                    report,
+                );
                 continue;
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
@@ -250,23 +253,6 @@ fn recover_session(layout: &Layout, sid: &str, report: &mut Recovered) {
         // A failure leaves the rescued entries where a crash may put them back into writing/; the
         // next recovery rescues them again (at least once, FORMAT.md).
         let _ = fsio::sync_dir_at(&layout.ready);
-    }
-}
-
-fn type_name(t: fs::FileType) -> &'static str {
-    use std::os::unix::fs::FileTypeExt;
-    if t.is_dir() {
-        "a directory"
-    } else if t.is_symlink() {
-        "a symbolic link"
-    } else if t.is_fifo() {
-        "a FIFO"
-    } else if t.is_socket() {
-        "a socket"
-    } else if t.is_block_device() || t.is_char_device() {
-        "a device"
-    } else {
-        "an unknown kind of file"
     }
 }
 

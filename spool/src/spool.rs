@@ -302,7 +302,7 @@ impl Spool {
                 }
             };
             let path = claimed_dir.join(name.to_string());
-            let bytes = match std::fs::read(&path) {
+            let bytes = match fsio::read(&path) {
                 Ok(bytes) => bytes,
                 Err(e) => {
                     // An entry that cannot be read (an I/O error, a directory under an entry name)

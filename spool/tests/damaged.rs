@@ -195,3 +195,36 @@ fn a_damaged_entry_that_cannot_be_quarantined_does_not_stop_claims() {
     assert_eq!(reasons.len(), 1, "{reasons:?}");
     assert!(reasons[0].1.contains("checksum"), "{reasons:?}");
 }
+
+#[test]
+fn a_fifo_or_a_symbolic_link_under_an_entry_name_in_ready_is_quarantined_not_read() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let spool = open(dir.path());
+    let good = spool.write(Kind::Log, b"good").expect("write");
+    let ready = dir.path().join("ready");
+    let fifo = ready.join("0-01HZZZZZZZZZZZZZZZZZZZZZZZ-60.crash");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status().expect("run mkfifo");
+    assert!(made.success());
+    let secret = dir.path().join("secret");
+    fs::write(&secret, b"not for the collector").expect("a file outside the spool");
+    std::os::unix::fs::symlink(&secret, ready.join("0-01HZZZZZZZZZZZZZZZZZZZZZZZ-69.crash"))
+        .expect("symlink");
+
+    // Reading a FIFO without a writer blocks for ever: claim on a thread, with a bounded wait.
+    let (tx, rx) = mpsc::channel();
+    let claimer = spool.clone();
+    std::thread::spawn(move || {
+        claimer.rescan().expect("rescan");
+        let claimed = claimer.claim().map(|c| c.map(|c| (c.id(), c.body().to_vec(), c.ack())));
+        let _ = tx.send(claimed);
+    });
+    let claimed = rx.recv_timeout(Duration::from_secs(30)).expect("claim returns: a FIFO is never read");
+    let (id, body, acked) = claimed.expect("claim").expect("the good entry");
+    assert_eq!((id, body.as_slice()), (good, &b"good"[..]));
+    acked.expect("ack");
+    let reasons = quarantine_reasons(&spool);
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert!(reasons.iter().any(|(_, r)| r.contains("not a regular file (a FIFO)")), "{reasons:?}");
+    assert!(reasons.iter().all(|(_, r)| r.starts_with("cannot read the entry")), "{reasons:?}");
+    assert_eq!(fs::read(&secret).expect("still there"), b"not for the collector");
+}
