@@ -84,3 +84,29 @@ pub fn settle_disk(path: &Path) {
     let dir = File::open(path).expect("open a bench directory");
     rustix::fs::syncfs(&dir).expect("syncfs");
 }
+
+/// The name of the file system that holds `path` (from `statfs`'s magic number), for the tables.
+pub fn fs_name(path: &Path) -> String {
+    let magic = match rustix::fs::statfs(path) {
+        Ok(s) => s.f_type as u64,
+        Err(e) => return format!("unknown file system ({e})"),
+    };
+    match magic {
+        0x0102_1994 => "tmpfs".into(),
+        0xEF53 => "ext4".into(),
+        0x5846_5342 => "xfs".into(),
+        0x9123_683E => "btrfs".into(),
+        0x794C_7630 => "overlayfs".into(),
+        other => format!("file system {other:#x}"),
+    }
+}
+
+/// A temporary directory on a tmpfs (`/dev/shm`), where no block is ever allocated or discarded: the
+/// file system whose unlinks and renames are the cheapest this machine has. `None` without one.
+pub fn tmpfs_dir(prefix: &str) -> Option<tempfile::TempDir> {
+    let shm = Path::new("/dev/shm");
+    if fs_name(shm) != "tmpfs" {
+        return None;
+    }
+    tempfile::Builder::new().prefix(prefix).tempdir_in(shm).ok()
+}

@@ -2,13 +2,14 @@
 //! of an idle sidecar, with the baselines measured in the same run.
 //!
 //! `cargo bench -p lastword-agent --bench drain` (about two minutes, bounded: drain rounds stop being
-//! started after 60 s; `LASTWORD_IDLE_SECS=5` and `--quick` for a fast look). It prints one table at
-//! the end:
+//! started after 60 s; `LASTWORD_IDLE_SECS=5` and `--quick` for a fast look; `TMPDIR=/dev/shm` puts
+//! the spool and the store on a tmpfs, where unlinks issue no discard). It prints one table at the
+//! end:
 //!
 //! ```text
 //! collector ingest limit (pipelined client, window W): X reports/s
-//! spool alone (claim + ack, one thread): S entries/s
-//! uploader drain, window W: Y entries/s, ratio Y/X (target >= 0.70); Y/min(X, S)
+//! spool alone (claims on one thread, acks on four, overlapped): S entries/s
+//! uploader drain, window W: Y entries/s, Y/min(X, S) (target >= 0.85); Y/X (target >= 0.70)
 //! idle `lastword run`: RSS R MiB (target < 16), CPU C s in 30 s (target < 0.1); `sleep` for scale
 //! ```
 //!
@@ -39,10 +40,14 @@
 //! lines on stderr show how much a run varies with the disk.
 //!
 //! The ratio of a round is drain / ingest at the collector's `max_in_flight`; the table gives the
-//! medians over the rounds. A third baseline is the spool alone: one thread claims (rename, read) and
-//! acks (unlink) every entry of a filled spool, no network. A drain cannot go faster than the slower
-//! of its two halves, so each drain line also gives its ratio to the slower of the collector and the
-//! spool: how much of what the machine allows the uploader reaches. The uploader is measured at its
+//! medians over the rounds. A third baseline is the spool alone, used the way the uploader uses it:
+//! one thread claims (rename, read) every entry of a filled spool while four threads ack (unlink) the
+//! claimed ones in batches, so that claims and deletes overlap as in a drain; no network. (Claiming
+//! and acking on one thread, as this bench once did, is not an upper bound: the uploader overlaps the
+//! two and went faster than it.) A drain cannot go faster than the slower of its two halves, so each
+//! drain line also gives its ratio to the slower of the collector and the spool: how much of what the
+//! machine allows the uploader reaches. The round count is odd (the time budget stops the rounds only
+//! after an odd one), so that each median is one of the rounds. The uploader is measured at its
 //! default window (256, the collector's `max_in_flight`) and at 32 (the default before, and the window
 //! of an application that wants to hold fewer claims).
 //!
@@ -86,8 +91,10 @@ use stats::{median, quantile, verdict};
 mod disk;
 use disk::{put_ready, settle_disk};
 
-/// Targets from the issue.
+/// Targets from the issues: the drain against the collector alone (issue 4), and against the slower
+/// of the collector and the spool's own limit (issue 21, on the real disk and on tmpfs).
 const DRAIN_RATIO_TARGET: f64 = 0.70;
+const DRAIN_BOUND_TARGET: f64 = 0.85;
 const IDLE_RSS_TARGET_MIB: f64 = 16.0;
 const IDLE_CPU_TARGET_S: f64 = 0.1;
 /// The period the CPU target is stated for.
@@ -216,7 +223,8 @@ enum Side {
     Ingest(usize),
     /// The uploader, with this window.
     Drain(usize),
-    /// The spool alone, no network: claim (rename, read) and ack (unlink) every entry on one thread.
+    /// The spool alone, no network: one thread claims (rename, read) every entry while others ack
+    /// (unlink) them, overlapped as in a drain.
     Spool,
 }
 
@@ -225,7 +233,7 @@ impl Side {
         match self {
             Side::Ingest(w) => format!("collector ingest, pipelined client, window {w}"),
             Side::Drain(w) => format!("uploader drain from the spool, window {w}"),
-            Side::Spool => "spool alone: claim + ack on one thread, no network".to_owned(),
+            Side::Spool => format!("spool alone: claim on 1 thread, ack on {SPOOL_ACKERS}, no network"),
         }
     }
 }
@@ -249,7 +257,9 @@ fn drain_table(runtime: &Runtime, mode: &RunMode, body: &[u8], messages: &[Messa
     for round in 0..mode.rounds {
         // On a bad minute of a shared disk a drain can take ten times as long: keep the whole run
         // bounded rather than complete every round.
-        if round > 0 && begun.elapsed() > DRAIN_BUDGET {
+        // Stop only after an odd number of rounds, so that the median is one of them (of an even
+        // number, the nearest-rank median is the upper of the middle two).
+        if rounds % 2 == 1 && begun.elapsed() > DRAIN_BUDGET {
             eprintln!("drain bench: {rounds} rounds in {DRAIN_BUDGET:?}, the budget; skipping the rest");
             break;
         }
@@ -266,9 +276,10 @@ fn drain_table(runtime: &Runtime, mode: &RunMode, body: &[u8], messages: &[Messa
         }
     }
     let mut lines = vec![format!(
-        "drain of {entries} entries of {} KiB over 1 connection, collector max_in_flight {FULL_WINDOW}; \
-         {rounds} rounds, entries/s (quartiles)",
+        "drain of {entries} entries of {} KiB over 1 connection, collector max_in_flight {FULL_WINDOW}, spool \
+         and store on {} (TMPDIR); {rounds} rounds, entries/s (quartiles)",
         BODY_LEN >> 10,
+        disk::fs_name(&std::env::temp_dir()),
     )];
     // The drain cannot go faster than the slower of its two halves: the collector and the spool.
     let spool_i = SIDES.iter().position(|s| *s == Side::Spool).expect("a spool side");
@@ -288,12 +299,14 @@ fn drain_table(runtime: &Runtime, mode: &RunMode, body: &[u8], messages: &[Messa
             }
             Side::Drain(_) => {
                 let ratio = median(&mut ratios[i]);
+                let of_bound = median(&mut of_bound.clone());
                 format!(
-                    "{:<52} {rate:>8.0}/s {spread:<15} {ratio:.2} of the limit (target >= {DRAIN_RATIO_TARGET:.2}) {}; \
-                     {:.2} of the slower of collector and spool",
+                    "{:<52} {rate:>8.0}/s {spread:<15} {of_bound:.2} of the slower of collector and spool \
+                     (target >= {DRAIN_BOUND_TARGET:.2}) {}; {ratio:.2} of the collector (target >= \
+                     {DRAIN_RATIO_TARGET:.2}) {}",
                     side.label(),
+                    verdict(of_bound >= DRAIN_BOUND_TARGET),
                     verdict(ratio >= DRAIN_RATIO_TARGET),
-                    median(&mut of_bound.clone()),
                 )
             }
         };
@@ -353,18 +366,53 @@ fn filled_spool(entries: usize, body: &[u8]) -> (TempDir, PathBuf, Spool) {
     (dir, root, spool)
 }
 
-/// Claims and acks every entry of a filled spool on this thread: the spool's own limit.
+/// Threads that delete acknowledged entries in the spool-alone side, as the uploader's background
+/// deletes do (it runs up to six batches at once on the blocking pool).
+const SPOOL_ACKERS: usize = 4;
+/// Entries handed to an acker at once, as the uploader acks the answers of one read.
+const SPOOL_ACK_BATCH: usize = 64;
+
+/// The spool's own limit, used the way the uploader uses it: one thread claims (rename, read) every
+/// entry of a filled spool while [`SPOOL_ACKERS`] threads ack (unlink) what was claimed, in batches,
+/// so that claims and deletes overlap as they do in a drain. No network.
 fn spool_alone(entries: usize, body: &[u8]) -> Duration {
     let (_dir, _root, spool) = filled_spool(entries, body);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<lastword::spool::Claim>>(SPOOL_ACKERS * 2);
+    let rx = std::sync::Mutex::new(rx);
     let start = Instant::now();
-    let mut n = 0;
-    while let Some(claim) = spool.claim().expect("claim an entry") {
-        assert_eq!(claim.body().len(), body.len());
-        claim.ack().expect("ack an entry");
-        n += 1;
-    }
+    let n = std::thread::scope(|scope| {
+        for _ in 0..SPOOL_ACKERS {
+            scope.spawn(|| {
+                loop {
+                    let batch = match rx.lock().expect("the ackers' channel").recv() {
+                        Ok(batch) => batch,
+                        Err(_) => return,
+                    };
+                    for claim in batch {
+                        claim.ack().expect("ack an entry");
+                    }
+                }
+            });
+        }
+        let mut n = 0;
+        let mut batch = Vec::with_capacity(SPOOL_ACK_BATCH);
+        while let Some(claim) = spool.claim().expect("claim an entry") {
+            assert_eq!(claim.body().len(), body.len());
+            batch.push(claim);
+            n += 1;
+            if batch.len() == SPOOL_ACK_BATCH {
+                tx.send(std::mem::take(&mut batch)).expect("hand a batch to the ackers");
+            }
+        }
+        if !batch.is_empty() {
+            tx.send(batch).expect("hand a batch to the ackers");
+        }
+        drop(tx);
+        n
+    });
     let took = start.elapsed();
     assert_eq!(n, entries, "every entry claimed once");
+    assert_eq!(spool.ready_count(), 0, "every entry acked");
     took
 }
 

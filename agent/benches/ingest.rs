@@ -1,11 +1,21 @@
 //! Ingest throughput of 1 KiB crash reports over 1, 8 and 64 concurrent connections: the collector with
-//! its durable SQLite store (WAL, synchronous=FULL, group commit) against a bare tokio-tungstenite echo
-//! server that answers each frame with a tiny frame and stores nothing (the transport's own limit), in
-//! the same run and the same process. Each connection keeps as many reports unanswered as the collector's welcome allows by default
+//! its durable SQLite store (WAL, synchronous=FULL, group commit), against two baselines measured in
+//! the same run and the same process:
+//!
+//! - **the store's own limit** (the baseline that matters): the same reports, fingerprinted and built
+//!   before the clock starts, committed straight into a [`SqliteStore`] of their own with
+//!   [`Store::write`], one batch after the other, no network. A batch holds as many reports as the
+//!   collector's group commit can gather at that many connections (each connection keeps `max_in_flight`
+//!   unanswered; the committer takes at most `batch_max`). The collector cannot beat its store: the
+//!   ratio collector/store is how much of it the network, the protocol and the group commit leave.
+//! - a bare tokio-tungstenite **echo** server that answers each frame with a tiny frame and stores
+//!   nothing (the transport's own limit), for context.
+//!
+//! Each connection keeps as many reports unanswered as the collector's welcome allows by default
 //! (`max_in_flight`), as uploaders do; the echo server's clients keep the same window.
 //!
 //! `cargo bench -p lastword-agent --bench ingest`; criterion prints each figure, and a summary with the
-//! collector/echo ratio is printed at the end.
+//! collector/store and collector/echo ratios is printed at the end.
 
 #![allow(clippy::unwrap_used, reason = "a benchmark: a failure is a failed run")]
 
@@ -19,7 +29,9 @@ use client::{TOKEN, Ws, connect, round};
 use criterion::{BenchmarkId, Criterion, Throughput};
 use futures_util::{FutureExt as _, SinkExt as _, StreamExt as _};
 use lastword::protocol::SUBPROTOCOL;
-use lastword_agent::collect::{self, Config, Limits, SqliteStore, Tokens};
+use lastword_agent::collect::store::{Batch, NewReport, Origin};
+use lastword_agent::collect::{self, Config, Limits, SqliteStore, Store as _, Tokens};
+use lastword_spool::{EntryId, Kind};
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
@@ -64,6 +76,55 @@ async fn echo_server(listener: TcpListener) {
     }
 }
 
+/// The reports of one store batch, built (and fingerprinted, as a connection does) before the clock
+/// starts.
+fn store_batch(template: &client::Template, origin: &std::sync::Arc<Origin>, n: usize) -> Batch {
+    let reports = (0..n)
+        .map(|_| {
+            let text = template.report();
+            let message: serde_json::Value = serde_json::from_str(&text).unwrap();
+            let body = message["body"].to_string();
+            let digest = collect::fingerprint::digest(Kind::Crash, &body);
+            let id: EntryId = message["id"].as_str().unwrap().parse().unwrap();
+            NewReport {
+                id,
+                kind: Kind::Crash,
+                origin: origin.clone(),
+                created_ms: id.millis(),
+                received_ms: id.millis(),
+                fingerprint: digest.fingerprint,
+                summary: digest.summary,
+                body,
+            }
+        })
+        .collect();
+    Batch { reports, losses: Vec::new() }
+}
+
+/// Commits `total` reports straight into `store` in batches of `batch` (building them is not timed);
+/// returns the time the commits took.
+async fn store_round(store: &SqliteStore, total: u64, batch: usize) -> Duration {
+    let template = client::Template::new();
+    let origin = std::sync::Arc::new(Origin {
+        agent: lastword::protocol::Software { name: "bench".into(), version: "0".into() },
+        app: "bench".into(),
+        release: None,
+        host: None,
+    });
+    let mut left = total as usize;
+    let mut took = Duration::ZERO;
+    while left > 0 {
+        let n = left.min(batch);
+        let reports = store_batch(&template, &origin, n);
+        let start = std::time::Instant::now();
+        let outcomes = store.write(reports).await.unwrap();
+        took += start.elapsed();
+        assert_eq!(outcomes.len(), n);
+        left -= n;
+    }
+    took
+}
+
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     let store_dir = tempfile::tempdir().unwrap();
@@ -85,9 +146,23 @@ fn main() {
         .warm_up_time(Duration::from_millis(1500))
         .measurement_time(Duration::from_secs(4))
         .configure_from_args();
+    let own_store_dir = tempfile::tempdir().unwrap();
+    let own_store = SqliteStore::open(own_store_dir.path()).unwrap();
     let mut group = criterion.benchmark_group("ingest_1KiB");
     group.throughput(Throughput::Elements(1));
     for connections in CONNECTIONS {
+        // The largest batch the group commit can gather from this many connections.
+        let batch = (connections * client::WINDOW as usize).min(collect::DEFAULT_BATCH_MAX);
+        group.bench_with_input(BenchmarkId::new("store", connections), &connections, |b, _| {
+            b.iter_custom(|iters| {
+                let took = runtime.block_on(store_round(&own_store, iters, batch));
+                let mut totals = totals.lock().unwrap();
+                let entry = totals.entry(("store", connections)).or_default();
+                entry.0 += iters;
+                entry.1 += took;
+                took
+            });
+        });
         for (server, addr) in [("echo", echo_addr), ("collector", collector_addr)] {
             group.bench_with_input(BenchmarkId::new(server, connections), &connections, |b, &connections| {
                 let mut pool: Vec<Ws> =
@@ -112,9 +187,18 @@ fn main() {
         n as f64 / t.as_secs_f64().max(f64::MIN_POSITIVE)
     };
     println!("\ningest of 1 KiB reports, reports/s (all rounds of the run, warm-up included)");
-    println!("{:>11}  {:>12}  {:>12}  {:>16}", "connections", "echo", "collector", "collector/echo");
+    println!(
+        "{:>11}  {:>12}  {:>12}  {:>12}  {:>15}  {:>15}",
+        "connections", "store alone", "collector", "echo", "collector/store", "collector/echo"
+    );
     for c in CONNECTIONS {
-        let (echo, collector) = (rate("echo", c), rate("collector", c));
-        println!("{c:>11}  {echo:>12.0}  {collector:>12.0}  {:>15.0}%", 100.0 * collector / echo);
+        let (store, echo, collector) = (rate("store", c), rate("echo", c), rate("collector", c));
+        println!(
+            "{c:>11}  {store:>12.0}  {collector:>12.0}  {echo:>12.0}  {:>14.0}%  {:>14.0}%",
+            100.0 * collector / store,
+            100.0 * collector / echo
+        );
     }
+    println!("(store alone: the same reports committed straight into a SqliteStore in batches of what the");
+    println!(" group commit can gather at that many connections, no network: the collector's real limit)");
 }

@@ -8,8 +8,11 @@
 //! - `write_1KiB`, `write_64KiB`: [`Spool::write`] against the same work done with plain `std` calls
 //!   on the same file system (create a temporary file in a sibling directory, write a header-sized
 //!   block and the body, fsync, rename into a directory, fsync that directory).
-//! - `claim_ack_1KiB`: [`Spool::claim`] plus [`lastword_spool::Claim::ack`], against rename + read +
-//!   unlink.
+//! - `claim_ack_1KiB_<fs>`: [`Spool::claim`] plus [`lastword_spool::Claim::ack`] of durably written
+//!   entries (written back with `syncfs` before the clock starts, so that their blocks are allocated
+//!   as `Spool::write` leaves them), against rename + read + unlink of the same files, on the bench
+//!   directory's file system (`TMPDIR`, the real disk) and on a tmpfs (`/dev/shm`), with the file
+//!   system's own rename and unlink costs measured alone in the same rounds.
 //! - `open_stats_100k`: [`Spool::open`] plus [`SpoolView::stats`] on a spool of 100,000 entries (and
 //!   the read-only [`SpoolView::open`] plus stats), against a bare `readdir` of `ready/`.
 //!
@@ -21,7 +24,8 @@
 //!
 //! ```text
 //! write 1KiB: spool X µs, bare Y µs, ratio Z (target <= 1.3)
-//! claim+ack 1KiB: N entries/s (target >= 20000)
+//! claim+ack 1KiB on ext4, durably written entries: N entries/s, bare … (the limit), ratio R; …
+//! claim+ack 1KiB on tmpfs, …
 //! open+stats 100k: T ms (target < 1000)
 //! ```
 //!
@@ -42,7 +46,7 @@ mod stats;
 use stats::{median, quantile, verdict};
 #[path = "../../benches-common/disk.rs"]
 mod disk;
-use disk::{BareWriter, put_ready, settle_disk};
+use disk::{BareWriter, fs_name, put_ready, settle_disk, tmpfs_dir};
 
 /// Targets from the issue.
 const WRITE_RATIO_TARGET: f64 = 1.3;
@@ -71,12 +75,16 @@ fn main() {
         }
     }
 
-    let claim = ClaimSides::new(1 << 10);
-    bench_claim_ack(&mut c, &claim);
-    if mode.measure {
-        table.push(interleaved_claims(&claim, &mode));
+    // On the bench directory's file system (the real disk), and on a tmpfs, where an unlink frees no
+    // block: the two limits a spool meets.
+    let dirs = [Some(bench_dir()), tmpfs_dir("lastword-spool-bench-")];
+    for dir in dirs.into_iter().flatten() {
+        let claim = ClaimSides::new(1 << 10, dir);
+        bench_claim_ack(&mut c, &claim);
+        if mode.measure {
+            table.push(interleaved_claims(&claim, &mode));
+        }
     }
-    drop(claim);
 
     // Built last: its 100,000 files would otherwise be written back to the disk while the fsyncs of
     // the write benchmarks are measured.
@@ -226,9 +234,15 @@ fn interleaved_writes(sides: &mut WriteSides, mode: &RunMode) -> String {
 // Claim + ack
 // ---------------------------------------------------------------------------------------------
 
-/// A spool and a bare pair of directories, refilled before each timed batch.
+/// A spool and a bare pair of directories on one file system, refilled before each timed batch.
+///
+/// The entries are durably written before the clock starts (put in place, then one `syncfs`), as
+/// `Spool::write` leaves them: their blocks are allocated, so the ack's unlink frees real blocks (on a
+/// file system mounted with `discard`, with a synchronous discard each), as it does for a real spool.
 struct ClaimSides {
     dir: TempDir,
+    /// Which file system `dir` is on, for the table.
+    fs: String,
     body: Vec<u8>,
     spool: Spool,
     bare_ready: PathBuf,
@@ -236,8 +250,7 @@ struct ClaimSides {
 }
 
 impl ClaimSides {
-    fn new(body_len: usize) -> Self {
-        let dir = bench_dir();
+    fn new(body_len: usize, dir: TempDir) -> Self {
         let options = SpoolOptions {
             limits: Limits { max_bytes: u64::MAX, max_entries: u64::MAX },
             ..SpoolOptions::default()
@@ -248,15 +261,22 @@ impl ClaimSides {
         for d in [&bare_ready, &bare_claimed] {
             fs::create_dir_all(d).expect("create the baseline's directories");
         }
-        Self { dir, body: body(body_len), spool, bare_ready, bare_claimed }
+        let fs = fs_name(dir.path());
+        Self { dir, fs, body: body(body_len), spool, bare_ready, bare_claimed }
     }
 
-    /// Puts `n` entries in `ready/` (not timed), then claims and acks them all (timed).
+    fn label(&self) -> String {
+        format!("{}KiB on {}", self.body.len() >> 10, self.fs)
+    }
+
+    /// Puts `n` entries in `ready/` and writes them back (not timed), then claims and acks them all
+    /// (timed).
     fn spool_batch(&self, n: u64) -> Duration {
         let ready = self.spool.path().join("ready");
         for i in 0..n {
             put_ready(&ready, kind_of(i), &self.body);
         }
+        settle_disk(self.dir.path());
         self.spool.rescan().expect("see the new entries");
         let start = Instant::now();
         for _ in 0..n {
@@ -267,11 +287,18 @@ impl ClaimSides {
         start.elapsed()
     }
 
-    /// The same with bare system calls: rename into `claimed/`, read, unlink, in name order.
-    fn bare_batch(&self, n: u64) -> Duration {
+    /// Durably written entries in the baseline's `ready/`, in name order (not timed).
+    fn bare_fill(&self, n: u64) -> Vec<String> {
         let mut names: Vec<String> =
             (0..n).map(|i| put_ready(&self.bare_ready, kind_of(i), &self.body).to_string()).collect();
         names.sort_unstable();
+        settle_disk(self.dir.path());
+        names
+    }
+
+    /// The same with bare system calls: rename into `claimed/`, read, unlink, in name order.
+    fn bare_batch(&self, n: u64) -> Duration {
+        let names = self.bare_fill(n);
         let start = Instant::now();
         for name in &names {
             let claimed = self.bare_claimed.join(name);
@@ -281,38 +308,69 @@ impl ClaimSides {
         }
         start.elapsed()
     }
+
+    /// The file system's own cost of the two calls a claim and an ack are made of, each timed alone
+    /// over `n` durably written entries: (rename µs, unlink µs).
+    fn fs_costs(&self, n: u64) -> (f64, f64) {
+        let names = self.bare_fill(n);
+        let start = Instant::now();
+        for name in &names {
+            fs::rename(self.bare_ready.join(name), self.bare_claimed.join(name)).expect("baseline: rename");
+        }
+        let rename = start.elapsed();
+        let start = Instant::now();
+        for name in &names {
+            fs::remove_file(self.bare_claimed.join(name)).expect("baseline: unlink");
+        }
+        let unlink = start.elapsed();
+        let us = |d: Duration| d.as_secs_f64() * 1e6 / n as f64;
+        (us(rename), us(unlink))
+    }
 }
 
 fn bench_claim_ack(c: &mut Criterion, sides: &ClaimSides) {
     settle_disk(sides.dir.path());
-    let mut group = c.benchmark_group(format!("claim_ack_{}KiB", sides.body.len() >> 10));
+    let mut group = c.benchmark_group(format!("claim_ack_{}KiB_{}", sides.body.len() >> 10, sides.fs));
     group.throughput(Throughput::Elements(1));
     group.bench_function("bare", |b| b.iter_custom(|n| sides.bare_batch(n)));
     group.bench_function("spool", |b| b.iter_custom(|n| sides.spool_batch(n)));
     group.finish();
 }
 
+/// Claim + ack against its limit, the bare rename + read + unlink of the same durably written files
+/// on the same file system, with the file system's own rename and unlink costs beside it.
 fn interleaved_claims(sides: &ClaimSides, mode: &RunMode) -> String {
     const BATCH: u64 = 2_000;
     settle_disk(sides.dir.path());
     let rate = |d: Duration| BATCH as f64 / d.as_secs_f64();
-    let (mut spool, mut bare) = (Vec::new(), Vec::new());
+    let (mut spool, mut bare, mut ratios, mut renames, mut unlinks) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for round in 0..mode.rounds(9) {
-        if round % 2 == 0 {
-            bare.push(rate(sides.bare_batch(BATCH)));
-            spool.push(rate(sides.spool_batch(BATCH)));
+        let (s, b) = if round % 2 == 0 {
+            let b = rate(sides.bare_batch(BATCH));
+            (rate(sides.spool_batch(BATCH)), b)
         } else {
-            spool.push(rate(sides.spool_batch(BATCH)));
-            bare.push(rate(sides.bare_batch(BATCH)));
-        }
+            let s = rate(sides.spool_batch(BATCH));
+            (s, rate(sides.bare_batch(BATCH)))
+        };
+        spool.push(s);
+        bare.push(b);
+        ratios.push(s / b);
+        let (rename, unlink) = sides.fs_costs(BATCH / 4);
+        renames.push(rename);
+        unlinks.push(unlink);
     }
-    let spool = median(&mut spool);
+    let rate = median(&mut spool);
     format!(
-        "claim+ack {}KiB: {:.0} entries/s, bare {:.0} entries/s (target >= {CLAIM_RATE_TARGET:.0}) {}",
-        sides.body.len() >> 10,
-        spool,
+        "claim+ack {}, durably written entries: {rate:.0} entries/s, bare rename+read+unlink {:.0}/s (the \
+         limit), ratio {:.2}; {} alone: rename {:.1} µs, unlink {:.1} µs (target >= {CLAIM_RATE_TARGET:.0}/s) {}",
+        sides.label(),
         median(&mut bare),
-        verdict(spool >= CLAIM_RATE_TARGET),
+        median(&mut ratios),
+        sides.fs,
+        median(&mut renames),
+        median(&mut unlinks),
+        verdict(rate >= CLAIM_RATE_TARGET),
     )
 }
 
