@@ -1,7 +1,9 @@
 //! `lastword demo`: the whole job on embedded defaults, in a few seconds. A collector with a SQLite
-//! store in a temporary directory, the example application (a real separate process) that logs,
-//! panics in a thread and dies of a real SIGSEGV, the sidecar that delivers its reports, and the
-//! collector's answer: each report stored once, crashes symbolized.
+//! store in a temporary directory (or `--dir`, kept and reused), the example application (a real
+//! separate process: this binary, run as `lastword demo-app`) that logs, panics in a thread and dies
+//! of a real SIGSEGV, the sidecar that delivers its reports, and the collector's answer: each report
+//! stored once, crashes symbolized. It prints its collector's URL and token, so that an application of
+//! the user's can report to it too.
 //!
 //! The collector's web UI serves the same store next to it, on a free loopback port (open, loopback
 //! only); the demo prints its address (`web UI on http://127.0.0.1:PORT/`). Without `--serve` both stop
@@ -9,6 +11,8 @@
 //! SIGTERM, then stop gracefully. Either way the exit code is the demo's verdict: 0 only if every
 //! report the application wrote reached the store once.
 
+use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -24,8 +28,9 @@ use crate::exit;
 /// `lastword demo`.
 #[derive(Args, Debug)]
 pub struct DemoArgs {
-    /// Work in this directory (it must not exist yet) instead of a new one under the temporary
-    /// directory. It is kept afterwards, so that you can look at the spool and the store.
+    /// Work in this directory instead of a new one under the temporary directory. It is kept
+    /// afterwards, so that you can look at the spool and the store; give it again to run the demo on
+    /// the same spool and store (the reports accumulate, the collector keeps its token).
     #[arg(long)]
     dir: Option<PathBuf>,
     /// After the summary, keep the collector and its web UI running, to look at the reports in a
@@ -45,14 +50,16 @@ pub fn demo(args: &DemoArgs) -> Result<u8> {
         Some(d) => d.clone(),
         None => std::env::temp_dir().join(format!("lastword-demo-{}", EntryId::generate())),
     };
-    if work.exists() {
-        bail!("{} exists already; give a new directory", work.display());
-    }
+    let again = work.join(TOKEN_FILE).is_file();
     std::fs::create_dir_all(&work).with_context(|| format!("cannot create {}", work.display()))?;
     let spool = work.join("spool");
     let store_dir = work.join("store");
-    let token = EntryId::generate().to_string();
-    println!("lastword demo: working in {}", work.display());
+    let token = demo_token(&work)?;
+    if again {
+        println!("lastword demo: working in {} again (its spool and store are kept)", work.display());
+    } else {
+        println!("lastword demo: working in {}", work.display());
+    }
 
     step(1, "starting the collector (SQLite store, a free loopback port) and its web UI (another one)");
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
@@ -71,16 +78,20 @@ pub fn demo(args: &DemoArgs) -> Result<u8> {
     let server = runtime.spawn(collect::run(listener, config, store, stop.clone().cancelled_owned()));
     let web = runtime.spawn(ui::serve(ui_listener, ui_store, access, stop.clone().cancelled_owned()));
     println!("      collector listening on {url}, store in {}", store_dir.display());
+    println!("      its token: {token} (also in {})", work.join(TOKEN_FILE).display());
     println!("      web UI on {ui_url}");
 
     step(2, "running the example application: it logs, panics in a thread, then dies of SIGSEGV");
-    let app = demo_app()?;
-    let out = Command::new(&app)
+    // The application is this binary, as a separate process (`lastword demo-app`): the one build of
+    // `lastword` is everything the demo runs.
+    let me = std::env::current_exe().context("cannot find the lastword binary")?;
+    let out = Command::new(&me)
+        .arg(DEMO_APP_COMMAND)
         .env("LASTWORD_SPOOL", &spool)
         .env_remove("LASTWORD_URL")
         .stdout(Stdio::null())
         .output()
-        .with_context(|| format!("cannot run {}", app.display()))?;
+        .with_context(|| format!("cannot run {} {DEMO_APP_COMMAND}", me.display()))?;
     for line in String::from_utf8_lossy(&out.stderr).lines().filter(|l| !l.trim().is_empty()).take(3) {
         println!("      app: {line}");
     }
@@ -103,9 +114,8 @@ pub fn demo(args: &DemoArgs) -> Result<u8> {
     }
 
     step(4, "the sidecar drains the spool to the collector (`lastword drain`)");
-    let me = std::env::current_exe().context("cannot find the lastword binary")?;
     let drain = Command::new(&me)
-        .args(["drain", "--deadline", "20s"])
+        .args(["drain", "--deadline", "20s", "--app", "lastword-demo"])
         .arg("--spool")
         .arg(&spool)
         .args(["--url", &url])
@@ -130,7 +140,9 @@ pub fn demo(args: &DemoArgs) -> Result<u8> {
         let field = |name: &str| row.and_then(|r| r[name].as_str()).unwrap_or("-").to_owned();
         println!("      {id}  {:<5}  app {}  stored {copies} time(s)", field("kind"), field("app"));
     }
-    for report in stored.iter().filter(|r| r["kind"] == "crash") {
+    // This run's crashes (a reused --dir holds earlier runs' too).
+    let this_run = |r: &&serde_json::Value| ids.iter().any(|id| r["id"] == id.to_string());
+    for report in stored.iter().filter(this_run).filter(|r| r["kind"] == "crash") {
         let id = report["id"].as_str().unwrap_or_default();
         let full: serde_json::Value = query(&me, &store_dir, &["show", id])?;
         let body = &full["body"];
@@ -161,9 +173,12 @@ pub fn demo(args: &DemoArgs) -> Result<u8> {
     println!("      lastword stats --spool {spool_s}");
     println!("      lastword store groups --store {store_s}");
     println!("      lastword store reports --store {store_s}");
-    if let Some(id) = stored.iter().find(|r| r["kind"] == "crash").and_then(|r| r["id"].as_str()) {
+    if let Some(id) =
+        stored.iter().filter(this_run).find(|r| r["kind"] == "crash").and_then(|r| r["id"].as_str())
+    {
         println!("      lastword store show {id} --store {store_s}");
     }
+    println!("      again, on the same spool and store: lastword demo --dir {}", work.display());
     if args.serve {
         println!("      in a browser: {ui_url} (the crash groups, the reports, the logs)");
     } else {
@@ -184,6 +199,8 @@ pub fn demo(args: &DemoArgs) -> Result<u8> {
         println!(
             "\nserving the collector on {url} and the web UI on {ui_url} until Ctrl-C (SIGINT) or SIGTERM"
         );
+        println!("point an application of yours at this collector:");
+        println!("      LASTWORD_URL={url} LASTWORD_TOKEN={token} your-app");
         runtime.block_on(signalled);
     }
     stop.cancel();
@@ -213,28 +230,31 @@ fn query(me: &Path, store: &Path, args: &[&str]) -> Result<serde_json::Value> {
     serde_json::from_slice(&out.stdout).context("cannot read lastword store's JSON")
 }
 
-/// The example application (`agent/src/bin/demo_app.rs`), next to this binary. `cargo run` builds
-/// only the `lastword` binary, so when run through cargo and it is missing, it is built now with the
-/// same profile (everything it needs is already built for `lastword`).
-fn demo_app() -> Result<PathBuf> {
-    let me = std::env::current_exe()?;
-    let dir = me.parent().context("the lastword binary has no directory")?;
-    let app = dir.join("lastword-demo-app");
-    if app.exists() {
-        return Ok(app);
+/// The hidden command of the `lastword` binary that runs the example application
+/// (`lastword_agent::demo_app`).
+pub const DEMO_APP_COMMAND: &str = "demo-app";
+
+/// The file in the demo's directory that keeps its collector's token, so that a second run on the
+/// same directory serves the applications pointed at the first one.
+const TOKEN_FILE: &str = "token";
+
+/// The demo collector's token: the one kept in `work`, or a new random one, kept there (mode 0600).
+fn demo_token(work: &Path) -> Result<String> {
+    let path = work.join(TOKEN_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) if !text.trim().is_empty() => return Ok(text.trim().to_owned()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
     }
-    let Ok(cargo) = std::env::var("CARGO") else {
-        bail!("{} is missing: build it with `cargo build --release -p lastword-agent --bins`", app.display());
-    };
-    println!("      building the example application (cargo build --bin lastword-demo-app) ...");
-    let release = dir.file_name().is_some_and(|n| n == "release");
-    let mut build = Command::new(cargo);
-    build.args(["build", "--quiet", "-p", "lastword-agent", "--bin", "lastword-demo-app"]);
-    if release {
-        build.arg("--release");
-    }
-    if !build.status().context("cannot run cargo")?.success() || !app.exists() {
-        bail!("could not build the example application at {}", app.display());
-    }
-    Ok(app)
+    let token = EntryId::generate().to_string();
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    writeln!(file, "{token}").with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(token)
 }

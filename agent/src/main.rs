@@ -48,6 +48,10 @@ enum Command {
     Collect(collect_cmd::CollectCommand),
     /// Query a collector's store: recent reports, crash groups, one report, agents' losses.
     Store(StoreArgs),
+    /// The example application of `lastword demo`, which runs it as a child process: it logs, panics
+    /// in a thread, then dies of SIGSEGV.
+    #[command(name = demo::DEMO_APP_COMMAND, hide = true)]
+    DemoApp,
 }
 
 fn main() -> ExitCode {
@@ -69,6 +73,7 @@ fn main() -> ExitCode {
         Command::Demo(a) => demo::demo(&a),
         Command::Collect(a) => collect_cmd::collect_command(a).map(|()| exit::OK),
         Command::Store(a) => collect_cmd::store_command(a).map(|()| exit::OK),
+        Command::DemoApp => lastword_agent::demo_app::main(),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -37,6 +37,53 @@ fn demo_delivers_every_report_of_the_crashing_app_once() {
     assert!(work.join("spool").is_dir() && work.join("store").is_dir());
 }
 
+/// `lastword` with `args`; its stdout, and the exit code asserted 0.
+fn lastword_ok(args: &[&std::ffi::OsStr]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_lastword")).args(args).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "lastword {args:?}: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+#[test]
+fn demo_on_the_same_dir_again_accumulates_keeps_its_token_and_names_its_sidecar() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("demo");
+    let demo = [std::ffi::OsStr::new("demo"), "--dir".as_ref(), work.as_os_str()];
+    let first = lastword_ok(&demo);
+    let token = std::fs::read_to_string(work.join("token")).unwrap().trim().to_owned();
+    assert!(!token.is_empty());
+    // The collector's URL and token are printed, for pointing an application of one's own at it.
+    assert!(first.contains("collector listening on ws://127.0.0.1:"), "{first}");
+    assert!(first.contains(&format!("its token: {token}")), "{first}");
+
+    let second = lastword_ok(&demo);
+    assert!(second.contains("again (its spool and store are kept)"), "{second}");
+    assert!(second.contains(&format!("its token: {token}")), "the token is kept: {second}");
+    assert!(second.contains("every report arrived, once."), "{second}");
+
+    let store_dir = work.join("store");
+    let store = [std::ffi::OsStr::new("--store"), store_dir.as_os_str(), "--json".as_ref()];
+    let reports: serde_json::Value = serde_json::from_str(&lastword_ok(
+        &[&["store".as_ref(), "reports".as_ref()][..], &store[..]].concat(),
+    ))
+    .unwrap();
+    let crashes = reports.as_array().unwrap().iter().filter(|r| r["kind"] == "crash").count();
+    assert_eq!(crashes, 4, "two runs, a panic and a SIGSEGV each, all kept: {reports}");
+    // The demo's sidecar says who it is in its hello.
+    let losses: serde_json::Value = serde_json::from_str(&lastword_ok(
+        &[&["store".as_ref(), "losses".as_ref()][..], &store[..]].concat(),
+    ))
+    .unwrap();
+    let apps: Vec<&str> = losses.as_array().unwrap().iter().filter_map(|l| l["app"].as_str()).collect();
+    assert_eq!(apps, ["lastword-demo"], "{losses}");
+}
+
 /// How long the demo may take to reach its summary (a debug build, a machine shared with other work).
 const DEMO_BOUND: Duration = Duration::from_secs(180);
 /// How long it may take to stop after SIGTERM.

@@ -1,9 +1,15 @@
-//! The example application `lastword demo` runs (the binary `lastword-demo-app`): it logs, panics in a thread, then dies of a real SIGSEGV.
-//! Its spool is `LASTWORD_SPOOL`; it has no collector URL, so the sidecar delivers its reports.
+//! The example application that `lastword demo` runs: it logs, panics in a thread, then dies of a real
+//! SIGSEGV. It is the `lastword` binary itself, started as a separate process with the hidden
+//! `demo-app` command, so that the one build of `lastword` is everything the demo runs (no second
+//! binary, no nested `cargo build`). Its spool is `LASTWORD_SPOOL`; it has no collector URL, so the
+//! sidecar delivers its reports.
+//!
+//! Not part of the library's API: `lastword demo` is its only user.
 
-#![allow(unsafe_code)]
+#![allow(unsafe_code, reason = "the demo dies of SIGSEGV on purpose: a write through a null pointer")]
 
-fn main() {
+/// Runs the example application; does not return (it dies of SIGSEGV).
+pub fn main() -> ! {
     let guard = match lastword::init(lastword::Config::new("demo-app").release("1.0.0").no_url()) {
         Ok(g) => g,
         Err(e) => {
@@ -18,6 +24,8 @@ fn main() {
     lastword::log(lastword::Level::Error, "demo_app", "a worker died; carrying on");
     let _ = guard.flush(std::time::Duration::from_secs(2));
     write_through_a_null_pointer();
+    // Unreachable: the write above kills the process. Should a platform let it pass, end as a crash.
+    std::process::abort()
 }
 
 #[inline(never)]
