@@ -177,18 +177,18 @@ fn cover_existing() {
     }
     let Some(sig) = free_signal() else { return };
     // A thread being created runs with every signal blocked for a moment (glibc unblocks them in
-    // the new thread's start): look again before taking a block for a thread's own choice.
-    let mut targets = Vec::new();
-    for tid in threads {
-        for attempt in 0..4 {
-            if !blocks(tid, sig) {
-                targets.push(tid);
-                break;
-            }
-            if attempt < 3 {
-                std::thread::sleep(Duration::from_millis(5));
-            }
+    // the new thread's start): look again, a few times in 15 ms, before taking a block for a
+    // thread's own choice.
+    let (mut targets, mut blocking): (Vec<_>, Vec<_>) =
+        threads.into_iter().partition(|&tid| !blocks(tid, sig));
+    for _ in 0..3 {
+        if blocking.is_empty() {
+            break;
         }
+        std::thread::sleep(Duration::from_millis(5));
+        let (now_free, still): (Vec<_>, Vec<_>) = blocking.into_iter().partition(|&tid| !blocks(tid, sig));
+        targets.extend(now_free);
+        blocking = still;
     }
     if targets.is_empty() {
         return;
