@@ -10,39 +10,19 @@ use std::path::Path;
 use std::process::{Command, ExitStatus, Output};
 
 use lastword::report::CrashReport;
-use lastword::spool::{EntryId, FLAG_RAW_SIGNAL, Kind, SpoolView};
-use lastword::symbolize::{RawReport, parse_raw, symbolize};
+use lastword::spool::EntryId;
+use lastword::symbolize::RawReport;
+use lastword_tests::crash_runs::{StoredCrash, command, crash_reports, describe};
 
 const APP: &str = env!("CARGO_BIN_EXE_lastword-crash-app");
 
-/// One crash entry of a spool: its id, the raw signal report if it is one, and the crash report
-/// (symbolized as the uploader would).
-struct Found {
-    id: EntryId,
-    raw: Option<RawReport>,
-    report: CrashReport,
-}
-
 fn run(case: &str, spool: &Path, lastword: bool, env: &[(&str, &str)]) -> Output {
-    let mut c = Command::new(APP);
-    c.arg(case).env("LASTWORD_SPOOL", spool).env_remove("LASTWORD_URL").envs(env.iter().copied());
-    if !lastword {
-        c.env("LASTWORD_OFF", "1");
-    }
-    c.output().unwrap()
-}
-
-fn describe(status: ExitStatus) -> String {
-    match (status.code(), status.signal()) {
-        (Some(code), _) => format!("exit {code}"),
-        (None, Some(sig)) => format!("signal {sig}"),
-        _ => "unknown".into(),
-    }
+    command(APP, case, spool, lastword).envs(env.iter().copied()).output().unwrap()
 }
 
 /// Runs `case` without and with lastword, asserts the same exit status, and returns the run with
 /// lastword and the crash entries it left in the spool.
-fn crash(case: &str, env: &[(&str, &str)]) -> (Output, Vec<Found>) {
+fn crash(case: &str, env: &[(&str, &str)]) -> (Output, Vec<StoredCrash>) {
     let dir = tempfile::tempdir().unwrap();
     let spool = dir.path().join("spool");
     let without = run(case, &dir.path().join("unused"), false, env);
@@ -54,26 +34,7 @@ fn crash(case: &str, env: &[(&str, &str)]) -> (Output, Vec<Found>) {
         String::from_utf8_lossy(&with.stderr),
         String::from_utf8_lossy(&without.stderr)
     );
-    (with, found(&spool))
-}
-
-fn found(spool: &Path) -> Vec<Found> {
-    let Ok(view) = SpoolView::open(spool) else { return Vec::new() };
-    let mut out = Vec::new();
-    for item in view.list().unwrap() {
-        if item.kind != Some(Kind::Crash) {
-            continue;
-        }
-        let id = item.id.unwrap();
-        let entry = view.read(id).unwrap();
-        if entry.header.flags & FLAG_RAW_SIGNAL != 0 {
-            let raw = parse_raw(&entry.body).unwrap();
-            out.push(Found { id, report: symbolize(&raw), raw: Some(raw) });
-        } else {
-            out.push(Found { id, raw: None, report: serde_json::from_slice(&entry.body).unwrap() });
-        }
-    }
-    out
+    (with, crash_reports(&spool))
 }
 
 fn names(report: &CrashReport) -> Vec<String> {
@@ -90,14 +51,14 @@ fn assert_names(report: &CrashReport, function: &str) {
 }
 
 /// The one signal report of a run; asserts there is exactly one crash report.
-fn only_signal_report<'a>(found: &'a [Found], stderr: &[u8]) -> (&'a RawReport, &'a CrashReport) {
+fn only_signal_report<'a>(found: &'a [StoredCrash], stderr: &[u8]) -> (&'a RawReport, &'a CrashReport) {
     assert_eq!(found.len(), 1, "one crash report; stderr: {}", String::from_utf8_lossy(stderr));
     let f = &found[0];
     (f.raw.as_ref().expect("a raw signal report"), &f.report)
 }
 
 /// A stack overflow report: titled so, with the stack copied from the first readable address above
-/// the guard page, and the recursing function named in several frames.
+/// the guard page, and the recursing function (`recurse`, `lw_recurse`) named in several frames.
 fn assert_stack_overflow(raw: &RawReport, report: &CrashReport) {
     assert_eq!(report.signal.as_ref().unwrap().name, "SIGSEGV");
     assert!(report.message.starts_with("stack overflow"), "{}", report.message);
@@ -108,37 +69,38 @@ fn assert_stack_overflow(raw: &RawReport, report: &CrashReport) {
     assert!(recursing >= 2, "the recursing function in more than one frame: {:#?}", names(report));
 }
 
-#[test]
-fn stack_overflow_on_the_main_thread_carries_the_stack_and_says_stack_overflow() {
-    let (out, found) = crash("overflow", &[]);
+/// Runs a case that overflows a stack; returns its exit status and its one report, checked with
+/// [`assert_stack_overflow`].
+fn overflow(case: &str, env: &[(&str, &str)]) -> (ExitStatus, RawReport, CrashReport) {
+    let (out, found) = crash(case, env);
     let (raw, report) = only_signal_report(&found, &out.stderr);
     assert_stack_overflow(raw, report);
+    (out.status, raw.clone(), report.clone())
+}
+
+#[test]
+fn stack_overflow_on_the_main_thread_carries_the_stack_and_says_stack_overflow() {
+    let (_, _, report) = overflow("overflow", &[]);
     assert_eq!(report.thread.name.as_deref(), Some("main"));
 }
 
 #[test]
 fn stack_overflow_on_a_std_thread_is_reported() {
-    let (out, found) = crash("overflow-thread", &[]);
-    let (raw, report) = only_signal_report(&found, &out.stderr);
-    assert_stack_overflow(raw, report);
+    let (_, _, report) = overflow("overflow-thread", &[]);
     assert_eq!(report.thread.name.as_deref(), Some("deep"));
 }
 
 #[test]
 fn stack_overflow_on_a_thread_made_with_pthread_create_is_reported() {
-    let (out, found) = crash("overflow-pthread", &[]);
-    assert_eq!(out.status.signal(), Some(libc::SIGSEGV));
-    let (raw, report) = only_signal_report(&found, &out.stderr);
-    assert_stack_overflow(raw, report);
+    let (status, raw, _) = overflow("overflow-pthread", &[]);
+    assert_eq!(status.signal(), Some(libc::SIGSEGV));
     assert_ne!(raw.tid, u64::from(raw.pid), "not the main thread");
 }
 
 #[test]
 fn stack_overflow_on_a_thread_that_existed_before_init_is_reported() {
-    let (out, found) = crash("overflow-pre-init-thread", &[]);
-    assert_eq!(out.status.signal(), Some(libc::SIGSEGV));
-    let (raw, report) = only_signal_report(&found, &out.stderr);
-    assert_stack_overflow(raw, report);
+    let (status, _, _) = overflow("overflow-pre-init-thread", &[]);
+    assert_eq!(status.signal(), Some(libc::SIGSEGV));
 }
 
 #[test]
@@ -222,13 +184,9 @@ void lw_overflow_in_c_thread(void) { pthread_t t; pthread_create(&t, 0, lw_start
     );
     let env =
         [("CRASH_APP_DSO", library.to_str().unwrap()), ("CRASH_APP_DSO_CALL", "lw_overflow_in_c_thread")];
-    let (out, found) = crash("dlopen-crash", &env);
-    assert_eq!(out.status.signal(), Some(libc::SIGSEGV));
-    let (raw, report) = only_signal_report(&found, &out.stderr);
-    assert!(report.message.starts_with("stack overflow"), "{}", report.message);
-    assert!(!raw.stack.is_empty());
-    let recursing = names(report).iter().filter(|n| n.as_str() == "lw_recurse").count();
-    assert!(recursing >= 2, "the recursing C function in more than one frame: {:#?}", names(report));
+    let (status, _, report) = overflow("dlopen-crash", &env);
+    assert_eq!(status.signal(), Some(libc::SIGSEGV));
+    assert!(names(&report).iter().any(|n| n == "lw_recurse"), "the C function: {:#?}", names(&report));
 }
 
 #[test]
@@ -327,7 +285,7 @@ fn attempts_left_nothing(case: &str, kind: &str) {
     let out = run(case, &spool, true, &[]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("failed"), "{stdout}");
-    let reports = found(&spool);
+    let reports = crash_reports(&spool);
     assert_eq!(reports.len(), 1, "one report, in the retried init's spool\n{stdout}");
     assert_eq!(reports[0].report.kind, kind);
     for entry in std::fs::read_dir(dir.path()).unwrap() {
