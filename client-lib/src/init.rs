@@ -76,6 +76,10 @@ pub fn init(config: Config) -> Result<Guard, InitError> {
     result
 }
 
+/// Sets everything up in two phases, so that a failure leaves nothing installed and a retried `init`
+/// starts clean: first every step that can fail (the spool, the signal slot and the rest of what the
+/// handlers need, the log writer, the uploader), each undone by dropping it; then what cannot fail
+/// and is process-wide (the signal handlers, the shared state, the panic hook).
 fn start(config: Config) -> Result<Guard, InitError> {
     for url in &config.urls {
         crate::config::check_url(url).map_err(|reason| InitError::BadUrl { url: url.clone(), reason })?;
@@ -97,6 +101,7 @@ fn start(config: Config) -> Result<Guard, InitError> {
         uptime_ms: 0,
         lastword: env!("CARGO_PKG_VERSION").into(),
     };
+    let signals = if config.signals { Some(crate::signal::prepare(&spool, &context)?) } else { None };
     let losses = Arc::new(LossCounters::default());
     let policy =
         BatchPolicy { queue: config.log_queue, max_records: config.log_batch, max_delay: config.log_delay };
@@ -137,15 +142,17 @@ fn start(config: Config) -> Result<Guard, InitError> {
         panic_delivery: config.panic_delivery,
         losses,
     });
-    // Only one init can get here (STARTED), so the cell is empty.
-    let _ = SHARED.set(shared.clone());
-    crate::panic::install();
-    if config.signals {
-        crate::signal::install(&shared)?;
+    // Installed from here on. The signal handlers first: their install puts back what it did if
+    // `sigaction` fails (it cannot for these signals), before anything else is in place.
+    if let Some(signals) = signals {
+        signals.install()?;
         if config.breadcrumbs > 0 {
             crate::signal::crumbs::RING.enable();
         }
     }
+    // Only one init can get here (STARTED), and a failed one never set the cell: it is empty.
+    let _ = SHARED.set(shared.clone());
+    crate::panic::install();
     Ok(Guard { shared, exit_deadline: config.exit_deadline })
 }
 
@@ -189,11 +196,6 @@ impl Shared {
         let mut c = self.context.clone();
         c.uptime_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
         c
-    }
-
-    /// The context as it was at init (for the signal handler's pre-built text).
-    pub fn context(&self) -> &Context {
-        &self.context
     }
 
     /// Applies the crash-loop limit and `before_send`, then stores the report durably. Returns its id

@@ -11,8 +11,8 @@
 //! ```
 //!
 //! - [`init`], [`Config`], [`Guard`]: set up once, keep the guard for the life of the program.
-//! - Panics (a chained panic hook) and fatal signals (SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT, stack
-//!   overflow) become crash reports, durable in the spool before the hook returns.
+//! - Panics (a chained panic hook) and fatal signals (SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT, SIGTRAP,
+//!   stack overflow on any thread) become crash reports, durable in the spool before the hook returns.
 //! - Log records ([`log()`](crate::log()), the `log` and `tracing` features) become breadcrumbs and log batches.
 //! - [`upload`]: the shielded uploader that drains a spool to a collector.
 //! - [`protocol`]: the wire protocol shared with the collector (PROTOCOL.md).

@@ -65,8 +65,11 @@ pub struct SignalInfo {
     pub name: String,
     /// `si_code`.
     pub code: i32,
-    /// The fault address, hex.
-    pub address: String,
+    /// The fault address, hex: only for a fault (a signal the kernel raised for an instruction, with
+    /// an address), never for a signal that was sent (`kill`, `raise`, `abort`), whose siginfo holds
+    /// the sender's pid and uid instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
 }
 
 /// The crashing thread.

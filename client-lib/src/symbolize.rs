@@ -40,8 +40,8 @@ pub struct RawReport {
     pub signal: i32,
     /// `si_code`.
     pub code: i32,
-    /// Fault address.
-    pub addr: u64,
+    /// Fault address (`addr` line): only for faults, not for signals that were sent.
+    pub addr: Option<u64>,
     /// Process id.
     pub pid: u32,
     /// Thread id.
@@ -60,6 +60,12 @@ pub struct RawReport {
     pub modules: Vec<RawModule>,
     /// The last log records before the signal, oldest first (`crumb` lines).
     pub breadcrumbs: Vec<Breadcrumb>,
+    /// Milliseconds from init to the signal (`uptime_ms` line).
+    pub uptime_ms: Option<u64>,
+    /// What the handler found the fault to be (`fault` line): `stack-overflow`.
+    pub fault: Option<String>,
+    /// What the handler could not capture, and why (`missing` lines): what, then the reason.
+    pub missing: Vec<(String, String)>,
     /// Address of the first byte of `stack`.
     pub stack_addr: u64,
     /// Copy of the top of the stack.
@@ -99,10 +105,16 @@ pub fn parse_raw(body: &[u8]) -> Result<RawReport, String> {
         match key {
             "signal" => raw.signal = value.parse().map_err(|_| bad())?,
             "code" => raw.code = value.parse().map_err(|_| bad())?,
-            "addr" => raw.addr = hex(value).ok_or_else(bad)?,
+            "addr" => raw.addr = Some(hex(value).ok_or_else(bad)?),
             "pid" => raw.pid = value.parse().map_err(|_| bad())?,
             "tid" => raw.tid = value.parse().map_err(|_| bad())?,
             "thread" => raw.thread = Some(value.to_owned()),
+            "uptime_ms" => raw.uptime_ms = Some(value.parse().map_err(|_| bad())?),
+            "fault" => raw.fault = Some(value.to_owned()),
+            "missing" => {
+                let (what, why) = value.split_once(' ').unwrap_or((value, ""));
+                raw.missing.push((what.to_owned(), why.to_owned()));
+            }
             "reg" => {
                 let (name, v) = value.split_once(' ').ok_or_else(bad)?;
                 raw.registers.push((name.to_owned(), hex(v).ok_or_else(bad)?));
@@ -144,12 +156,14 @@ pub fn signal_name(signal: i32) -> &'static str {
         libc::SIGILL => "SIGILL",
         libc::SIGFPE => "SIGFPE",
         libc::SIGABRT => "SIGABRT",
+        libc::SIGTRAP => "SIGTRAP",
         _ => "signal",
     }
 }
 
 fn signal_meaning(signal: i32) -> &'static str {
     match signal {
+        libc::SIGTRAP => "trace or breakpoint trap",
         libc::SIGSEGV => "invalid memory reference",
         libc::SIGBUS => "bus error",
         libc::SIGILL => "illegal instruction",
@@ -406,7 +420,7 @@ pub fn symbolize(raw: &RawReport) -> CrashReport {
     }
     frames.dedup_by(|a, b| a.function.is_some() && a.function == b.function && a.address == b.address);
     let name = signal_name(raw.signal);
-    let message = format!("{name} ({}) at {:#x}", signal_meaning(raw.signal), raw.addr);
+    let (message, thread, context) = signal_fields(raw, &mut errors);
     CrashReport {
         kind: "signal".into(),
         fingerprint: fingerprint(&frames, name),
@@ -418,11 +432,11 @@ pub fn symbolize(raw: &RawReport) -> CrashReport {
             number: raw.signal,
             name: name.into(),
             code: raw.code,
-            address: format!("{:#x}", raw.addr),
+            address: raw.addr.map(|a| format!("{a:#x}")),
         }),
-        thread: ThreadInfo { name: raw.thread.clone(), id: Some(raw.tid) },
+        thread,
         frames,
-        context: raw.context.clone().unwrap_or_default(),
+        context,
         breadcrumbs: {
             let mut crumbs = raw.breadcrumbs.clone();
             // The handler writes the ring oldest first; a record that overwrote a slot while it was
@@ -433,6 +447,40 @@ pub fn symbolize(raw: &RawReport) -> CrashReport {
         crash_loop_suppressed: 0,
         registers: raw.registers.iter().map(|(n, v)| (n.clone(), format!("{v:#x}"))).collect(),
     }
+}
+
+/// The signal-specific fields of a report: the message (a stack overflow is titled so; a fault
+/// names its address, a sent signal has none), the thread, the context with the crashed process's
+/// pid and the uptime at the signal. What the handler could not capture goes first in `errors`.
+fn signal_fields(raw: &RawReport, errors: &mut Vec<String>) -> (String, ThreadInfo, Context) {
+    let name = signal_name(raw.signal);
+    let message = if raw.fault.as_deref() == Some("stack-overflow") {
+        format!("stack overflow ({name} in the guard region below the thread's stack)")
+    } else {
+        match raw.addr {
+            Some(addr) => format!("{name} ({}) at {addr:#x}", signal_meaning(raw.signal)),
+            None => format!("{name} ({})", signal_meaning(raw.signal)),
+        }
+    };
+    let notes = raw.missing.iter().map(|(what, why)| match what.as_str() {
+        "stack" => format!("stack not captured ({why}): frames past the program counter's are missing"),
+        "build-ids" => format!("build ids of libraries loaded after init not read ({why})"),
+        "modules-loaded-after-init" => {
+            format!("module list of init used, libraries loaded later are missing ({why})")
+        }
+        other => format!("{other} not captured ({why})"),
+    });
+    let notes: Vec<String> = notes.collect();
+    errors.splice(0..0, notes);
+    let thread = ThreadInfo { name: raw.thread.clone(), id: Some(raw.tid) };
+    let mut context = raw.context.clone().unwrap_or_default();
+    if raw.pid != 0 {
+        context.pid = raw.pid;
+    }
+    if let Some(uptime) = raw.uptime_ms {
+        context.uptime_ms = uptime;
+    }
+    (message, thread, context)
 }
 
 /// The uploader's body transformation for a spool at `spool_dir`: JSON bodies go as they are; a raw
@@ -526,11 +574,36 @@ mod tests {
     #[test]
     fn a_raw_report_parses_and_unknown_keys_are_skipped() {
         let raw = parse_raw(&sample()).unwrap();
-        assert_eq!((raw.signal, raw.code, raw.addr, raw.pid, raw.tid), (11, 1, 0, 7, 8));
+        assert_eq!((raw.signal, raw.code, raw.addr, raw.pid, raw.tid), (11, 1, Some(0), 7, 8));
         assert_eq!(raw.thread.as_deref(), Some("main"));
         assert_eq!(raw.modules.len(), 1);
         assert_eq!(raw.context.unwrap().app, "a");
         assert_eq!(raw.stack.len(), 8);
+    }
+
+    #[test]
+    fn signal_lines_give_the_title_the_uptime_the_pid_and_the_notes_of_what_is_missing() {
+        let body = b"lastword-raw-signal 1\nsignal 6\ncode -6\npid 9\ntid 9\nthread main\nuptime_ms 1234\n\
+missing stack process_vm_readv EPERM, /proc/self/mem EPERM\n\
+context {\"app\":\"a\",\"os\":\"linux\",\"arch\":\"x86_64\",\"pid\":7,\"uptime_ms\":0,\"lastword\":\"0\"}\n\
+stack 0x0 0\n";
+        let raw = parse_raw(body).unwrap();
+        assert_eq!(raw.addr, None);
+        let report = symbolize(&raw);
+        assert_eq!(report.message, "SIGABRT (abort)");
+        assert_eq!(report.signal.as_ref().unwrap().address, None);
+        assert_eq!((report.context.pid, report.context.uptime_ms), (9, 1234), "the crashed process's");
+        let note = report.symbolization_error.unwrap();
+        assert!(
+            note.starts_with("stack not captured (process_vm_readv EPERM, /proc/self/mem EPERM)"),
+            "{note}"
+        );
+
+        let overflow = b"lastword-raw-signal 1\nsignal 11\ncode 2\naddr 0x7ffd0000fff8\nfault stack-overflow\nstack 0x0 0\n";
+        let report = symbolize(&parse_raw(overflow).unwrap());
+        assert!(report.message.starts_with("stack overflow (SIGSEGV"), "{}", report.message);
+        assert!(!report.message.contains("0x"));
+        assert_eq!(report.signal.unwrap().address.as_deref(), Some("0x7ffd0000fff8"));
     }
 
     #[test]

@@ -3,10 +3,14 @@
 //! The layout is the ULID one: 48 bits of milliseconds since the Unix epoch, then 80 bits that are
 //! random per process and advanced by a per-process counter. The text form is 26 characters of
 //! Crockford base32 and sorts like the number.
+//!
+//! The generator's state belongs to one process: a child made by `fork()` starts from fresh random
+//! bits of its own instead of going on from the copy of its parent's state (which would hand out the
+//! parent's next ids), and does not wait for a lock that a thread of the parent held when it forked.
 
 use std::fmt;
 use std::str::FromStr;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
@@ -32,19 +36,28 @@ pub struct ParseIdError {
 impl EntryId {
     /// A new id, greater than every id made before it in this process.
     pub fn generate() -> Self {
-        static LAST: Mutex<(u64, u128)> = Mutex::new((0, 0));
-        let now = now_millis();
-        // A poisoned lock only means another thread panicked between two plain assignments below;
-        // the state is still a valid pair, so keep going with it.
-        let mut last = LAST.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let (ms, random) = if now > last.0 {
-            (now, fresh_random())
-        } else if last.1 < RANDOM_MASK {
-            (last.0, last.1 + 1)
+        let me = std::process::id();
+        let _held = LAST.lock(me);
+        // Another process's state (this one is a forked child): start afresh.
+        let (last_ms, last_random) = if LAST.pid.load(Ordering::Relaxed) == me {
+            let random = (u128::from(LAST.hi.load(Ordering::Relaxed)) << 64)
+                | u128::from(LAST.lo.load(Ordering::Relaxed));
+            (LAST.millis.load(Ordering::Relaxed), random)
         } else {
-            (last.0 + 1, fresh_random())
+            (0, 0)
         };
-        *last = (ms, random);
+        let now = now_millis();
+        let (ms, random) = if now > last_ms {
+            (now, fresh_random())
+        } else if last_random < RANDOM_MASK {
+            (last_ms, last_random + 1)
+        } else {
+            (last_ms + 1, fresh_random())
+        };
+        LAST.millis.store(ms, Ordering::Relaxed);
+        LAST.hi.store((random >> 64) as u64, Ordering::Relaxed);
+        LAST.lo.store(random as u64, Ordering::Relaxed);
+        LAST.pid.store(me, Ordering::Relaxed);
         Self::from_parts(ms, random)
     }
 
@@ -104,6 +117,53 @@ impl EntryId {
     }
 }
 
+/// The generator's last id and the process it belongs to, under a lock that names its holder's pid.
+struct Last {
+    /// 0 when free, else the pid of the process whose thread holds it.
+    lock: AtomicU32,
+    /// The process whose ids `millis`, `hi` and `lo` are.
+    pid: AtomicU32,
+    millis: AtomicU64,
+    hi: AtomicU64,
+    lo: AtomicU64,
+}
+
+static LAST: Last = Last {
+    lock: AtomicU32::new(0),
+    pid: AtomicU32::new(0),
+    millis: AtomicU64::new(0),
+    hi: AtomicU64::new(0),
+    lo: AtomicU64::new(0),
+};
+
+/// Holds a [`Last`]'s lock; gives it back when dropped.
+struct Held<'a>(&'a AtomicU32);
+
+impl Last {
+    /// Takes the lock for the process `me`. A lock held under another pid was taken by a thread of
+    /// the parent before this process was forked from it: that thread does not exist here and will
+    /// never give it back, so it is taken over.
+    fn lock(&self, me: u32) -> Held<'_> {
+        loop {
+            match self.lock.compare_exchange_weak(0, me, Ordering::Acquire, Ordering::Relaxed) {
+                Ok(_) => return Held(&self.lock),
+                Err(holder) if holder != 0 && holder != me => {
+                    if self.lock.compare_exchange(holder, me, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+                        return Held(&self.lock);
+                    }
+                }
+                Err(_) => std::thread::yield_now(),
+            }
+        }
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.0.store(0, Ordering::Release);
+    }
+}
+
 fn decode_char(b: u8) -> Option<u8> {
     let upper = b.to_ascii_uppercase();
     ALPHABET.iter().position(|&a| a == upper).and_then(|p| u8::try_from(p).ok())
@@ -125,6 +185,23 @@ pub(crate) fn fresh_random() -> u128 {
         return (nanos ^ (u128::from(std::process::id()) << 64)) & RANDOM_MASK;
     }
     u128::from_be_bytes(buf) & RANDOM_MASK
+}
+
+/// 80 random bits, from a signal handler: the `getrandom` system call itself (async-signal-safe:
+/// no lazy initialisation, no file, no lock), non-blocking; if the kernel has none to give, bits
+/// derived from the pid, the thread id and both clocks, which still differ between processes.
+pub(crate) fn signal_safe_random() -> u128 {
+    use rustix::rand::{GetRandomFlags, getrandom};
+    use rustix::time::{ClockId, clock_gettime};
+    let mut buf = [0u8; 16];
+    if matches!(getrandom(&mut buf[6..], GetRandomFlags::NONBLOCK), Ok(10)) {
+        return u128::from_be_bytes(buf) & RANDOM_MASK;
+    }
+    let (mono, real) = (clock_gettime(ClockId::Monotonic), clock_gettime(ClockId::Realtime));
+    let pid = rustix::process::getpid().as_raw_nonzero().get() as u128;
+    let tid = rustix::thread::gettid().as_raw_nonzero().get() as u128;
+    let nanos = |t: rustix::time::Timespec| (t.tv_sec as u128) * 1_000_000_000 + t.tv_nsec as u128;
+    (nanos(mono) ^ (nanos(real) << 17) ^ (pid << 48) ^ (tid << 64)) & RANDOM_MASK
 }
 
 impl fmt::Display for EntryId {
@@ -175,6 +252,29 @@ mod tests {
             assert!(next > last, "{next} not after {last}");
             last = next;
         }
+    }
+
+    #[test]
+    fn a_lock_held_under_another_pid_is_taken_over_and_given_back() {
+        let last = Last {
+            lock: AtomicU32::new(1),
+            pid: AtomicU32::new(0),
+            millis: AtomicU64::new(0),
+            hi: AtomicU64::new(0),
+            lo: AtomicU64::new(0),
+        };
+        // As in a forked child: the parent's thread that held the lock does not exist here.
+        let held = last.lock(2);
+        assert_eq!(last.lock.load(Ordering::SeqCst), 2);
+        drop(held);
+        assert_eq!(last.lock.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn signal_safe_random_bits_differ_between_calls() {
+        let (a, b) = (signal_safe_random(), signal_safe_random());
+        assert_ne!(a, b);
+        assert_eq!(a & !RANDOM_MASK, 0);
     }
 
     #[test]

@@ -9,11 +9,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use rustix::fs::{AtFlags, CWD, Mode, OFlags, fsync, openat, renameat, unlinkat};
 use rustix::io::{Errno, pwrite};
+use rustix::process::{Pid, getpid};
 use rustix::time::{ClockId, clock_gettime};
 
 use crate::entry::{EntryName, HEADER_LEN, Header, NAME_MAX};
 use crate::error::{Result, SpoolError};
-use crate::id::{EntryId, fresh_random};
+use crate::id::{EntryId, ID_TEXT_LEN, fresh_random, signal_safe_random};
 use crate::kind::Kind;
 use crate::spool::Inner;
 
@@ -23,6 +24,12 @@ use crate::spool::Inner;
 ///
 /// [`SignalSlot::commit`] is async-signal-safe. Everything else (reserving, dropping) is not.
 /// The slot keeps its session open while it exists.
+///
+/// After `fork()` the child has a copy of the slot: the same open file and the same random half of
+/// the id. A commit in a process other than the one that reserved the slot therefore never touches
+/// that file: it creates a slot file of its own (`openat` with `O_CREAT|O_EXCL`) under a fresh
+/// random id (`getrandom`), both async-signal-safe, so that parent and child each commit their own
+/// entry and no two entries share an id.
 pub struct SignalSlot {
     _inner: Arc<Inner>,
     file: OwnedFd,
@@ -30,6 +37,8 @@ pub struct SignalSlot {
     ready_dir: OwnedFd,
     slot_name: CString,
     random: u128,
+    /// The process that reserved the slot.
+    pid: Pid,
     used: AtomicBool,
 }
 
@@ -86,15 +95,17 @@ impl SignalSlot {
             ready_dir,
             slot_name,
             random: fresh_random(),
+            pid: getpid(),
             used: AtomicBool::new(false),
         })
     }
 
     /// Commits one entry made of `body` (the concatenation of the parts) into `ready/`, durably.
     ///
-    /// **Async-signal-safe.** It calls only `clock_gettime`, `pwrite`, `fsync` and `renameat` (raw
-    /// system calls through `rustix`), computes the CRC32C in place, allocates nothing and takes no
-    /// lock. It may be called from any thread, once: a second call returns [`SlotError::Used`].
+    /// **Async-signal-safe.** It calls only `getpid`, `clock_gettime`, `pwrite`, `fsync` and
+    /// `renameat` (raw system calls through `rustix`), and in a forked child also `getrandom`,
+    /// `openat` and `close`; it computes the CRC32C in place, allocates nothing and takes no lock. It
+    /// may be called from any thread, once per process: a second call returns [`SlotError::Used`].
     pub fn commit(&self, kind: Kind, flags: u16, body: &[&[u8]]) -> Result<EntryId, SlotError> {
         if self.used.swap(true, Ordering::SeqCst) {
             return Err(SlotError::Used);
@@ -102,22 +113,64 @@ impl SignalSlot {
         let now = clock_gettime(ClockId::Realtime);
         let millis = u64::try_from(now.tv_sec).unwrap_or(0) * 1000
             + u64::try_from(now.tv_nsec).unwrap_or(0) / 1_000_000;
-        let id = EntryId::from_parts(millis, self.random);
+        if getpid() == self.pid {
+            return self.commit_into(
+                &self.file,
+                self.slot_name.as_c_str(),
+                millis,
+                self.random,
+                kind,
+                flags,
+                body,
+            );
+        }
+        // A forked child: a slot file and an id of its own.
+        let random = signal_safe_random();
+        let mut name = [0u8; 6 + ID_TEXT_LEN + 1];
+        name[..6].copy_from_slice(b".slot-");
+        let mut text = [0u8; ID_TEXT_LEN];
+        EntryId::from_parts(millis, random).encode(&mut text);
+        name[6..6 + ID_TEXT_LEN].copy_from_slice(&text);
+        let name = CStr::from_bytes_until_nul(&name).map_err(|_| SlotError::Sys("name", Errno::INVAL))?;
+        let file = openat(
+            &self.writing_dir,
+            name,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )
+        .map_err(|e| SlotError::Sys("openat", e))?;
+        self.commit_into(&file, name, millis, random, kind, flags, body)
+    }
+
+    /// Writes the entry into `file` (the slot file `slot_name` in `writing/<sid>/`), then renames it
+    /// into `ready/`. Async-signal-safe (see [`SignalSlot::commit`]).
+    #[allow(clippy::too_many_arguments)]
+    fn commit_into(
+        &self,
+        file: &OwnedFd,
+        slot_name: &CStr,
+        millis: u64,
+        random: u128,
+        kind: Kind,
+        flags: u16,
+        body: &[&[u8]],
+    ) -> Result<EntryId, SlotError> {
+        let id = EntryId::from_parts(millis, random);
         let body_len: u64 = body.iter().map(|p| p.len() as u64).sum();
         let header = Header { kind, flags, id, created_millis: millis, body_len };
         let mut offset = 0u64;
-        write_at(&self.file, &header.encode(body), &mut offset)?;
+        write_at(file, &header.encode(body), &mut offset)?;
         for part in body {
-            write_at(&self.file, part, &mut offset)?;
+            write_at(file, part, &mut offset)?;
         }
-        fsync(&self.file).map_err(|e| SlotError::Sys("fsync", e))?;
+        fsync(file).map_err(|e| SlotError::Sys("fsync", e))?;
         let name = EntryName::new(kind, id, HEADER_LEN as u64 + body_len);
         let mut buf = [0u8; NAME_MAX + 1];
         let mut text = [0u8; NAME_MAX];
         let n = name.write_to(&mut text);
         buf[..n].copy_from_slice(&text[..n]);
         let target = CStr::from_bytes_until_nul(&buf).map_err(|_| SlotError::Sys("name", Errno::INVAL))?;
-        renameat(&self.writing_dir, self.slot_name.as_c_str(), &self.ready_dir, target)
+        renameat(&self.writing_dir, slot_name, &self.ready_dir, target)
             .map_err(|e| SlotError::Sys("renameat", e))?;
         fsync(&self.ready_dir).map_err(|e| SlotError::Sys("fsync directory", e))?;
         Ok(id)
@@ -147,7 +200,9 @@ fn write_at(fd: &OwnedFd, mut bytes: &[u8], offset: &mut u64) -> Result<(), Slot
 
 impl Drop for SignalSlot {
     fn drop(&mut self) {
-        if !self.is_used() {
+        // Only the process that reserved the slot removes its file (a forked child's copy of the slot
+        // is the parent's file).
+        if !self.is_used() && getpid() == self.pid {
             let _ = unlinkat(&self.writing_dir, self.slot_name.as_c_str(), AtFlags::empty());
         }
     }

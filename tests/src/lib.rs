@@ -4,7 +4,9 @@
 //!   drop the connection, for testing the uploader's behaviour under faults.
 //! - [`postgres`]: a throwaway PostgreSQL server for the PostgreSQL store's tests.
 //! - [`chromium`]: headless Chromium for the web UI's browser tests (rendered DOM, screenshots).
+//! - [`crash_runs`]: the crash app as a child process, and the crash reports it left in its spool.
 
 pub mod chromium;
+pub mod crash_runs;
 pub mod postgres;
 pub mod scripted;

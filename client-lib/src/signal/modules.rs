@@ -84,7 +84,13 @@ unsafe extern "C" fn callback(
 }
 
 /// The NT_GNU_BUILD_ID in a block of ELF notes, as hex.
-pub(crate) fn gnu_build_id(mut notes: &[u8]) -> Option<String> {
+pub(crate) fn gnu_build_id(notes: &[u8]) -> Option<String> {
+    gnu_build_id_desc(notes).map(|desc| desc.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The bytes of the NT_GNU_BUILD_ID note in a block of ELF notes. **Async-signal-safe**: slices of
+/// the input only.
+pub(super) fn gnu_build_id_desc(mut notes: &[u8]) -> Option<&[u8]> {
     let word = |b: &[u8], at: usize| -> Option<usize> {
         let bytes: [u8; 4] = b.get(at..at + 4)?.try_into().ok()?;
         usize::try_from(u32::from_ne_bytes(bytes)).ok()
@@ -96,7 +102,7 @@ pub(crate) fn gnu_build_id(mut notes: &[u8]) -> Option<String> {
         let desc_at = 12 + align(namesz);
         let desc = notes.get(desc_at..desc_at + descsz)?;
         if kind == 3 && name == b"GNU\0" {
-            return Some(desc.iter().map(|b| format!("{b:02x}")).collect());
+            return Some(desc);
         }
         notes = notes.get(desc_at + align(descsz)..)?;
     }

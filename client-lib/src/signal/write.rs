@@ -102,6 +102,15 @@ impl<'a> Writer<'a> {
         self.str("0x").bytes(&digits[i..])
     }
 
+    /// Appends bytes as lowercase hex digits, two per byte, without a prefix.
+    pub fn hex_bytes(&mut self, bytes: &[u8]) -> &mut Self {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        for &b in bytes {
+            self.bytes(&[HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
+        }
+        self
+    }
+
     pub fn written(&self) -> &[u8] {
         &self.buf[..self.len]
     }

@@ -29,6 +29,11 @@ fn main() {
             }
         }));
     }
+    // The cases of tests/tests/signal_edges.rs that act before `init`, or call it themselves.
+    if case.starts_with("init-retry-") {
+        init_retry(&case);
+    }
+    edge_before_init(&case);
     let _guard = if std::env::var_os("LASTWORD_OFF").is_some() {
         None
     } else {
@@ -122,6 +127,33 @@ fn main() {
             let spool = std::env::var("LASTWORD_SPOOL").expect("LASTWORD_SPOOL");
             std::fs::remove_dir_all(spool).expect("remove the spool");
             panic!("boom with no spool");
+        }
+        // The cases of tests/tests/signal_edges.rs (their helpers are at the end of this file).
+        "overflow-thread" => {
+            let deep = std::thread::Builder::new().name("deep".into()).spawn(|| recurse(1));
+            let _ = deep.expect("spawn a thread").join();
+        }
+        "overflow-pthread" => join_pthread(spawn_pthread(overflow_in_pthread)),
+        "overflow-pre-init-thread" => {
+            PRE_INIT_GO.store(true, Ordering::SeqCst);
+            join_pthread(PRE_INIT_THREAD.load(Ordering::SeqCst) as libc::pthread_t);
+        }
+        "fork-crashes" => fork_crashes(),
+        "fork-ids" => fork_ids(),
+        "dlopen-crash" => dlopen_crash(),
+        "trap" => trap(),
+        "seccomp-no-vm-readv" | "seccomp-no-memory-read" => null_deref(),
+        "runtime-before-init" | "runtime-after-init" => {
+            if case == "runtime-after-init" {
+                install_gc_handler();
+            }
+            touch_gc_page(3);
+            println!("the runtime handled {} faults", GC_HANDLED.load(Ordering::SeqCst));
+            null_deref();
+        }
+        "segv-after-sleep" => {
+            std::thread::sleep(Duration::from_millis(300));
+            null_deref();
         }
         other => {
             eprintln!("crash-app: unknown case {other:?}");
@@ -223,4 +255,315 @@ fn tempfile_in_spool() -> std::fs::File {
 fn recurse(n: u64) -> u64 {
     let big = std::hint::black_box([n; 64]);
     if n == u64::MAX { 0 } else { recurse(n + 1) + big[3] }
+}
+
+// ---- Helpers of the cases of tests/tests/signal_edges.rs ----
+
+/// Set up what a case needs before `init`: a thread that exists before it, a runtime's fault handler
+/// installed before it, a seccomp filter that denies reading memory.
+fn edge_before_init(case: &str) {
+    match case {
+        "overflow-pre-init-thread" => {
+            let thread = spawn_pthread(overflow_after_go);
+            PRE_INIT_THREAD.store(thread as usize, Ordering::SeqCst);
+        }
+        "runtime-before-init" => install_gc_handler(),
+        "seccomp-no-vm-readv" => deny_syscalls(&[libc::SYS_process_vm_readv]),
+        "seccomp-no-memory-read" => deny_syscalls(&[libc::SYS_process_vm_readv, libc::SYS_pread64]),
+        _ => {}
+    }
+}
+
+static PRE_INIT_GO: AtomicBool = AtomicBool::new(false);
+static PRE_INIT_THREAD: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// A thread made with `pthread_create` directly, as C code makes them (no Rust runtime set-up).
+fn spawn_pthread(start: extern "C" fn(*mut libc::c_void) -> *mut libc::c_void) -> libc::pthread_t {
+    let mut thread: libc::pthread_t = 0;
+    // SAFETY: `thread` is valid for writing; default attributes; `start` has the C signature.
+    let rc = unsafe { libc::pthread_create(&raw mut thread, std::ptr::null(), start, std::ptr::null_mut()) };
+    assert_eq!(rc, 0, "pthread_create");
+    thread
+}
+
+fn join_pthread(thread: libc::pthread_t) {
+    // SAFETY: a joinable thread made by `spawn_pthread`, joined once.
+    unsafe { libc::pthread_join(thread, std::ptr::null_mut()) };
+}
+
+extern "C" fn overflow_in_pthread(_: *mut libc::c_void) -> *mut libc::c_void {
+    recurse(1);
+    std::ptr::null_mut()
+}
+
+extern "C" fn overflow_after_go(_: *mut libc::c_void) -> *mut libc::c_void {
+    while !PRE_INIT_GO.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    recurse(1);
+    std::ptr::null_mut()
+}
+
+/// A child crashes, then (after it died) the parent does: two crashes, two processes.
+fn fork_crashes() {
+    // SAFETY: the child only crashes (it calls nothing that could deadlock on a lock held by a thread
+    // of the parent).
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork");
+    if pid == 0 {
+        null_deref();
+        // SAFETY: _exit is async-signal-safe; not reached.
+        unsafe { libc::_exit(0) };
+    }
+    let mut status = 0;
+    // SAFETY: waits for our own child; `status` is valid for writing.
+    unsafe { libc::waitpid(pid, &raw mut status, 0) };
+    println!("child: signal {}", if libc::WIFSIGNALED(status) { libc::WTERMSIG(status) } else { 0 });
+    null_deref();
+}
+
+/// Ids made in a parent and its child right after a fork, 50 times: printed one pair a line.
+fn fork_ids() {
+    use lastword::spool::EntryId;
+    for _ in 0..50 {
+        let _before = EntryId::generate();
+        let mut fds = [0; 2];
+        // SAFETY: `fds` has room for the two descriptors.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        // SAFETY: the child makes one id, writes it to the pipe and leaves with _exit.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork");
+        if pid == 0 {
+            let text = EntryId::generate().to_string();
+            // SAFETY: write and _exit with valid arguments.
+            unsafe {
+                libc::write(fds[1], text.as_ptr().cast(), text.len());
+                libc::_exit(0);
+            }
+        }
+        let mine = EntryId::generate();
+        let mut buf = [0u8; 26];
+        // SAFETY: the parent's ends of the pipe; `buf` is valid for 26 bytes.
+        unsafe {
+            libc::close(fds[1]);
+            libc::read(fds[0], buf.as_mut_ptr().cast(), buf.len());
+            libc::close(fds[0]);
+            libc::waitpid(pid, std::ptr::null_mut(), 0);
+        }
+        println!("{mine} {}", String::from_utf8_lossy(&buf));
+    }
+}
+
+/// Loads the shared library named by `CRASH_APP_DSO` (after init) and calls its function named by
+/// `CRASH_APP_DSO_CALL` (`void f(void)`; default `lw_crash_in_c`).
+fn dlopen_crash() {
+    let path = std::env::var("CRASH_APP_DSO").expect("CRASH_APP_DSO");
+    let path = std::ffi::CString::new(path).expect("a path without NUL");
+    let call = std::env::var("CRASH_APP_DSO_CALL").unwrap_or_else(|_| "lw_crash_in_c".into());
+    let call = std::ffi::CString::new(call).expect("a name without NUL");
+    // SAFETY: dlopen of a library the test built; dlsym of a function `void f(void)` in it.
+    unsafe {
+        let handle = libc::dlopen(path.as_ptr(), libc::RTLD_NOW);
+        assert!(!handle.is_null(), "dlopen failed");
+        let f = libc::dlsym(handle, call.as_ptr());
+        assert!(!f.is_null(), "dlsym failed");
+        let f: extern "C" fn() = std::mem::transmute(f);
+        f();
+    }
+}
+
+/// A breakpoint instruction, as `core::intrinsics::breakpoint` emits it.
+#[inline(never)]
+fn trap() {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: int3 raises SIGTRAP on purpose; it touches no memory.
+    unsafe {
+        std::arch::asm!("int3");
+    }
+    #[cfg(target_arch = "aarch64")]
+    // SAFETY: brk raises SIGTRAP on purpose; it touches no memory.
+    unsafe {
+        std::arch::asm!("brk #0xf000");
+    }
+}
+
+/// A seccomp filter, for this thread and every other one, that makes the given system calls fail
+/// with EPERM, as a sandbox (e.g. systemd's `SystemCallFilter=@system-service`) does.
+fn deny_syscalls(calls: &[libc::c_long]) {
+    #[cfg(target_arch = "x86_64")]
+    const ARCH: u32 = 0xC000_003E; // AUDIT_ARCH_X86_64
+    #[cfg(target_arch = "aarch64")]
+    const ARCH: u32 = 0xC000_00B7; // AUDIT_ARCH_AARCH64
+    let stmt = |code: u32, k: u32| libc::sock_filter { code: code as u16, jt: 0, jf: 0, k };
+    let jeq = |k: u32, jt: u8, jf: u8| libc::sock_filter {
+        code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+        jt,
+        jf,
+        k,
+    };
+    let deny = libc::SECCOMP_RET_ERRNO | libc::EPERM as u32;
+    // seccomp_data: nr at offset 0, arch at offset 4.
+    let mut program = vec![
+        stmt(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 4),
+        jeq(ARCH, 1, 0),
+        stmt(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_ALLOW),
+        stmt(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 0),
+    ];
+    for &call in calls {
+        program.push(jeq(call as u32, 0, 1));
+        program.push(stmt(libc::BPF_RET | libc::BPF_K, deny));
+    }
+    program.push(stmt(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_ALLOW));
+    let prog = libc::sock_fprog { len: program.len() as u16, filter: program.as_mut_ptr() };
+    // SAFETY: prctl and seccomp with a valid filter program that outlives the calls.
+    unsafe {
+        assert_eq!(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0, "no_new_privs");
+        let rc = libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            libc::SECCOMP_FILTER_FLAG_TSYNC,
+            &raw const prog,
+        );
+        assert_eq!(rc, 0, "seccomp: {}", std::io::Error::last_os_error());
+    }
+}
+
+/// A GC-style runtime: it owns the faults on one protected page (it makes the page readable and
+/// returns) and hands every other fault to the handler that was there before it, the way wasmtime
+/// does (call it; or, for SIG_DFL/SIG_IGN, put it back and return to fault again).
+static GC_PAGE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+static GC_HANDLED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+struct PreviousAction(std::cell::UnsafeCell<std::mem::MaybeUninit<libc::sigaction>>);
+// SAFETY: written once by `install_gc_handler` before the handler can run, then only read.
+unsafe impl Sync for PreviousAction {}
+static GC_PREVIOUS: PreviousAction =
+    PreviousAction(std::cell::UnsafeCell::new(std::mem::MaybeUninit::zeroed()));
+
+fn install_gc_handler() {
+    // SAFETY: maps one inaccessible page (the runtime's protected page) and installs a handler with
+    // a fully initialised action; the previous one is stored in GC_PREVIOUS before any fault.
+    unsafe {
+        let page = libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        assert_ne!(page, libc::MAP_FAILED);
+        GC_PAGE.store(page as usize, Ordering::SeqCst);
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = gc_handler as *const () as usize;
+        action.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK | libc::SA_NODEFER;
+        libc::sigemptyset(&raw mut action.sa_mask);
+        let previous = (*GC_PREVIOUS.0.get()).as_mut_ptr();
+        assert_eq!(libc::sigaction(libc::SIGSEGV, &raw const action, previous), 0);
+    }
+}
+
+extern "C" fn gc_handler(sig: libc::c_int, info: *mut libc::siginfo_t, context: *mut libc::c_void) {
+    let page = GC_PAGE.load(Ordering::SeqCst);
+    // SAFETY: `info` is the kernel's siginfo for this SA_SIGINFO handler.
+    let addr = unsafe { (*info).si_addr() } as usize;
+    if page != 0 && (page..page + 4096).contains(&addr) {
+        // SAFETY: the runtime's own page; mprotect is async-signal-safe.
+        unsafe { libc::mprotect(page as *mut libc::c_void, 4096, libc::PROT_READ | libc::PROT_WRITE) };
+        GC_HANDLED.fetch_add(1, Ordering::SeqCst);
+        return;
+    }
+    // SAFETY: GC_PREVIOUS was written before this handler was installed; the previous handler is
+    // called with the arguments the kernel gave, as its flags say it expects them.
+    unsafe {
+        let previous = (*GC_PREVIOUS.0.get()).assume_init_ref();
+        if previous.sa_flags & libc::SA_SIGINFO != 0 {
+            let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
+                std::mem::transmute(previous.sa_sigaction);
+            f(sig, info, context);
+        } else if previous.sa_sigaction == libc::SIG_DFL || previous.sa_sigaction == libc::SIG_IGN {
+            libc::sigaction(sig, previous, std::ptr::null_mut());
+        } else {
+            let f: extern "C" fn(libc::c_int) = std::mem::transmute(previous.sa_sigaction);
+            f(sig);
+        }
+    }
+}
+
+/// Reads the runtime's protected page `times` times, protecting it again after each fault.
+fn touch_gc_page(times: usize) {
+    let page = GC_PAGE.load(Ordering::SeqCst);
+    for _ in 0..times {
+        // SAFETY: the read faults and the runtime's handler makes the page readable; then it is
+        // protected again for the next round.
+        unsafe {
+            std::ptr::read_volatile(page as *const u8);
+            libc::mprotect(page as *mut libc::c_void, 4096, libc::PROT_NONE);
+        }
+    }
+}
+
+/// `init` fails for real (the process is out of file descriptors) after the spool opened; then a
+/// retried `init` with the descriptors back succeeds, and the case's crash follows. The failed
+/// attempts use spools of their own beside `LASTWORD_SPOOL` (`attempt-N`).
+fn init_retry(case: &str) -> ! {
+    let crash = || -> ! {
+        if case == "init-retry-panic" {
+            panic!("boom after a retried init");
+        }
+        null_deref();
+        std::process::exit(0)
+    };
+    if std::env::var_os("LASTWORD_OFF").is_some() {
+        crash();
+    }
+    let spool = std::path::PathBuf::from(std::env::var("LASTWORD_SPOOL").expect("LASTWORD_SPOOL"));
+    let dir = spool.parent().expect("the spool has a parent").to_path_buf();
+    let config = |spool: &std::path::Path| lastword::Config::new("crash-app").spool(spool).no_url();
+    let mut limits = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit and dup/close with valid arguments.
+    let lowest_free = unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut limits);
+        let fd = libc::dup(0);
+        libc::close(fd);
+        fd
+    };
+    let mut late_failure = false;
+    for extra in 0..64 {
+        let attempt = dir.join(format!("attempt-{extra}"));
+        let tight =
+            libc::rlimit { rlim_cur: (lowest_free + extra) as libc::rlim_t, rlim_max: limits.rlim_max };
+        // SAFETY: setrlimit with a valid limit, restored right after.
+        unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raw const tight) };
+        let result = lastword::init(config(&attempt));
+        // SAFETY: as above.
+        unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raw const limits) };
+        match result {
+            Ok(_) => {
+                println!("attempt {extra} succeeded before any failure after the spool opened");
+                std::process::exit(75);
+            }
+            Err(e) => {
+                let text = e.to_string();
+                println!("attempt {extra} failed: {text}");
+                // Past the spool's own opening: its session directory exists.
+                if text.contains("slot") || text.contains("writing") {
+                    late_failure = true;
+                    break;
+                }
+            }
+        }
+    }
+    if !late_failure {
+        println!("no attempt failed after the spool opened");
+        std::process::exit(75);
+    }
+    let _guard = match lastword::init(config(&spool)) {
+        Ok(guard) => guard,
+        Err(e) => {
+            println!("the retried init failed: {e}");
+            std::process::exit(76);
+        }
+    };
+    println!("the retried init succeeded");
+    crash()
 }
