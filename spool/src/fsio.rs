@@ -32,6 +32,9 @@ pub enum Op {
     Unlink,
     /// Reading a whole file (recovery reads what a dead session left).
     Read,
+    /// Making a directory that is not there yet (an existing one is found, as the OS finds it before
+    /// it looks for space).
+    CreateDir,
 }
 
 pub(crate) fn create_new(path: &Path) -> io::Result<File> {
@@ -110,11 +113,23 @@ pub(crate) fn type_name(t: fs::FileType) -> &'static str {
 /// Creates a directory with mode 0700; an existing directory is fine. Returns whether this call made
 /// it (the caller then fsyncs the parent, so that the new directory survives a power loss).
 pub(crate) fn create_dir(path: &Path) -> io::Result<bool> {
+    #[cfg(any(test, feature = "fault-injection"))]
+    if !path.is_dir() {
+        faults::check(Op::CreateDir)?;
+    }
     match DirBuilder::new().mode(DIR_MODE).create(path) {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists && path.is_dir() => Ok(false),
         Err(e) => Err(e),
     }
+}
+
+/// Renames `from` to `to` unless `to` exists (`renameat2(RENAME_NOREPLACE)`): a directory taken over
+/// this way never replaces one that another thread made an instant ago.
+pub(crate) fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+    faults::check(Op::Rename)?;
+    use rustix::fs::{CWD, RenameFlags, renameat_with};
+    renameat_with(CWD, from, CWD, to, RenameFlags::NOREPLACE).map_err(io::Error::from)
 }
 
 /// fsyncs the directory at `path` (after an entry in it was made, renamed or removed).

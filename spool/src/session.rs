@@ -5,7 +5,8 @@ use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::fs::{self, File};
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use rustix::fs::{FlockOperation, flock};
@@ -27,9 +28,91 @@ pub(crate) struct Session {
     _lock: File,
 }
 
+/// One of the two directories of a session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SessionDir {
+    /// `writing/<sid>/`: entries being written, signal slots.
+    Writing,
+    /// `claimed/<sid>/`: entries claimed.
+    Claimed,
+}
+
+impl SessionDir {
+    pub fn parent(self, layout: &Layout) -> &Path {
+        match self {
+            SessionDir::Writing => &layout.writing,
+            SessionDir::Claimed => &layout.claimed,
+        }
+    }
+}
+
+/// This session's `writing/<sid>/` and `claimed/<sid>/`, and whether each is there yet.
+///
+/// Opening a spool never needs a free block for them (on ext4 a new directory needs one): each is made
+/// when the session starts if it can be; else taken over from a dead session whose directory recovery
+/// emptied (a rename, which needs no block); else made at its first use (a write or a signal slot
+/// for `writing/`, a claim for `claimed/`), where failing is that use's error.
+#[derive(Debug)]
+pub(crate) struct OwnDirs {
+    sid: String,
+    writing: AtomicBool,
+    claimed: AtomicBool,
+}
+
+impl OwnDirs {
+    fn flag(&self, which: SessionDir) -> &AtomicBool {
+        match which {
+            SessionDir::Writing => &self.writing,
+            SessionDir::Claimed => &self.claimed,
+        }
+    }
+
+    /// Where the directory is (or will be).
+    pub fn path(&self, layout: &Layout, which: SessionDir) -> PathBuf {
+        which.parent(layout).join(&self.sid)
+    }
+
+    /// Whether the directory is known to be there.
+    pub fn has(&self, which: SessionDir) -> bool {
+        self.flag(which).load(Ordering::Acquire)
+    }
+
+    /// The directory, made now (and fsynced into its parent) if it is not there yet.
+    pub fn ensure(&self, layout: &Layout, which: SessionDir) -> Result<PathBuf> {
+        let path = self.path(layout, which);
+        if self.has(which) {
+            return Ok(path);
+        }
+        // fsynced into its parent: an entry renamed into `claimed/<sid>/` must not vanish with its
+        // directory after a power loss (claims themselves are not fsynced, FORMAT.md).
+        let parent = which.parent(layout);
+        fsio::create_dir(&path).map_err(|e| SpoolError::io("create directory", &path, e))?;
+        fsio::sync_dir_at(parent).map_err(|e| SpoolError::io("fsync", parent, e))?;
+        self.flag(which).store(true, Ordering::Release);
+        Ok(path)
+    }
+
+    /// Takes over `dead`, an emptied directory of a dead session, as this session's own, if this
+    /// session has none yet. Returns whether it did.
+    fn take_over(&self, layout: &Layout, which: SessionDir, dead: &Path) -> bool {
+        if self.has(which) || !is_empty_dir(dead) {
+            return false;
+        }
+        if fsio::rename_noreplace(dead, &self.path(layout, which)).is_err() {
+            return false;
+        }
+        // Durable like a directory made here; if the fsync fails, a power loss may give the
+        // directory back its old name, a dead session's, that the next recovery settles.
+        let _ = fsio::sync_dir_at(which.parent(layout));
+        self.flag(which).store(true, Ordering::Release);
+        true
+    }
+}
+
 impl Session {
-    /// Starts a session: creates and locks its lock file, then its directories.
-    pub fn start(layout: &Layout) -> Result<Self> {
+    /// Starts a session: creates and locks its lock file, then makes its directories if it can (see
+    /// [`OwnDirs`]: a full disk does not stop a session from starting).
+    pub fn start(layout: &Layout) -> Result<(Self, OwnDirs)> {
         let mut last_error = None;
         for _ in 0..3 {
             let sid = EntryId::generate().to_string();
@@ -43,15 +126,22 @@ impl Session {
                 last_error = Some(SpoolError::io("rename", &new, e));
                 continue;
             }
-            // fsynced into their parents: an entry renamed into `claimed/<sid>/` must not vanish with
-            // its directory after a power loss (claims themselves are not fsynced, FORMAT.md).
-            for (parent, dir) in
-                [(&layout.writing, layout.writing.join(&sid)), (&layout.claimed, layout.claimed.join(&sid))]
-            {
-                fsio::create_dir(&dir).map_err(|e| SpoolError::io("create directory", &dir, e))?;
-                fsio::sync_dir_at(parent).map_err(|e| SpoolError::io("fsync", parent, e))?;
+            let dirs = OwnDirs {
+                sid: sid.clone(),
+                writing: AtomicBool::new(false),
+                claimed: AtomicBool::new(false),
+            };
+            for which in [SessionDir::Writing, SessionDir::Claimed] {
+                // A directory that cannot be made (a full disk) is taken over from a dead session by
+                // recovery, or made at first use. One that was made but not fsynced is an I/O error.
+                let path = dirs.path(layout, which);
+                if fsio::create_dir(&path).is_ok() {
+                    let parent = which.parent(layout);
+                    fsio::sync_dir_at(parent).map_err(|e| SpoolError::io("fsync", parent, e))?;
+                    dirs.flag(which).store(true, Ordering::Release);
+                }
             }
-            return Ok(Self { sid, _lock: file });
+            return Ok((Self { sid, _lock: file }, dirs));
         }
         Err(last_error.unwrap_or_else(|| {
             SpoolError::io("start session in", &layout.sessions, io::Error::other("gave up"))
@@ -62,9 +152,13 @@ impl Session {
     pub fn close(self, layout: &Layout) -> Recovered {
         let mut report = Recovered::default();
         recover_session(layout, &self.sid, &mut report);
-        remove_session_files(layout, &self.sid);
+        remove_session_files(layout, &self.sid, None);
         report
     }
+}
+
+fn is_empty_dir(path: &Path) -> bool {
+    fs::read_dir(path).is_ok_and(|mut items| items.next().is_none())
 }
 
 /// What a recovery did.
@@ -107,7 +201,10 @@ impl Recovered {
 /// What one dead session left never makes this fail: a file that can be neither recovered nor
 /// quarantined is counted in [`Recovered::skipped`] and left for the next recovery. Only a spool
 /// whose state directories cannot be listed is an error.
-pub(crate) fn recover_dead(layout: &Layout, own: &str) -> Result<Recovered> {
+///
+/// A dead session's directory that recovery emptied becomes this session's own (`own`) when this
+/// session has none yet: see [`OwnDirs`].
+pub(crate) fn recover_dead(layout: &Layout, own: &OwnDirs) -> Result<Recovered> {
     let mut sids = BTreeSet::new();
     for dir in [&layout.claimed, &layout.writing] {
         for name in names_in(dir)? {
@@ -123,7 +220,7 @@ pub(crate) fn recover_dead(layout: &Layout, own: &str) -> Result<Recovered> {
             sids.insert(sid.to_owned());
         }
     }
-    sids.remove(own);
+    sids.remove(&own.sid);
     let mut report = Recovered::default();
     for sid in sids {
         let lock_path = layout.session_lock(&sid);
@@ -144,7 +241,7 @@ pub(crate) fn recover_dead(layout: &Layout, own: &str) -> Result<Recovered> {
             }
         };
         recover_session(layout, &sid, &mut report);
-        remove_session_files(layout, &sid);
+        remove_session_files(layout, &sid, Some(own));
         report.sessions += 1;
         drop(lock);
     }
@@ -256,11 +353,17 @@ fn recover_session(layout: &Layout, sid: &str, report: &mut Recovered) {
     }
 }
 
-/// Removes a settled session's directories and lock file. Failures leave a harmless empty directory
-/// that the next recovery tries again.
-fn remove_session_files(layout: &Layout, sid: &str) {
-    let _ = fs::remove_dir(layout.writing.join(sid));
-    let _ = fs::remove_dir(layout.claimed.join(sid));
+/// Removes a settled session's directories and lock file, or gives an emptied directory to `heir`
+/// (the live session that recovered this dead one) when it has none of its own yet. Failures leave a
+/// harmless empty directory that the next recovery tries again.
+fn remove_session_files(layout: &Layout, sid: &str, heir: Option<&OwnDirs>) {
+    for which in [SessionDir::Writing, SessionDir::Claimed] {
+        let dir = which.parent(layout).join(sid);
+        if heir.is_some_and(|heir| heir.take_over(layout, which, &dir)) {
+            continue;
+        }
+        let _ = fs::remove_dir(dir);
+    }
     let _ = fs::remove_file(layout.session_lock(sid));
 }
 

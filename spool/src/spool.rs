@@ -18,7 +18,7 @@ use crate::kind::Kind;
 use crate::layout::{Layout, names_in};
 use crate::quarantine::quarantine;
 use crate::query::{EntryState, SpoolView};
-use crate::session::{Recovered, Session, recover_dead};
+use crate::session::{OwnDirs, Recovered, Session, SessionDir, recover_dead};
 use crate::signal::SignalSlot;
 
 /// Caps on the queue: the entries in `ready/` and `claimed/` of every session.
@@ -72,6 +72,8 @@ pub(crate) struct Inner {
     limits: Limits,
     rescan_interval: Duration,
     index: Mutex<Index>,
+    /// This session's `writing/<sid>/` and `claimed/<sid>/`, which may be made only at first use.
+    pub own: OwnDirs,
     session: Option<Session>,
     /// Test hook: when set, closing behaves like the death of the process.
     abandoned: AtomicBool,
@@ -117,8 +119,11 @@ impl Spool {
     /// Opens (or creates) the spool at `path`, starts a session and recovers what dead sessions held.
     ///
     /// What dead sessions left damaged never makes this fail: it is quarantined, or skipped and
-    /// counted when even that cannot be done (see [`Spool::recovered_at_open`]). Any number of
-    /// processes and threads may create the same new spool at once; each of them opens it.
+    /// counted when even that cannot be done (see [`Spool::recovered_at_open`]). Once the spool exists,
+    /// opening needs no free block on the disk: this session's directories are made later if they
+    /// cannot be made now (FORMAT.md, "Sessions and liveness"), and a write or claim that cannot make
+    /// them fails with [`SpoolError::NoSpace`] naming the directory. Any number of processes and
+    /// threads may create the same new spool at once; each of them opens it.
     pub fn open(path: impl AsRef<Path>, options: SpoolOptions) -> Result<Self> {
         let layout = Layout::open(path.as_ref(), options.create)?;
         if !options.create {
@@ -127,8 +132,9 @@ impl Spool {
         }
         let ready_dir =
             fsio::open_dir(&layout.ready).map_err(|e| SpoolError::io("open", &layout.ready, e))?;
-        let session = Session::start(&layout)?;
+        let (session, own) = Session::start(&layout)?;
         let inner = Inner {
+            own,
             sid: session.sid.clone(),
             layout,
             ready_dir,
@@ -194,7 +200,7 @@ impl Spool {
         let header = Header { kind, flags, id, created_millis: now_millis(), body_len: body.len() as u64 };
         let name = EntryName::new(kind, id, size);
         let file_name = name.to_string();
-        let tmp = inner.layout.writing.join(&inner.sid).join(&file_name);
+        let tmp = inner.own.ensure(&inner.layout, SessionDir::Writing)?.join(&file_name);
         let target = inner.layout.ready.join(&file_name);
         let written = (|| -> io::Result<()> {
             let mut file = fsio::create_new(&tmp)?;
@@ -276,7 +282,6 @@ impl Spool {
     /// checks is quarantined with the reason and the next one is tried.
     pub fn claim(&self) -> Result<Option<Claim>> {
         let inner = &self.inner;
-        let claimed_dir = inner.layout.claimed.join(&inner.sid);
         loop {
             let name = {
                 let mut index = inner.lock_index();
@@ -286,6 +291,15 @@ impl Spool {
                 }
                 let Some(name) = index.ready.pop_first() else { return Ok(None) };
                 index.ready_bytes -= name.size();
+                // Made at the first claim if opening could not make it (a full disk): then the claim
+                // fails with that error, and the entry stays ready.
+                let claimed_dir = match inner.own.ensure(&inner.layout, SessionDir::Claimed) {
+                    Ok(dir) => dir,
+                    Err(e) => {
+                        index.insert_ready(name);
+                        return Err(e);
+                    }
+                };
                 let file_name = name.to_string();
                 match fsio::rename(&inner.layout.ready.join(&file_name), &claimed_dir.join(&file_name)) {
                     Ok(()) => {
@@ -301,7 +315,7 @@ impl Spool {
                     }
                 }
             };
-            let path = claimed_dir.join(name.to_string());
+            let path = inner.own.path(&inner.layout, SessionDir::Claimed).join(name.to_string());
             let bytes = match fsio::read(&path) {
                 Ok(bytes) => bytes,
                 Err(e) => {
@@ -333,7 +347,7 @@ impl Spool {
 
     /// Recovers the claims and unfinished writes of dead sessions now, and says what it did.
     pub fn recover(&self) -> Result<Recovered> {
-        recover_dead(&self.inner.layout, &self.inner.sid)
+        recover_dead(&self.inner.layout, &self.inner.own)
     }
 
     /// Entries in `ready/` as this handle last saw them (see [`Spool::rescan`]).
@@ -406,7 +420,8 @@ impl Spool {
     }
 
     /// Reserves what a fatal-signal handler needs to commit one entry without allocating or locking.
-    /// See [`SignalSlot`].
+    /// See [`SignalSlot`]: on a full disk the slot is reserved without its file, which its commit
+    /// makes ([`SignalSlot::is_prepared`]).
     pub fn reserve_signal_slot(&self) -> Result<SignalSlot> {
         SignalSlot::reserve(self.inner.clone())
     }
@@ -436,7 +451,7 @@ impl Inner {
     }
 
     fn rescan_locked(&self, index: &mut Index) -> Result<Recovered> {
-        let mut recovered = recover_dead(&self.layout, &self.sid)?;
+        let mut recovered = recover_dead(&self.layout, &self.own)?;
         let mut fresh = Index::default();
         for file_name in names_in(&self.layout.ready)? {
             match file_name.to_str().and_then(EntryName::parse) {
