@@ -32,13 +32,15 @@ pub enum Op {
     Unlink,
     /// Reading a whole file (recovery reads what a dead session left).
     Read,
+    /// Listing a directory.
+    ListDir,
     /// Making a directory that is not there yet (an existing one is found, as the OS finds it before
     /// it looks for space).
     CreateDir,
 }
 
 pub(crate) fn create_new(path: &Path) -> io::Result<File> {
-    faults::check(Op::Create)?;
+    faults::check_at(Op::Create, path)?;
     OpenOptions::new().write(true).create_new(true).mode(FILE_MODE).open(path)
 }
 
@@ -61,12 +63,12 @@ pub(crate) fn sync_dir(dir: &File) -> io::Result<()> {
 }
 
 pub(crate) fn rename(from: &Path, to: &Path) -> io::Result<()> {
-    faults::check(Op::Rename)?;
+    faults::check_at(Op::Rename, from)?;
     fs::rename(from, to)
 }
 
 pub(crate) fn unlink(path: &Path) -> io::Result<()> {
-    faults::check(Op::Unlink)?;
+    faults::check_at(Op::Unlink, path)?;
     fs::remove_file(path)
 }
 
@@ -74,7 +76,7 @@ pub(crate) fn unlink(path: &Path) -> io::Result<()> {
 /// blocking or following it: a FIFO (reading one blocks until someone writes), a device, a directory,
 /// a symbolic link (an entry name pointing at a file elsewhere is not read and sent).
 pub(crate) fn read(path: &Path) -> io::Result<Vec<u8>> {
-    faults::check(Op::Read)?;
+    faults::check_at(Op::Read, path)?;
     let flags = rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::NOFOLLOW;
     let mut file = OpenOptions::new().read(true).custom_flags(flags.bits() as i32).open(path)?;
     let meta = file.metadata()?;
@@ -115,7 +117,7 @@ pub(crate) fn type_name(t: fs::FileType) -> &'static str {
 pub(crate) fn create_dir(path: &Path) -> io::Result<bool> {
     #[cfg(any(test, feature = "fault-injection"))]
     if !path.is_dir() {
-        faults::check(Op::CreateDir)?;
+        faults::check_at(Op::CreateDir, path)?;
     }
     match DirBuilder::new().mode(DIR_MODE).create(path) {
         Ok(()) => Ok(true),
@@ -127,9 +129,15 @@ pub(crate) fn create_dir(path: &Path) -> io::Result<bool> {
 /// Renames `from` to `to` unless `to` exists (`renameat2(RENAME_NOREPLACE)`): a directory taken over
 /// this way never replaces one that another thread made an instant ago.
 pub(crate) fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
-    faults::check(Op::Rename)?;
+    faults::check_at(Op::Rename, from)?;
     use rustix::fs::{CWD, RenameFlags, renameat_with};
     renameat_with(CWD, from, CWD, to, RenameFlags::NOREPLACE).map_err(io::Error::from)
+}
+
+/// Lists a directory.
+pub(crate) fn read_dir(path: &Path) -> io::Result<fs::ReadDir> {
+    faults::check_at(Op::ListDir, path)?;
+    fs::read_dir(path)
 }
 
 /// fsyncs the directory at `path` (after an entry in it was made, renamed or removed).
@@ -148,9 +156,11 @@ pub mod faults {
     use super::Op;
     use std::cell::RefCell;
     use std::io;
+    use std::path::{Path, PathBuf};
 
     thread_local! {
         static PLAN: RefCell<Vec<(Op, u32, i32)>> = const { RefCell::new(Vec::new()) };
+        static AT: RefCell<Vec<(Op, PathBuf, i32)>> = const { RefCell::new(Vec::new()) };
     }
 
     /// Makes the `(skip + 1)`-th next `op` on this thread fail with the OS error `errno`
@@ -159,9 +169,25 @@ pub mod faults {
         PLAN.with(|p| p.borrow_mut().push((op, skip, errno)));
     }
 
+    /// Makes every `op` on this thread on exactly `path` fail with `errno`, until [`clear`]: a file
+    /// or directory that stays unreadable (EACCES, EIO). Counts no skip and is not used up.
+    pub fn fail_at(op: Op, path: &Path, errno: i32) {
+        AT.with(|p| p.borrow_mut().push((op, path.to_path_buf(), errno)));
+    }
+
     /// Removes every planned fault of this thread.
     pub fn clear() {
         PLAN.with(|p| p.borrow_mut().clear());
+        AT.with(|p| p.borrow_mut().clear());
+    }
+
+    /// [`check`], then the faults planned for `path`.
+    pub(crate) fn check_at(op: Op, path: &Path) -> io::Result<()> {
+        check(op)?;
+        AT.with(|p| match p.borrow().iter().find(|(o, at, _)| *o == op && at == path) {
+            Some((_, _, errno)) => Err(io::Error::from_raw_os_error(*errno)),
+            None => Ok(()),
+        })
     }
 
     pub(crate) fn check(op: Op) -> io::Result<()> {
@@ -183,6 +209,10 @@ mod faults {
     use super::Op;
     #[inline(always)]
     pub(crate) fn check(_: Op) -> std::io::Result<()> {
+        Ok(())
+    }
+    #[inline(always)]
+    pub(crate) fn check_at(_: Op, _: &std::path::Path) -> std::io::Result<()> {
         Ok(())
     }
 }

@@ -193,7 +193,7 @@ fn create_dir_all_durably(path: &Path) -> Result<()> {
 
 /// File names in a directory, without those starting with `.`; a missing directory is empty.
 pub(crate) fn names_in(dir: &Path) -> Result<Vec<OsString>> {
-    let iter = match fs::read_dir(dir) {
+    let iter = match fsio::read_dir(dir) {
         Ok(iter) => iter,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(SpoolError::io("read directory", dir, e)),

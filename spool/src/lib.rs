@@ -49,6 +49,6 @@ pub use id::{EntryId, ParseIdError};
 pub use kind::{Kind, ParseKindError};
 pub use layout::VERSION_TEXT;
 pub use query::{Count, EntryData, EntryState, Listed, SpoolView, Stats};
-pub use session::Recovered;
+pub use session::{Recovered, Skipped};
 pub use signal::{SignalSlot, SlotError};
 pub use spool::{Limits, Purge, Purged, Spool, SpoolOptions};

@@ -150,19 +150,19 @@ impl Session {
 
     /// Gives back what this session still holds and removes its files. Called on a clean close.
     pub fn close(self, layout: &Layout) -> Recovered {
-        let mut report = Recovered::default();
+        let mut report = Recovery::default();
         recover_session(layout, &self.sid, &mut report);
         remove_session_files(layout, &self.sid, None);
-        report
+        report.done
     }
 }
 
 fn is_empty_dir(path: &Path) -> bool {
-    fs::read_dir(path).is_ok_and(|mut items| items.next().is_none())
+    fsio::read_dir(path).is_ok_and(|mut items| items.next().is_none())
 }
 
 /// What a recovery did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Recovered {
     /// Dead sessions cleaned up.
     pub sessions: u64,
@@ -174,25 +174,52 @@ pub struct Recovered {
     pub quarantined: u64,
     /// Empty (unused) signal slots removed.
     pub removed_slots: u64,
-    /// Files that could be neither recovered nor quarantined (a full disk, an I/O error): left where
-    /// they are, for the next recovery to try again. Never a reason for opening the spool to fail.
+    /// Files and directories that could be neither recovered nor quarantined (a full disk, an I/O
+    /// error, a directory that cannot be listed): left where they are, for the next recovery to try
+    /// again. Never a reason for opening the spool to fail.
     pub skipped: u64,
+    /// The first of the skipped ones, and why, for a person to look at.
+    pub first_skipped: Option<Skipped>,
+}
+
+/// A file or directory that recovery left where it was, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Skipped {
+    /// Where it is.
+    pub path: PathBuf,
+    /// What went wrong with it.
+    pub error: String,
 }
 
 impl Recovered {
-    /// Adds what another recovery did.
-    pub fn add(&mut self, other: Recovered) {
-        self.sessions += other.sessions;
-        self.released += other.released;
-        self.rescued += other.rescued;
-        self.quarantined += other.quarantined;
-        self.removed_slots += other.removed_slots;
-        self.skipped += other.skipped;
-    }
-
     /// Whether anything needed a person's attention: something quarantined or skipped.
     pub fn damaged(&self) -> bool {
         self.quarantined > 0 || self.skipped > 0
+    }
+
+    /// Counts one more skipped file, keeping the first one's path and error.
+    pub(crate) fn skip(&mut self, path: &Path, error: impl std::fmt::Display) {
+        self.skipped += 1;
+        if self.first_skipped.is_none() {
+            self.first_skipped = Some(Skipped { path: path.to_path_buf(), error: error.to_string() });
+        }
+    }
+}
+
+/// A recovery under way: what it did, and the directories it could not list (so that a later count
+/// over the same directories does not count them twice).
+#[derive(Debug, Default)]
+pub(crate) struct Recovery {
+    pub done: Recovered,
+    pub unlisted: BTreeSet<PathBuf>,
+}
+
+impl Recovery {
+    /// Counts a directory that cannot be listed as skipped, once.
+    pub fn unlisted(&mut self, dir: &Path, error: impl std::fmt::Display) {
+        if self.unlisted.insert(dir.to_path_buf()) {
+            self.done.skip(dir, error);
+        }
     }
 }
 
@@ -204,7 +231,7 @@ impl Recovered {
 ///
 /// A dead session's directory that recovery emptied becomes this session's own (`own`) when this
 /// session has none yet: see [`OwnDirs`].
-pub(crate) fn recover_dead(layout: &Layout, own: &OwnDirs) -> Result<Recovered> {
+pub(crate) fn recover_dead(layout: &Layout, own: &OwnDirs) -> Result<Recovery> {
     let mut sids = BTreeSet::new();
     for dir in [&layout.claimed, &layout.writing] {
         for name in names_in(dir)? {
@@ -221,28 +248,28 @@ pub(crate) fn recover_dead(layout: &Layout, own: &OwnDirs) -> Result<Recovered> 
         }
     }
     sids.remove(&own.sid);
-    let mut report = Recovered::default();
+    let mut report = Recovery::default();
     for sid in sids {
         let lock_path = layout.session_lock(&sid);
         let lock = match File::open(&lock_path) {
             Ok(f) => match flock(&f, FlockOperation::NonBlockingLockExclusive) {
                 Ok(()) => Some(f),
                 Err(rustix::io::Errno::WOULDBLOCK) => continue, // alive
-                Err(_) => {
+                Err(e) => {
                     // Liveness unknown: leave the session alone, as if it were alive.
-                    report.skipped += 1;
+                    report.done.skip(&lock_path, format!("cannot lock it: {}", io::Error::from(e)));
                     continue;
                 }
             },
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-            Err(_) => {
-                report.skipped += 1;
+            Err(e) => {
+                report.done.skip(&lock_path, format!("cannot open it: {e}"));
                 continue;
             }
         };
         recover_session(layout, &sid, &mut report);
         remove_session_files(layout, &sid, Some(own));
-        report.sessions += 1;
+        report.done.sessions += 1;
         drop(lock);
     }
     remove_stale_new_locks(layout);
@@ -255,34 +282,39 @@ fn layout_dir_is_dir(path: &Path) -> bool {
 
 /// Moves a session's claims back to ready and settles its unfinished writes. The caller holds the
 /// session's lock (or the session is its own). What cannot be moved is counted as skipped and stays.
-fn recover_session(layout: &Layout, sid: &str, report: &mut Recovered) {
+fn recover_session(layout: &Layout, sid: &str, recovery: &mut Recovery) {
     let claimed = layout.claimed.join(sid);
     match names_in(&claimed) {
         Ok(names) => {
             for name in names {
-                match fsio::rename(&claimed.join(&name), &layout.ready.join(&name)) {
-                    Ok(()) => report.released += 1,
+                let path = claimed.join(&name);
+                match fsio::rename(&path, &layout.ready.join(&name)) {
+                    Ok(()) => recovery.done.released += 1,
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    Err(_) => report.skipped += 1,
+                    Err(e) => recovery.done.skip(&path, format!("cannot put it back into ready/: {e}")),
                 }
             }
         }
-        Err(_) => report.skipped += 1,
+        Err(e) => recovery.unlisted(&claimed, e),
     }
+    let report = &mut recovery.done;
     let writing = layout.writing.join(sid);
-    let items = match fs::read_dir(&writing) {
+    let items = match fsio::read_dir(&writing) {
         Ok(items) => items,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return,
-        Err(_) => {
-            report.skipped += 1;
+        Err(e) => {
+            recovery.unlisted(&writing, format!("cannot list it: {e}"));
             return;
         }
     };
     let mut rescued_any = false;
     for item in items {
-        let Ok(item) = item else {
-            report.skipped += 1;
-            break;
+        let item = match item {
+            Ok(item) => item,
+            Err(e) => {
+                report.skip(&writing, format!("cannot list it: {e}"));
+                break;
+            }
         };
         let path = item.path();
         let file_name = item.file_name();
@@ -296,7 +328,7 @@ fn recover_session(layout: &Layout, sid: &str, report: &mut Recovered) {
         {
             Ok(true) => report.quarantined += 1,
             Ok(false) => {} // gone meanwhile
-            Err(_) => report.skipped += 1,
+            Err(e) => report.skip(&path, format!("cannot quarantine it ({why}): {e}")),
         };
         // Only regular files are read: a directory cannot be, and a FIFO would block for ever.
         match item.file_type() {
@@ -326,7 +358,7 @@ fn recover_session(layout: &Layout, sid: &str, report: &mut Recovered) {
             match fsio::unlink(&path) {
                 Ok(()) => report.removed_slots += 1,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(_) => report.skipped += 1,
+                Err(e) => report.skip(&path, format!("cannot remove an empty slot: {e}")),
             }
             continue;
         }
@@ -340,7 +372,7 @@ fn recover_session(layout: &Layout, sid: &str, report: &mut Recovered) {
                         rescued_any = true;
                     }
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    Err(_) => report.skipped += 1,
+                    Err(e) => report.skip(&path, format!("cannot move a complete entry to ready/: {e}")),
                 }
             }
             Err(reason) => set_aside(format!("{}: {reason}", CorruptReason::PartialWrite), report),

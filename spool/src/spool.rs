@@ -158,7 +158,7 @@ impl Spool {
     /// quarantined, and leftovers skipped because they could be neither recovered nor quarantined
     /// (they stay where they are; the next scan tries again).
     pub fn recovered_at_open(&self) -> Recovered {
-        self.inner.at_open.get().copied().unwrap_or_default()
+        self.inner.at_open.get().cloned().unwrap_or_default()
     }
 
     /// The spool's root directory.
@@ -347,7 +347,7 @@ impl Spool {
 
     /// Recovers the claims and unfinished writes of dead sessions now, and says what it did.
     pub fn recover(&self) -> Result<Recovered> {
-        recover_dead(&self.inner.layout, &self.inner.own)
+        recover_dead(&self.inner.layout, &self.inner.own).map(|r| r.done)
     }
 
     /// Entries in `ready/` as this handle last saw them (see [`Spool::rescan`]).
@@ -451,18 +451,18 @@ impl Inner {
     }
 
     fn rescan_locked(&self, index: &mut Index) -> Result<Recovered> {
-        let mut recovered = recover_dead(&self.layout, &self.own)?;
+        let mut recovery = recover_dead(&self.layout, &self.own)?;
         let mut fresh = Index::default();
         for file_name in names_in(&self.layout.ready)? {
             match file_name.to_str().and_then(EntryName::parse) {
                 Some(name) => fresh.insert_ready(name),
                 None => {
                     let path = self.layout.ready.join(&file_name);
-                    match quarantine(&self.layout, &path, &file_name, &CorruptReason::ForeignName.to_string())
-                    {
-                        Ok(true) => recovered.quarantined += 1,
+                    let why = CorruptReason::ForeignName.to_string();
+                    match quarantine(&self.layout, &path, &file_name, &why) {
+                        Ok(true) => recovery.done.quarantined += 1,
                         Ok(false) => {}
-                        Err(_) => recovered.skipped += 1,
+                        Err(e) => recovery.done.skip(&path, format!("cannot quarantine it ({why}): {e}")),
                     }
                 }
             }
@@ -472,7 +472,16 @@ impl Inner {
             if !dir.is_dir() {
                 continue;
             }
-            for file_name in names_in(&dir)? {
+            // A session's directory that cannot be listed (mode 000, EIO) is left for a person, as
+            // recovery leaves it: its entries are not counted, and nothing else stops.
+            let names = match names_in(&dir) {
+                Ok(names) => names,
+                Err(e) => {
+                    recovery.unlisted(&dir, e);
+                    continue;
+                }
+            };
+            for file_name in names {
                 if let Some(name) = file_name.to_str().and_then(EntryName::parse) {
                     fresh.claimed_entries += 1;
                     fresh.claimed_bytes += name.size();
@@ -481,7 +490,7 @@ impl Inner {
         }
         fresh.scanned = Some(Instant::now());
         *index = fresh;
-        Ok(recovered)
+        Ok(recovery.done)
     }
 
     /// Quarantines one of this session's claims that cannot be delivered. If even that fails (a full

@@ -18,6 +18,7 @@ use common::{all_names, by_state};
 const DEAD: &str = "01HZZZZZZZZZZZZZZZZZZDEAD0";
 const ENOSPC: i32 = 28;
 const EIO: i32 = 5;
+const EACCES: i32 = 13;
 
 fn open(dir: &Path) -> Spool {
     Spool::open(dir, SpoolOptions::default()).expect("a damaged spool still opens")
@@ -129,7 +130,11 @@ fn a_partial_write_on_a_full_disk_does_not_make_open_fail() {
     let spool = Spool::open(dir.path(), SpoolOptions::default());
     faults::clear();
     let spool = spool.expect("a leftover that cannot be moved does not stop the spool from opening");
-    assert_eq!(spool.recovered_at_open().skipped, 1, "{:?}", spool.recovered_at_open());
+    let recovered = spool.recovered_at_open();
+    assert_eq!(recovered.skipped, 1, "{recovered:?}");
+    let first = recovered.first_skipped.expect("what was skipped, and why");
+    assert_eq!(first.path, partial_in(&writing), "the file left in place is named");
+    assert!(first.error.contains("no space left"), "and why: {first:?}");
     let id = spool.write(Kind::Crash, b"{\"new\":true}").expect("the spool takes new entries");
     assert_eq!(spool.view().read(id).expect("read").body, b"{\"new\":true}");
 }
@@ -227,4 +232,31 @@ fn a_fifo_or_a_symbolic_link_under_an_entry_name_in_ready_is_quarantined_not_rea
     assert!(reasons.iter().any(|(_, r)| r.contains("not a regular file (a FIFO)")), "{reasons:?}");
     assert!(reasons.iter().all(|(_, r)| r.starts_with("cannot read the entry")), "{reasons:?}");
     assert_eq!(fs::read(&secret).expect("still there"), b"not for the collector");
+}
+
+#[test]
+fn an_unreadable_claimed_directory_of_a_dead_session_is_skipped_and_the_spool_opens_and_drains() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    open(dir.path()).write(Kind::Crash, b"{\"good\":true}").expect("write");
+    let claimed = dir.path().join("claimed").join(DEAD);
+    fs::create_dir(&claimed).expect("a dead session's claimed/");
+    fs::write(claimed.join("0-01HZZZZZZZZZZZZZZZZZZZZZZZ-60.crash"), b"held by the dead session")
+        .expect("its claim");
+    // Mode 000 or a bad sector: the directory cannot be listed (root reads a mode 000 directory, so
+    // the error is injected).
+    faults::fail_at(Op::ListDir, &claimed, EACCES);
+    let opened = Spool::open(dir.path(), SpoolOptions::default());
+    let delivered = opened.as_ref().ok().map(drain);
+    faults::clear();
+    let spool = opened.expect("a claimed/ directory that cannot be listed does not stop the spool");
+    let recovered = spool.recovered_at_open();
+    assert_eq!(recovered.skipped, 1, "counted once: {recovered:?}");
+    let first = recovered.first_skipped.expect("what was skipped, and why");
+    assert_eq!(first.path, claimed);
+    assert!(first.error.contains("Permission denied"), "{first:?}");
+    assert_eq!(delivered.expect("claims"), vec![b"{\"good\":true}".to_vec()]);
+    assert!(claimed.join("0-01HZZZZZZZZZZZZZZZZZZZZZZZ-60.crash").exists(), "left where it was");
+    // Readable again: the next recovery puts its claim back.
+    let recovered = spool.recover().expect("recover");
+    assert_eq!((recovered.released, recovered.skipped), (1, 0), "{recovered:?}");
 }
