@@ -99,6 +99,15 @@ impl SpoolError {
     }
 }
 
+impl SpoolError {
+    /// Whether the error passes by itself (no file descriptor or memory left for a moment, an
+    /// interrupted call: EMFILE, ENFILE, ENOMEM, ENOBUFS, EINTR, EAGAIN): the operation can be tried
+    /// again as it is, and nothing was decided about the entry.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, SpoolError::Io { source, .. } if crate::fsio::is_transient(source))
+    }
+}
+
 /// ENOSPC or EDQUOT.
 pub(crate) fn is_no_space(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::StorageFull || e.kind() == io::ErrorKind::QuotaExceeded

@@ -87,9 +87,24 @@ pub(crate) fn read(path: &Path) -> io::Result<Vec<u8>> {
         ));
     }
     let mut bytes = Vec::new();
-    bytes.try_reserve_exact(usize::try_from(meta.len()).unwrap_or(usize::MAX)).map_err(io::Error::other)?;
+    bytes
+        .try_reserve_exact(usize::try_from(meta.len()).unwrap_or(usize::MAX))
+        .map_err(|e| io::Error::new(io::ErrorKind::OutOfMemory, e))?;
     file.read_to_end(&mut bytes)?;
     Ok(bytes)
+}
+
+/// Whether an error passes by itself and says nothing about the file: no file descriptor or memory
+/// left for a moment, an interrupted call (EMFILE, ENFILE, ENOMEM, ENOBUFS, EINTR, EAGAIN).
+pub(crate) fn is_transient(e: &io::Error) -> bool {
+    use rustix::io::Errno;
+    matches!(e.kind(), io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock | io::ErrorKind::OutOfMemory)
+        || Errno::from_io_error(e).is_some_and(|errno| {
+            matches!(
+                errno,
+                Errno::MFILE | Errno::NFILE | Errno::NOMEM | Errno::NOBUFS | Errno::INTR | Errno::AGAIN
+            )
+        })
 }
 
 /// What kind of file this is, for reasons and messages.

@@ -341,6 +341,10 @@ fn recover_session(layout: &Layout, sid: &str, recovery: &mut Recovery) {
                 continue;
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) if fsio::is_transient(&e) => {
+                report.skip(&path, format!("cannot tell what it is, for now: {e}"));
+                continue;
+            }
             Err(e) => {
                 set_aside(format!("left by a dead session: cannot tell what it is: {e}"), report);
                 continue;
@@ -349,6 +353,11 @@ fn recover_session(layout: &Layout, sid: &str, recovery: &mut Recovery) {
         let bytes = match fsio::read(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            // Says nothing about the file: the next recovery reads it again.
+            Err(e) if fsio::is_transient(&e) => {
+                report.skip(&path, format!("cannot read it, for now: {e}"));
+                continue;
+            }
             Err(e) => {
                 set_aside(format!("left by a dead session: cannot read it: {e}"), report);
                 continue;

@@ -79,6 +79,9 @@ pub(crate) struct Inner {
     abandoned: AtomicBool,
     /// What the recovery at open did.
     at_open: OnceLock<Recovered>,
+    /// Claims that failed their checks and could not be quarantined yet (a full disk), with the
+    /// reason: kept in this session's `claimed/`, tried again at every rescan.
+    aside: Mutex<Vec<(EntryName, String)>>,
 }
 
 /// This handle's view of the queue.
@@ -144,6 +147,7 @@ impl Spool {
             session: Some(session),
             abandoned: AtomicBool::new(false),
             at_open: OnceLock::new(),
+            aside: Mutex::new(Vec::new()),
         };
         let spool = Self { inner: Arc::new(inner) };
         let recovered = {
@@ -318,11 +322,17 @@ impl Spool {
             let path = inner.own.path(&inner.layout, SessionDir::Claimed).join(name.to_string());
             let bytes = match fsio::read(&path) {
                 Ok(bytes) => bytes,
+                Err(e) if fsio::is_transient(&e) => {
+                    // Says nothing about the entry (no file descriptor or memory left for a moment):
+                    // it goes back, and the caller tries again later.
+                    let _ = inner.settle(&name, Settle::Release);
+                    return Err(SpoolError::io("read", &path, e));
+                }
                 Err(e) => {
                     // An entry that cannot be read (an I/O error, a directory under an entry name)
                     // would block every entry behind it if it went back to ready/: move it aside
                     // with the reason instead, and go on with the next one.
-                    inner.set_aside(&name, &format!("cannot read the entry: {e}"));
+                    inner.set_aside(&name, format!("cannot read the entry: {e}"))?;
                     continue;
                 }
             };
@@ -332,7 +342,7 @@ impl Spool {
                     body.drain(..HEADER_LEN);
                     return Ok(Some(Claim::new(self.inner.clone(), name, header, body)));
                 }
-                Err(reason) => inner.set_aside(&name, &reason.to_string()),
+                Err(reason) => inner.set_aside(&name, reason.to_string())?,
             }
         }
     }
@@ -467,6 +477,7 @@ impl Inner {
                 }
             }
         }
+        self.retry_aside();
         for sid in names_in(&self.layout.claimed)? {
             let dir = self.layout.claimed.join(&sid);
             if !dir.is_dir() {
@@ -493,11 +504,42 @@ impl Inner {
         Ok(recovery.done)
     }
 
-    /// Quarantines one of this session's claims that cannot be delivered. If even that fails (a full
-    /// disk), the entry stays in this session's `claimed/` directory, out of the way of the entries
-    /// behind it, until the session closes and puts it back for the next claimer to try again.
-    fn set_aside(&self, name: &EntryName, reason: &str) {
-        let _ = self.settle(name, Settle::Quarantine(reason));
+    /// Quarantines one of this session's claims that cannot be delivered. If that fails for a
+    /// reason that passes by itself (EMFILE, ...), the entry goes back to `ready/` and the error is
+    /// returned, for the caller to try again later. If it fails otherwise (a full disk: the reason
+    /// cannot be written), the entry stays in this session's `claimed/` directory, out of the way of
+    /// the entries behind it, and every rescan tries again; the session's close puts it back.
+    fn set_aside(&self, name: &EntryName, reason: String) -> Result<()> {
+        match self.settle(name, Settle::Quarantine(&reason)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.is_transient() => {
+                let _ = self.settle(name, Settle::Release);
+                Err(e)
+            }
+            Err(_) => {
+                self.lock_aside().push((*name, reason));
+                Ok(())
+            }
+        }
+    }
+
+    fn lock_aside(&self) -> MutexGuard<'_, Vec<(EntryName, String)>> {
+        self.aside.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Tries again to quarantine the claims that [`Inner::set_aside`] had to keep. The caller holds
+    /// the index lock, and counts the claims afresh afterwards.
+    fn retry_aside(&self) {
+        let mut aside = self.lock_aside();
+        if aside.is_empty() {
+            return;
+        }
+        let claimed = self.own.path(&self.layout, SessionDir::Claimed);
+        aside.retain(|(name, reason)| {
+            let file_name = name.to_string();
+            let done = quarantine(&self.layout, &claimed.join(&file_name), file_name.as_ref(), reason);
+            done.is_err()
+        });
     }
 
     /// Moves one of this session's claims: acked (deleted), released (back to ready) or quarantined.
