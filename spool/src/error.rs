@@ -15,6 +15,13 @@ pub enum SpoolError {
         /// The path that was looked at.
         path: PathBuf,
     },
+    /// The spool path is an empty directory: no spool was made there (and creating one was not
+    /// asked for).
+    #[error("{path} is an empty directory, not a spool")]
+    EmptyDirectory {
+        /// The path.
+        path: PathBuf,
+    },
     /// The spool path exists but is not a directory.
     #[error("{path} is not a directory")]
     NotADirectory {

@@ -42,15 +42,23 @@ impl Layout {
         }
     }
 
-    /// Checks that `root` is a spool this code may use, creating it first when asked.
+    /// Checks that `root` is a spool this code may use, creating it first when asked. Returns the
+    /// layout and whether the spool was being created (it had no `VERSION` when this looked).
     ///
     /// Any number of processes may create the same spool at the same moment: each of them opens it.
     /// Every directory this makes is fsynced into its parent, so that what is written into it later
-    /// does not depend on the file system keeping the order of metadata across a power loss.
-    pub fn open(root: &Path, create: bool) -> Result<Self> {
+    /// does not depend on the file system keeping the order of metadata across a power loss; a
+    /// creator that finds them made (perhaps by another creator an instant ago, not fsynced yet)
+    /// fsyncs their parents all the same.
+    pub fn open(root: &Path, create: bool) -> Result<(Self, bool)> {
         let layout = Self::new(root);
         let meta = match fs::metadata(root) {
-            Ok(m) => m,
+            Ok(m) => {
+                if create {
+                    sync_parent(root)?;
+                }
+                m
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 if !create {
                     return Err(SpoolError::NotFound { path: root.to_path_buf() });
@@ -69,13 +77,13 @@ impl Layout {
         }
         let fresh = layout.check_version(create)?;
         if create {
-            layout.create_state_dirs(fresh)?;
+            layout.create_state_dirs(true)?;
         }
-        Ok(layout)
+        Ok((layout, fresh))
     }
 
-    /// Makes the state directories that are missing, and fsyncs the root if it made any (or, for a
-    /// spool being created, `always`: another creator may have made them and not fsynced them yet).
+    /// Makes the state directories that are missing, and fsyncs the root if it made any (or
+    /// `always`, for a creator: another creator may have made them and not fsynced them yet).
     pub fn create_state_dirs(&self, always: bool) -> Result<()> {
         let mut made = always;
         for dir in
@@ -119,7 +127,7 @@ impl Layout {
             });
         }
         if !create {
-            return Err(SpoolError::NotFound { path: self.root.clone() });
+            return Err(SpoolError::EmptyDirectory { path: self.root.clone() });
         }
         self.write_version(&path)?;
         Ok(true)
@@ -182,13 +190,18 @@ fn create_dir_all_durably(path: &Path) -> Result<()> {
         // Made here or by another creator an instant ago: fsync the parent either way, since the
         // other one may not have done so yet.
         fsio::create_dir(dir).map_err(|e| SpoolError::io("create directory", dir, e))?;
-        let parent = match dir.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
-        fsio::sync_dir_at(parent).map_err(|e| SpoolError::io("fsync", parent, e))?;
+        sync_parent(dir)?;
     }
     Ok(())
+}
+
+/// fsyncs the directory that holds `path`.
+fn sync_parent(path: &Path) -> Result<()> {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    fsio::sync_dir_at(parent).map_err(|e| SpoolError::io("fsync", parent, e))
 }
 
 /// File names in a directory, without those starting with `.`; a missing directory is empty.

@@ -129,9 +129,10 @@ pub struct EntryData {
 
 impl SpoolView {
     /// Opens an existing spool for queries. It is never created: a missing spool is
-    /// [`SpoolError::NotFound`]; an unknown format is [`SpoolError::Version`].
+    /// [`SpoolError::NotFound`], an empty directory [`SpoolError::EmptyDirectory`]; an unknown
+    /// format is [`SpoolError::Version`].
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
-        Ok(Self { layout: Layout::open(path.as_ref(), false)? })
+        Ok(Self { layout: Layout::open(path.as_ref(), false)?.0 })
     }
 
     pub(crate) fn from_layout(layout: Layout) -> Self {

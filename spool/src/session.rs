@@ -226,8 +226,9 @@ impl Recovery {
 /// Finds every session other than `own` whose owner is dead, and gives back what it held.
 ///
 /// What one dead session left never makes this fail: a file that can be neither recovered nor
-/// quarantined is counted in [`Recovered::skipped`] and left for the next recovery. Only a spool
-/// whose state directories cannot be listed is an error.
+/// quarantined, or a session directory that cannot be listed, is counted in [`Recovered::skipped`]
+/// and left for the next recovery. Only a spool whose state directories (`claimed/`, `writing/`,
+/// `sessions/`) cannot be listed is an error.
 ///
 /// A dead session's directory that recovery emptied becomes this session's own (`own`) when this
 /// session has none yet: see [`OwnDirs`].

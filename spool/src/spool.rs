@@ -42,7 +42,7 @@ pub struct SpoolOptions {
     /// The caps on the queue. See [`Limits`].
     pub limits: Limits,
     /// Create the spool directory when it does not exist (default true). When false, a missing spool
-    /// is [`SpoolError::NotFound`].
+    /// is [`SpoolError::NotFound`], an empty directory [`SpoolError::EmptyDirectory`].
     pub create: bool,
     /// How old this handle's view of `ready/` may get before a claim rescans the directory, so that
     /// entries written by other processes are seen (default 2 s). [`Spool::rescan`] refreshes at once.
@@ -82,6 +82,8 @@ pub(crate) struct Inner {
     /// Claims that failed their checks and could not be quarantined yet (a full disk), with the
     /// reason: kept in this session's `claimed/`, tried again at every rescan.
     aside: Mutex<Vec<(EntryName, String)>>,
+    /// Whether this open made the spool (it had no VERSION yet).
+    created: bool,
 }
 
 /// This handle's view of the queue.
@@ -128,7 +130,7 @@ impl Spool {
     /// them fails with [`SpoolError::NoSpace`] naming the directory. Any number of processes and
     /// threads may create the same new spool at once; each of them opens it.
     pub fn open(path: impl AsRef<Path>, options: SpoolOptions) -> Result<Self> {
-        let layout = Layout::open(path.as_ref(), options.create)?;
+        let (layout, created) = Layout::open(path.as_ref(), options.create)?;
         if !options.create {
             // Opening for work needs the state directories; a spool made by `create` has them.
             layout.create_state_dirs(false)?;
@@ -148,6 +150,7 @@ impl Spool {
             abandoned: AtomicBool::new(false),
             at_open: OnceLock::new(),
             aside: Mutex::new(Vec::new()),
+            created,
         };
         let spool = Self { inner: Arc::new(inner) };
         let recovered = {
@@ -163,6 +166,12 @@ impl Spool {
     /// (they stay where they are; the next scan tries again).
     pub fn recovered_at_open(&self) -> Recovered {
         self.inner.at_open.get().cloned().unwrap_or_default()
+    }
+
+    /// Whether this open created the spool ([`SpoolOptions::create`], and no spool was there yet; of
+    /// several creators at the same moment, each may say so).
+    pub fn created_at_open(&self) -> bool {
+        self.inner.created
     }
 
     /// The spool's root directory.

@@ -347,3 +347,20 @@ fn spool_whose_creator_was_killed_before_writing_version_still_opens() {
     let id = spool.write(Kind::Crash, b"works").expect("write");
     assert_eq!(spool.view().read(id).expect("read").body, b"works");
 }
+
+#[test]
+fn an_empty_directory_without_create_is_not_a_spool_and_a_creator_says_it_created_one() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let err = Spool::open(dir.path(), SpoolOptions { create: false, ..SpoolOptions::default() })
+        .expect_err("nothing there");
+    assert!(matches!(&err, SpoolError::EmptyDirectory { path } if path == dir.path()), "{err:?}");
+    assert_eq!(err.to_string(), format!("{} is an empty directory, not a spool", dir.path().display()));
+    let err = SpoolView::open(dir.path()).expect_err("nothing there");
+    assert!(matches!(err, SpoolError::EmptyDirectory { .. }), "{err:?}");
+    assert_eq!(fs::read_dir(dir.path()).expect("list").count(), 0, "nothing was made");
+
+    let made = Spool::open(dir.path(), SpoolOptions::default()).expect("create");
+    assert!(made.created_at_open());
+    drop(made);
+    assert!(!Spool::open(dir.path(), SpoolOptions::default()).expect("open").created_at_open());
+}

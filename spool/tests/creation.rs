@@ -176,3 +176,23 @@ fn every_directory_a_new_spool_makes_is_fsynced_into_its_parent() {
         assert!(synced.iter().any(|s| s == dir), "no fsync for {dir:?}: {synced:?}");
     }
 }
+
+#[test]
+fn a_creator_that_finds_the_spool_made_fsyncs_its_parents_all_the_same() {
+    // Another creator may have made the root and the state directories an instant ago and not have
+    // fsynced them yet: a creator that finds them fsyncs the root's parent and the root.
+    let base = tempfile::tempdir().expect("temporary directory");
+    let root = base.path().join("spool");
+    drop(Spool::open(&root, SpoolOptions::default()).expect("create"));
+    let mut synced = Vec::new();
+    for nth in 0..2u32 {
+        faults::fail(Op::SyncDir, nth, EIO);
+        let opened = Spool::open(&root, SpoolOptions::default());
+        faults::clear();
+        match opened {
+            Err(SpoolError::Io { path, .. }) => synced.push(path),
+            other => panic!("fsync {nth} of opening an existing spool: {other:?}"),
+        }
+    }
+    assert_eq!(synced, [base.path().to_path_buf(), root.clone()], "the root's parent, then the root");
+}
