@@ -161,7 +161,9 @@ fn start(config: Config) -> Result<Guard, InitError> {
 /// directory (the `directories` crate's `data_local_dir`: `$XDG_DATA_HOME`, else `~/.local/share`, on
 /// Linux). One spool per app: one app's flood of logs never evicts another's reports, and a sidecar per
 /// app (`lastword run --app NAME`) drains its own. Bytes of the name other than letters, digits, `-`,
-/// `_` and `.` (and a leading `.`) are written `%XX`; an empty name is `_`. `$LASTWORD_SPOOL`, read by
+/// `_` and `.` (and a leading `.`) are written `%XX`; an empty name is `_`. A name longer than 120
+/// bytes so written (a file name may have 255) keeps its first characters, up to 100 bytes, followed by
+/// `~` and the first 16 hex digits of the SHA-256 of the whole name. `$LASTWORD_SPOOL`, read by
 /// [`Config::new`], wins over it. `None` when there is no home directory.
 pub fn default_spool(app: &str) -> Option<PathBuf> {
     default_spools_dir().map(|dir| dir.join(spool_dir_name(app)))
@@ -173,21 +175,77 @@ pub fn default_spools_dir() -> Option<PathBuf> {
     directories::BaseDirs::new().map(|d| d.data_local_dir().join("lastword").join("spools"))
 }
 
+/// The longest directory name [`default_spool`] writes out whole.
+const SPOOL_NAME_MAX: usize = 120;
+/// How much of a longer name it keeps before the hash.
+const SPOOL_NAME_KEPT: usize = 100;
+
 /// The one path component an app's name becomes.
 fn spool_dir_name(app: &str) -> String {
     if app.is_empty() {
         return "_".into();
     }
     let mut name = String::with_capacity(app.len());
-    for (i, byte) in app.bytes().enumerate() {
-        let plain = byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_') || (byte == b'.' && i > 0);
-        if plain {
-            name.push(char::from(byte));
-        } else {
-            name.push_str(&format!("%{byte:02X}"));
+    let mut cut = None;
+    for (i, ch) in app.char_indices() {
+        let mut utf8 = [0u8; 4];
+        let start = name.len();
+        for (j, byte) in ch.encode_utf8(&mut utf8).bytes().enumerate() {
+            let plain =
+                byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_') || (byte == b'.' && i + j > 0);
+            if plain {
+                name.push(char::from(byte));
+            } else {
+                name.push_str(&format!("%{byte:02X}"));
+            }
+        }
+        if cut.is_none() && name.len() > SPOOL_NAME_KEPT {
+            cut = Some(start);
         }
     }
+    if name.len() <= SPOOL_NAME_MAX {
+        return name;
+    }
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(app.as_bytes());
+    name.truncate(cut.unwrap_or(SPOOL_NAME_KEPT));
+    name.push('~');
+    for byte in &digest[..8] {
+        name.push_str(&format!("{byte:02x}"));
+    }
     name
+}
+
+/// The app whose default spool has the directory name `dir_name` (the inverse of
+/// [`default_spool`]'s naming), for showing people which apps have one: `my%20app` is `my app`. A
+/// long name that was cut and hashed comes back cut, ending in `…`. `None` for a name that
+/// [`default_spool`] does not write.
+pub fn default_spool_app(dir_name: &str) -> Option<String> {
+    if dir_name == "_" {
+        return Some(String::new());
+    }
+    let (stem, cut) = match dir_name.rsplit_once('~') {
+        Some((stem, hash)) if hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit()) => (stem, true),
+        Some(_) => return None,
+        None => (dir_name, false),
+    };
+    let mut bytes = Vec::with_capacity(stem.len());
+    let mut rest = stem.as_bytes();
+    while let Some((&byte, tail)) = rest.split_first() {
+        if byte == b'%' {
+            let hex = tail.get(..2).and_then(|h| std::str::from_utf8(h).ok())?;
+            bytes.push(u8::from_str_radix(hex, 16).ok()?);
+            rest = &tail[2..];
+        } else {
+            bytes.push(byte);
+            rest = tail;
+        }
+    }
+    let mut app = String::from_utf8(bytes).ok()?;
+    if cut {
+        app.push('…');
+    }
+    Some(app)
 }
 
 impl Shared {
@@ -311,7 +369,7 @@ pub fn log(level: Level, target: &str, message: impl Into<String>) {
 
 #[cfg(test)]
 mod tests {
-    use super::spool_dir_name;
+    use super::{SPOOL_NAME_MAX, default_spool_app, spool_dir_name};
 
     #[test]
     fn an_app_name_becomes_one_plain_path_component() {
@@ -321,5 +379,34 @@ mod tests {
         assert_eq!(spool_dir_name(".."), "%2E.");
         assert_eq!(spool_dir_name("é"), "%C3%A9");
         assert_eq!(spool_dir_name(""), "_");
+    }
+
+    #[test]
+    fn a_long_app_name_is_cut_and_hashed_into_a_name_the_file_system_takes() {
+        let long: String = std::iter::repeat_n('漢', 90).collect();
+        let name = spool_dir_name(&long);
+        assert!(name.len() <= SPOOL_NAME_MAX, "{} bytes: {name}", name.len());
+        assert_eq!(name, spool_dir_name(&long), "the same every time");
+        let other: String = std::iter::repeat_n('漢', 91).collect();
+        assert_ne!(name, spool_dir_name(&other), "names that share their start differ by the hash");
+        let (kept, hash) = name.rsplit_once('~').expect("a hash");
+        assert_eq!(hash.len(), 16);
+        assert!(kept.starts_with("%E6%BC%A2") && kept.len() <= 100, "{kept}");
+        // Long but within the limit: written out whole.
+        let ascii = "a".repeat(SPOOL_NAME_MAX);
+        assert_eq!(spool_dir_name(&ascii), ascii);
+        let base = tempfile::tempdir().expect("temporary directory");
+        std::fs::create_dir(base.path().join(spool_dir_name(&long))).expect("a name the file system takes");
+    }
+
+    #[test]
+    fn a_default_spools_directory_name_gives_its_app_back() {
+        for app in ["my-app_2.1", "my app", "../etc", "..", "é", "", "a~b"] {
+            assert_eq!(default_spool_app(&spool_dir_name(app)).as_deref(), Some(app), "{app:?}");
+        }
+        let long: String = std::iter::repeat_n('漢', 90).collect();
+        let back = default_spool_app(&spool_dir_name(&long)).expect("a cut name");
+        assert!(back.ends_with('…') && long.starts_with(back.trim_end_matches('…')), "{back}");
+        assert_eq!(default_spool_app("not%zzvalid"), None);
     }
 }

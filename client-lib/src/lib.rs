@@ -41,7 +41,7 @@ pub(crate) use host::now_millis;
 pub use init::default_spools_dir;
 #[doc(hidden)]
 pub use init::store_crash_for_bench;
-pub use init::{Guard, InitError, default_spool, init, log};
+pub use init::{Guard, InitError, default_spool, default_spool_app, init, log};
 pub use lastword_spool as spool;
 #[cfg(feature = "log")]
 pub use log_bridge::LogBridge;
