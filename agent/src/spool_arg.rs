@@ -1,13 +1,15 @@
-//! Which spool a command works on, and opening it: `--spool DIR`, else the default spool of
-//! `--app NAME` (where `lastword::init` of an app of that name writes: [`lastword::default_spool`]),
-//! else `LASTWORD_SPOOL`, else `LASTWORD_APP`'s default spool. Flags win over the environment.
+//! Which spool a command works on, and opening it. The spool's location is one setting and the
+//! app's name another: the spool is `--spool DIR`, else `LASTWORD_SPOOL`, else the default spool of
+//! the app (`--app NAME`, else `LASTWORD_APP`: where `lastword::init` of an app of that name writes,
+//! [`lastword::default_spool`]). A flag wins over its own environment variable.
 
 use std::ffi::OsString;
+use std::fmt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Result, anyhow, bail};
 use clap::Args;
-use lastword::spool::{Spool, SpoolError, SpoolOptions, SpoolView};
+use lastword::spool::{Recovered, Spool, SpoolError, SpoolOptions, SpoolView};
 
 /// `--spool` and `--app`, shared by every command that works on a spool.
 #[derive(Args, Debug, Clone)]
@@ -15,9 +17,9 @@ pub struct SpoolArg {
     /// The spool directory [env: LASTWORD_SPOOL].
     #[arg(long, value_name = "DIR")]
     spool: Option<PathBuf>,
-    /// The application. Without --spool, its default spool: the one `lastword::init` of an app of
-    /// this name writes to (~/.local/share/lastword/spools/NAME). `run` and `drain` also send it to
-    /// the collector in hello [env: LASTWORD_APP].
+    /// The application. Without --spool or LASTWORD_SPOOL, its default spool: the one
+    /// `lastword::init` of an app of this name writes to (~/.local/share/lastword/spools/NAME). `run`
+    /// and `drain` also send it to the collector in hello [env: LASTWORD_APP].
     #[arg(long, value_name = "NAME")]
     app: Option<String>,
 }
@@ -29,6 +31,32 @@ pub struct Located {
     pub path: PathBuf,
     /// The app whose default spool this is, when it was found by the app's name.
     pub app: Option<String>,
+    /// Which setting gave it.
+    pub from: Origin,
+}
+
+/// The setting a spool's location came from, for messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// `--spool`.
+    Flag,
+    /// `LASTWORD_SPOOL`.
+    Env,
+    /// The default spool of `--app`.
+    AppFlag,
+    /// The default spool of `LASTWORD_APP`.
+    AppEnv,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Origin::Flag => "--spool",
+            Origin::Env => "LASTWORD_SPOOL",
+            Origin::AppFlag => "the default spool of --app",
+            Origin::AppEnv => "the default spool of LASTWORD_APP",
+        })
+    }
 }
 
 fn env(name: &str) -> Option<OsString> {
@@ -41,19 +69,20 @@ impl SpoolArg {
         self.app.clone().or_else(|| env("LASTWORD_APP").map(|v| v.to_string_lossy().into_owned()))
     }
 
-    /// The spool directory: `--spool`, `--app`'s default spool, `LASTWORD_SPOOL`, `LASTWORD_APP`'s.
+    /// The spool directory: `--spool`, else `LASTWORD_SPOOL`, else the default spool of `--app`,
+    /// else of `LASTWORD_APP`. The app never overrides a spool that was given.
     pub fn locate(&self) -> Result<Located> {
         if let Some(path) = &self.spool {
-            return Ok(Located { path: path.clone(), app: None });
-        }
-        if let Some(app) = &self.app {
-            return by_app(app);
+            return Ok(Located { path: path.clone(), app: None, from: Origin::Flag });
         }
         if let Some(path) = env("LASTWORD_SPOOL") {
-            return Ok(Located { path: PathBuf::from(path), app: None });
+            return Ok(Located { path: PathBuf::from(path), app: None, from: Origin::Env });
+        }
+        if let Some(app) = &self.app {
+            return by_app(app, Origin::AppFlag);
         }
         if let Some(app) = self.app() {
-            return by_app(&app);
+            return by_app(&app, Origin::AppEnv);
         }
         let known = match lastword::default_spools_dir() {
             Some(dir) => format!("; default spools in {}: {}", dir.display(), known_apps(&dir)),
@@ -94,36 +123,67 @@ impl UploadSpoolArgs {
         self.spool.app()
     }
 
-    /// Opens the spool to drain it, and says on stderr what opening had to set aside: files that dead
-    /// sessions left damaged (quarantined) and files it could neither recover nor quarantine (skipped:
-    /// they stay where they are for the next start). Neither stops the delivery of the rest.
+    /// Opens the spool to drain it. Says on stderr, in one line, which spool it drains (and that it
+    /// made it, with `--create`); then, in one more line, what opening had to set aside: files that
+    /// dead sessions left damaged (quarantined) and files it could neither recover nor quarantine
+    /// (skipped: they stay where they are for the next start, the first one named). Neither stops the
+    /// delivery of the rest.
     pub fn open(&self, verbose: u8) -> Result<(Spool, PathBuf)> {
         let located = self.spool.locate()?;
         let options = SpoolOptions { create: self.create, ..SpoolOptions::default() };
         let spool = Spool::open(&located.path, options).map_err(|e| explain(&located, e, true))?;
+        let made = if spool.created_at_open() { ", created" } else { "" };
+        eprintln!("lastword: draining spool {} ({}{made})", located.path.display(), located.from);
         let found = spool.recovered_at_open();
         if found.damaged() || (verbose > 0 && found.sessions > 0) {
-            eprintln!(
-                "lastword: spool {}: recovered {} dead sessions ({} entries put back, {} rescued), \
-                 quarantined {} damaged files, skipped {} it could not move (left in place: lastword ls \
-                 --state writing)",
-                located.path.display(),
-                found.sessions,
-                found.released,
-                found.rescued,
-                found.quarantined,
-                found.skipped,
-            );
+            eprintln!("lastword: spool {}: {}", located.path.display(), recovered_line(&found));
         }
         Ok((spool, located.path))
     }
 }
 
-fn by_app(app: &str) -> Result<Located> {
+/// "1 file" / "2 files".
+fn count(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// What opening a spool had to do, in words; only the parts that happened.
+fn recovered_line(found: &Recovered) -> String {
+    let mut parts = Vec::new();
+    if found.sessions > 0 {
+        parts.push(format!(
+            "recovered {} ({} put back, {} rescued)",
+            count(found.sessions, "dead session", "dead sessions"),
+            count(found.released, "entry", "entries"),
+            found.rescued,
+        ));
+    }
+    if found.quarantined > 0 {
+        parts.push(format!(
+            "quarantined {} (lastword ls --state quarantined)",
+            count(found.quarantined, "damaged file", "damaged files")
+        ));
+    }
+    if found.skipped > 0 {
+        let mut skipped = format!(
+            "skipped {} it could neither recover nor quarantine, left in place and tried again at every \
+             start",
+            count(found.skipped, "file", "files")
+        );
+        if let Some(first) = &found.first_skipped {
+            let more = if found.skipped > 1 { " (the first)" } else { "" };
+            skipped.push_str(&format!(": {}{more}: {}", first.path.display(), first.error));
+        }
+        parts.push(skipped);
+    }
+    if parts.is_empty() { "nothing to recover".into() } else { parts.join("; ") }
+}
+
+fn by_app(app: &str, from: Origin) -> Result<Located> {
     let path = lastword::default_spool(app).ok_or_else(|| {
         anyhow!("no home directory to find the default spool of app {app:?} in: pass --spool DIR")
     })?;
-    Ok(Located { path, app: Some(app.to_owned()) })
+    Ok(Located { path, app: Some(app.to_owned()), from })
 }
 
 /// One line that says which spool was not there, where it was looked for, and what is there instead.
@@ -141,18 +201,24 @@ fn explain(located: &Located, error: SpoolError, can_create: bool) -> anyhow::Er
                 _ => anyhow!("no spool at {path}{create}"),
             }
         }
+        SpoolError::EmptyDirectory { .. } => {
+            let create = if can_create { " (pass --create to make one there)" } else { "" };
+            anyhow!("{path} is an empty directory, not a spool{create}")
+        }
         other => anyhow!("cannot open the spool at {path}: {other}"),
     }
 }
 
-/// The apps that have a default spool in `dir`, for messages.
+/// The apps that have a default spool in `dir`, for messages: their names as `--app` takes them
+/// (not as their directories spell them), each quoted.
 fn known_apps(dir: &Path) -> String {
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .map(|items| {
             items
                 .flatten()
                 .filter(|i| i.path().join("VERSION").is_file())
-                .map(|i| i.file_name().to_string_lossy().into_owned())
+                .filter_map(|i| i.file_name().to_str().and_then(lastword::default_spool_app))
+                .map(|app| format!("{app:?}"))
                 .collect()
         })
         .unwrap_or_default();

@@ -116,7 +116,12 @@ fn drain_and_run_on_a_spool_that_does_not_exist_exit_1_in_one_line_and_create_no
             let err = stderr(&out);
             assert_eq!(out.status.code(), Some(1), "{command:?} on {}: {err}", path.display());
             assert_eq!(err.lines().count(), 1, "one line: {err}");
-            assert!(err.contains(&format!("no spool at {}", path.display())), "{err}");
+            if path == &empty {
+                let said = format!("{} is an empty directory, not a spool", path.display());
+                assert!(err.contains(&said), "says what is there: {err}");
+            } else {
+                assert!(err.contains(&format!("no spool at {}", path.display())), "{err}");
+            }
             assert!(err.contains("--create"), "says how to create it: {err}");
         }
     }
@@ -220,7 +225,9 @@ fn drain_and_run_deliver_what_they_can_from_a_spool_a_dead_session_left_damaged(
     let out = drain.output().unwrap();
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(0), "{err}");
-    assert!(err.contains("quarantined 1 damaged files"), "says what it set aside: {err}");
+    assert!(err.contains("recovered 1 dead session ("), "says what it recovered: {err}");
+    assert!(err.contains("quarantined 1 damaged file (lastword ls --state quarantined)"), "{err}");
+    assert!(!err.contains("skipped"), "nothing was skipped, and it says nothing about it: {err}");
     assert_eq!(collector.stored_ids().len(), 5);
     let left = SpoolView::open(&drained).unwrap().list().unwrap();
     assert_eq!(left.len(), 1, "{left:?}");
@@ -235,5 +242,75 @@ fn drain_and_run_deliver_what_they_can_from_a_spool_a_dead_session_left_damaged(
     sigterm(&child);
     let out = wait_exit(child, Duration::from_secs(20));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert!(stderr(&out).contains("quarantined 1 damaged files"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("quarantined 1 damaged file"), "{}", stderr(&out));
+}
+
+#[test]
+fn the_spool_given_wins_over_the_apps_default_and_run_and_drain_say_which_spool_they_drain() {
+    let home = Home::new();
+    let collector = TestCollector::start(Behaviour::Accept);
+    // The sidecar of README's systemd unit: LASTWORD_SPOOL, and an --app added for hello.
+    let given = home.dir.path().join("given");
+    Spool::open(&given, SpoolOptions::default()).unwrap().write(Kind::Crash, b"{\"i\":1}").unwrap();
+    let drain = |args: &[&str], spool_env: Option<&Path>| {
+        let mut c = home.lastword(&["drain", "--deadline", "20s", "--url", &collector.url()]);
+        c.args(args).env("LASTWORD_TOKEN", TOKEN);
+        if let Some(spool) = spool_env {
+            c.env("LASTWORD_SPOOL", spool);
+        }
+        let out = c.output().unwrap();
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+        err
+    };
+    let err = drain(&["--app", APP, "--create"], Some(&given));
+    assert_eq!(collector.stored_ids().len(), 1, "the spool of LASTWORD_SPOOL was drained: {err}");
+    assert_eq!(collector.record.lock().unwrap().hellos[0].app, APP, "--app still names the app in hello");
+    assert!(!home.default_spool(APP).exists(), "the app's default spool was not made: {err}");
+    assert!(
+        err.contains(&format!("lastword: draining spool {} (LASTWORD_SPOOL)\n", given.display())),
+        "{err}"
+    );
+
+    // --spool wins over LASTWORD_SPOOL; --create says it made the spool.
+    let flag = home.dir.path().join("flag");
+    let err = drain(&["--app", APP, "--create", "--spool", flag.to_str().unwrap()], Some(&given));
+    assert!(
+        err.contains(&format!("lastword: draining spool {} (--spool, created)", flag.display())),
+        "{err}"
+    );
+    // Without a spool given, the app's default spool.
+    let err = drain(&["--app", APP, "--create"], None);
+    let default = home.default_spool(APP);
+    assert!(
+        err.contains(&format!("draining spool {} (the default spool of --app, created)", default.display())),
+        "{err}"
+    );
+    // The queries find the spool the same way.
+    let mut stats = home.lastword(&["stats", "--app", APP]);
+    stats.env("LASTWORD_SPOOL", &given);
+    let out = stats.output().unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(shown.starts_with(&format!("spool {}\n", given.display())), "{shown}{}", stderr(&out));
+}
+
+#[test]
+fn apps_are_listed_by_the_names_app_takes_and_a_long_name_has_a_default_spool_too() {
+    let home = Home::new();
+    let long: String = std::iter::repeat_n('漢', 90).collect();
+    for app in ["my app", long.as_str()] {
+        run_app(&home, app);
+        let out = home.lastword(&["ls", "--json", "--app", app]).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{app}: {}", stderr(&out));
+        let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(listed.as_array().map(Vec::len), Some(1), "{app}: the app's crash: {listed}");
+    }
+    let out = home.lastword(&["ls", "--app", "my-app"]).output().unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("\"my app\""), "named as --app takes it: {err}");
+    assert!(!err.contains("%20"), "{err}");
+    // A long name is shown as much as its directory keeps of it: 11 of its 90 characters.
+    let shown: String = std::iter::repeat_n('漢', 11).collect();
+    assert!(err.contains(&format!("\"{shown}…\"")), "{err}");
 }
