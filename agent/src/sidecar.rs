@@ -19,8 +19,9 @@ use crate::spool_arg::UploadSpoolArgs;
 pub struct UploadArgs {
     #[command(flatten)]
     spool: UploadSpoolArgs,
-    /// Collector URL, ws:// or wss:// (repeat, or a comma-separated list, for failover).
-    #[arg(long = "url", env = "LASTWORD_URL", value_delimiter = ',', required = true)]
+    /// Collector URL, ws://HOST:PORT/PATH or wss://HOST:PORT/PATH, the port written out (repeat, or a
+    /// comma-separated list, for failover).
+    #[arg(long = "url", env = "LASTWORD_URL", required = true)]
     urls: Vec<String>,
     /// File holding the bearer token (first line). Takes precedence over LASTWORD_TOKEN.
     #[arg(long)]
@@ -60,7 +61,21 @@ pub struct DrainArgs {
     grace: Duration,
 }
 
+/// The collector URLs of `--url` / `LASTWORD_URL`, split and trimmed and checked as `lastword::init`
+/// does: a URL that can never work is a configuration error, in one line that names it.
+fn collector_urls(given: &[String]) -> Result<Vec<String>> {
+    let urls: Vec<String> = given.iter().flat_map(|list| lastword::collector_urls(list)).collect();
+    if urls.is_empty() {
+        anyhow::bail!("no collector URL: pass --url ws://HOST:PORT/ingest (or set LASTWORD_URL)");
+    }
+    for url in &urls {
+        lastword::check_url(url)?;
+    }
+    Ok(urls)
+}
+
 fn start(args: &UploadArgs, verbose: u8) -> Result<(Spool, Uploader)> {
+    let urls = collector_urls(&args.urls)?;
     let (spool, spool_path) = args.spool.open(verbose)?;
     let token = match &args.token_file {
         Some(file) => Some(
@@ -76,7 +91,7 @@ fn start(args: &UploadArgs, verbose: u8) -> Result<(Spool, Uploader)> {
     };
     // Reports carry their own app in their body; hello names the app of --app, if any.
     let app = args.spool.app().unwrap_or_else(|| "unknown".into());
-    let mut config = UploaderConfig::new(args.urls.clone(), app).window(args.window);
+    let mut config = UploaderConfig::new(urls, app).window(args.window);
     config.token = token.filter(|t| !t.is_empty());
     config.host = lastword::host_name();
     config.ca_file = args.ca_file.clone();

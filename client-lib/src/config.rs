@@ -74,9 +74,7 @@ impl Config {
             environment: None,
             spool: env("LASTWORD_SPOOL").map(PathBuf::from),
             limits: Limits::default(),
-            urls: env("LASTWORD_URL")
-                .map(|v| v.split(',').map(|u| u.trim().to_owned()).filter(|u| !u.is_empty()).collect())
-                .unwrap_or_default(),
+            urls: env("LASTWORD_URL").map(|v| collector_urls(&v)).unwrap_or_default(),
             token: env("LASTWORD_TOKEN"),
             ca_file: None,
             exit_deadline: Duration::from_secs(2),
@@ -208,9 +206,31 @@ impl Config {
     }
 }
 
-/// Checks a collector URL before anything is started: the scheme is `ws` or `wss`, and there is a host
-/// and a port. Returns what is wrong with it.
-pub(crate) fn check_url(url: &str) -> Result<(), String> {
+/// The collector URLs of a comma-separated list, as `LASTWORD_URL` and the binary's `--url` take
+/// them: each one trimmed, empty ones dropped. Check each with [`check_url`].
+pub fn collector_urls(list: &str) -> Vec<String> {
+    list.split(',').map(|u| u.trim().to_owned()).filter(|u| !u.is_empty()).collect()
+}
+
+/// A collector URL that can never work, and why.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid collector URL {url:?}: {reason}")]
+pub struct BadUrl {
+    /// The URL as it was given.
+    pub url: String,
+    /// What is wrong with it, and how it is written right.
+    pub reason: String,
+}
+
+/// Checks a collector URL before anything is started, the same for [`crate::init`] and the
+/// `lastword` binary: the scheme is `ws` or `wss`, and there is a host and a port, written out (a
+/// URL without one is refused rather than sent to port 80 or 443 by surprise: the collector's
+/// default is 8700).
+pub fn check_url(url: &str) -> Result<(), BadUrl> {
+    check(url).map_err(|reason| BadUrl { url: url.to_owned(), reason })
+}
+
+fn check(url: &str) -> Result<(), String> {
     use tokio_tungstenite::tungstenite::http::Uri;
     let example = "ws://HOST:PORT/ingest or wss://HOST:PORT/ingest";
     let Some((scheme, _)) = url.split_once("://") else {
@@ -221,26 +241,33 @@ pub(crate) fn check_url(url: &str) -> Result<(), String> {
     }
     let uri: Uri =
         url.parse().map_err(|e| format!("not a URL ({e}): a collector URL looks like {example}"))?;
-    match uri.host() {
-        Some(host) if !host.is_empty() => {}
+    let host = match uri.host() {
+        Some(host) if !host.is_empty() => host,
         _ => return Err(format!("no host: a collector URL looks like {example}")),
-    }
+    };
     let written =
         uri.authority().and_then(|a| a.as_str().rsplit_once(':')).is_some_and(|(_, p)| !p.ends_with(']'));
     match uri.port_u16() {
         Some(0) => Err("port 0 cannot be connected to".into()),
         Some(_) => Ok(()),
         None if written => Err("the port is not a number from 1 to 65535".into()),
-        None => Err(format!(
-            "no port: write the collector's port out, e.g. {scheme}://{}:8700/ingest",
-            uri.host().unwrap_or("HOST")
-        )),
+        None => {
+            let port = if scheme == "wss" { 443 } else { 80 };
+            let path = uri.path_and_query().map_or("", |p| p.as_str());
+            Err(format!(
+                "no port: write it out, e.g. {scheme}://{host}:{port}{path} (the collector listens on 8700 by default)"
+            ))
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::check_url;
+    use super::{check_url, collector_urls};
+
+    fn reason(url: &str) -> String {
+        check_url(url).expect_err(url).reason
+    }
 
     #[test]
     fn collector_urls_need_a_websocket_scheme_a_host_and_a_port() {
@@ -258,9 +285,10 @@ mod tests {
             ("127.0.0.1:8700/ingest", "no scheme"),
             ("collector:8700", "no scheme"),
             ("", "no scheme"),
+            ("ws://collector.example/ingest", "no port: write it out, e.g. ws://collector.example:80/ingest"),
             (
-                "ws://collector.example/ingest",
-                "no port: write the collector's port out, e.g. ws://collector.example:8700",
+                "wss://collector.example/a?b=c",
+                "no port: write it out, e.g. wss://collector.example:443/a?b=c",
             ),
             ("wss://collector.example", "no port"),
             ("ws://:8700/ingest", "no host"),
@@ -269,8 +297,29 @@ mod tests {
             ("ws://[::1]/ingest", "no port"),
             ("ws://two words:8700/", "not a URL"),
         ] {
-            let reason = check_url(bad).expect_err(bad);
+            let reason = reason(bad);
             assert!(reason.starts_with(why), "{bad:?}: {reason}");
         }
+    }
+
+    #[test]
+    fn a_missing_port_is_shown_written_out_and_the_error_names_the_url() {
+        let err = check_url("ws://localhost/ingest").expect_err("no port");
+        assert_eq!(err.url, "ws://localhost/ingest");
+        assert!(
+            err.to_string().starts_with("invalid collector URL \"ws://localhost/ingest\": no port"),
+            "{err}"
+        );
+        assert!(err.reason.contains("ws://localhost:80/ingest"), "{err}");
+        assert!(reason("ws://[::1]/ingest").contains("ws://[::1]:80/ingest"));
+    }
+
+    #[test]
+    fn a_list_of_urls_is_split_at_commas_and_trimmed() {
+        assert_eq!(
+            collector_urls(" ws://a:1/ingest, ws://b:2/ingest ,,"),
+            ["ws://a:1/ingest", "ws://b:2/ingest"]
+        );
+        assert!(collector_urls(" , ").is_empty());
     }
 }

@@ -82,7 +82,7 @@ pub fn init(config: Config) -> Result<Guard, InitError> {
 /// and is process-wide (the signal handlers, the shared state, the panic hook).
 fn start(config: Config) -> Result<Guard, InitError> {
     for url in &config.urls {
-        crate::config::check_url(url).map_err(|reason| InitError::BadUrl { url: url.clone(), reason })?;
+        crate::config::check_url(url).map_err(|e| InitError::BadUrl { url: e.url, reason: e.reason })?;
     }
     let spool_dir = match &config.spool {
         Some(dir) => dir.clone(),
