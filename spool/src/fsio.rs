@@ -78,13 +78,24 @@ pub(crate) fn unlink(path: &Path) -> io::Result<()> {
 pub(crate) fn read(path: &Path) -> io::Result<Vec<u8>> {
     faults::check_at(Op::Read, path)?;
     let flags = rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::NOFOLLOW;
-    let mut file = OpenOptions::new().read(true).custom_flags(flags.bits() as i32).open(path)?;
+    let mut file = match OpenOptions::new().read(true).custom_flags(flags.bits() as i32).open(path) {
+        Ok(file) => file,
+        Err(e) => {
+            // O_NOFOLLOW refuses a symbolic link with ELOOP, and a socket cannot be opened (ENXIO):
+            // say what it is rather than "too many levels of symbolic links".
+            use rustix::io::Errno;
+            if matches!(Errno::from_io_error(&e), Some(Errno::LOOP | Errno::NXIO))
+                && let Ok(meta) = fs::symlink_metadata(path)
+                && !meta.is_file()
+            {
+                return Err(not_a_regular_file(meta.file_type()));
+            }
+            return Err(e);
+        }
+    };
     let meta = file.metadata()?;
     if !meta.is_file() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("not a regular file ({})", type_name(meta.file_type())),
-        ));
+        return Err(not_a_regular_file(meta.file_type()));
     }
     let mut bytes = Vec::new();
     bytes
@@ -92,6 +103,10 @@ pub(crate) fn read(path: &Path) -> io::Result<Vec<u8>> {
         .map_err(|e| io::Error::new(io::ErrorKind::OutOfMemory, e))?;
     file.read_to_end(&mut bytes)?;
     Ok(bytes)
+}
+
+fn not_a_regular_file(t: fs::FileType) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, format!("not a regular file ({})", type_name(t)))
 }
 
 /// Whether an error passes by itself and says nothing about the file: no file descriptor or memory

@@ -260,3 +260,37 @@ fn an_unreadable_claimed_directory_of_a_dead_session_is_skipped_and_the_spool_op
     let recovered = spool.recover().expect("recover");
     assert_eq!((recovered.released, recovered.skipped), (1, 0), "{recovered:?}");
 }
+
+#[test]
+fn a_symbolic_link_under_an_entry_name_is_quarantined_as_one() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let spool = open(dir.path());
+    let secret = dir.path().join("secret");
+    fs::write(&secret, b"not for the collector").expect("a file outside the spool");
+    let link = dir.path().join("ready").join("0-01HZZZZZZZZZZZZZZZZZZZZZZZ-69.crash");
+    std::os::unix::fs::symlink(&secret, &link).expect("symlink");
+    spool.rescan().expect("rescan");
+    assert!(spool.claim().expect("claim").is_none(), "a link is never read");
+    let reasons = quarantine_reasons(&spool);
+    assert_eq!(reasons.len(), 1, "{reasons:?}");
+    assert_eq!(reasons[0].1, "cannot read the entry: not a regular file (a symbolic link)", "{reasons:?}");
+}
+
+#[test]
+fn an_io_errors_cause_is_said_once_in_its_chain() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let spool = open(dir.path());
+    let fifo = dir.path().join("ready").join("0-01HZZZZZZZZZZZZZZZZZZZZZZZ-60.crash");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status().expect("run mkfifo");
+    assert!(made.success());
+    let id = lastword_spool::EntryId::parse("01HZZZZZZZZZZZZZZZZZZZZZZZ").expect("id");
+    let err = spool.view().read(id).expect_err("a FIFO is not read");
+    // The whole chain, as the binary prints it (anyhow's `{:#}`).
+    let mut message = err.to_string();
+    let mut source = std::error::Error::source(&err);
+    while let Some(cause) = source {
+        message.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    assert_eq!(message, format!("read {}: not a regular file (a FIFO)", fifo.display()));
+}
