@@ -26,9 +26,12 @@ fn open(dir: &Path) -> Spool {
     Spool::open(dir, SpoolOptions::default()).expect("open")
 }
 
-/// The ids per state.
+/// The ids in a state, in order.
 fn ids(spool: &Spool, state: EntryState) -> Vec<Option<EntryId>> {
-    by_state(&spool.view()).remove(&state).unwrap_or_default().into_iter().map(|l| l.id).collect()
+    let mut ids: Vec<_> =
+        by_state(&spool.view()).remove(&state).unwrap_or_default().into_iter().map(|l| l.id).collect();
+    ids.sort();
+    ids
 }
 
 /// Writes a crash entry, then damages its body so that its checksum fails.
