@@ -231,4 +231,11 @@ fn on_a_full_ext4_disk_an_application_starts_with_its_hooks_and_drain_delivers_w
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert_eq!(collector.stored_ids().len(), 4, "the three earlier entries and the crash: {err}");
+    // It says what it had to leave, naming it.
+    let said = format!(
+        "skipped 1 file it could neither recover nor quarantine, left in place and tried again at every start: {}: cannot quarantine it",
+        partial.display()
+    );
+    assert!(err.contains(&said), "{err}");
+    assert!(err.contains("no space left on the device"), "{err}");
 }
