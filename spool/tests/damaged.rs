@@ -294,3 +294,27 @@ fn an_io_errors_cause_is_said_once_in_its_chain() {
     }
     assert_eq!(message, format!("read {}: not a regular file (a FIFO)", fifo.display()));
 }
+
+#[test]
+fn a_stray_directory_that_cannot_be_moved_is_skipped_and_named_with_why() {
+    // A directory of mode 0555 cannot be moved to another directory by its owner (its `..` would
+    // change); root can, so the refusal is injected.
+    let (dir, writing) = spool_with_a_dead_writer();
+    let stray = writing.join("stray");
+    fs::create_dir(&stray).expect("a stray directory");
+    faults::fail_at(Op::Rename, &stray, EACCES);
+    let spool = Spool::open(dir.path(), SpoolOptions::default());
+    faults::clear();
+    let recovered = spool.expect("opens").recovered_at_open();
+    assert_eq!((recovered.quarantined, recovered.skipped), (0, 1), "{recovered:?}");
+    let first = recovered.first_skipped.expect("named");
+    assert_eq!(first.path, stray);
+    assert!(
+        first
+            .error
+            .starts_with("cannot quarantine it (left by a dead session: not a regular file (a directory))")
+            && first.error.ends_with("Permission denied (os error 13)"),
+        "{first:?}"
+    );
+    assert!(stray.is_dir(), "left where it was");
+}
