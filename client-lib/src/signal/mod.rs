@@ -15,6 +15,7 @@
 
 #![allow(unsafe_code)]
 
+pub(crate) mod atexit;
 pub(crate) mod crumbs;
 mod modules;
 mod write;
