@@ -273,3 +273,47 @@ fn losses_not_yet_reported_are_a_reason_to_connect() {
     });
     let _ = uploader.shutdown(Duration::from_millis(200));
 }
+
+#[test]
+fn finish_delivers_what_it_can_then_shuts_down_all_within_its_limit() {
+    // Answers come: everything is delivered, well before the limit.
+    let dir = tempfile::tempdir().unwrap();
+    let spool = spool_with(dir.path(), 5, Kind::Event);
+    let collector = TestCollector::start(Behaviour::Slow(100));
+    let uploader = Uploader::start(spool.clone(), config(collector.url())).unwrap();
+    let summary = uploader.finish(Duration::from_secs(5));
+    assert_eq!(summary.delivered, 5, "{summary:?}");
+    assert!(summary.all_delivered());
+    assert!(spool.view().list().unwrap().is_empty());
+    // No answer comes: the limit holds, the close bound included, and every claim is back.
+    let dir = tempfile::tempdir().unwrap();
+    let spool = spool_with(dir.path(), 5, Kind::Event);
+    let collector = TestCollector::start(Behaviour::Stall);
+    let uploader = Uploader::start(spool.clone(), config(collector.url())).unwrap();
+    collector.wait_for(Duration::from_secs(10), "the reports sent", |r| r.received.len() == 5);
+    let limit = Duration::from_millis(1000);
+    let start = Instant::now();
+    let summary = uploader.finish(limit);
+    let took = start.elapsed();
+    assert!(took < limit + Duration::from_millis(150), "{took:?} for a limit of {limit:?}");
+    assert!(took >= limit - Duration::from_millis(300), "it waited for the answers while it could: {took:?}");
+    assert_eq!(summary.put_back, 5, "{summary:?}");
+    assert_eq!(count(&spool, EntryState::Ready), 5);
+}
+
+#[test]
+fn flush_crashes_and_flush_at_exit_return_at_once_when_the_collector_cannot_be_reached() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = spool_with(dir.path(), 2, Kind::Crash);
+    let addr = closed_port();
+    let uploader = Uploader::start(spool.clone(), config(format!("ws://{addr}/ingest"))).unwrap();
+    wait_until(Duration::from_secs(5), "a failed attempt", || uploader.last_error().is_some());
+    let start = Instant::now();
+    assert!(matches!(uploader.flush_crashes(Duration::from_secs(2)), Err(FlushError::Unreachable(_))));
+    assert!(matches!(uploader.flush_at_exit(Duration::from_secs(2)), Err(FlushError::Unreachable(_))));
+    assert!(start.elapsed() < Duration::from_millis(500), "no wait: {:?}", start.elapsed());
+    // A plain flush keeps trying until its deadline.
+    assert_eq!(uploader.flush(Duration::from_millis(400)), Err(FlushError::Timeout));
+    let _ = uploader.shutdown(Duration::from_millis(100));
+    assert_eq!(count(&spool, EntryState::Ready), 2, "durable, for the next start");
+}

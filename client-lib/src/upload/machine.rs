@@ -366,7 +366,8 @@ impl<C: Held> Machine<C> {
             said: None,
             generation: 0,
             seen: None,
-            rescan_due: true,
+            // The spool handle's view is fresh from its open: the first look needs no rescan.
+            rescan_due: false,
             last_rescan: now,
             checking: None,
             claiming: None,
@@ -422,18 +423,30 @@ impl<C: Held> Machine<C> {
     }
 
     /// Applies one event that happened at `now`; returns what to do.
+    ///
+    /// The answers to flushes come first: whoever waits for one need not wait for the disk work
+    /// decided at the same moment (an answer never depends on it: an Ok needs nothing held and
+    /// nothing put back).
     pub fn handle(&mut self, event: Event<C>, now: Instant) -> Vec<Action<C>> {
         let mut out = Vec::new();
+        self.apply(event, now, &mut out);
+        let (mut replies, rest): (Vec<_>, Vec<_>) =
+            out.into_iter().partition(|a| matches!(a, Action::Reply(..)));
+        replies.extend(rest);
+        replies
+    }
+
+    fn apply(&mut self, event: Event<C>, now: Instant, out: &mut Vec<Action<C>>) {
         if matches!(self.phase, Phase::Stopped) {
             // Nothing is done any more; a claim that still arrives goes back.
             match event {
-                Event::Claimed { claims, .. } => self.put_back(claims, &mut out),
+                Event::Claimed { claims, .. } => self.put_back(claims, out),
                 Event::Sent(outcome) => {
-                    self.put_back(outcome.sent.into_iter().chain(outcome.unsent).collect(), &mut out);
+                    self.put_back(outcome.sent.into_iter().chain(outcome.unsent).collect(), out);
                 }
                 _ => {}
             }
-            return out;
+            return;
         }
         match event {
             Event::Tick => {}
@@ -451,7 +464,7 @@ impl<C: Held> Machine<C> {
                 out.push(Action::Say(Level::Info, "shutting down".into()));
             }
             Event::Broken(reason) => {
-                self.say_config_error(&reason, &mut out);
+                self.say_config_error(&reason, out);
                 self.broken = Some(reason);
             }
             Event::Checked(result) => {
@@ -471,15 +484,13 @@ impl<C: Held> Machine<C> {
                     }
                 }
             }
-            Event::Connected { max_in_flight, losses } => {
-                self.connected(max_in_flight, losses, now, &mut out)
-            }
-            Event::ConnectFailed { failure, reason } => self.connect_failed(failure, reason, now, &mut out),
+            Event::Connected { max_in_flight, losses } => self.connected(max_in_flight, losses, now, out),
+            Event::ConnectFailed { failure, reason } => self.connect_failed(failure, reason, now, out),
             Event::Claimed { claims, empty, first_crash } => {
                 let started = self.claiming.take().map_or(self.generation, |(g, _)| g);
-                self.claimed(claims, Seen { generation: started, ready: !empty, first_crash }, now, &mut out);
+                self.claimed(claims, Seen { generation: started, ready: !empty, first_crash }, now, out);
                 // `claimed` ran the step (so that the next claim starts before this send).
-                return out;
+                return;
             }
             Event::ClaimFailed(e) => {
                 self.claiming = None;
@@ -487,17 +498,16 @@ impl<C: Held> Machine<C> {
                 out.push(Action::Error(e));
                 self.spool_retry_at = Some(now + SPOOL_RETRY);
             }
-            Event::Sent(outcome) => self.sent(outcome, now, &mut out),
-            Event::Received(answers) => self.received(answers, now, &mut out),
-            Event::Settled(results) => self.settled(results, &mut out),
+            Event::Sent(outcome) => self.sent(outcome, now, out),
+            Event::Received(answers) => self.received(answers, now, out),
+            Event::Settled(results) => self.settled(results, out),
             Event::StreamEnded(reason) => match self.phase {
                 Phase::Closing { .. } => self.phase = Phase::Idle,
-                Phase::Connected(_) => self.fail_session(format!("connection lost: {reason}"), now, &mut out),
+                Phase::Connected(_) => self.fail_session(format!("connection lost: {reason}"), now, out),
                 _ => {}
             },
         }
-        self.step(now, &mut out);
-        out
+        self.step(now, out);
     }
 
     /// When the machine next needs an [`Event::Tick`] (if nothing else happens first).

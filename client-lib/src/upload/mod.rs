@@ -277,6 +277,12 @@ pub(crate) enum Control {
         deadline: Instant,
         hard: Instant,
     },
+    /// [`Uploader::finish`]: an exit flush until `deadline`, then at once the shutdown phases
+    /// (answers until `deadline`, over by `hard`), without a round trip through the handle between.
+    Finish {
+        deadline: Instant,
+        hard: Instant,
+    },
 }
 
 /// Live counters shared between the uploader thread and its handle.
@@ -474,26 +480,30 @@ impl Uploader {
     /// guard of `lastword::init` does at exit.
     pub fn finish(mut self, limit: Duration) -> Summary {
         let hard = Instant::now() + limit;
-        let close = self.close_bound.min(limit / 4);
-        let deadline = hard - close;
-        let _ = self.flush_at_exit(deadline.saturating_duration_since(Instant::now()));
-        self.stop(deadline.max(Instant::now()).min(hard), hard)
+        let deadline = hard - self.close_bound.min(limit / 4);
+        self.stop_with(Control::Finish { deadline, hard }, hard)
     }
 
     fn stop(&mut self, deadline: Instant, hard: Instant) -> Summary {
+        self.stop_with(Control::Shutdown { deadline, hard }, hard)
+    }
+
+    /// Sends `control` (a shutdown, or a flush then a shutdown) and waits for the summary until
+    /// `hard`.
+    fn stop_with(&mut self, control: Control, hard: Instant) -> Summary {
         if let Ok(mut stop_at) = self.progress.stop_at.lock() {
             *stop_at = Some(hard);
         }
-        let _ = self.control.send(Control::Shutdown { deadline, hard });
+        let _ = self.control.send(control);
         let received = match self.done.lock() {
             Ok(done) => done.recv_timeout(hard.saturating_duration_since(Instant::now())),
             Err(_) => Err(mpsc::RecvTimeoutError::Disconnected),
         };
         match received {
             Ok(summary) => {
-                if let Some(thread) = self.thread.take() {
-                    let _ = thread.join();
-                }
+                // The phases are over; the thread only tears its runtime down now: not waited for
+                // (at exit, every wake-up of another thread costs time on a loaded machine).
+                self.thread.take();
                 summary
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => {

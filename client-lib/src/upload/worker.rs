@@ -136,6 +136,8 @@ pub(crate) struct Worker {
     tls: Option<Connector>,
     replies: HashMap<u64, mpsc::Sender<Result<(), FlushError>>>,
     next_flush: u64,
+    /// [`Control::Finish`]: the flush whose answer starts the shutdown phases, and their deadlines.
+    finish: Option<(u64, std::time::Instant, std::time::Instant)>,
     /// Claims held by claim tasks that outlived their session: they go back when those tasks end.
     lingering: u64,
 }
@@ -160,6 +162,7 @@ impl Worker {
             tls: None,
             replies: HashMap::new(),
             next_flush: 0,
+            finish: None,
             lingering: 0,
         }
     }
@@ -303,6 +306,12 @@ impl Worker {
                 Event::Flush(FlushRequest { id, deadline, scope, at_exit })
             }
             Some(Control::Shutdown { deadline, hard }) => Event::Shutdown { deadline, hard },
+            Some(Control::Finish { deadline, hard }) => {
+                let id = self.next_flush;
+                self.next_flush += 1;
+                self.finish = Some((id, deadline, hard));
+                Event::Flush(FlushRequest { id, deadline, scope: super::machine::Scope::All, at_exit: true })
+            }
             // The handle is gone without a shutdown: stop now.
             None => {
                 let now = std::time::Instant::now();
@@ -457,7 +466,14 @@ impl Worker {
                 if let Some(reply) = self.replies.remove(&id) {
                     let _ = reply.send(result);
                 }
-                Vec::new()
+                match self.finish {
+                    Some((finish, deadline, hard)) if finish == id => {
+                        self.finish = None;
+                        let deadline = deadline.max(std::time::Instant::now()).min(hard);
+                        vec![Event::Shutdown { deadline, hard }]
+                    }
+                    _ => Vec::new(),
+                }
             }
             Action::Say(level, message) => {
                 self.diag(level, &message);

@@ -77,7 +77,7 @@ impl T {
     /// From start to a connected session with work waiting: returns the first `Claim`'s want.
     fn connected(s: Settings) -> (Self, usize) {
         let (mut t, first) = Self::new(s);
-        assert!(matches!(first[..], [Action::Check { rescan: true }]), "{first:?}");
+        assert!(matches!(first[..], [Action::Check { rescan: false }]), "{first:?}");
         let a = t.on(Event::Checked(Ok(Work { ready: true, ..Work::default() })));
         assert!(matches!(a[..], [Action::Connect { url: 0 }]), "{a:?}");
         let a = t.on(Event::Connected { max_in_flight: 64, losses: Losses::default() });
@@ -147,7 +147,7 @@ fn flush(id: u64, deadline: Instant, at_exit: bool) -> Event<Fake> {
 #[test]
 fn it_looks_at_the_spool_first_and_connects_only_when_there_is_work() {
     let (mut t, first) = T::new(settings());
-    assert!(matches!(first[..], [Action::Check { rescan: true }]));
+    assert!(matches!(first[..], [Action::Check { rescan: false }]), "the spool's view is fresh at start");
     let a = t.on(Event::Checked(Ok(Work::default())));
     assert!(a.is_empty(), "an empty spool: nothing to do: {a:?}");
     let a = t.at(MS, Event::Wake);
