@@ -186,8 +186,9 @@ pub fn drain(args: &DrainArgs, verbose: u8) -> Result<u8> {
     match flushed {
         Ok(()) => Ok(code(&summary)),
         // The deadline passed (or the uploader stopped) with entries left: `retry_later` answers and
-        // an unreachable collector are waited out until the deadline.
-        Err(_) if summary.all_delivered() => {
+        // an unreachable collector are waited out until the deadline. Entries the collector deferred
+        // are among those left, not put back.
+        Err(_) if summary.all_answered() => {
             let left =
                 spool.view().stats().map(|s| s.totals.values().map(|c| c.entries).sum::<u64>()).unwrap_or(0);
             eprintln!("lastword: the deadline passed with {left} entries left in the spool");

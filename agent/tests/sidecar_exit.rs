@@ -182,3 +182,19 @@ fn drain_summary_shows_each_column_and_a_claim_held_past_the_deadline_exits_3() 
         "{err}"
     );
 }
+
+#[test]
+fn run_stopped_while_the_collector_answers_retry_later_exits_3_with_the_entries_deferred() {
+    let dir = tempfile::tempdir().unwrap();
+    fill(dir.path(), 2);
+    let collector = TestCollector::start(Behaviour::RetryAlways(60_000));
+    let child = lastword(&["run", "--grace", "500ms"], dir.path(), &collector.url(), TOKEN).spawn().unwrap();
+    collector.wait_for(Duration::from_secs(10), "both reports sent", |r| r.received.len() >= 2);
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let (out, _) = wait_exit(child, Duration::from_secs(10));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "not delivered, so not 0: {err}");
+    assert!(err.contains("deferred 2, put back 0"), "{err}");
+    assert_eq!(count(dir.path(), EntryState::Ready), 2);
+}

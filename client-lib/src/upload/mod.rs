@@ -231,10 +231,15 @@ pub struct Summary {
 }
 
 impl Summary {
-    /// Whether everything this uploader claimed was delivered, deliberately skipped, quarantined
-    /// after a permanent rejection, or deferred by the collector's own `retry_later` answer: nothing
-    /// it took is unaccounted for (exit code 0, or 4 for a drain that left entries in the spool).
+    /// Whether everything this uploader claimed was delivered, deliberately skipped, or quarantined
+    /// after a permanent rejection: exit code 0.
     pub fn all_delivered(&self) -> bool {
+        self.put_back == 0 && self.deferred == 0 && !self.incomplete
+    }
+
+    /// Whether every claim was answered or settled: nothing was put back unanswered and the phases
+    /// finished (what is not delivered was deferred by the collector's own `retry_later`).
+    pub fn all_answered(&self) -> bool {
         self.put_back == 0 && !self.incomplete
     }
 }
