@@ -152,9 +152,10 @@ impl Config {
 
     /// The bound of the guard's drop, everything included: the queued log records are stored first
     /// (durable), then what is in the spool is delivered, then the uploader's shutdown phases run
-    /// (their close bound, 500 ms or a quarter of the deadline if that is less, comes out of the
-    /// deadline, not on top of it). The drop returns within it, whatever the collector or the network
-    /// do (only the scheduling of the exiting thread is not included).
+    /// (their part, the last 100 ms of the deadline or a quarter of it if that is less, comes out of
+    /// the deadline, not on top of it: [`crate::upload::Uploader::finish`]). The drop returns within
+    /// it, whatever the collector or the network do (only the scheduling of the exiting thread is not
+    /// included).
     ///
     /// It does not wait when waiting cannot help: with nothing in flight and no collector that can
     /// be reached (connection refused, a name that does not resolve, a refused token), or a collector

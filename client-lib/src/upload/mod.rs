@@ -340,6 +340,17 @@ impl Progress {
     }
 }
 
+/// When the worker must be done so that its summary reaches a handle that waits until `hard`: a
+/// little before (at most 20 ms, at most a quarter of the time after `deadline`).
+fn worker_end(deadline: Instant, hard: Instant) -> Instant {
+    let after = hard.saturating_duration_since(deadline);
+    hard - (after / 4).min(Duration::from_millis(20))
+}
+
+/// The part of [`Uploader::finish`]'s limit kept for the shutdown phases after the last answer:
+/// putting back what is unanswered and the close handshake (the rest goes to delivery).
+pub const EXIT_CLOSE: Duration = Duration::from_millis(100);
+
 /// A handle on a running uploader. Dropping it runs [`Uploader::shutdown`] with
 /// [`UploaderConfig::drop_grace`].
 #[must_use = "dropping the uploader shuts it down"]
@@ -480,17 +491,21 @@ impl Uploader {
     }
 
     /// Delivers what it can and shuts down, within `limit` for everything: [`Uploader::flush_at_exit`]
-    /// (no wait when no collector can be reached), then the shutdown phases, with the close bound
-    /// (at most a quarter of `limit`) taken from the end of `limit` rather than added to it. What the
-    /// guard of `lastword::init` does at exit.
+    /// (no wait when no collector can be reached), then the shutdown phases. Answers are waited for
+    /// until [`EXIT_CLOSE`] before the end of `limit` (or the close bound, or a quarter of `limit`,
+    /// whichever is least); the put-backs and the close take that last part (a live connection
+    /// closes in far less; a stalled one is dropped at the end). What the guard of `lastword::init`
+    /// does at exit.
     pub fn finish(mut self, limit: Duration) -> Summary {
         let hard = Instant::now() + limit;
-        let deadline = hard - self.close_bound.min(limit / 4);
-        self.stop_with(Control::Finish { deadline, hard }, hard)
+        let deadline = hard - EXIT_CLOSE.min(self.close_bound).min(limit / 4);
+        let end = worker_end(deadline, hard);
+        self.stop_with(Control::Finish { deadline, hard: end }, hard)
     }
 
     fn stop(&mut self, deadline: Instant, hard: Instant) -> Summary {
-        self.stop_with(Control::Shutdown { deadline, hard }, hard)
+        let end = worker_end(deadline, hard);
+        self.stop_with(Control::Shutdown { deadline, hard: end }, hard)
     }
 
     /// Sends `control` (a shutdown, or a flush then a shutdown) and waits for the summary until
