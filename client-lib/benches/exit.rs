@@ -25,6 +25,8 @@
 //! ```
 //!
 //! Under `cargo test --benches` (no `--bench` argument) each side runs once, to see that it works.
+//! With `LASTWORD_EXIT_BENCH_PHASES=1` in its environment, the application prints how long its
+//! `init` and its guard's drop took, for a look at where the time goes.
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
