@@ -206,9 +206,9 @@ pub(crate) enum Action<C> {
     /// Look at the spool (rescan `ready/` first if `rescan`) and read the loss counters: answer
     /// [`Event::Checked`].
     Check { rescan: bool },
-    /// Connect to URL number `url` (modulo the number of URLs): answer [`Event::Connected`] or
-    /// [`Event::ConnectFailed`].
-    Connect { url: usize },
+    /// Connect to URL number `url` (modulo the number of URLs), with `losses` (from the latest look at
+    /// the spool) in the hello: answer [`Event::Connected`] or [`Event::ConnectFailed`].
+    Connect { url: usize, losses: Losses },
     /// Start a claim task for up to `want` entries, stopping once their bodies reach `bytes` (the
     /// first is always taken): answer [`Event::Claimed`] or [`Event::ClaimFailed`].
     Claim { want: usize, bytes: usize },
@@ -333,7 +333,8 @@ pub(crate) struct Machine<C> {
     /// Claims handed to [`Action::Send`]: (count, bytes, any crash).
     sending: Option<(usize, usize, bool)>,
     settling: HashMap<EntryId, Settled>,
-    /// Every entry claimed and neither delivered, skipped, quarantined nor deferred yet.
+    /// Every entry claimed to be sent and neither delivered, skipped, quarantined nor deferred yet
+    /// (claims given back unsent are not counted).
     outstanding: HashSet<EntryId>,
     /// Entries answered `retry_later` and put back, not claimed again since.
     deferred: HashSet<EntryId>,
@@ -614,19 +615,20 @@ impl<C: Held> Machine<C> {
     }
 
     fn claimed(&mut self, claims: Vec<C>, seen: Seen, now: Instant, out: &mut Vec<Action<C>>) {
-        for claim in &claims {
-            self.deferred.remove(&claim.id());
-            self.outstanding.insert(claim.id());
-        }
         self.seen = Some(seen);
         let paused = self.pause_until.is_some_and(|p| now < p);
         let sendable = matches!(self.phase, Phase::Connected(_)) && self.stopping.is_none() && !paused;
         if !sendable {
             // A retry_later or a shutdown came while the task ran, or the connection is gone: these
-            // wait in ready/ too.
+            // wait in ready/ too. Never sent, they are given back as they were taken: not counted
+            // (an entry deferred before stays deferred).
             self.put_back(claims, out);
             self.step(now, out);
             return;
+        }
+        for claim in &claims {
+            self.deferred.remove(&claim.id());
+            self.outstanding.insert(claim.id());
         }
         if claims.is_empty() {
             self.step(now, out);
@@ -817,7 +819,7 @@ impl<C: Held> Machine<C> {
         let paused = self.pause_until.is_some();
         if work && !paused && self.reconnect_at.is_none() && self.broken.is_none() {
             self.phase = Phase::Connecting;
-            out.push(Action::Connect { url: self.url });
+            out.push(Action::Connect { url: self.url, losses: self.losses });
         }
     }
 

@@ -201,9 +201,10 @@ impl UploaderConfig {
     }
 }
 
-/// What the uploader did, returned by [`Uploader::shutdown`]. Every entry it claimed is counted in
-/// exactly one of `delivered`, `skipped`, `quarantined`, `deferred` and `put_back`, by where it
-/// ended.
+/// What the uploader did, returned by [`Uploader::shutdown`]. Every entry it claimed to send is
+/// counted in exactly one of `delivered`, `skipped`, `quarantined`, `deferred` and `put_back`, by
+/// where it ended (claims given back unsent, because a shutdown or a `retry_later` pause came while
+/// they were read, are given back as they were found and not counted).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Summary {
     /// Entries the collector answered `accepted` or `duplicate`, and that were deleted.
@@ -218,7 +219,8 @@ pub struct Summary {
     /// Entries the collector answered `retry_later` (a store that is down, a rate limit) that are
     /// back in `ready/` waiting for the next attempt: not stored, and known not to be.
     pub deferred: u64,
-    /// Entries this uploader claimed and did not deliver, skip, quarantine or defer: they are back in
+    /// Entries this uploader claimed and sent (or began to send) and did not deliver, skip,
+    /// quarantine or defer, and entries still held by a task at the end: they are back in
     /// `ready/`, or go back when the task that still holds them ends (a claim or a delete still
     /// running at the deadline; if the process exits first, the next scan of the spool recovers them).
     pub put_back: u64,
@@ -385,10 +387,12 @@ impl Uploader {
         let progress = Arc::new(Progress::new());
         let drop_grace = config.drop_grace;
         let close_bound = config.close_bound;
-        let watcher = if config.watch { watch::watch_ready(spool.path(), control.clone()) } else { None };
+        // Made on the uploader's thread, not here: setting up a watch waits for the watcher's own
+        // thread, and `init` (on the application's thread) should not.
+        let watch = config.watch.then(|| (spool.path().to_path_buf(), control.clone()));
         let worker = worker::Worker::new(spool, config, rx, progress.clone());
         let thread = std::thread::Builder::new().name("lastword-uploader".into()).spawn(move || {
-            let _watcher = watcher;
+            let _watcher = watch.and_then(|(path, control)| watch::watch_ready(&path, control));
             // A panic in the worker unwinds through its claims, which go back to ready/; the handle
             // then reports an incomplete summary.
             let summary = runtime.block_on(worker.run());

@@ -212,6 +212,13 @@ impl Worker {
         }
         loop {
             while let Some(action) = queue.pop_front() {
+                // Once the phases are over, looks and new work decided before are moot (their
+                // answers would be ignored); what settles or gives back claims still runs.
+                if machine.is_stopped()
+                    && matches!(action, Action::Check { .. } | Action::Connect { .. } | Action::Claim { .. })
+                {
+                    continue;
+                }
                 for event in self.execute(action).await {
                     queue.extend(machine.handle(event, std::time::Instant::now()));
                 }
@@ -409,7 +416,7 @@ impl Worker {
     async fn execute(&mut self, action: Action<Claim>) -> Vec<Event<Claim>> {
         match action {
             Action::Check { rescan } => vec![self.check(rescan).await],
-            Action::Connect { url } => self.start_connect(url).await.into_iter().collect(),
+            Action::Connect { url, losses } => self.start_connect(url, losses).into_iter().collect(),
             Action::Claim { want, bytes } => {
                 self.claiming = Some(self.start_claims(want, bytes));
                 Vec::new()
@@ -495,13 +502,16 @@ impl Worker {
     /// Whether `ready/` has entries (rescanned first when asked), and the losses to send in hello.
     async fn check(&self, rescan: bool) -> Event<Claim> {
         let spool = self.spool.clone();
-        let result = tokio::task::spawn_blocking(move || {
-            if rescan {
+        let result = if rescan {
+            tokio::task::spawn_blocking(move || {
                 spool.rescan()?;
-            }
-            Ok::<_, lastword_spool::SpoolError>((spool.ready_count(), spool.first_ready_kind()))
-        })
-        .await;
+                Ok::<_, lastword_spool::SpoolError>((spool.ready_count(), spool.first_ready_kind()))
+            })
+            .await
+        } else {
+            // The handle's index in memory: no disk, no hand-off to the blocking pool.
+            Ok(Ok((spool.ready_count(), spool.first_ready_kind())))
+        };
         match result {
             Ok(Ok((ready, first))) => {
                 let losses = self.losses().await;
@@ -529,7 +539,7 @@ impl Worker {
 
     /// Starts a connection attempt (bounded by the connect timeout); an immediate failure (TLS
     /// cannot be set up) is returned as its event.
-    async fn start_connect(&mut self, index: usize) -> Option<Event<Claim>> {
+    fn start_connect(&mut self, index: usize, losses: Losses) -> Option<Event<Claim>> {
         let url = self.config.urls[index % self.config.urls.len()].clone();
         let tls = if url.starts_with("wss:") {
             if self.tls.is_none() {
@@ -548,7 +558,6 @@ impl Worker {
         } else {
             None
         };
-        let losses = self.losses().await;
         let config = self.config.clone();
         self.diag(Level::Debug, &format!("connecting to {url}"));
         self.connecting = Some(Box::pin(async move {

@@ -79,7 +79,7 @@ impl T {
         let (mut t, first) = Self::new(s);
         assert!(matches!(first[..], [Action::Check { rescan: false }]), "{first:?}");
         let a = t.on(Event::Checked(Ok(Work { ready: true, ..Work::default() })));
-        assert!(matches!(a[..], [Action::Connect { url: 0 }]), "{a:?}");
+        assert!(matches!(a[..], [Action::Connect { url: 0, .. }]), "{a:?}");
         let a = t.on(Event::Connected { max_in_flight: 64, losses: Losses::default() });
         let want = claim_of(&a).expect("a claim starts").0;
         (t, want)
@@ -153,7 +153,7 @@ fn it_looks_at_the_spool_first_and_connects_only_when_there_is_work() {
     let a = t.at(MS, Event::Wake);
     assert!(matches!(a[..], [Action::Check { rescan: true }]), "a wake-up looks again: {a:?}");
     let a = t.on(Event::Checked(Ok(Work { ready: true, ..Work::default() })));
-    assert!(matches!(a[..], [Action::Connect { url: 0 }]), "{a:?}");
+    assert!(matches!(a[..], [Action::Connect { url: 0, .. }]), "{a:?}");
 }
 
 #[test]
@@ -161,7 +161,10 @@ fn losses_not_yet_reported_are_a_reason_to_connect_and_once_welcomed_are_not() {
     let (mut t, _) = T::new(settings());
     let losses = Losses { crash_loop_suppressed: 3, ..Losses::default() };
     let a = t.on(Event::Checked(Ok(Work { ready: false, first_crash: false, losses })));
-    assert!(matches!(a[..], [Action::Connect { .. }]), "{a:?}");
+    assert!(
+        matches!(a[..], [Action::Connect { losses: l, .. }] if l == losses),
+        "the hello carries them: {a:?}"
+    );
     let a = t.on(Event::Connected { max_in_flight: 64, losses });
     assert!(claim_of(&a).is_none(), "nothing to claim: the spool was seen empty");
     // Idle until the idle close; then, back to idle, no new connection for the same losses.
@@ -176,13 +179,16 @@ fn a_failed_round_backs_off_and_fails_over_to_the_next_url_at_once() {
     let (mut t, _) = T::new(Settings { urls: 2, ..settings() });
     t.on(Event::Checked(Ok(Work { ready: true, ..Work::default() })));
     let a = t.on(Event::ConnectFailed { failure: Failure::Unreachable, reason: "refused".into() });
-    assert!(matches!(a[..], [Action::Error(_), Action::Connect { url: 1 }]), "the next URL at once: {a:?}");
+    assert!(
+        matches!(a[..], [Action::Error(_), Action::Connect { url: 1, .. }]),
+        "the next URL at once: {a:?}"
+    );
     let a = t.on(Event::ConnectFailed { failure: Failure::Unreachable, reason: "refused".into() });
     assert!(!has(&a, |a| matches!(a, Action::Connect { .. })), "a whole round failed: back off: {a:?}");
     let wake = t.m.next_wake(t.now);
     assert!(wake <= t.now + Duration::from_millis(200), "the first backoff is at most 200 ms");
     let a = t.at(wake - t.now, Event::Tick);
-    assert!(has(&a, |a| matches!(a, Action::Connect { url: 2 })), "{a:?}");
+    assert!(has(&a, |a| matches!(a, Action::Connect { url: 2, .. })), "{a:?}");
 }
 
 #[test]
@@ -342,8 +348,11 @@ fn claims_that_arrive_during_a_pause_go_back_unsent() {
     t.on(sent_all(batch));
     // A claim task is under way when the retry_later comes.
     t.on(Event::Received(vec![(id, Verdict::RetryLater(Duration::from_secs(1)))]));
-    let a = t.on(Event::Claimed { claims: vec![fake(10)], empty: false, first_crash: false });
+    let unsent = fake(10);
+    let a = t.on(Event::Claimed { claims: vec![unsent.clone()], empty: false, first_crash: false });
     assert!(has(&a, |a| matches!(a, Action::PutBack(_))) && sends(a).is_empty());
+    assert!(!t.m.outstanding().contains(&unsent.id), "given back as it was found: not counted");
+    assert!(t.m.deferred().contains(&id), "the deferred one stays deferred");
 }
 
 // ---------------------------------------------------------------------------------------------
