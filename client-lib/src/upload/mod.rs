@@ -390,9 +390,10 @@ impl Uploader {
         // Made on the uploader's thread, not here: setting up a watch waits for the watcher's own
         // thread, and `init` (on the application's thread) should not.
         let watch = config.watch.then(|| (spool.path().to_path_buf(), control.clone()));
-        let worker = worker::Worker::new(spool, config, rx, progress.clone());
+        let mut worker = worker::Worker::new(spool, config, rx, progress.clone());
         let thread = std::thread::Builder::new().name("lastword-uploader".into()).spawn(move || {
             let _watcher = watch.and_then(|(path, control)| watch::watch_ready(&path, control));
+            worker.prefetch_losses();
             // A panic in the worker unwinds through its claims, which go back to ready/; the handle
             // then reports an incomplete summary.
             let summary = runtime.block_on(worker.run());

@@ -140,6 +140,8 @@ pub(crate) struct Worker {
     finish: Option<(u64, std::time::Instant, std::time::Instant)>,
     /// Claims held by claim tasks that outlived their session: they go back when those tasks end.
     lingering: u64,
+    /// The losses read before the runtime started, for the first look.
+    prefetched: Option<Losses>,
 }
 
 impl Worker {
@@ -164,6 +166,7 @@ impl Worker {
             next_flush: 0,
             finish: None,
             lingering: 0,
+            prefetched: None,
         }
     }
 
@@ -500,7 +503,7 @@ impl Worker {
     }
 
     /// Whether `ready/` has entries (rescanned first when asked), and the losses to send in hello.
-    async fn check(&self, rescan: bool) -> Event<Claim> {
+    async fn check(&mut self, rescan: bool) -> Event<Claim> {
         let spool = self.spool.clone();
         let result = if rescan {
             tokio::task::spawn_blocking(move || {
@@ -522,19 +525,22 @@ impl Worker {
         }
     }
 
-    async fn losses(&self) -> Losses {
-        let view = self.spool.view();
-        let (evicted, quarantined) = tokio::task::spawn_blocking(move || {
-            (view.evicted().unwrap_or(0), view.quarantined_count().unwrap_or(0))
-        })
-        .await
-        .unwrap_or((0, 0));
-        Losses {
-            logs_dropped: self.config.losses.logs_dropped.load(Ordering::Relaxed),
-            evicted,
-            quarantined,
-            crash_loop_suppressed: self.config.losses.crash_loop_suppressed.load(Ordering::Relaxed),
+    /// The loss counters to send in hello, read on the blocking pool (or the ones read before the
+    /// runtime started, the first time).
+    async fn losses(&mut self) -> Losses {
+        if let Some(losses) = self.prefetched.take() {
+            return losses;
         }
+        let view = self.spool.view();
+        let app = self.config.losses.clone();
+        tokio::task::spawn_blocking(move || read_losses(&view, &app)).await.unwrap_or_default()
+    }
+
+    /// Reads the losses for the first look at the spool, on the uploader's thread before its runtime
+    /// starts: the first connection attempt of a short-lived process then needs no blocking-pool
+    /// thread (an exit with the collector down waits for that attempt).
+    pub fn prefetch_losses(&mut self) {
+        self.prefetched = Some(read_losses(&self.spool.view(), &self.config.losses));
     }
 
     /// Starts a connection attempt (bounded by the connect timeout); an immediate failure (TLS
@@ -738,6 +744,17 @@ impl Worker {
             outstanding.retain(|id| waiting.contains(id));
             deferred.retain(|id| waiting.contains(id));
         }
+    }
+}
+
+/// The loss counters to send in hello: the application's, and the spool's evictions and quarantined
+/// entries (disk reads: call it off the runtime).
+fn read_losses(view: &lastword_spool::SpoolView, app: &super::LossCounters) -> Losses {
+    Losses {
+        logs_dropped: app.logs_dropped.load(Ordering::Relaxed),
+        evicted: view.evicted().unwrap_or(0),
+        quarantined: view.quarantined_count().unwrap_or(0),
+        crash_loop_suppressed: app.crash_loop_suppressed.load(Ordering::Relaxed),
     }
 }
 
