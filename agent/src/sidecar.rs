@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::Args;
 use lastword::spool::Spool;
 use lastword::upload::{FlushError, Level, Summary, Uploader, UploaderConfig};
@@ -63,15 +63,20 @@ pub struct DrainArgs {
 fn start(args: &UploadArgs, verbose: u8) -> Result<(Spool, Uploader)> {
     let (spool, spool_path) = args.spool.open(verbose)?;
     let token = match &args.token_file {
-        Some(file) => Some(
-            std::fs::read_to_string(file)
+        Some(file) => {
+            let token = std::fs::read_to_string(file)
                 .with_context(|| format!("cannot read the token file {}", file.display()))?
                 .lines()
                 .next()
                 .unwrap_or_default()
                 .trim()
-                .to_owned(),
-        ),
+                .to_owned();
+            // Not "no token": the collector would refuse every connection.
+            if token.is_empty() {
+                bail!("the token file {} is empty (the token is its first line)", file.display());
+            }
+            Some(token)
+        }
         None => args.token.clone(),
     };
     // Reports carry their own app in their body; hello names the app of --app, if any.
@@ -88,7 +93,8 @@ fn start(args: &UploadArgs, verbose: u8) -> Result<(Spool, Uploader)> {
         _ => Level::Debug,
     };
     config.diagnostics = Some(Arc::new(move |level, message: &str| {
-        if level <= min_level {
+        // A configuration error ends the command with its own line (see `misconfigured`).
+        if level != Level::Error && level <= min_level {
             eprintln!("lastword: {message}");
         }
     }));
@@ -98,13 +104,22 @@ fn start(args: &UploadArgs, verbose: u8) -> Result<(Spool, Uploader)> {
 
 fn report(summary: &Summary) {
     eprintln!(
-        "lastword: delivered {} ({} duplicates), quarantined {}, put back {}{}",
+        "lastword: delivered {} ({} duplicates), skipped {}, quarantined {}, deferred {}, put back {}{}",
         summary.delivered,
         summary.duplicates,
+        summary.skipped,
         summary.quarantined,
+        summary.deferred,
         summary.put_back,
         if summary.incomplete { " (shutdown incomplete)" } else { "" }
     );
+}
+
+/// A configuration error ends `run` and `drain` with exit 1 and one line (nothing was claimed: the
+/// uploader never connected), instead of retrying until a deadline or a signal.
+fn misconfigured(uploader: Uploader, reason: &str) -> anyhow::Error {
+    let _ = uploader.shutdown(Duration::ZERO);
+    anyhow::anyhow!("configuration error: {reason}")
 }
 
 fn code(summary: &Summary) -> u8 {
@@ -115,15 +130,21 @@ fn code(summary: &Summary) -> u8 {
 pub fn run(args: &RunArgs, verbose: u8) -> Result<u8> {
     let (_spool, uploader) = start(&args.upload, verbose)?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let misconfigured_now = uploader.misconfigured();
     let signal = runtime.block_on(async {
         use tokio::signal::unix::{SignalKind, signal};
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
         tokio::select! {
-            _ = term.recv() => Ok::<_, std::io::Error>("SIGTERM"),
-            _ = int.recv() => Ok("SIGINT"),
+            _ = term.recv() => Ok::<_, std::io::Error>(Ok("SIGTERM")),
+            _ = int.recv() => Ok(Ok("SIGINT")),
+            reason = misconfigured_now => Ok(Err(reason)),
         }
     })?;
+    let signal = match signal {
+        Ok(signal) => signal,
+        Err(reason) => return Err(misconfigured(uploader, &reason)),
+    };
     if verbose > 0 {
         eprintln!("lastword: {signal}: shutting down (grace {:?})", args.grace);
     }
@@ -154,11 +175,17 @@ pub fn drain(args: &DrainArgs, verbose: u8) -> Result<u8> {
     if tty {
         eprintln!();
     }
+    if let Err(FlushError::Misconfigured(reason)) = &flushed {
+        return Err(misconfigured(uploader, reason));
+    }
     let summary = uploader.shutdown(args.grace);
     report(&summary);
     match flushed {
         Ok(()) => Ok(code(&summary)),
-        Err(FlushError::Timeout | FlushError::Stopped) if summary.all_delivered() => {
+        // The deadline passed (or the uploader stopped) with entries left: `retry_later` answers and
+        // an unreachable collector are waited out until the deadline. Entries the collector deferred
+        // are among those left, not put back.
+        Err(_) if summary.all_answered() => {
             let left =
                 spool.view().stats().map(|s| s.totals.values().map(|c| c.entries).sum::<u64>()).unwrap_or(0);
             eprintln!("lastword: the deadline passed with {left} entries left in the spool");

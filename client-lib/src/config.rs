@@ -35,6 +35,7 @@ pub struct Config {
     pub(crate) crash_loop_per_hour: u32,
     pub(crate) signals: bool,
     pub(crate) before_send: Option<BeforeSend>,
+    pub(crate) diagnostics: Option<crate::upload::Diagnostics>,
 }
 
 impl std::fmt::Debug for Config {
@@ -58,8 +59,8 @@ impl Config {
     /// | limits | 64 MiB, 10,000 entries |
     /// | url | `$LASTWORD_URL` (comma-separated), else none: spool only, a sidecar or the next start delivers |
     /// | token | `$LASTWORD_TOKEN`, else none |
-    /// | exit deadline | 2 s: what the guard's drop gives delivery |
-    /// | panic delivery | 1 s: how long a panic waits for its report to reach the collector |
+    /// | exit deadline | 2 s: the guard's drop returns within it (logs stored, delivery, shutdown) |
+    /// | panic delivery | 1 s: the most a panic waits for its report to reach the collector |
     /// | breadcrumbs | the last 100 log records |
     /// | log level stored | `Warn` and above go to the spool; every level becomes a breadcrumb |
     /// | log queue | 4,096 records; more are dropped and counted |
@@ -89,6 +90,7 @@ impl Config {
             crash_loop_per_hour: 10,
             signals: true,
             before_send: None,
+            diagnostics: None,
         }
     }
 
@@ -150,14 +152,31 @@ impl Config {
         self
     }
 
-    /// How long the guard's drop gives delivery before the process exits.
+    /// The bound of the guard's drop, everything included: the queued log records are stored first
+    /// (durable), then what is in the spool is delivered, then the uploader's shutdown phases run
+    /// (their part, the last 100 ms of the deadline or a quarter of it if that is less, comes out of
+    /// the deadline, not on top of it: [`crate::upload::Uploader::finish`]). The drop returns within
+    /// it, whatever the collector or the network do (only the scheduling of the exiting thread is not
+    /// included).
+    ///
+    /// It does not wait when waiting cannot help: with nothing in flight and no collector that can
+    /// be reached (connection refused, a name that does not resolve, a refused token), or a collector
+    /// that asks to retry later than the deadline, the drop returns at once; the reports are durable
+    /// in the spool and go at the next start or with a sidecar. A `retry_later` delay that fits in
+    /// the deadline is waited for, and the report sent again.
+    ///
+    /// On `std::process::exit` the guard is not dropped: the records still queued are then stored
+    /// (within this deadline too), not delivered.
     #[must_use]
     pub fn exit_deadline(mut self, deadline: Duration) -> Self {
         self.exit_deadline = deadline;
         self
     }
 
-    /// How long a panic waits for its report to reach the collector (zero: do not wait).
+    /// The most a panic waits for its report to reach the collector (zero: do not wait). The report
+    /// is durable in the spool before this wait starts; the wait ends when the collector has stored
+    /// it, at once when no collector can be reached, and by `timeout` in any case (not counting the
+    /// capture and symbolization of the report before it).
     #[must_use]
     pub fn panic_delivery(mut self, timeout: Duration) -> Self {
         self.panic_delivery = timeout;
@@ -197,6 +216,18 @@ impl Config {
     #[must_use]
     pub fn signals(mut self, install: bool) -> Self {
         self.signals = install;
+        self
+    }
+
+    /// Where the uploader's diagnostics go (connections, failures, and configuration errors such as
+    /// a refused token, at [`crate::upload::Level::Error`]). None by default: then only configuration
+    /// errors are told, once, on stderr.
+    #[must_use]
+    pub fn diagnostics(
+        mut self,
+        callback: impl Fn(crate::upload::Level, &str) + Send + Sync + 'static,
+    ) -> Self {
+        self.diagnostics = Some(std::sync::Arc::new(callback));
         self
     }
 
