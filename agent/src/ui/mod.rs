@@ -55,7 +55,7 @@ pub const TOKEN_ENV: &str = "LASTWORD_UI_TOKEN";
 pub struct UiArgs {
     /// Serve the read-only web UI on this address (e.g. 127.0.0.1:8701). Off loopback it requires a
     /// login: a token from --ui-token-file or LASTWORD_UI_TOKEN.
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", value_parser = crate::cli::listen_addr)]
     pub ui: Option<String>,
     /// File whose first line (not empty, not a # comment) is the UI token.
     #[arg(long, value_name = "FILE")]

@@ -1,0 +1,110 @@
+//! The mistakes a newcomer makes in the first hour, each answered with a message that says what is
+//! wrong (issue 18): a window of 0, a port that does not exist, purging an id that is not there, a web
+//! UI address without its parameters; and the things that must look the same everywhere (the
+//! one-line description, the JSON field names).
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use lastword::spool::{Kind, Spool, SpoolOptions};
+
+const BIN: &str = env!("CARGO_BIN_EXE_lastword");
+/// How long a command that is refused (or the collector's start) may take on a loaded machine.
+const BOUND: Duration = Duration::from_secs(60);
+
+/// `lastword args`, with no LASTWORD_* setting from the environment of the test, ended by `BOUND`.
+fn lastword(args: &[&str]) -> Output {
+    let mut command = Command::new(BIN);
+    command.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("LASTWORD_") {
+            command.env_remove(name);
+        }
+    }
+    finish(command.spawn().unwrap())
+}
+
+fn finish(mut child: Child) -> Output {
+    let deadline = Instant::now() + BOUND;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("lastword did not end within {BOUND:?}: {:?}", child.wait_with_output().unwrap());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Asserts that `out` is a usage error (exit 2) whose message has each of `needles`.
+fn assert_usage_error(out: &Output, needles: &[&str]) {
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "a usage error: {stderr}{}", text(&out.stdout));
+    for needle in needles {
+        assert!(stderr.contains(needle), "{needle:?} not in: {stderr}");
+    }
+}
+
+fn spool_with_one_crash(dir: &Path) -> (String, lastword::spool::EntryId) {
+    let spool = Spool::open(dir, SpoolOptions::default()).unwrap();
+    let id = spool.write(Kind::Crash, br#"{"message":"boom"}"#).unwrap();
+    (dir.to_str().unwrap().to_owned(), id)
+}
+
+#[test]
+fn a_window_of_zero_is_refused_not_turned_into_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = spool_with_one_crash(dir.path());
+    for command in ["drain", "run"] {
+        let out =
+            lastword(&[command, "--spool", &spool, "--url", "ws://127.0.0.1:1/ingest", "--window", "0"]);
+        assert_usage_error(&out, &["--window", "at least 1"]);
+    }
+    let out = lastword(&["drain", "--spool", &spool, "--url", "ws://127.0.0.1:1/ingest", "--window", "lots"]);
+    assert_usage_error(&out, &["--window", "not a number"]);
+}
+
+#[test]
+fn a_port_that_does_not_exist_is_refused_in_listen_ui_and_collector_urls() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = spool_with_one_crash(&dir.path().join("spool"));
+    let store = dir.path().join("store");
+    let tokens = dir.path().join("tokens");
+    std::fs::write(&tokens, "a-token\n").unwrap();
+    let collect = |extra: &[&str]| {
+        let mut args = vec!["collect", "--store", store.to_str().unwrap(), "--token-file"];
+        args.push(tokens.to_str().unwrap());
+        args.extend_from_slice(extra);
+        lastword(&args)
+    };
+    assert_usage_error(&collect(&["--listen", "127.0.0.1:99999"]), &["--listen", "99999", "0 to 65535"]);
+    assert_usage_error(
+        &collect(&["--listen", "127.0.0.1:0", "--ui", "127.0.0.1:99999"]),
+        &["--ui", "99999", "0 to 65535"],
+    );
+    assert_usage_error(&collect(&["--listen", "127.0.0.1"]), &["--listen", "no port"]);
+    assert!(!store.exists(), "nothing was opened before the arguments were checked");
+
+    let out = lastword(&["drain", "--spool", &spool, "--url", "ws://127.0.0.1:99999/ingest"]);
+    assert_usage_error(&out, &["--url", "99999", "1 to 65535"]);
+    // The same URL from the environment.
+    let mut from_env = Command::new(BIN);
+    from_env
+        .args(["drain", "--spool", &spool])
+        .env("LASTWORD_URL", "ws://127.0.0.1:1/ingest,ws://127.0.0.1:99999/ingest")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    assert_usage_error(&finish(from_env.spawn().unwrap()), &["99999", "1 to 65535"]);
+    assert_eq!(
+        lastword::spool::SpoolView::open(Path::new(&spool)).unwrap().list().unwrap().len(),
+        1,
+        "the report is still there"
+    );
+}
