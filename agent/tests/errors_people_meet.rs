@@ -108,3 +108,24 @@ fn a_port_that_does_not_exist_is_refused_in_listen_ui_and_collector_urls() {
         "the report is still there"
     );
 }
+
+#[test]
+fn purging_an_id_that_is_not_there_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, present) = spool_with_one_crash(dir.path());
+    let absent = lastword::spool::EntryId::generate().to_string();
+    for yes in [false, true] {
+        let mut args = vec!["purge", "--spool", &spool, "--id", &absent];
+        if yes {
+            args.push("--yes");
+        }
+        let out = lastword(&args);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "--yes {yes}: {stderr}{}", text(&out.stdout));
+        assert!(stderr.contains(&format!("no entry {absent} in the spool")), "{stderr}");
+    }
+    // A present one is still purged, with exit 0.
+    let out = lastword(&["purge", "--spool", &spool, "--id", &present.to_string(), "--yes"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("deleted 1 entries"), "{}", text(&out.stdout));
+}
