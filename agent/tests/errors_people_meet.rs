@@ -129,3 +129,18 @@ fn purging_an_id_that_is_not_there_says_so() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("deleted 1 entries"), "{}", text(&out.stdout));
 }
+
+#[test]
+fn bare_lastword_and_help_begin_with_the_same_description() {
+    let first_line =
+        |bytes: &[u8]| text(bytes).lines().find(|l| !l.trim().is_empty()).unwrap_or("").to_owned();
+    let bare = lastword(&[]);
+    assert_eq!(bare.status.code(), Some(2), "no command is a usage error");
+    let help = lastword(&["--help"]);
+    let short = lastword(&["-h"]);
+    assert_eq!(help.status.code(), Some(0));
+    let described = first_line(&help.stdout);
+    assert!(described.starts_with("lastword: crash and log reporting"), "{described}");
+    assert_eq!(first_line(&bare.stderr), described, "lastword alone");
+    assert_eq!(first_line(&short.stdout), described, "lastword -h");
+}
