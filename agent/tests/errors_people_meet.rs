@@ -144,3 +144,41 @@ fn bare_lastword_and_help_begin_with_the_same_description() {
     assert_eq!(first_line(&bare.stderr), described, "lastword alone");
     assert_eq!(first_line(&short.stdout), described, "lastword -h");
 }
+
+/// Every key of `value`, at any depth.
+fn keys(value: &serde_json::Value, into: &mut Vec<String>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (k, v) in map {
+                into.push(k.clone());
+                keys(v, into);
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|v| keys(v, into)),
+        _ => {}
+    }
+}
+
+#[test]
+fn json_of_ls_show_and_stats_names_times_in_ms_as_the_protocol_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, id) = spool_with_one_crash(dir.path());
+    let json = |args: &[&str]| -> serde_json::Value {
+        let out = lastword(&[args, &["--spool", &spool, "--json"]].concat());
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", text(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let ls = json(&["ls"]);
+    let show = json(&["show", &id.to_string()]);
+    let stats = json(&["stats"]);
+    let created = ls[0]["created_ms"].as_u64().expect("ls --json: created_ms");
+    assert_eq!(created, id.millis(), "{ls}");
+    assert!(show["created_ms"].as_u64().is_some(), "show --json: created_ms: {show}");
+    assert!(stats.get("oldest_ready_age_ms").is_some(), "{stats}");
+    let mut all = Vec::new();
+    for value in [&ls, &show, &stats] {
+        keys(value, &mut all);
+    }
+    let other: Vec<&String> = all.iter().filter(|k| k.ends_with("_millis")).collect();
+    assert!(other.is_empty(), "milliseconds are _ms in every command's JSON: {other:?}");
+}
