@@ -5,6 +5,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+use std::io::{BufRead as _, Read as _, Write as _};
+use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -181,4 +183,83 @@ fn json_of_ls_show_and_stats_names_times_in_ms_as_the_protocol_does() {
     }
     let other: Vec<&String> = all.iter().filter(|k| k.ends_with("_millis")).collect();
     assert!(other.is_empty(), "milliseconds are _ms in every command's JSON: {other:?}");
+}
+
+/// `lastword collect --ui` on an empty store, killed on drop.
+struct Collector {
+    child: Child,
+    ui: SocketAddr,
+}
+
+impl Collector {
+    fn start(dir: &Path) -> Self {
+        let tokens = dir.join("tokens");
+        std::fs::write(&tokens, "a-token\n").unwrap();
+        let mut child = Command::new(BIN)
+            .args(["collect", "--listen", "127.0.0.1:0", "--ui", "127.0.0.1:0", "--store"])
+            .arg(dir.join("store"))
+            .arg("--token-file")
+            .arg(&tokens)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            while stdout.read_line(&mut line).is_ok_and(|n| n > 0) {
+                if let Some(addr) = line.trim().strip_prefix("web UI on http://") {
+                    let _ = tx.send(addr.trim_end_matches('/').to_owned());
+                }
+                line.clear();
+            }
+        });
+        let addr = rx.recv_timeout(BOUND).expect("the collector prints its web UI's address");
+        Self { child, ui: addr.parse().unwrap() }
+    }
+
+    /// One HTTP/1.0 GET: the status, the head (lower case) and the body.
+    fn get(&self, path: &str) -> (u16, String, String) {
+        let mut tcp = TcpStream::connect_timeout(&self.ui, Duration::from_secs(10)).unwrap();
+        tcp.set_read_timeout(Some(BOUND)).unwrap();
+        write!(tcp, "GET {path} HTTP/1.0\r\nHost: {}\r\n\r\n", self.ui).unwrap();
+        let mut raw = String::new();
+        tcp.read_to_string(&mut raw).unwrap();
+        let (head, body) = raw.split_once("\r\n\r\n").expect("a head and a body");
+        let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("a status");
+        (status, head.to_ascii_lowercase(), body.to_owned())
+    }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_web_ui_address_it_cannot_read_is_a_page_that_says_what_is_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let collector = Collector::start(dir.path());
+    for (path, why) in [
+        ("/group", "missing field `app`"),
+        ("/group?app=shop", "missing field `fp`"),
+        ("/group?app=shop&fp=f&before=yesterday", "before"),
+        ("/groups?offset=-3", "offset"),
+        ("/logs?before=soon", "before"),
+    ] {
+        let (status, head, body) = collector.get(path);
+        assert_eq!(status, 400, "{path}: {body}");
+        assert!(head.contains("content-type: text/html"), "{path}: an HTML page: {head}");
+        assert!(head.contains("content-security-policy"), "{path}: with the UI's headers: {head}");
+        assert!(body.contains("<h1>Bad address</h1>"), "{path}: {body}");
+        assert!(body.contains(why), "{path}: {why:?} not in {body}");
+    }
+    let (_, _, body) = collector.get("/group");
+    assert!(body.contains("/group?app=APP&amp;fp=FINGERPRINT"), "how the address looks: {body}");
+    let (status, _, _) = collector.get("/groups?offset=50");
+    assert_eq!(status, 200, "a query it can read is still a page");
 }
