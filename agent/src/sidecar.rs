@@ -20,7 +20,13 @@ pub struct UploadArgs {
     #[command(flatten)]
     spool: UploadSpoolArgs,
     /// Collector URL, ws:// or wss:// (repeat, or a comma-separated list, for failover).
-    #[arg(long = "url", env = "LASTWORD_URL", value_delimiter = ',', required = true)]
+    #[arg(
+        long = "url",
+        env = "LASTWORD_URL",
+        value_delimiter = ',',
+        required = true,
+        value_parser = lastword_agent::cli::collector_url
+    )]
     urls: Vec<String>,
     /// File holding the bearer token (first line). Takes precedence over LASTWORD_TOKEN.
     #[arg(long)]
@@ -30,7 +36,7 @@ pub struct UploadArgs {
     token: Option<String>,
     /// How many reports may be claimed and unanswered at once (the N of the reliability promise;
     /// also capped by the collector's max_in_flight).
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 256, value_parser = lastword_agent::cli::window)]
     window: usize,
     /// PEM file of extra CA certificates to trust for wss://.
     #[arg(long)]

@@ -240,8 +240,9 @@ impl Config {
 }
 
 /// Checks a collector URL before anything is started: the scheme is `ws` or `wss`, and there is a host
-/// and a port. Returns what is wrong with it.
-pub(crate) fn check_url(url: &str) -> Result<(), String> {
+/// and a port from 1 to 65535. Returns what is wrong with it. [`init`](crate::init) refuses such a URL
+/// with this reason; the `lastword` binary checks its `--url` values with it too.
+pub fn check_url(url: &str) -> Result<(), String> {
     use tokio_tungstenite::tungstenite::http::Uri;
     let example = "ws://HOST:PORT/ingest or wss://HOST:PORT/ingest";
     let Some((scheme, _)) = url.split_once("://") else {
