@@ -183,8 +183,13 @@ pub fn purge(args: &PurgeArgs) -> Result<u8> {
         (_, _, true) => Purge::Quarantined,
         _ => bail!("say what to purge: --id, --older-than or --quarantined"),
     };
+    let view = open(&args.spool)?;
+    if let Purge::Id(id) = what
+        && !view.list()?.iter().any(|i| i.id == Some(id))
+    {
+        bail!("no entry {id} in the spool {} (`lastword ls` lists what is there)", view.path().display());
+    }
     if !args.yes {
-        let view = open(&args.spool)?;
         let now = now_millis();
         let chosen: Vec<_> = view
             .list()?

@@ -6,9 +6,11 @@
 //!   (client-lib/PROTOCOL.md), its store (agent/STORE.md) and the queries people run on that store
 //!   (`lastword store ...`).
 //! - [`ui`]: the collector's read-only web UI (`lastword collect --ui`).
+//! - [`cli`]: the command line's values that clap checks (windows, addresses, URLs).
 //!
 //! (`demo_app`, hidden, is the example application `lastword demo` runs as a child of itself.)
 
+pub mod cli;
 pub mod collect;
 #[doc(hidden)]
 pub mod demo_app;

@@ -13,12 +13,17 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use lastword_agent::collect::query::StoreArgs;
 
-/// lastword: crash and log reporting.
+/// lastword: crash and log reporting: deliver a spool of reports to a collector, look into a spool,
+/// run the collector
 ///
 /// Exit codes: 0 everything it took was delivered; 1 error; 2 usage; 3 some claims were put back into
 /// the spool for later; 4 (drain) the deadline passed with entries left.
+//
+// The first paragraph is the one-line description of `lastword`, `lastword -h` and `lastword --help`
+// alike: no `about` attribute (without a value it would take Cargo.toml's description instead), and
+// no final period (clap drops it from the short help only).
 #[derive(Parser)]
-#[command(name = "lastword", version, about, long_about, propagate_version = true)]
+#[command(name = "lastword", version, propagate_version = true)]
 struct Cli {
     /// More diagnostics on stderr (-v: steps, -vv: every report).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]

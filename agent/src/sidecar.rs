@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::Args;
 use lastword::spool::Spool;
 use lastword::upload::{FlushError, Level, Summary, Uploader, UploaderConfig};
@@ -20,8 +20,14 @@ pub struct UploadArgs {
     #[command(flatten)]
     spool: UploadSpoolArgs,
     /// Collector URL, ws://HOST:PORT/PATH or wss://HOST:PORT/PATH, the port written out (repeat, or a
-    /// comma-separated list, for failover).
-    #[arg(long = "url", env = "LASTWORD_URL", required = true)]
+    /// comma-separated list, for failover; spaces around the URLs are ignored).
+    #[arg(
+        long = "url",
+        env = "LASTWORD_URL",
+        value_delimiter = ',',
+        required = true,
+        value_parser = lastword_agent::cli::collector_url
+    )]
     urls: Vec<String>,
     /// File holding the bearer token (first line). Takes precedence over LASTWORD_TOKEN.
     #[arg(long)]
@@ -31,7 +37,7 @@ pub struct UploadArgs {
     token: Option<String>,
     /// How many reports may be claimed and unanswered at once (the N of the reliability promise;
     /// also capped by the collector's max_in_flight).
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 256, value_parser = lastword_agent::cli::window)]
     window: usize,
     /// PEM file of extra CA certificates to trust for wss://.
     #[arg(long)]
@@ -61,37 +67,28 @@ pub struct DrainArgs {
     grace: Duration,
 }
 
-/// The collector URLs of `--url` / `LASTWORD_URL`, split and trimmed and checked as `lastword::init`
-/// does: a URL that can never work is a configuration error, in one line that names it.
-fn collector_urls(given: &[String]) -> Result<Vec<String>> {
-    let urls: Vec<String> = given.iter().flat_map(|list| lastword::collector_urls(list)).collect();
-    if urls.is_empty() {
-        anyhow::bail!("no collector URL: pass --url ws://HOST:PORT/ingest (or set LASTWORD_URL)");
-    }
-    for url in &urls {
-        lastword::check_url(url)?;
-    }
-    Ok(urls)
-}
-
 fn start(args: &UploadArgs, verbose: u8) -> Result<(Spool, Uploader)> {
-    let urls = collector_urls(&args.urls)?;
     let (spool, spool_path) = args.spool.open(verbose)?;
     let token = match &args.token_file {
-        Some(file) => Some(
-            std::fs::read_to_string(file)
+        Some(file) => {
+            let token = std::fs::read_to_string(file)
                 .with_context(|| format!("cannot read the token file {}", file.display()))?
                 .lines()
                 .next()
                 .unwrap_or_default()
                 .trim()
-                .to_owned(),
-        ),
+                .to_owned();
+            // Not "no token": the collector would refuse every connection.
+            if token.is_empty() {
+                bail!("the token file {} is empty (the token is its first line)", file.display());
+            }
+            Some(token)
+        }
         None => args.token.clone(),
     };
     // Reports carry their own app in their body; hello names the app of --app, if any.
     let app = args.spool.app().unwrap_or_else(|| "unknown".into());
-    let mut config = UploaderConfig::new(urls, app).window(args.window);
+    let mut config = UploaderConfig::new(args.urls.clone(), app).window(args.window);
     config.token = token.filter(|t| !t.is_empty());
     config.host = lastword::host_name();
     config.ca_file = args.ca_file.clone();
@@ -103,7 +100,8 @@ fn start(args: &UploadArgs, verbose: u8) -> Result<(Spool, Uploader)> {
         _ => Level::Debug,
     };
     config.diagnostics = Some(Arc::new(move |level, message: &str| {
-        if level <= min_level {
+        // A configuration error ends the command with its own line (see `misconfigured`).
+        if level != Level::Error && level <= min_level {
             eprintln!("lastword: {message}");
         }
     }));
@@ -113,13 +111,22 @@ fn start(args: &UploadArgs, verbose: u8) -> Result<(Spool, Uploader)> {
 
 fn report(summary: &Summary) {
     eprintln!(
-        "lastword: delivered {} ({} duplicates), quarantined {}, put back {}{}",
+        "lastword: delivered {} ({} duplicates), skipped {}, quarantined {}, deferred {}, put back {}{}",
         summary.delivered,
         summary.duplicates,
+        summary.skipped,
         summary.quarantined,
+        summary.deferred,
         summary.put_back,
         if summary.incomplete { " (shutdown incomplete)" } else { "" }
     );
+}
+
+/// A configuration error ends `run` and `drain` with exit 1 and one line (nothing was claimed: the
+/// uploader never connected), instead of retrying until a deadline or a signal.
+fn misconfigured(uploader: Uploader, reason: &str) -> anyhow::Error {
+    let _ = uploader.shutdown(Duration::ZERO);
+    anyhow::anyhow!("configuration error: {reason}")
 }
 
 fn code(summary: &Summary) -> u8 {
@@ -130,15 +137,21 @@ fn code(summary: &Summary) -> u8 {
 pub fn run(args: &RunArgs, verbose: u8) -> Result<u8> {
     let (_spool, uploader) = start(&args.upload, verbose)?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let misconfigured_now = uploader.misconfigured();
     let signal = runtime.block_on(async {
         use tokio::signal::unix::{SignalKind, signal};
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
         tokio::select! {
-            _ = term.recv() => Ok::<_, std::io::Error>("SIGTERM"),
-            _ = int.recv() => Ok("SIGINT"),
+            _ = term.recv() => Ok::<_, std::io::Error>(Ok("SIGTERM")),
+            _ = int.recv() => Ok(Ok("SIGINT")),
+            reason = misconfigured_now => Ok(Err(reason)),
         }
     })?;
+    let signal = match signal {
+        Ok(signal) => signal,
+        Err(reason) => return Err(misconfigured(uploader, &reason)),
+    };
     if verbose > 0 {
         eprintln!("lastword: {signal}: shutting down (grace {:?})", args.grace);
     }
@@ -169,11 +182,17 @@ pub fn drain(args: &DrainArgs, verbose: u8) -> Result<u8> {
     if tty {
         eprintln!();
     }
+    if let Err(FlushError::Misconfigured(reason)) = &flushed {
+        return Err(misconfigured(uploader, reason));
+    }
     let summary = uploader.shutdown(args.grace);
     report(&summary);
     match flushed {
         Ok(()) => Ok(code(&summary)),
-        Err(FlushError::Timeout | FlushError::Stopped) if summary.all_delivered() => {
+        // The deadline passed (or the uploader stopped) with entries left: `retry_later` answers and
+        // an unreachable collector are waited out until the deadline. Entries the collector deferred
+        // are among those left, not put back.
+        Err(_) if summary.all_answered() => {
             let left =
                 spool.view().stats().map(|s| s.totals.values().map(|c| c.entries).sum::<u64>()).unwrap_or(0);
             eprintln!("lastword: the deadline passed with {left} entries left in the spool");

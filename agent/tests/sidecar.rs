@@ -210,7 +210,7 @@ fn a_url_that_can_never_work_is_refused_at_start() {
     let dir = tempfile::tempdir().unwrap();
     fill(dir.path(), 0);
     let out = lastword(&["drain"], dir.path(), "http://127.0.0.1:1/").output().unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2), "refused with the arguments, a usage error");
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("ws:// or wss://"),
         "{}",

@@ -1,5 +1,5 @@
 //! `lastword run` and `drain` take the collector URLs that `lastword::init` takes, checked the same
-//! way (`lastword::check_url`): a URL that can never work is a configuration error, exit 1 in one line
+//! way (`lastword::check_url`): a URL that can never work is a usage error, exit 2 with one error line
 //! that names it and says how to write it, before anything is opened; a list may have spaces after
 //! its commas, on the command line as in `LASTWORD_URL`.
 
@@ -50,7 +50,7 @@ fn stderr(out: &Output) -> String {
 }
 
 #[test]
-fn a_url_that_can_never_work_is_a_configuration_error_in_one_line_that_says_how_to_write_it() {
+fn a_url_that_can_never_work_is_a_usage_error_in_one_line_that_says_how_to_write_it() {
     let dir = tempfile::tempdir().unwrap();
     let spool = dir.path().join("spool");
     drop(Spool::open(&spool, SpoolOptions::default()).unwrap());
@@ -65,15 +65,19 @@ fn a_url_that_can_never_work_is_a_configuration_error_in_one_line_that_says_how_
             c.args(["--url", DEAD_URL, "--url", url]);
             let out = output(c, Duration::from_secs(20));
             let err = stderr(&out);
-            assert_eq!(out.status.code(), Some(1), "{command:?} {url}: {err}");
-            assert_eq!(err.lines().count(), 1, "one line: {err}");
-            assert!(err.contains(&format!("invalid collector URL {url:?}: {said}")), "{err}");
+            assert_eq!(out.status.code(), Some(2), "{command:?} {url}: {err}");
+            let errors: Vec<_> = err.lines().filter(|l| l.starts_with("error:")).collect();
+            assert_eq!(errors.len(), 1, "one error line: {err}");
+            assert!(
+                errors[0].contains(&format!("invalid value '{url}' for '--url <URLS>': {said}")),
+                "{err}"
+            );
         }
         // Before anything is opened: --create makes nothing.
         let mut c = lastword(&["drain", "--create"], &missing);
         c.args(["--url", url]);
         let out = output(c, Duration::from_secs(20));
-        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
         assert!(!missing.exists(), "{url}: no spool made for a configuration that cannot work");
     }
 }

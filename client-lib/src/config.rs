@@ -35,6 +35,7 @@ pub struct Config {
     pub(crate) crash_loop_per_hour: u32,
     pub(crate) signals: bool,
     pub(crate) before_send: Option<BeforeSend>,
+    pub(crate) diagnostics: Option<crate::upload::Diagnostics>,
 }
 
 impl std::fmt::Debug for Config {
@@ -58,8 +59,8 @@ impl Config {
     /// | limits | 64 MiB, 10,000 entries |
     /// | url | `$LASTWORD_URL` (comma-separated), else none: spool only, a sidecar or the next start delivers |
     /// | token | `$LASTWORD_TOKEN`, else none |
-    /// | exit deadline | 2 s: what the guard's drop gives delivery |
-    /// | panic delivery | 1 s: how long a panic waits for its report to reach the collector |
+    /// | exit deadline | 2 s: the guard's drop returns within it (logs stored, delivery, shutdown) |
+    /// | panic delivery | 1 s: the most a panic waits for its report to reach the collector |
     /// | breadcrumbs | the last 100 log records |
     /// | log level stored | `Warn` and above go to the spool; every level becomes a breadcrumb |
     /// | log queue | 4,096 records; more are dropped and counted |
@@ -87,6 +88,7 @@ impl Config {
             crash_loop_per_hour: 10,
             signals: true,
             before_send: None,
+            diagnostics: None,
         }
     }
 
@@ -148,14 +150,31 @@ impl Config {
         self
     }
 
-    /// How long the guard's drop gives delivery before the process exits.
+    /// The bound of the guard's drop, everything included: the queued log records are stored first
+    /// (durable), then what is in the spool is delivered, then the uploader's shutdown phases run
+    /// (their part, the last 100 ms of the deadline or a quarter of it if that is less, comes out of
+    /// the deadline, not on top of it: [`crate::upload::Uploader::finish`]). The drop returns within
+    /// it, whatever the collector or the network do (only the scheduling of the exiting thread is not
+    /// included).
+    ///
+    /// It does not wait when waiting cannot help: with nothing in flight and no collector that can
+    /// be reached (connection refused, a name that does not resolve, a refused token), or a collector
+    /// that asks to retry later than the deadline, the drop returns at once; the reports are durable
+    /// in the spool and go at the next start or with a sidecar. A `retry_later` delay that fits in
+    /// the deadline is waited for, and the report sent again.
+    ///
+    /// On `std::process::exit` the guard is not dropped: the records still queued are then stored
+    /// (within this deadline too), not delivered.
     #[must_use]
     pub fn exit_deadline(mut self, deadline: Duration) -> Self {
         self.exit_deadline = deadline;
         self
     }
 
-    /// How long a panic waits for its report to reach the collector (zero: do not wait).
+    /// The most a panic waits for its report to reach the collector (zero: do not wait). The report
+    /// is durable in the spool before this wait starts; the wait ends when the collector has stored
+    /// it, at once when no collector can be reached, and by `timeout` in any case (not counting the
+    /// capture and symbolization of the report before it).
     #[must_use]
     pub fn panic_delivery(mut self, timeout: Duration) -> Self {
         self.panic_delivery = timeout;
@@ -198,6 +217,18 @@ impl Config {
         self
     }
 
+    /// Where the uploader's diagnostics go (connections, failures, and configuration errors such as
+    /// a refused token, at [`crate::upload::Level::Error`]). None by default: then only configuration
+    /// errors are told, once, on stderr.
+    #[must_use]
+    pub fn diagnostics(
+        mut self,
+        callback: impl Fn(crate::upload::Level, &str) + Send + Sync + 'static,
+    ) -> Self {
+        self.diagnostics = Some(std::sync::Arc::new(callback));
+        self
+    }
+
     /// A hook that may scrub, change or drop each crash report.
     #[must_use]
     pub fn before_send(mut self, hook: impl Fn(&mut CrashReport) -> bool + Send + Sync + 'static) -> Self {
@@ -206,31 +237,18 @@ impl Config {
     }
 }
 
-/// The collector URLs of a comma-separated list, as `LASTWORD_URL` and the binary's `--url` take
-/// them: each one trimmed, empty ones dropped. Check each with [`check_url`].
-pub fn collector_urls(list: &str) -> Vec<String> {
+/// The collector URLs of a comma-separated list, as `LASTWORD_URL` gives them: each one trimmed,
+/// empty ones dropped.
+pub(crate) fn collector_urls(list: &str) -> Vec<String> {
     list.split(',').map(|u| u.trim().to_owned()).filter(|u| !u.is_empty()).collect()
 }
 
-/// A collector URL that can never work, and why.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("invalid collector URL {url:?}: {reason}")]
-pub struct BadUrl {
-    /// The URL as it was given.
-    pub url: String,
-    /// What is wrong with it, and how it is written right.
-    pub reason: String,
-}
-
-/// Checks a collector URL before anything is started, the same for [`crate::init`] and the
-/// `lastword` binary: the scheme is `ws` or `wss`, and there is a host and a port, written out (a
-/// URL without one is refused rather than sent to port 80 or 443 by surprise: the collector's
-/// default is 8700).
-pub fn check_url(url: &str) -> Result<(), BadUrl> {
-    check(url).map_err(|reason| BadUrl { url: url.to_owned(), reason })
-}
-
-fn check(url: &str) -> Result<(), String> {
+/// Checks a collector URL before anything is started: the scheme is `ws` or `wss`, and there is a host
+/// and a port from 1 to 65535, written out (a URL without one is refused rather than sent to port 80
+/// or 443 by surprise: the collector's default is 8700). Returns what is wrong with it, and for a
+/// missing port the URL with it written out. [`init`](crate::init) refuses such a URL with this
+/// reason; the `lastword` binary checks its `--url` values with it too.
+pub fn check_url(url: &str) -> Result<(), String> {
     use tokio_tungstenite::tungstenite::http::Uri;
     let example = "ws://HOST:PORT/ingest or wss://HOST:PORT/ingest";
     let Some((scheme, _)) = url.split_once("://") else {
@@ -266,7 +284,7 @@ mod tests {
     use super::{check_url, collector_urls};
 
     fn reason(url: &str) -> String {
-        check_url(url).expect_err(url).reason
+        check_url(url).expect_err(url)
     }
 
     #[test]
@@ -303,14 +321,9 @@ mod tests {
     }
 
     #[test]
-    fn a_missing_port_is_shown_written_out_and_the_error_names_the_url() {
-        let err = check_url("ws://localhost/ingest").expect_err("no port");
-        assert_eq!(err.url, "ws://localhost/ingest");
-        assert!(
-            err.to_string().starts_with("invalid collector URL \"ws://localhost/ingest\": no port"),
-            "{err}"
-        );
-        assert!(err.reason.contains("ws://localhost:80/ingest"), "{err}");
+    fn a_missing_port_is_shown_written_out() {
+        let err = reason("ws://localhost/ingest");
+        assert!(err.starts_with("no port: write it out, e.g. ws://localhost:80/ingest"), "{err}");
         assert!(reason("ws://[::1]/ingest").contains("ws://[::1]:80/ingest"));
     }
 

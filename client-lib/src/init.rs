@@ -25,6 +25,8 @@ pub(crate) struct Shared {
     uploader: RwLock<Option<Uploader>>,
     before_send: Option<BeforeSend>,
     panic_delivery: Duration,
+    /// The bound of the guard's drop, and of the log writer's last flush at `exit`.
+    exit_deadline: Duration,
     crash_loop: CrashLoop,
     pub losses: Arc<LossCounters>,
 }
@@ -82,7 +84,7 @@ pub fn init(config: Config) -> Result<Guard, InitError> {
 /// and is process-wide (the signal handlers, the shared state, the panic hook).
 fn start(config: Config) -> Result<Guard, InitError> {
     for url in &config.urls {
-        crate::config::check_url(url).map_err(|e| InitError::BadUrl { url: e.url, reason: e.reason })?;
+        crate::config::check_url(url).map_err(|reason| InitError::BadUrl { url: url.clone(), reason })?;
     }
     let spool_dir = match &config.spool {
         Some(dir) => dir.clone(),
@@ -129,6 +131,7 @@ fn start(config: Config) -> Result<Guard, InitError> {
             config.before_send.clone(),
         ));
         up.drop_grace = config.exit_deadline;
+        up.diagnostics = config.diagnostics.clone();
         Some(Uploader::start(spool.clone(), up)?)
     };
     let shared = Arc::new(Shared {
@@ -140,6 +143,7 @@ fn start(config: Config) -> Result<Guard, InitError> {
         uploader: RwLock::new(uploader),
         before_send: config.before_send.clone(),
         panic_delivery: config.panic_delivery,
+        exit_deadline: config.exit_deadline,
         losses,
     });
     // Installed from here on. The signal handlers first: their install puts back what it did if
@@ -152,6 +156,7 @@ fn start(config: Config) -> Result<Guard, InitError> {
     }
     // Only one init can get here (STARTED), and a failed one never set the cell: it is empty.
     let _ = SHARED.set(shared.clone());
+    crate::signal::atexit::register(at_exit);
     crate::panic::install();
     Ok(Guard { shared, exit_deadline: config.exit_deadline })
 }
@@ -288,24 +293,24 @@ impl Shared {
     }
 
     /// Gives the uploader a bounded time to deliver the crash just stored (the process may be about
-    /// to die). Skipped on the uploader's own thread, and when no collector has been reachable.
+    /// to die): returns within the panic delivery time, at once when no collector can be reached
+    /// ([`Uploader::flush_crashes`]). Skipped on the uploader's own thread, and while the guard is
+    /// being dropped.
     pub fn deliver_now(&self, _id: EntryId) {
         if self.panic_delivery.is_zero() || std::thread::current().name() == Some("lastword-uploader") {
             return;
         }
         let Ok(guard) = self.uploader.try_read() else { return };
-        if let Some(uploader) = guard.as_ref()
-            && (uploader.is_connected() || uploader.last_error().is_none())
-        {
+        if let Some(uploader) = guard.as_ref() {
             uploader.wake();
             let _ = uploader.flush_crashes(self.panic_delivery);
         }
     }
 }
 
-/// Keeps lastword running. Dropping it flushes the logs and runs the uploader's shutdown phases
-/// within the exit deadline (see [`Config::exit_deadline`]); the panic hook and signal handlers stay
-/// installed and keep writing to the spool.
+/// Keeps lastword running. Dropping it stores the queued log records, delivers what it can and runs
+/// the uploader's shutdown phases, all within the exit deadline (see [`Config::exit_deadline`]); the
+/// panic hook and signal handlers stay installed and keep writing to the spool.
 #[must_use = "dropping the guard shuts lastword's delivery down: keep it for the whole program"]
 pub struct Guard {
     shared: Arc<Shared>,
@@ -339,16 +344,31 @@ impl Guard {
 }
 
 impl Drop for Guard {
+    /// One deadline for everything: the log writer's last batch (durable first), then delivery and
+    /// the uploader's shutdown in what is left ([`Uploader::finish`]: no wait when no collector can
+    /// be reached or it asks to retry after the deadline).
     fn drop(&mut self) {
         let deadline = Instant::now() + self.exit_deadline;
-        self.shared.logs.stop(self.exit_deadline.min(Duration::from_millis(500)));
+        self.shared.logs.stop(deadline);
         let uploader = self.shared.uploader.write().ok().and_then(|mut u| u.take());
         if let Some(uploader) = uploader {
-            let _ = uploader.flush(deadline.saturating_duration_since(Instant::now()));
-            let grace = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(100));
-            let _ = uploader.shutdown(grace);
+            let _ = uploader.finish(deadline.saturating_duration_since(Instant::now()));
         }
     }
+}
+
+/// Run by libc when the process exits through `exit` (`std::process::exit`, or the return from
+/// `main`), on the exiting thread, with the other threads still running: the records still queued
+/// for the log writer are written out, within the exit deadline. The guard's drop does not run on
+/// `std::process::exit`; after a normal drop the writer is stopped and this returns at once.
+/// Delivery is left to the next start or the sidecar.
+extern "C" fn at_exit() {
+    // Nothing may unwind out of a C callback.
+    let _ = std::panic::catch_unwind(|| {
+        if let Some(shared) = SHARED.get() {
+            shared.logs.flush_until(Instant::now() + shared.exit_deadline);
+        }
+    });
 }
 
 /// Stores `report` as the panic hook does once it has built one: the crash-loop check, `before_send`,

@@ -35,7 +35,7 @@ pub mod symbolize;
 mod tracing_layer;
 pub mod upload;
 
-pub use config::{BadUrl, BeforeSend, Config, check_url, collector_urls};
+pub use config::{BeforeSend, Config, check_url};
 pub use host::host_name;
 pub(crate) use host::now_millis;
 pub use init::default_spools_dir;

@@ -98,6 +98,8 @@ pub(crate) struct LogPipe {
     pub breadcrumbs: Breadcrumbs,
     losses: Arc<LossCounters>,
     writer: Mutex<Option<JoinHandle<()>>>,
+    /// The process the writer thread runs in: a child forked without it has nobody to flush.
+    pid: u32,
 }
 
 /// How log batches are made.
@@ -128,6 +130,7 @@ impl LogPipe {
             breadcrumbs: Breadcrumbs::new(breadcrumbs),
             losses,
             writer: Mutex::new(Some(writer)),
+            pid: std::process::id(),
         })
     }
 
@@ -151,11 +154,19 @@ impl LogPipe {
         }
     }
 
-    /// Writes what is queued now into the spool; waits at most `timeout`.
+    /// Writes what is queued now into the spool; waits at most `timeout`. True when it was written.
     pub fn flush(&self, timeout: Duration) -> bool {
+        self.flush_until(Instant::now() + timeout)
+    }
+
+    /// Writes what is queued now into the spool; waits until `deadline` at most (a full queue is
+    /// retried until then rather than blocked on). True when it was written.
+    pub fn flush_until(&self, deadline: Instant) -> bool {
+        if std::process::id() != self.pid {
+            // A child forked without the writer thread: nobody would answer.
+            return false;
+        }
         let (ack, done) = mpsc::channel();
-        let deadline = Instant::now() + timeout;
-        // The queue may be full: keep trying until the deadline rather than block.
         let mut msg = Msg::Flush(ack);
         loop {
             match self.tx.try_send(msg) {
@@ -170,9 +181,10 @@ impl LogPipe {
         done.recv_timeout(deadline.saturating_duration_since(Instant::now())).is_ok()
     }
 
-    /// Flushes and stops the writer thread.
-    pub fn stop(&self, timeout: Duration) {
-        self.flush(timeout);
+    /// Writes what is queued and stops the writer thread, by `deadline`: a writer still busy then
+    /// (a slow disk) finishes on its own, and is not waited for.
+    pub fn stop(&self, deadline: Instant) {
+        self.flush_until(deadline);
         let _ = self.tx.try_send(Msg::Stop);
         if let Ok(mut writer) = self.writer.lock()
             && let Some(handle) = writer.take()
@@ -254,6 +266,7 @@ mod tests {
             breadcrumbs: Breadcrumbs::new(10),
             losses: losses.clone(),
             writer: Mutex::new(None),
+            pid: std::process::id(),
         };
         // Nobody reads the queue: the first 4 records fill it, the rest must be dropped at once.
         let start = Instant::now();
@@ -291,6 +304,43 @@ mod tests {
         assert!(spool.claim().unwrap().is_none(), "one entry per batch");
         let crumbs: Vec<_> = pipe.breadcrumbs.snapshot().into_iter().map(|b| b.message).collect();
         assert_eq!(crumbs, ["i1", "w1", "d1"], "the ring keeps the last 3 of every level");
-        pipe.stop(Duration::from_secs(1));
+        pipe.stop(Instant::now() + Duration::from_secs(1));
+    }
+
+    #[test]
+    fn stop_writes_what_is_queued_and_returns_by_its_deadline() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, pipe) = pipe(dir.path(), 100, Level::Warn);
+        pipe.record(Level::Error, "t", "queued".into());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        pipe.stop(deadline);
+        assert!(Instant::now() < deadline);
+        let claim = spool.claim().unwrap().expect("the queued record was written");
+        assert!(String::from_utf8_lossy(claim.body()).contains("queued"));
+        // Stopped: a later flush answers at once, false.
+        let start = Instant::now();
+        assert!(!pipe.flush(Duration::from_secs(5)));
+        assert!(start.elapsed() < Duration::from_secs(1));
+    }
+
+    #[test]
+    fn a_flush_without_a_writer_returns_false_at_its_deadline() {
+        // A writer that never answers (nobody reads the queue): the wait is the deadline, no more.
+        let (tx, _rx) = mpsc::sync_channel(1);
+        let pipe = LogPipe {
+            tx,
+            level: Level::Info,
+            breadcrumbs: Breadcrumbs::new(1),
+            losses: Arc::default(),
+            writer: Mutex::new(None),
+            pid: std::process::id(),
+        };
+        for _ in 0..3 {
+            pipe.record(Level::Error, "t", "fills the queue".into());
+        }
+        let start = Instant::now();
+        assert!(!pipe.flush_until(Instant::now() + Duration::from_millis(200)));
+        let took = start.elapsed();
+        assert!(took >= Duration::from_millis(200) && took < Duration::from_secs(2), "{took:?}");
     }
 }

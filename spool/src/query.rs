@@ -62,7 +62,9 @@ pub struct Listed {
     pub kind: Option<Kind>,
     /// Size in bytes.
     pub size: u64,
-    /// Milliseconds since the Unix epoch when the entry was made (from its id), when known.
+    /// Milliseconds since the Unix epoch when the entry was made (from its id), when known. Serialized
+    /// as `created_ms`, the wire protocol's name, as every `--json` of the `lastword` binary says it.
+    #[serde(rename = "created_ms")]
     pub created_millis: Option<u64>,
     /// The session that holds it (claimed or writing).
     pub session: Option<String>,
@@ -102,7 +104,9 @@ pub struct Stats {
     pub by_state: BTreeMap<EntryState, BTreeMap<String, Count>>,
     /// Totals per state.
     pub totals: BTreeMap<EntryState, Count>,
-    /// Age in milliseconds of the oldest ready entry.
+    /// Age in milliseconds of the oldest ready entry (serialized as `oldest_ready_age_ms`, with the
+    /// `_ms` of every other millisecond field of the binary's `--json`).
+    #[serde(rename = "oldest_ready_age_ms")]
     pub oldest_ready_age_millis: Option<u64>,
     /// Entries evicted by the limits, ever.
     pub evicted: u64,

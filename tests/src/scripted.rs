@@ -36,6 +36,9 @@ pub enum Behaviour {
     DropAfter(usize),
     /// Answer accepted after this many milliseconds.
     Slow(u64),
+    // Behaviours of the flush, exit and configuration-error tests (tests/tests/flush.rs, exit.rs).
+    /// Answer retry_later with this delay to every report, every time: nothing is ever stored.
+    RetryAlways(u64),
 }
 
 #[derive(Default)]
@@ -52,6 +55,8 @@ pub struct Record {
     pub max_unanswered: usize,
     /// Hellos received.
     pub hellos: Vec<lastword::protocol::Hello>,
+    /// Websocket handshakes attempted, refused ones (a wrong token or path) included.
+    pub handshakes: u32,
 }
 
 pub struct TestCollector {
@@ -127,7 +132,15 @@ impl Drop for TestCollector {
 }
 
 async fn serve(tcp: tokio::net::TcpStream, record: Arc<Mutex<Record>>, behaviour: Arc<Mutex<Behaviour>>) {
+    let counter = record.clone();
     let check = |req: &Request, mut resp: Response| -> Result<Response, ErrorResponse> {
+        counter.lock().unwrap().handshakes += 1;
+        // PROTOCOL.md: another path than /ingest is refused with 404.
+        if req.uri().path() != "/ingest" {
+            let mut e = ErrorResponse::new(Some("no such path".into()));
+            *e.status_mut() = StatusCode::NOT_FOUND;
+            return Err(e);
+        }
         let token = req.headers().get("authorization").and_then(|v| v.to_str().ok()).and_then(parse_bearer);
         if token != Some(TOKEN) {
             let mut e = ErrorResponse::new(Some("bad token".into()));
@@ -209,6 +222,7 @@ async fn serve(tcp: tokio::net::TcpStream, record: Arc<Mutex<Record>>, behaviour
                         }
                         Some(store(&record))
                     }
+                    Behaviour::RetryAlways(delay_ms) => Some(ServerMessage::RetryLater { id, delay_ms }),
                     Behaviour::Slow(ms) => {
                         let (tx, record, unanswered) = (tx.clone(), record.clone(), unanswered.clone());
                         tokio::spawn(async move {

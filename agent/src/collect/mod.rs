@@ -194,8 +194,8 @@ LASTWORD_TOKENS (comma-separated). At least one is required.\n\nThe first line o
 choose). SIGINT or SIGTERM: stop accepting, commit and answer what was received, close every connection \
 with 1001, exit 0.")]
 pub struct CollectArgs {
-    /// Address and port to listen on.
-    #[arg(long, default_value = "127.0.0.1:8700")]
+    /// Address and port to listen on (port 0: any free port).
+    #[arg(long, default_value = "127.0.0.1:8700", value_parser = crate::cli::listen_addr)]
     pub listen: String,
     /// The store: a directory (created if missing; the data is DIR/lastword.sqlite), or a
     /// postgres://user@host/db URL of a database that several collectors may share (schema created or

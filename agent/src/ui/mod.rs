@@ -21,7 +21,9 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Router;
-use axum::extract::{Form, Path as UrlPath, Query, Request, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Form, FromRequestParts, Path as UrlPath, Query, Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -29,6 +31,7 @@ use axum::routing::get;
 use base64::Engine as _;
 use lastword_spool::EntryId;
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 
@@ -55,7 +58,7 @@ pub const TOKEN_ENV: &str = "LASTWORD_UI_TOKEN";
 pub struct UiArgs {
     /// Serve the read-only web UI on this address (e.g. 127.0.0.1:8701). Off loopback it requires a
     /// login: a token from --ui-token-file or LASTWORD_UI_TOKEN.
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", value_parser = crate::cli::listen_addr)]
     pub ui: Option<String>,
     /// File whose first line (not empty, not a # comment) is the UI token.
     #[arg(long, value_name = "FILE")]
@@ -168,6 +171,36 @@ fn not_found(what: &str) -> Response {
     (StatusCode::NOT_FOUND, pages::message("Not found", what)).into_response()
 }
 
+/// The query string of a page, read into `T`; a query the page cannot read (a missing parameter, a
+/// number that is not one) is answered with a page that says what is wrong, status 400, instead of
+/// the plain-text rejection of axum's `Query`.
+struct Params<T>(T);
+
+/// What a page's parameters are, for the message of a query it cannot read.
+trait PageParams: DeserializeOwned {
+    /// How the address of this page looks.
+    const USAGE: &'static str;
+}
+
+impl<T: PageParams, S: Send + Sync> FromRequestParts<S> for Params<T> {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Response> {
+        match Query::<T>::try_from_uri(&parts.uri) {
+            Ok(Query(params)) => Ok(Self(params)),
+            Err(rejection) => Err(bad_query(&rejection, T::USAGE)),
+        }
+    }
+}
+
+fn bad_query(rejection: &QueryRejection, usage: &str) -> Response {
+    // serde's reason, without axum's prefix: "missing field `fp`", "offset: invalid digit found in string".
+    let text = rejection.body_text();
+    let why = text.strip_prefix("Failed to deserialize query string: ").unwrap_or(&text);
+    let message = format!("This address cannot be shown: {why}. {usage}");
+    (StatusCode::BAD_REQUEST, pages::message("Bad address", &message)).into_response()
+}
+
 /// A form or query value, `None` when empty.
 fn given(v: Option<String>) -> Option<String> {
     v.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty())
@@ -190,7 +223,12 @@ struct GroupsParams {
     offset: Option<u32>,
 }
 
-async fn groups<S: UiStore>(State(ui): Shared<S>, Query(p): Query<GroupsParams>) -> Response {
+impl PageParams for GroupsParams {
+    const USAGE: &'static str = "The crash groups' page takes the filters of its form (app, release, kind, sort, \
+                                  order) and offset, a number of rows.";
+}
+
+async fn groups<S: UiStore>(State(ui): Shared<S>, Params(p): Params<GroupsParams>) -> Response {
     let q = GroupQuery {
         app: given(p.app),
         release: given(p.release),
@@ -213,7 +251,12 @@ struct GroupParams {
     before: Option<i64>,
 }
 
-async fn group<S: UiStore>(State(ui): Shared<S>, Query(p): Query<GroupParams>) -> Response {
+impl PageParams for GroupParams {
+    const USAGE: &'static str = "A crash group's page is /group?app=APP&fp=FINGERPRINT (before, if given, a time in \
+                                  ms): open one from the list of crash groups.";
+}
+
+async fn group<S: UiStore>(State(ui): Shared<S>, Params(p): Params<GroupParams>) -> Response {
     let result = async {
         let Some(g) = ui.store.group(p.app.clone(), p.fp.clone()).await? else { return Ok(None) };
         let page = ui.store.group_reports(p.app.clone(), p.fp.clone(), p.before, PAGE).await?;
@@ -271,9 +314,14 @@ struct LogsParams {
     before: Option<i64>,
 }
 
+impl PageParams for LogsParams {
+    const USAGE: &'static str = "The logs' page takes the filters of its form (app, level, from, to, q) and \
+                                  before, a time in ms.";
+}
+
 const LEVELS: [&str; 5] = ["ERROR", "WARN", "INFO", "DEBUG", "TRACE"];
 
-async fn logs<S: UiStore>(State(ui): Shared<S>, Query(p): Query<LogsParams>) -> Response {
+async fn logs<S: UiStore>(State(ui): Shared<S>, Params(p): Params<LogsParams>) -> Response {
     let form = pages::LogForm {
         app: given(p.app),
         level: given(p.level).map(|l| l.to_ascii_uppercase()),

@@ -23,6 +23,7 @@
 
 #![allow(unsafe_code)]
 
+pub(crate) mod atexit;
 pub(crate) mod crumbs;
 mod maps;
 mod memory;

@@ -1,4 +1,7 @@
 //! Exponential backoff with full jitter, capped: how long to wait before the next connection attempt.
+//!
+//! The jitter comes from a small generator seeded once (from the OS's randomness, by the worker), so
+//! that the state machine that owns it stays a pure function of its events, and tests can seed it.
 
 use std::time::Duration;
 
@@ -9,11 +12,13 @@ pub(crate) struct Backoff {
     initial: Duration,
     max: Duration,
     failures: u32,
+    /// The state of the jitter's generator (splitmix64).
+    rng: u64,
 }
 
 impl Backoff {
-    pub fn new(initial: Duration, max: Duration) -> Self {
-        Self { initial: initial.max(Duration::from_millis(1)), max: max.max(initial), failures: 0 }
+    pub fn new(initial: Duration, max: Duration, seed: u64) -> Self {
+        Self { initial: initial.max(Duration::from_millis(1)), max: max.max(initial), failures: 0, rng: seed }
     }
 
     /// The ceiling of the next wait, without jitter.
@@ -26,7 +31,17 @@ impl Backoff {
     pub fn next_wait(&mut self) -> Duration {
         let ceiling = self.ceiling();
         self.failures = self.failures.saturating_add(1);
-        jitter(ceiling)
+        let unit = (self.next_random() >> 11) as f64 / (1u64 << 53) as f64;
+        ceiling.mul_f64(unit)
+    }
+
+    /// splitmix64: a well-mixed 64-bit value per call, from any seed (0 included).
+    fn next_random(&mut self) -> u64 {
+        self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
     }
 
     /// Forgets past failures after a success.
@@ -35,15 +50,15 @@ impl Backoff {
     }
 }
 
-/// A duration uniform in `[0, ceiling]`.
-fn jitter(ceiling: Duration) -> Duration {
+/// A seed for [`Backoff::new`] from the OS's randomness (the time, if there is none: agents that
+/// start at the same moment still differ by their process id).
+pub(crate) fn seed() -> u64 {
     let mut bytes = [0u8; 8];
-    // Without randomness, wait the whole ceiling: slower, never faster than intended.
-    if getrandom::fill(&mut bytes).is_err() {
-        return ceiling;
+    if getrandom::fill(&mut bytes).is_ok() {
+        return u64::from_le_bytes(bytes);
     }
-    let unit = (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64;
-    ceiling.mul_f64(unit)
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    (nanos.as_nanos() as u64) ^ (u64::from(std::process::id()) << 32)
 }
 
 #[cfg(test)]
@@ -52,7 +67,7 @@ mod tests {
 
     #[test]
     fn ceiling_doubles_per_failure_up_to_the_cap() {
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(1), 7);
         let mut ceilings = Vec::new();
         for _ in 0..6 {
             ceilings.push(b.ceiling().as_millis());
@@ -66,8 +81,20 @@ mod tests {
 
     #[test]
     fn waits_are_jittered_not_constant() {
-        let mut b = Backoff::new(Duration::from_secs(10), Duration::from_secs(10));
+        let mut b = Backoff::new(Duration::from_secs(10), Duration::from_secs(10), 0);
         let waits: std::collections::BTreeSet<_> = (0..20).map(|_| b.next_wait()).collect();
         assert!(waits.len() > 10, "full jitter spreads the waits: {waits:?}");
+        let mean = waits.iter().map(Duration::as_secs_f64).sum::<f64>() / waits.len() as f64;
+        assert!((2.0..8.0).contains(&mean), "uniform in [0, ceiling]: mean {mean}");
+    }
+
+    #[test]
+    fn the_same_seed_gives_the_same_waits_and_another_seed_others() {
+        let waits = |seed| {
+            let mut b = Backoff::new(Duration::from_secs(1), Duration::from_secs(1), seed);
+            (0..5).map(|_| b.next_wait()).collect::<Vec<_>>()
+        };
+        assert_eq!(waits(42), waits(42));
+        assert_ne!(waits(42), waits(43));
     }
 }

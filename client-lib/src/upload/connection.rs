@@ -48,11 +48,28 @@ pub enum ConnectError {
         /// The URL.
         url: String,
     },
-    /// The collector refused the token (HTTP 401).
-    #[error("{url} refused the token (HTTP 401): check the token")]
+    /// The collector refused the token (HTTP 401 or 403).
+    #[error("{url} refused the token (HTTP {status}): check the token")]
     Unauthorized {
         /// The URL.
         url: String,
+        /// 401 or 403.
+        status: u16,
+    },
+    /// Nothing answers on this path (HTTP 404): the URL's path is wrong.
+    #[error("{url} has no collector on this path (HTTP 404): check the URL (the path is /ingest)")]
+    NotFound {
+        /// The URL.
+        url: String,
+    },
+    /// TLS cannot be set up: the CA file cannot be read or holds no certificate, or there are no
+    /// trusted roots at all.
+    #[error("cannot set up TLS for {url}: {reason}")]
+    Tls {
+        /// The URL.
+        url: String,
+        /// What is wrong.
+        reason: String,
     },
     /// The collector is at its connection limit (HTTP 503).
     #[error("{url} is busy (HTTP 503)")]
@@ -70,6 +87,21 @@ pub enum ConnectError {
         /// What happened.
         reason: String,
     },
+}
+
+impl ConnectError {
+    /// Whether a person must change the configuration before this can work (a refused token, a wrong
+    /// path, an unusable URL or CA file), as opposed to a failure that may pass (a collector down,
+    /// busy or slow), which is retried with backoff.
+    pub fn is_configuration_error(&self) -> bool {
+        matches!(
+            self,
+            ConnectError::BadUrl { .. }
+                | ConnectError::Unauthorized { .. }
+                | ConnectError::NotFound { .. }
+                | ConnectError::Tls { .. }
+        )
+    }
 }
 
 /// An open connection, after `welcome`.
@@ -107,7 +139,8 @@ pub(crate) fn request(
     Ok(request)
 }
 
-/// Connects to `url` and exchanges hello and welcome. The caller bounds it with a timeout.
+/// Connects to `url` and exchanges hello and welcome. The caller bounds it with a timeout. `tls` is
+/// the connector for `wss://` (see [`tls_connector`]), made once by the caller.
 ///
 /// # Cancel safety
 /// Cancelling it drops the half-open connection; nothing else is held.
@@ -115,6 +148,7 @@ pub(crate) async fn connect(
     url: &str,
     config: &UploaderConfig,
     losses: Losses,
+    tls: Option<Connector>,
 ) -> Result<Connected, ConnectError> {
     let request = request(url, config.token.as_deref())?;
     let uri = request.uri().clone();
@@ -128,7 +162,8 @@ pub(crate) async fn connect(
         .max_frame_size(Some(MAX_INCOMING))
         .max_write_buffer_size(64 << 20);
     let connector = if uri.scheme_str() == Some("wss") {
-        Some(tls_connector(config).map_err(|reason| unreachable(format!("TLS setup: {reason}")))?)
+        let no_tls = || ConnectError::Tls { url: url.to_owned(), reason: "no TLS connector".into() };
+        Some(tls.ok_or_else(no_tls)?)
     } else {
         Some(Connector::Plain)
     };
@@ -175,8 +210,24 @@ pub(crate) async fn connect(
     }
 }
 
+/// Reads the CA file's certificates (at least one), to tell a missing or unusable file at start.
+pub(crate) fn check_ca_file(path: &std::path::Path) -> Result<(), String> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let certs = CertificateDer::pem_file_iter(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut n = 0usize;
+    for cert in certs {
+        cert.map_err(|e| format!("{}: {e}", path.display()))?;
+        n += 1;
+    }
+    if n == 0 {
+        return Err(format!("{}: no certificate in the file", path.display()));
+    }
+    Ok(())
+}
+
 /// A rustls client configuration trusting the system's roots and the configured CA file.
-fn tls_connector(config: &UploaderConfig) -> Result<Connector, String> {
+pub(crate) fn tls_connector(config: &UploaderConfig) -> Result<Connector, String> {
     use rustls_pki_types::CertificateDer;
     use rustls_pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
@@ -209,7 +260,8 @@ fn classify(url: &str, error: tungstenite::Error) -> ConnectError {
         tungstenite::Error::Http(response) => {
             let status = response.status().as_u16();
             match status {
-                401 | 403 => ConnectError::Unauthorized { url },
+                401 | 403 => ConnectError::Unauthorized { url, status },
+                404 => ConnectError::NotFound { url },
                 503 => {
                     let retry_after = response
                         .headers()
@@ -240,6 +292,34 @@ mod tests {
         let r = request("ws://h:1/custom/path", None).unwrap();
         assert_eq!(r.uri().path(), "/custom/path");
         assert!(r.headers().get(header::AUTHORIZATION).is_none());
+    }
+
+    #[test]
+    fn refused_tokens_wrong_paths_and_tls_setup_are_configuration_errors_and_the_rest_is_retried() {
+        let url = || "ws://h:1/ingest".to_owned();
+        let config = [
+            ConnectError::Unauthorized { url: url(), status: 401 },
+            ConnectError::NotFound { url: url() },
+            ConnectError::Tls { url: url(), reason: "x".into() },
+            ConnectError::BadUrl { url: url(), reason: "x".into() },
+        ];
+        assert!(config.iter().all(ConnectError::is_configuration_error));
+        let passing = [
+            ConnectError::Unreachable { url: url(), reason: "refused".into() },
+            ConnectError::Busy { url: url(), retry_after: None },
+            ConnectError::Timeout { url: url() },
+            ConnectError::Refused { url: url(), reason: "HTTP 500".into() },
+        ];
+        assert!(!passing.iter().any(ConnectError::is_configuration_error));
+    }
+
+    #[test]
+    fn a_missing_or_empty_ca_file_is_told_with_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("ca.pem");
+        assert!(check_ca_file(&missing).unwrap_err().contains("ca.pem"));
+        std::fs::write(&missing, "").unwrap();
+        assert!(check_ca_file(&missing).unwrap_err().contains("no certificate"));
     }
 
     #[test]

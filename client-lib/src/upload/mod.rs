@@ -7,14 +7,32 @@
 //! 1. stop claiming new entries;
 //! 2. wait for the collector's answers to what is in flight, until the deadline;
 //! 3. put back (release to `ready/`) every claim that was not answered;
-//! 4. close the websocket cleanly (bounded: a stalled connection is dropped);
+//! 4. close the websocket cleanly, and let the deletes of delivered entries finish, both bounded by
+//!    the close bound (a stalled connection is dropped);
 //! 5. return a [`Summary`] of what happened.
 //!
 //! Claims are spool guards, so every other way out (a lost connection, an error, a panic on the
 //! uploader thread) puts the unanswered entries back as well.
+//!
+//! Every decision (what to claim, when to connect, when a flush is answered, what to put back) is
+//! taken by a pure state machine (`machine.rs`); `worker.rs` is the I/O around it.
+//!
+//! # How long each call waits
+//!
+//! | call | returns by |
+//! |---|---|
+//! | [`Uploader::flush`] | its timeout (earlier when done, or on a configuration error) |
+//! | [`Uploader::flush_at_exit`], [`Uploader::flush_crashes`] | their timeout; at once when waiting cannot help |
+//! | [`Uploader::shutdown`] | `grace` plus [`UploaderConfig::close_bound`] |
+//! | [`Uploader::finish`] | its limit, everything included |
+//! | `Drop` | [`UploaderConfig::drop_grace`] plus the close bound |
+//!
+//! The bounds hold whatever the collector, the network or the disk do; the calling thread may be
+//! scheduled late, which no bound can include.
 
 mod backoff;
 mod connection;
+mod machine;
 mod watch;
 mod worker;
 
@@ -32,6 +50,10 @@ pub use connection::ConnectError;
 /// A diagnostic message from the uploader, for whoever wants to log it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Level {
+    /// A configuration error: nothing can be delivered until a person changes the configuration (a
+    /// refused token, a wrong path, an unusable CA file). Said once. Without a diagnostics callback
+    /// it goes to stderr, the one thing the library prints.
+    Error,
     /// Something failed (a connection, a spool operation).
     Warn,
     /// A notable step (connected, shutting down).
@@ -107,17 +129,20 @@ pub struct UploaderConfig {
     pub idle_close: Duration,
     /// Watch `ready/` for new entries (inotify through `notify`). Default true.
     pub watch: bool,
-    /// Bound on the close handshake after the shutdown deadline. Default 500 ms.
+    /// What the shutdown phases get after the deadline of the answers: putting back what is
+    /// unanswered, the deletes of delivered entries and the close handshake, together. Default 500 ms.
     pub close_bound: Duration,
     /// What `Drop` of the [`Uploader`] gives the shutdown phases. Default 2 s.
     pub drop_grace: Duration,
-    /// A PEM file of CA certificates trusted for `wss://`, in addition to the system's roots.
+    /// A PEM file of CA certificates trusted for `wss://`, in addition to the system's roots. A file
+    /// that cannot be read is a configuration error: nothing is sent (see [`FlushError::Misconfigured`]).
     pub ca_file: Option<std::path::PathBuf>,
     /// Application-side loss counters, sent in `hello`.
     pub losses: Arc<LossCounters>,
     /// Body transformation before sending.
     pub prepare: Option<Prepare>,
-    /// Where diagnostics go (none by default).
+    /// Where diagnostics go. None by default: then only configuration errors ([`Level::Error`]) are
+    /// told, on stderr.
     pub diagnostics: Option<Diagnostics>,
 }
 
@@ -176,16 +201,28 @@ impl UploaderConfig {
     }
 }
 
-/// What the uploader did, returned by [`Uploader::shutdown`].
+/// What the uploader did, returned by [`Uploader::shutdown`]. Every entry it claimed to send is
+/// counted in exactly one of `delivered`, `skipped`, `quarantined`, `deferred` and `put_back`, by
+/// where it ended (claims given back unsent, because a shutdown or a `retry_later` pause came while
+/// they were read, are given back as they were found and not counted).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Summary {
     /// Entries the collector answered `accepted` or `duplicate`, and that were deleted.
     pub delivered: u64,
     /// Of `delivered`, those answered `duplicate`.
     pub duplicates: u64,
+    /// Entries deleted unsent by a counted decision of the prepare hook ([`Prepared::Skip`]: a crash
+    /// loop's repeat, a report `before_send` dropped).
+    pub skipped: u64,
     /// Entries quarantined (rejected by the collector, or not sendable).
     pub quarantined: u64,
-    /// Entries this uploader claimed and did not deliver or quarantine: they are back in `ready/`.
+    /// Entries the collector answered `retry_later` (a store that is down, a rate limit) that are
+    /// back in `ready/` waiting for the next attempt: not stored, and known not to be.
+    pub deferred: u64,
+    /// Entries this uploader claimed and sent (or began to send) and did not deliver, skip,
+    /// quarantine or defer, and entries still held by a task at the end: they are back in
+    /// `ready/`, or go back when the task that still holds them ends (a claim or a delete still
+    /// running at the deadline; if the process exits first, the next scan of the spool recovers them).
     pub put_back: u64,
     /// Connections opened.
     pub connections: u64,
@@ -196,56 +233,125 @@ pub struct Summary {
 }
 
 impl Summary {
-    /// Whether everything this uploader claimed was delivered (or quarantined): exit code 0.
+    /// Whether everything this uploader claimed was delivered, deliberately skipped, or quarantined
+    /// after a permanent rejection: exit code 0.
     pub fn all_delivered(&self) -> bool {
+        self.put_back == 0 && self.deferred == 0 && !self.incomplete
+    }
+
+    /// Whether every claim was answered or settled: nothing was put back unanswered and the phases
+    /// finished (what is not delivered was deferred by the collector's own `retry_later`).
+    pub fn all_answered(&self) -> bool {
         self.put_back == 0 && !self.incomplete
     }
 }
 
-/// Why a flush did not finish.
+/// Why a flush did not finish. Whatever the reason, nothing was lost: what was not delivered is in
+/// the spool.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FlushError {
-    /// The deadline passed with entries still in the spool.
+    /// The deadline passed with entries still in the spool (or a spool error kept it from seeing
+    /// that it was empty).
     #[error("flush timed out with entries left in the spool")]
     Timeout,
     /// The uploader has stopped.
     #[error("the uploader has stopped")]
     Stopped,
+    /// A configuration error: nothing can be delivered until a person fixes it (a refused token,
+    /// a wrong path, an unusable CA file). Answered at once, by every kind of flush.
+    #[error("configuration error: {0}")]
+    Misconfigured(String),
+    /// Only from the flushes at exit: nothing was in flight and no collector could be reached
+    /// (refused, not resolved, timed out); the entries go at the next start or with a sidecar.
+    #[error("no collector can be reached now: {0}")]
+    Unreachable(String),
+    /// Only from the flushes at exit: the collector asked to be sent the reports again after this
+    /// long, later than the timeout.
+    #[error("the collector asked to retry in {0:?}, after the timeout")]
+    RetryLater(Duration),
 }
 
 pub(crate) enum Control {
     Wake,
-    Flush { deadline: Instant, crashes_only: bool, reply: mpsc::Sender<Result<(), FlushError>> },
-    Shutdown { deadline: Instant },
+    Flush {
+        deadline: Instant,
+        scope: machine::Scope,
+        at_exit: bool,
+        reply: mpsc::Sender<Result<(), FlushError>>,
+    },
+    /// Answers until `deadline`; every phase over by `hard`.
+    Shutdown {
+        deadline: Instant,
+        hard: Instant,
+    },
+    /// [`Uploader::finish`]: an exit flush until `deadline`, then at once the shutdown phases
+    /// (answers until `deadline`, over by `hard`), without a round trip through the handle between.
+    Finish {
+        deadline: Instant,
+        hard: Instant,
+    },
 }
 
 /// Live counters shared between the uploader thread and its handle.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Progress {
     pub delivered: AtomicU64,
     pub duplicates: AtomicU64,
+    pub skipped: AtomicU64,
     pub quarantined: AtomicU64,
+    pub deferred: AtomicU64,
     pub connections: AtomicU64,
     pub outstanding: AtomicU64,
     pub connected: AtomicBool,
     pub last_error: Mutex<Option<String>>,
-    /// The shutdown deadline, set by the owner before it sends `Control::Shutdown`, so that a send
-    /// blocked on a stalled connection is bounded by it too.
+    /// The hard end of the shutdown phases, set by the owner before it sends `Control::Shutdown`, so
+    /// that a send blocked on a stalled connection is bounded by it too.
     pub stop_at: Mutex<Option<Instant>>,
+    /// The configuration error that keeps the uploader from delivering, while it lasts.
+    pub misconfigured: tokio::sync::watch::Sender<Option<String>>,
 }
 
 impl Progress {
+    fn new() -> Self {
+        Self {
+            delivered: AtomicU64::new(0),
+            duplicates: AtomicU64::new(0),
+            skipped: AtomicU64::new(0),
+            quarantined: AtomicU64::new(0),
+            deferred: AtomicU64::new(0),
+            connections: AtomicU64::new(0),
+            outstanding: AtomicU64::new(0),
+            connected: AtomicBool::new(false),
+            last_error: Mutex::new(None),
+            stop_at: Mutex::new(None),
+            misconfigured: tokio::sync::watch::Sender::new(None),
+        }
+    }
+
     fn summary(&self, incomplete: bool) -> Summary {
         Summary {
             delivered: self.delivered.load(Ordering::SeqCst),
             duplicates: self.duplicates.load(Ordering::SeqCst),
+            skipped: self.skipped.load(Ordering::SeqCst),
             quarantined: self.quarantined.load(Ordering::SeqCst),
+            deferred: self.deferred.load(Ordering::SeqCst),
             put_back: self.outstanding.load(Ordering::SeqCst),
             connections: self.connections.load(Ordering::SeqCst),
             incomplete,
         }
     }
 }
+
+/// When the worker must be done so that its summary reaches a handle that waits until `hard`: a
+/// little before (at most 20 ms, at most a quarter of the time after `deadline`).
+fn worker_end(deadline: Instant, hard: Instant) -> Instant {
+    let after = hard.saturating_duration_since(deadline);
+    hard - (after / 4).min(Duration::from_millis(20))
+}
+
+/// The part of [`Uploader::finish`]'s limit kept for the shutdown phases after the last answer:
+/// putting back what is unanswered and the close handshake (the rest goes to delivery).
+pub const EXIT_CLOSE: Duration = Duration::from_millis(100);
 
 /// A handle on a running uploader. Dropping it runs [`Uploader::shutdown`] with
 /// [`UploaderConfig::drop_grace`].
@@ -261,6 +367,11 @@ pub struct Uploader {
 
 impl Uploader {
     /// Starts the uploader on its own thread, draining `spool` to the collectors in `config`.
+    ///
+    /// Fails only for what can never work in any form (no URL, a URL that is not `ws://` or
+    /// `wss://`, a token a header cannot carry) and for a thread or runtime that cannot be made. A CA
+    /// file that cannot be read does not fail the start (an application's crash capture must not
+    /// depend on it): it is a configuration error, said once, and nothing is sent.
     pub fn start(spool: Spool, config: UploaderConfig) -> std::io::Result<Self> {
         if config.urls.is_empty() {
             return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "no collector URL given"));
@@ -273,13 +384,16 @@ impl Uploader {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let (control, rx) = tokio::sync::mpsc::unbounded_channel();
         let (done_tx, done) = mpsc::channel();
-        let progress = Arc::new(Progress::default());
+        let progress = Arc::new(Progress::new());
         let drop_grace = config.drop_grace;
         let close_bound = config.close_bound;
-        let watcher = if config.watch { watch::watch_ready(spool.path(), control.clone()) } else { None };
-        let worker = worker::Worker::new(spool, config, rx, progress.clone());
+        // Made on the uploader's thread, not here: setting up a watch waits for the watcher's own
+        // thread, and `init` (on the application's thread) should not.
+        let watch = config.watch.then(|| (spool.path().to_path_buf(), control.clone()));
+        let mut worker = worker::Worker::new(spool, config, rx, progress.clone());
         let thread = std::thread::Builder::new().name("lastword-uploader".into()).spawn(move || {
-            let _watcher = watcher;
+            let _watcher = watch.and_then(|(path, control)| watch::watch_ready(&path, control));
+            worker.prefetch_losses();
             // A panic in the worker unwinds through its claims, which go back to ready/; the handle
             // then reports an incomplete summary.
             let summary = runtime.block_on(worker.run());
@@ -296,29 +410,63 @@ impl Uploader {
         let _ = self.control.send(Control::Wake);
     }
 
-    /// Delivers everything in the spool now, without stopping: returns when the spool has nothing
-    /// ready and nothing in flight, or when `timeout` has passed. Blocks the calling thread (from
-    /// async code, call it in `spawn_blocking`).
+    /// Delivers everything in the spool now, without stopping: returns Ok when the spool has nothing
+    /// left to send (nothing ready, nothing in flight, every delete done), or an error when `timeout`
+    /// has passed ([`FlushError::Timeout`]: it keeps trying until then, through backoffs and
+    /// `retry_later` delays) or a configuration error keeps it from delivering
+    /// ([`FlushError::Misconfigured`], at once). Blocks the calling thread (from async code, call it
+    /// in `spawn_blocking`) for at most `timeout`.
     pub fn flush(&self, timeout: Duration) -> Result<(), FlushError> {
-        self.flush_scope(timeout, false)
+        self.flush_scope(timeout, machine::Scope::All, false)
     }
 
-    /// Like [`Uploader::flush`], but returns as soon as no crash report is waiting or in flight (crash
-    /// reports are sent first). The panic hook uses it to get a crash out before the process goes on.
+    /// Like [`Uploader::flush`], but returns as soon as waiting cannot help: when nothing is in
+    /// flight and no collector can be reached ([`FlushError::Unreachable`]: the last round of
+    /// connection attempts failed, or the next one would come after the timeout), or when the
+    /// collector asked to retry later than the timeout allows ([`FlushError::RetryLater`]; a delay
+    /// that fits is waited for and the reports are sent again). What is not delivered stays in the
+    /// spool for the next start or a sidecar. For the end of a process: an application whose
+    /// collector is down exits without waiting.
+    pub fn flush_at_exit(&self, timeout: Duration) -> Result<(), FlushError> {
+        self.flush_scope(timeout, machine::Scope::All, true)
+    }
+
+    /// Like [`Uploader::flush_at_exit`], but returns as soon as no crash report is waiting or in
+    /// flight (crash reports are sent first). The panic hook uses it to get a crash out before the
+    /// process goes on. Returns by `timeout`.
     pub fn flush_crashes(&self, timeout: Duration) -> Result<(), FlushError> {
-        self.flush_scope(timeout, true)
+        self.flush_scope(timeout, machine::Scope::Crashes, true)
     }
 
-    fn flush_scope(&self, timeout: Duration, crashes_only: bool) -> Result<(), FlushError> {
+    fn flush_scope(&self, timeout: Duration, scope: machine::Scope, at_exit: bool) -> Result<(), FlushError> {
         let deadline = Instant::now() + timeout;
         let (reply, answer) = mpsc::channel();
         self.control
-            .send(Control::Flush { deadline, crashes_only, reply })
+            .send(Control::Flush { deadline, scope, at_exit, reply })
             .map_err(|_| FlushError::Stopped)?;
-        match answer.recv_timeout(timeout + self.close_bound) {
+        // The worker answers by the deadline; this wait is the bound whatever the worker is doing.
+        match answer.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
             Ok(result) => result,
             Err(mpsc::RecvTimeoutError::Timeout) => Err(FlushError::Timeout),
             Err(mpsc::RecvTimeoutError::Disconnected) => Err(FlushError::Stopped),
+        }
+    }
+
+    /// Resolves when the uploader meets a configuration error (a refused token, a wrong path, an
+    /// unusable CA file; see [`FlushError::Misconfigured`]), with its description; pending while
+    /// there is none. For a sidecar that should stop rather than wait for a signal.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: it only watches a value.
+    pub fn misconfigured(&self) -> impl std::future::Future<Output = String> + Send + 'static {
+        let mut watch = self.progress.misconfigured.subscribe();
+        async move {
+            let reason = watch.wait_for(Option::is_some).await.map(|r| r.clone().unwrap_or_default());
+            match reason {
+                Ok(reason) => reason,
+                // The uploader is gone: no error will come.
+                Err(_) => std::future::pending().await,
+            }
         }
     }
 
@@ -337,30 +485,50 @@ impl Uploader {
         self.progress.last_error.lock().ok().and_then(|e| e.clone())
     }
 
-    /// Runs the shutdown phases (see the module doc) and returns what happened. Returns by `grace`
-    /// plus the close bound plus a little, whatever the collector or the network do. Blocks the
-    /// calling thread.
+    /// Runs the shutdown phases (see the module doc) and returns what happened: the answers get
+    /// until `grace`, and the rest (put-backs, deletes, the close handshake) the close bound
+    /// ([`UploaderConfig::close_bound`], 500 ms by default). Returns by `grace` plus the close bound,
+    /// whatever the collector, the network or the disk do (a worker still busy then is left to finish
+    /// by itself, and the summary says `incomplete`). Blocks the calling thread.
     pub fn shutdown(mut self, grace: Duration) -> Summary {
-        self.stop(grace)
+        let deadline = Instant::now() + grace;
+        self.stop(deadline, deadline + self.close_bound)
     }
 
-    fn stop(&mut self, grace: Duration) -> Summary {
-        let deadline = Instant::now() + grace;
+    /// Delivers what it can and shuts down, within `limit` for everything: [`Uploader::flush_at_exit`]
+    /// (no wait when no collector can be reached), then the shutdown phases. Answers are waited for
+    /// until [`EXIT_CLOSE`] before the end of `limit` (or the close bound, or a quarter of `limit`,
+    /// whichever is least); the put-backs and the close take that last part (a live connection
+    /// closes in far less; a stalled one is dropped at the end). What the guard of `lastword::init`
+    /// does at exit.
+    pub fn finish(mut self, limit: Duration) -> Summary {
+        let hard = Instant::now() + limit;
+        let deadline = hard - EXIT_CLOSE.min(self.close_bound).min(limit / 4);
+        let end = worker_end(deadline, hard);
+        self.stop_with(Control::Finish { deadline, hard: end }, hard)
+    }
+
+    fn stop(&mut self, deadline: Instant, hard: Instant) -> Summary {
+        let end = worker_end(deadline, hard);
+        self.stop_with(Control::Shutdown { deadline, hard: end }, hard)
+    }
+
+    /// Sends `control` (a shutdown, or a flush then a shutdown) and waits for the summary until
+    /// `hard`.
+    fn stop_with(&mut self, control: Control, hard: Instant) -> Summary {
         if let Ok(mut stop_at) = self.progress.stop_at.lock() {
-            *stop_at = Some(deadline);
+            *stop_at = Some(hard);
         }
-        let _ = self.control.send(Control::Shutdown { deadline });
-        // The worker returns by the deadline plus the close bound; allow some scheduling slack.
-        let wait = grace + self.close_bound + Duration::from_millis(500);
+        let _ = self.control.send(control);
         let received = match self.done.lock() {
-            Ok(done) => done.recv_timeout(wait),
+            Ok(done) => done.recv_timeout(hard.saturating_duration_since(Instant::now())),
             Err(_) => Err(mpsc::RecvTimeoutError::Disconnected),
         };
         match received {
             Ok(summary) => {
-                if let Some(thread) = self.thread.take() {
-                    let _ = thread.join();
-                }
+                // The phases are over; the thread only tears its runtime down now: not waited for
+                // (at exit, every wake-up of another thread costs time on a loaded machine).
+                self.thread.take();
                 summary
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => {
@@ -379,8 +547,8 @@ impl Uploader {
 impl Drop for Uploader {
     fn drop(&mut self) {
         if self.thread.is_some() {
-            let grace = self.drop_grace;
-            self.stop(grace);
+            let deadline = Instant::now() + self.drop_grace;
+            self.stop(deadline, deadline + self.close_bound);
         }
     }
 }

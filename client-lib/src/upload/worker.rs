@@ -1,98 +1,124 @@
-//! The uploader's thread: connection loop, the session with its window of unanswered reports, and the
-//! shutdown phases.
+//! The uploader's thread: the I/O shell around the state machine of `machine.rs`.
+//!
+//! The shell turns what happens (a control from the handle, a claim or delete task finishing, a
+//! connection attempt ending, messages on the connection, a timer) into [`Event`]s, and carries out
+//! the machine's [`Action`]s in order: spool work on the blocking pool (claims and deletes in the
+//! background, overlapping the sends and answers), sends awaited one after the other, never inside
+//! `select!` (a send is not cancel-safe), each bounded by the answer timeout and the shutdown's hard
+//! end. It decides nothing itself.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::atomic::Ordering;
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
-use std::time::Duration;
 
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use lastword_spool::{Claim, EntryId, Spool};
+use lastword_spool::{Claim, EntryId, Kind, Spool};
 use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::{Instant, sleep_until, timeout};
+use tokio_tungstenite::Connector;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-use super::backoff::Backoff;
-use super::connection::{ConnectError, Connected, Ws, connect};
+use super::connection::{self, ConnectError, Connected, Ws, connect};
+use super::machine::{
+    Action, Event, Failure, FlushRequest, Held, Machine, SendOutcome, Settings, Settle, Verdict, Work,
+};
 use super::{Control, FlushError, Level, Prepared, Progress, Summary, UploaderConfig};
 use crate::protocol::{ClientMessage, Losses, Report, ServerMessage};
 
 type Sink = SplitSink<Ws, Message>;
-/// Deletes of acknowledged entries running on the blocking pool: each id with its outcome.
-type AckTask = tokio::task::JoinHandle<Vec<(EntryId, Result<(), String>)>>;
 type Stream = SplitStream<Ws>;
 
-/// The most entries one claim task takes: a window is filled in chunks of a quarter of it, at most
-/// this many, so that sending starts while the rest of the window is still being read from disk.
-const MAX_CLAIM_CHUNK: usize = 64;
-
-/// How long the session waits before claiming again after the spool failed a claim.
-const CLAIM_RETRY: Duration = Duration::from_secs(1);
-
 /// How many batches of deletes may run in the background at once.
-const MAX_ACK_TASKS: usize = 6;
+const MAX_SETTLE_TASKS: usize = 6;
 
-/// Batches of deletes running in the background, oldest first.
-#[derive(Default)]
-struct AckTasks {
-    tasks: std::collections::VecDeque<AckTask>,
-}
+/// The most messages read in one go, so that their deletes share one disk batch.
+const MAX_READ_BATCH: usize = 1024;
 
-impl AckTasks {
-    /// The oldest batch if it is done, or if `adding` more would make more than [`MAX_ACK_TASKS`].
-    fn pop_front_if_finished_or_full(&mut self, adding: usize) -> Option<AckTask> {
-        let front = self.tasks.front()?;
-        if front.is_finished() || self.tasks.len() + adding > MAX_ACK_TASKS {
-            self.tasks.pop_front()
-        } else {
-            None
-        }
+impl Held for Claim {
+    fn id(&self) -> EntryId {
+        Claim::id(self)
+    }
+
+    fn size(&self) -> usize {
+        self.body().len()
+    }
+
+    fn is_crash(&self) -> bool {
+        self.kind() == Kind::Crash
     }
 }
 
-/// What a claim task took.
+/// What a claim task shares with the shell while it runs, so that a task that outlives its session
+/// can be told to stop and what it holds counted.
 #[derive(Default)]
+struct ClaimProgress {
+    stop: AtomicBool,
+    /// Claims taken so far.
+    taken: AtomicUsize,
+    /// A claim is under way (set before the stop flag is read).
+    busy: AtomicBool,
+}
+
+/// What a claim task took.
 struct Claimed {
     claims: Vec<Claim>,
     /// The spool had no more ready entries (as this handle sees it).
     empty: bool,
-    /// The session's count of reasons to look for work when the task started: an `empty` is stale
-    /// if a wake-up (a new entry, a flush, a rescan) came while the task ran.
-    generation: u64,
+    /// The next entry waiting is a crash report.
+    first_crash: bool,
 }
 
-/// Claims being taken from the spool on the blocking pool. Only one runs at a time, started for at
-/// most the window's free places: its entries count in the window from the moment it starts.
-struct ClaimTask(tokio::task::JoinHandle<Result<Claimed, String>>);
+/// Claims being taken from the spool on the blocking pool (one at a time).
+struct ClaimTask {
+    handle: JoinHandle<Result<Claimed, String>>,
+    progress: Arc<ClaimProgress>,
+}
 
 impl ClaimTask {
-    /// Waits for the task in `slot` and empties the slot; pending forever when there is none (for
-    /// `select!`).
+    /// Waits for the task in `slot` and empties the slot.
     ///
     /// # Cancel safety
     /// Cancel-safe: the slot is emptied in the same poll that takes the result, so if this future is
     /// dropped first the task goes on and is still in the slot.
-    async fn finish(slot: &mut Option<ClaimTask>) -> Result<Claimed, String> {
+    async fn finish(slot: &mut Option<ClaimTask>) -> Event<Claim> {
         let Some(task) = slot.as_mut() else { return std::future::pending().await };
-        let result = (&mut task.0).await.map_err(|e| format!("claim task failed: {e}"));
+        let result = (&mut task.handle).await;
         *slot = None;
-        result.and_then(|r| r)
-    }
-
-    /// Waits for the task until `limit`; the claims it took, or none when it failed (a failed task
-    /// dropped its claims, which put them back) or is still running at `limit` (it goes on by
-    /// itself, and its claims go back to ready/ when it ends: nobody receives them).
-    async fn join(self, limit: Instant) -> Result<Vec<Claim>, String> {
-        match tokio::time::timeout_at(limit, self.0).await {
-            Ok(Ok(Ok(claimed))) => Ok(claimed.claims),
-            Ok(Ok(Err(e))) => Err(e),
-            Ok(Err(e)) => Err(format!("claim task failed: {e}")),
-            Err(_) => Err("the claim task did not end in time; its claims go back when it does".into()),
+        match result {
+            Ok(Ok(Claimed { claims, empty, first_crash })) => Event::Claimed { claims, empty, first_crash },
+            Ok(Err(e)) => Event::ClaimFailed(e),
+            // A failed task dropped its claims, which put them back.
+            Err(e) => Event::ClaimFailed(format!("claim task failed: {e}")),
         }
     }
+}
+
+type SettleResults = Vec<(EntryId, Result<(), String>)>;
+
+/// A connection attempt, with the losses its hello carries.
+type Connecting = Pin<Box<dyn Future<Output = (Result<Connected, ConnectError>, Losses)> + Send>>;
+
+/// An open connection.
+struct Connection {
+    sink: Sink,
+    stream: Stream,
+    max_bytes: usize,
+}
+
+/// What the shell waited for.
+enum Got {
+    Control(Option<Control>),
+    Event(Event<Claim>),
+    Settled(Result<(tokio::task::Id, SettleResults), tokio::task::JoinError>),
+    /// Boxed: an open websocket is large.
+    Connected(Box<(Result<Connected, ConnectError>, Losses)>),
+    Read(Vec<Option<Result<Message, tokio_tungstenite::tungstenite::Error>>>),
 }
 
 pub(crate) struct Worker {
@@ -100,33 +126,22 @@ pub(crate) struct Worker {
     config: UploaderConfig,
     rx: UnboundedReceiver<Control>,
     progress: Arc<Progress>,
-    /// Set by the owner's shutdown: the deadline of the phases.
-    stopping: Option<Instant>,
-    flushes: Vec<Flush>,
-    woken: bool,
-    backoff: Backoff,
-    url_index: usize,
-    pause_until: Option<Instant>,
-    /// Entries claimed by this uploader and neither delivered nor quarantined yet.
-    outstanding: HashSet<EntryId>,
-    last_rescan: Instant,
-    /// Deletes of acknowledged entries running in the background, oldest first.
-    pending_acks: AckTasks,
-}
-
-/// A pending flush request.
-struct Flush {
-    deadline: Instant,
-    crashes_only: bool,
-    reply: mpsc::Sender<Result<(), FlushError>>,
-}
-
-/// How a session ended.
-enum End {
-    /// Idle, or shutting down: a clean close.
-    Clean,
-    /// The connection failed.
-    Failed(String),
+    claiming: Option<ClaimTask>,
+    /// Deletes and quarantines running in the background, and the entries of each.
+    settles: JoinSet<SettleResults>,
+    settling: HashMap<tokio::task::Id, Vec<EntryId>>,
+    connecting: Option<Connecting>,
+    conn: Option<Connection>,
+    /// The connector for `wss://`, made at the first use.
+    tls: Option<Connector>,
+    replies: HashMap<u64, mpsc::Sender<Result<(), FlushError>>>,
+    next_flush: u64,
+    /// [`Control::Finish`]: the flush whose answer starts the shutdown phases, and their deadlines.
+    finish: Option<(u64, std::time::Instant, std::time::Instant)>,
+    /// Claims held by claim tasks that outlived their session: they go back when those tasks end.
+    lingering: u64,
+    /// The losses read before the runtime started, for the first look.
+    prefetched: Option<Losses>,
 }
 
 impl Worker {
@@ -136,531 +151,562 @@ impl Worker {
         rx: UnboundedReceiver<Control>,
         progress: Arc<Progress>,
     ) -> Self {
-        let backoff = Backoff::new(config.backoff_initial, config.backoff_max);
         Self {
             spool,
             config,
             rx,
             progress,
-            stopping: None,
-            flushes: Vec::new(),
-            woken: true,
-            backoff,
-            url_index: 0,
-            pause_until: None,
-            outstanding: HashSet::new(),
-            last_rescan: Instant::now(),
-            pending_acks: AckTasks::default(),
+            claiming: None,
+            settles: JoinSet::new(),
+            settling: HashMap::new(),
+            connecting: None,
+            conn: None,
+            tls: None,
+            replies: HashMap::new(),
+            next_flush: 0,
+            finish: None,
+            lingering: 0,
+            prefetched: None,
         }
     }
 
-    fn diag(&self, level: Level, message: impl FnOnce() -> String) {
-        if let Some(d) = &self.config.diagnostics {
-            d(level, &message());
+    fn settings(&self) -> Settings {
+        let c = &self.config;
+        Settings {
+            urls: c.urls.len(),
+            window: c.window.max(1),
+            window_bytes: c.window_bytes,
+            answer_timeout: c.answer_timeout,
+            keepalive: c.keepalive,
+            rescan_interval: c.rescan_interval,
+            idle_close: c.idle_close,
+            close_bound: c.close_bound,
+            backoff_initial: c.backoff_initial,
+            backoff_max: c.backoff_max,
+            seed: super::backoff::seed(),
+        }
+    }
+
+    fn diag(&self, level: Level, message: &str) {
+        match &self.config.diagnostics {
+            Some(d) => d(level, message),
+            // The one thing the library prints: nobody else would learn that nothing can be sent.
+            None if level == Level::Error => eprintln!("lastword: {message}"),
+            None => {}
         }
     }
 
     fn record_error(&self, message: String) {
-        self.diag(Level::Warn, || message.clone());
+        self.diag(Level::Warn, &message);
         if let Ok(mut last) = self.progress.last_error.lock() {
             *last = Some(message);
         }
     }
 
-    /// The connection loop. Returns when the owner asked for shutdown (or dropped the handle).
+    /// Runs until the owner asked for shutdown (or dropped the handle) and the phases are over.
     pub async fn run(mut self) -> Summary {
-        while self.stopping.is_none() {
-            self.expire_flushes();
-            if !self.has_work().await {
-                self.answer_flushes(Ok(()));
-                self.wait_idle(None).await;
-                continue;
-            }
-            if let Some(until) = self.pause_until {
-                if Instant::now() < until {
-                    self.wait_idle(Some(until)).await;
+        let (mut machine, first) = Machine::new(self.settings(), std::time::Instant::now());
+        let mut queue: VecDeque<Action<Claim>> = first.into();
+        if let Some(path) = &self.config.ca_file
+            && let Err(e) = connection::check_ca_file(path)
+        {
+            queue
+                .extend(machine.handle(Event::Broken(format!("the CA file {e}")), std::time::Instant::now()));
+        }
+        loop {
+            while let Some(action) = queue.pop_front() {
+                // Once the phases are over, looks and new work decided before are moot (their
+                // answers would be ignored); what settles or gives back claims still runs.
+                if machine.is_stopped()
+                    && matches!(action, Action::Check { .. } | Action::Connect { .. } | Action::Claim { .. })
+                {
                     continue;
                 }
-                self.pause_until = None;
-            }
-            let url = self.config.urls[self.url_index % self.config.urls.len()].clone();
-            let losses = self.losses().await;
-            let config = self.config.clone();
-            let connected = tokio::select! {
-                biased;
-                // Shutdown during a connection attempt: nothing is claimed yet, just stop.
-                stop = self.next_shutdown() => { self.stopping = Some(stop); break; }
-                c = timeout(config.connect_timeout, connect(&url, &config, losses)) => c,
-            };
-            match connected {
-                Ok(Ok(conn)) => {
-                    self.progress.connections.fetch_add(1, Ordering::SeqCst);
-                    self.progress.connected.store(true, Ordering::SeqCst);
-                    self.diag(Level::Info, || format!("connected to {url}"));
-                    let delivered_before = self.progress.delivered.load(Ordering::SeqCst);
-                    let end = self.session(conn).await;
-                    self.progress.connected.store(false, Ordering::SeqCst);
-                    let progressed = self.progress.delivered.load(Ordering::SeqCst) > delivered_before;
-                    if progressed {
-                        self.backoff.reset();
-                    }
-                    if let End::Failed(reason) = end {
-                        self.record_error(format!("connection to {url} lost: {reason}"));
-                        self.url_index += 1;
-                        if !progressed {
-                            self.pause_until = Some(Instant::now() + self.backoff.next_wait());
-                        }
-                    }
+                for event in self.execute(action).await {
+                    queue.extend(machine.handle(event, std::time::Instant::now()));
                 }
-                Ok(Err(e)) => {
-                    let retry_after = match &e {
-                        ConnectError::Busy { retry_after, .. } => *retry_after,
-                        _ => None,
-                    };
-                    self.connect_failed(e.to_string(), retry_after);
-                }
-                Err(_) => self.connect_failed(format!("timed out connecting to {url}"), None),
+            }
+            self.publish(&machine);
+            if machine.is_stopped() {
+                break;
+            }
+            let wake_at = Instant::from_std(machine.next_wake(std::time::Instant::now()));
+            for event in self.next_events(wake_at).await {
+                queue.extend(machine.handle(event, std::time::Instant::now()));
             }
         }
-        self.answer_flushes(Err(FlushError::Stopped));
-        self.forget_delivered_by_others().await;
-        self.diag(Level::Info, || "uploader stopped".into());
-        self.progress.outstanding.store(self.outstanding.len() as u64, Ordering::SeqCst);
-        self.progress.summary(false)
-    }
-
-    /// Entries this uploader put back (a lost connection) may have been delivered since by another
-    /// agent on the same spool. Only those still waiting in the spool count as put back.
-    async fn forget_delivered_by_others(&mut self) {
-        if self.outstanding.is_empty() {
-            return;
-        }
-        let view = self.spool.view();
-        let listed = tokio::task::spawn_blocking(move || view.list()).await;
-        if let Ok(Ok(listed)) = listed {
-            let waiting: HashSet<EntryId> = listed
-                .into_iter()
-                .filter(|e| {
-                    matches!(e.state, lastword_spool::EntryState::Ready | lastword_spool::EntryState::Claimed)
-                })
-                .filter_map(|e| e.id)
-                .collect();
-            self.outstanding.retain(|id| waiting.contains(id));
+        // Deletes still running go on by themselves; their entries count as put back unless they are
+        // gone from the spool by the summary.
+        self.settles.detach_all();
+        let mut outstanding = machine.outstanding().clone();
+        let mut deferred = machine.deferred().clone();
+        self.forget_delivered_by_others(&mut outstanding, &mut deferred).await;
+        let counts = machine.counts();
+        self.progress.outstanding.store(outstanding.len() as u64 + self.lingering, Ordering::SeqCst);
+        self.progress.deferred.store(deferred.len() as u64, Ordering::SeqCst);
+        Summary {
+            delivered: counts.delivered,
+            duplicates: counts.duplicates,
+            skipped: counts.skipped,
+            quarantined: counts.quarantined,
+            deferred: deferred.len() as u64,
+            put_back: outstanding.len() as u64 + self.lingering,
+            connections: counts.connections,
+            incomplete: false,
         }
     }
 
-    fn connect_failed(&mut self, reason: String, retry_after: Option<Duration>) {
-        self.record_error(reason);
-        self.url_index += 1;
-        // Fail over to the next URL at once; after a whole round of failures, back off.
-        if self.url_index % self.config.urls.len() == 0 {
-            let wait = self.backoff.next_wait().max(retry_after.unwrap_or_default());
-            self.pause_until = Some(Instant::now() + wait);
-        }
-    }
-
-    /// Waits for the next shutdown request, handling other controls meanwhile.
-    async fn next_shutdown(&mut self) -> Instant {
-        loop {
-            match self.rx.recv().await {
-                Some(Control::Shutdown { deadline }) => return Instant::from_std(deadline),
-                Some(other) => self.control(other),
-                None => return Instant::now(),
+    /// Makes what the machine knows visible to the handle.
+    fn publish(&self, machine: &Machine<Claim>) {
+        let counts = machine.counts();
+        let p = &self.progress;
+        p.delivered.store(counts.delivered, Ordering::SeqCst);
+        p.duplicates.store(counts.duplicates, Ordering::SeqCst);
+        p.skipped.store(counts.skipped, Ordering::SeqCst);
+        p.quarantined.store(counts.quarantined, Ordering::SeqCst);
+        p.connections.store(counts.connections, Ordering::SeqCst);
+        p.outstanding.store(machine.outstanding().len() as u64 + self.lingering, Ordering::SeqCst);
+        p.deferred.store(machine.deferred().len() as u64, Ordering::SeqCst);
+        p.connected.store(machine.is_connected(), Ordering::SeqCst);
+        let now = machine.misconfigured().map(str::to_owned);
+        p.misconfigured.send_if_modified(|v| {
+            let changed = *v != now;
+            if changed {
+                v.clone_from(&now);
             }
+            changed
+        });
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Waiting for what happens next
+    // -----------------------------------------------------------------------------------------
+
+    async fn next_events(&mut self, wake_at: Instant) -> Vec<Event<Claim>> {
+        let Self { rx, claiming, settles, connecting, conn, .. } = self;
+        let got = tokio::select! {
+            c = rx.recv() => Got::Control(c),
+            e = ClaimTask::finish(claiming), if claiming.is_some() => Got::Event(e),
+            Some(r) = settles.join_next_with_id(), if !settles.is_empty() => Got::Settled(r),
+            (r, losses) = async { connecting.as_mut().expect("guarded by the condition").await },
+                if connecting.is_some() => Got::Connected(Box::new((r, losses))),
+            batch = read_batch(conn.as_mut().map(|c| &mut c.stream)), if conn.is_some() => Got::Read(batch),
+            () = sleep_until(wake_at) => Got::Event(Event::Tick),
+        };
+        match got {
+            Got::Control(c) => vec![self.control(c)],
+            Got::Event(e) => vec![e],
+            Got::Settled(r) => vec![self.settled(r)],
+            Got::Connected(connected) => {
+                let (r, losses) = *connected;
+                self.connecting = None;
+                vec![self.connected(r, losses)]
+            }
+            Got::Read(batch) => self.read(batch).await,
         }
     }
 
-    fn control(&mut self, control: Control) {
+    fn control(&mut self, control: Option<Control>) -> Event<Claim> {
         match control {
-            Control::Wake => self.woken = true,
-            Control::Flush { deadline, crashes_only, reply } => {
-                self.woken = true;
-                self.flushes.push(Flush { deadline: Instant::from_std(deadline), crashes_only, reply });
+            Some(Control::Wake) => Event::Wake,
+            Some(Control::Flush { deadline, scope, at_exit, reply }) => {
+                let id = self.next_flush;
+                self.next_flush += 1;
+                self.replies.insert(id, reply);
+                Event::Flush(FlushRequest { id, deadline, scope, at_exit })
             }
-            Control::Shutdown { deadline } => {
-                let deadline = Instant::from_std(deadline);
-                self.stopping = Some(self.stopping.map_or(deadline, |d| d.min(deadline)));
+            Some(Control::Shutdown { deadline, hard }) => Event::Shutdown { deadline, hard },
+            Some(Control::Finish { deadline, hard }) => {
+                let id = self.next_flush;
+                self.next_flush += 1;
+                self.finish = Some((id, deadline, hard));
+                Event::Flush(FlushRequest { id, deadline, scope: super::machine::Scope::All, at_exit: true })
             }
-        }
-    }
-
-    fn on_control(&mut self, control: Option<Control>) {
-        match control {
-            Some(c) => self.control(c),
             // The handle is gone without a shutdown: stop now.
-            None => self.stopping = Some(Instant::now()),
-        }
-    }
-
-    /// Idle: wait for a control message, the rescan interval, a flush deadline or `until`.
-    async fn wait_idle(&mut self, until: Option<Instant>) {
-        let mut wake_at = self.last_rescan + self.config.rescan_interval;
-        if let Some(u) = until {
-            wake_at = wake_at.min(u);
-        }
-        for flush in &self.flushes {
-            wake_at = wake_at.min(flush.deadline);
-        }
-        tokio::select! {
-            c = self.rx.recv() => self.on_control(c),
-            () = sleep_until(wake_at) => {}
-        }
-    }
-
-    fn expire_flushes(&mut self) {
-        let now = Instant::now();
-        self.flushes.retain(|flush| {
-            if flush.deadline <= now {
-                let _ = flush.reply.send(Err(FlushError::Timeout));
-                false
-            } else {
-                true
+            None => {
+                let now = std::time::Instant::now();
+                Event::Shutdown { deadline: now, hard: now + self.config.close_bound }
             }
-        });
-    }
-
-    fn answer_flushes(&mut self, result: Result<(), FlushError>) {
-        for flush in self.flushes.drain(..) {
-            let _ = flush.reply.send(result.clone());
         }
     }
 
-    /// Answers the crashes-only flushes once no crash report waits in `ready/` or is in flight.
-    fn answer_crash_flushes(&mut self, in_flight: &HashMap<EntryId, Claim>) {
-        if !self.flushes.iter().any(|f| f.crashes_only) {
-            return;
-        }
-        let crash_in_flight = in_flight.values().any(|c| c.kind() == lastword_spool::Kind::Crash);
-        if crash_in_flight || self.spool.first_ready_kind() == Some(lastword_spool::Kind::Crash) {
-            return;
-        }
-        self.flushes.retain(|f| {
-            if f.crashes_only {
-                let _ = f.reply.send(Ok(()));
-            }
-            !f.crashes_only
-        });
-    }
-
-    /// Whether `ready/` has entries, rescanning when woken or when the safety-net interval passed.
-    async fn has_work(&mut self) -> bool {
-        let force = self.woken || self.last_rescan.elapsed() >= self.config.rescan_interval;
-        self.woken = false;
-        if force {
-            self.last_rescan = Instant::now();
-        }
-        let spool = self.spool.clone();
-        let result = tokio::task::spawn_blocking(move || {
-            if force {
-                spool.rescan()?;
-            }
-            Ok::<_, lastword_spool::SpoolError>(spool.ready_count())
-        })
-        .await;
+    fn settled(
+        &mut self,
+        result: Result<(tokio::task::Id, SettleResults), tokio::task::JoinError>,
+    ) -> Event<Claim> {
         match result {
-            Ok(Ok(n)) => n > 0,
-            Ok(Err(e)) => {
-                self.record_error(format!("spool: {e}"));
-                false
+            Ok((id, results)) => {
+                self.settling.remove(&id);
+                Event::Settled(results)
             }
             Err(e) => {
-                self.record_error(format!("spool task failed: {e}"));
-                false
+                // The claims of a failed task were dropped with it: back in ready/, still outstanding.
+                let ids = self.settling.remove(&e.id()).unwrap_or_default();
+                let why = format!("settle task failed: {e}");
+                Event::Settled(ids.into_iter().map(|id| (id, Err(why.clone()))).collect())
             }
         }
     }
 
-    async fn losses(&self) -> Losses {
-        let view = self.spool.view();
-        let (evicted, quarantined) = tokio::task::spawn_blocking(move || {
-            (view.evicted().unwrap_or(0), view.quarantined_count().unwrap_or(0))
-        })
-        .await
-        .unwrap_or((0, 0));
-        Losses {
-            logs_dropped: self.config.losses.logs_dropped.load(Ordering::Relaxed),
-            evicted,
-            quarantined,
-            crash_loop_suppressed: self.config.losses.crash_loop_suppressed.load(Ordering::Relaxed),
+    fn connected(&mut self, result: Result<Connected, ConnectError>, losses: Losses) -> Event<Claim> {
+        match result {
+            Ok(Connected { ws, welcome }) => {
+                let (sink, stream) = ws.split();
+                let max_bytes = usize::try_from(welcome.max_message_bytes).unwrap_or(usize::MAX);
+                self.conn = Some(Connection { sink, stream, max_bytes });
+                let max_in_flight = usize::try_from(welcome.max_in_flight).unwrap_or(usize::MAX);
+                Event::Connected { max_in_flight, losses }
+            }
+            Err(e) => {
+                let failure = match &e {
+                    e if e.is_configuration_error() => Failure::Config,
+                    ConnectError::Busy { retry_after, .. } => Failure::Busy(*retry_after),
+                    _ => Failure::Unreachable,
+                };
+                Event::ConnectFailed { failure, reason: e.to_string() }
+            }
         }
     }
 
-    /// One connection: keep up to `window` reports claimed and unanswered, ack on answers, until idle,
-    /// failure or shutdown; then put back what is unanswered and close.
-    ///
-    /// Claims, sends, answers and deletes overlap: the next claims are read from the disk (on the
-    /// blocking pool) while earlier reports wait for their answers, and acknowledged entries are
-    /// deleted in the background. A claim task counts its entries in the window from the moment it
-    /// starts, so this uploader never holds more than `window` claims.
-    async fn session(&mut self, conn: Connected) -> End {
-        let Connected { ws, welcome } = conn;
-        let (mut sink, mut stream) = ws.split();
-        let window = self.config.window.min(welcome.max_in_flight as usize).max(1);
-        let max_bytes = usize::try_from(welcome.max_message_bytes).unwrap_or(usize::MAX);
-        let mut in_flight: HashMap<EntryId, Claim> = HashMap::new();
-        let mut claiming: Option<ClaimTask> = None;
-        let mut last_recv = Instant::now();
-        let mut last_send = Instant::now();
-        let mut last_work = Instant::now();
-        let mut exhausted = false;
-        // Bumped at every reason to look for work again (see `Claimed::generation`).
-        let mut generation = 0u64;
-        let end = loop {
-            self.expire_flushes();
-            let now = Instant::now();
-            let paused = self.pause_until.is_some_and(|p| now < p);
-            if let Some(deadline) = self.stopping {
-                // Phase 1: claim nothing more; what a claim task took goes back unsent.
-                if let Some(task) = claiming.take() {
-                    self.join_and_put_back(task, deadline + self.config.close_bound).await;
+    /// Turns messages read from the connection into events.
+    async fn read(
+        &mut self,
+        batch: Vec<Option<Result<Message, tokio_tungstenite::tungstenite::Error>>>,
+    ) -> Vec<Event<Claim>> {
+        let mut answers = Vec::new();
+        let mut ended = None;
+        let mut pong = false;
+        for m in batch {
+            match m {
+                Some(Ok(Message::Text(text))) => match serde_json::from_str::<ServerMessage>(text.as_str()) {
+                    Ok(answer) => answers.extend(verdict(answer)),
+                    Err(e) => ended = Some(format!("unreadable answer: {e}")),
+                },
+                // The pong is queued by tungstenite and leaves only on a flush.
+                Some(Ok(Message::Ping(_))) => pong = true,
+                Some(Ok(Message::Pong(_))) => {}
+                Some(Ok(Message::Close(frame))) => {
+                    ended = Some(format!("the collector closed the connection: {frame:?}"));
                 }
-                // Phase 2: wait for answers until the deadline.
-                if in_flight.is_empty() || now >= deadline {
-                    break End::Clean;
-                }
-            } else if claiming.is_none() && !exhausted && !paused && in_flight.len() < window {
-                let held: usize = in_flight.values().map(|c| c.body().len()).sum();
-                if held < self.config.window_bytes || in_flight.is_empty() {
-                    // In chunks, so that the first reports leave while the next ones are read.
-                    let chunk = (window / 4).clamp(1, MAX_CLAIM_CHUNK);
-                    let bytes = self.config.window_bytes.saturating_sub(held);
-                    let want = (window - in_flight.len()).min(chunk);
-                    claiming = Some(self.start_claims(want, bytes, generation));
-                }
+                Some(Ok(other)) => ended = Some(format!("unexpected message {other:?}")),
+                Some(Err(e)) => ended = Some(e.to_string()),
+                None => ended = Some("connection closed".into()),
             }
-            if in_flight.is_empty() && claiming.is_none() && exhausted && self.stopping.is_none() {
-                self.settle_acks().await;
-                self.answer_flushes(Ok(()));
-                if now >= last_work + self.config.idle_close {
-                    break End::Clean;
-                }
+            if ended.is_some() {
+                break;
             }
-            let wake_at = self.session_timer(&in_flight, exhausted, last_send, last_recv, last_work);
-            let mut acks = Vec::new();
-            let mut failure = None;
-            tokio::select! {
-                c = self.rx.recv() => {
-                    self.on_control(c);
-                    exhausted = false;
-                    generation += 1;
-                }
-                claimed = ClaimTask::finish(&mut claiming) => {
-                    match claimed {
-                        // A retry_later came while the task ran: these wait in ready/ too.
-                        Ok(Claimed { claims, .. }) if self.pause_until.is_some_and(|p| Instant::now() < p) => {
-                            self.put_back(claims).await;
-                        }
-                        Ok(Claimed { claims, empty, generation: started }) => {
-                            exhausted = empty && started == generation;
-                            if let Err(reason) = self.send_claims(&mut sink, &mut in_flight, claims, max_bytes).await {
-                                failure = Some(reason);
-                            }
-                            last_send = Instant::now();
-                            last_work = last_send;
-                        }
-                        Err(e) => {
-                            // Not "the spool is empty": a flush must not be answered by it. Try
-                            // again after a pause; a flush meanwhile waits, and times out if it lasts.
-                            self.record_error(e);
-                            self.pause_until = Some(Instant::now() + CLAIM_RETRY);
-                        }
-                    }
-                }
-                first = stream.next() => {
-                    last_recv = Instant::now();
-                    // Take every message already received, so that their acks share one disk batch.
-                    let mut batch = vec![first];
-                    while batch.len() < 1024 {
-                        match futures_util::FutureExt::now_or_never(stream.next()) {
-                            Some(m) => batch.push(m),
-                            None => break,
-                        }
-                    }
-                    let mut flush = false;
-                    for m in batch {
-                        match m {
-                            Some(Ok(Message::Text(text))) => match serde_json::from_str::<ServerMessage>(text.as_str()) {
-                                Ok(answer) => acks.extend(self.answer(answer, &mut in_flight)),
-                                Err(e) => failure = Some(format!("unreadable answer: {e}")),
-                            },
-                            // The pong is queued by tungstenite and leaves only on a flush.
-                            Some(Ok(Message::Ping(_))) => flush = true,
-                            Some(Ok(Message::Pong(_))) => {}
-                            Some(Ok(Message::Close(frame))) => {
-                                failure = Some(format!("the collector closed the connection: {frame:?}"));
-                            }
-                            Some(Ok(other)) => failure = Some(format!("unexpected message {other:?}")),
-                            Some(Err(e)) => failure = Some(e.to_string()),
-                            None => failure = Some("connection closed".into()),
-                        }
-                        if failure.is_some() {
-                            break;
-                        }
-                    }
-                    if flush && failure.is_none() {
-                        let limit = self.send_limit().min(Instant::now() + self.config.close_bound);
-                        let _ = tokio::time::timeout_at(limit, sink.flush()).await;
-                    }
-                }
-                () = sleep_until(wake_at) => {
-                    let now = Instant::now();
-                    if !in_flight.is_empty() && now >= last_recv + self.config.answer_timeout {
-                        failure = Some(format!("no answer for {:?}", self.config.answer_timeout));
-                    } else if self.stopping.is_none() && now >= last_send + self.config.keepalive {
-                        let ping = timeout(self.config.close_bound, sink.send(Message::Ping(Default::default())));
-                        if !matches!(ping.await, Ok(Ok(()))) {
-                            failure = Some("keepalive ping failed".into());
-                        }
-                        last_send = now;
-                    }
-                    if now >= self.last_rescan + self.config.rescan_interval {
-                        self.last_rescan = now;
-                        exhausted = false;
-                        generation += 1;
-                    }
-                }
-            }
-            if !acks.is_empty() {
-                self.ack_batch(acks).await;
-                last_work = Instant::now();
-            }
-            if claiming.is_none() {
-                self.answer_crash_flushes(&in_flight);
-            }
-            if let Some(reason) = failure {
-                break End::Failed(reason);
-            }
-        };
-        if let Some(task) = claiming.take() {
+        }
+        if pong
+            && ended.is_none()
+            && let Some(conn) = self.conn.as_mut()
+        {
             let limit =
-                self.stopping.map_or(Instant::now() + self.config.answer_timeout, |d| d.max(Instant::now()))
-                    + self.config.close_bound;
-            self.join_and_put_back(task, limit).await;
+                send_limit(&self.progress, &self.config).min(Instant::now() + self.config.close_bound);
+            let _ = tokio::time::timeout_at(limit, conn.sink.flush()).await;
         }
-        self.close(sink, stream, in_flight, end).await
+        let mut events = vec![Event::Received(answers)];
+        if let Some(reason) = ended {
+            events.push(Event::StreamEnded(reason));
+        }
+        events
     }
 
-    /// How long a send may block: the answer timeout, and never past the owner's shutdown deadline
-    /// plus the close bound (the owner may have asked while this task was blocked in the send).
-    fn send_limit(&self) -> Instant {
-        let mut limit = Instant::now() + self.config.answer_timeout;
-        let stop_at = self.progress.stop_at.lock().ok().and_then(|s| *s);
-        if let Some(deadline) = stop_at.map(Instant::from_std).or(self.stopping) {
-            limit = limit.min(deadline + self.config.close_bound);
+    // -----------------------------------------------------------------------------------------
+    // Carrying out actions
+    // -----------------------------------------------------------------------------------------
+
+    /// Carries out one action; returns the events it produced at once.
+    async fn execute(&mut self, action: Action<Claim>) -> Vec<Event<Claim>> {
+        match action {
+            Action::Check { rescan } => vec![self.check(rescan).await],
+            Action::Connect { url, losses } => self.start_connect(url, losses).into_iter().collect(),
+            Action::Claim { want, bytes } => {
+                self.claiming = Some(self.start_claims(want, bytes));
+                Vec::new()
+            }
+            Action::Send(claims) => vec![Event::Sent(self.send_claims(claims).await)],
+            Action::Settle(settles) => self.settle(settles).await,
+            Action::PutBack(claims) => {
+                self.put_back(claims).await;
+                Vec::new()
+            }
+            Action::Ping => {
+                let Some(conn) = self.conn.as_mut() else { return Vec::new() };
+                let ping =
+                    timeout(self.config.close_bound, conn.sink.send(Message::Ping(Default::default())));
+                if matches!(ping.await, Ok(Ok(()))) {
+                    Vec::new()
+                } else {
+                    vec![Event::StreamEnded("keepalive ping failed".into())]
+                }
+            }
+            Action::Close => {
+                let Some(conn) = self.conn.as_mut() else { return vec![Event::StreamEnded("gone".into())] };
+                let frame = CloseFrame { code: CloseCode::Normal, reason: "".into() };
+                let limit =
+                    send_limit(&self.progress, &self.config).min(Instant::now() + self.config.close_bound);
+                match tokio::time::timeout_at(limit, conn.sink.send(Message::Close(Some(frame)))).await {
+                    // Then read until the peer's close ends the stream (or the machine's bound).
+                    Ok(Ok(())) => Vec::new(),
+                    _ => vec![Event::StreamEnded("the close frame could not be sent".into())],
+                }
+            }
+            Action::Disconnect => {
+                self.conn = None;
+                self.connecting = None;
+                Vec::new()
+            }
+            Action::AbandonClaim => {
+                if let Some(task) = self.claiming.take() {
+                    task.progress.stop.store(true, Ordering::SeqCst);
+                    // A claim under way counts too: it may be taking an entry now.
+                    let busy = u64::from(task.progress.busy.load(Ordering::SeqCst));
+                    let taken = task.progress.taken.load(Ordering::SeqCst) as u64;
+                    self.lingering += taken + busy;
+                    self.record_error(format!(
+                        "a claim task was still running at the deadline; its {} entries go back when it ends",
+                        taken + busy
+                    ));
+                    // Detached: when it ends, nobody receives its claims and they go back to ready/.
+                    drop(task.handle);
+                }
+                Vec::new()
+            }
+            Action::Reply(id, result) => {
+                if let Some(reply) = self.replies.remove(&id) {
+                    let _ = reply.send(result);
+                }
+                match self.finish {
+                    Some((finish, deadline, hard)) if finish == id => {
+                        self.finish = None;
+                        let deadline = deadline.max(std::time::Instant::now()).min(hard);
+                        vec![Event::Shutdown { deadline, hard }]
+                    }
+                    _ => Vec::new(),
+                }
+            }
+            Action::Say(level, message) => {
+                self.diag(level, &message);
+                if level == Level::Error
+                    && let Ok(mut last) = self.progress.last_error.lock()
+                {
+                    *last = Some(message);
+                }
+                Vec::new()
+            }
+            Action::Error(message) => {
+                self.record_error(message);
+                Vec::new()
+            }
+            Action::Stop => Vec::new(),
         }
-        limit
     }
 
-    /// When the session must look at its timers next.
-    fn session_timer(
-        &self,
-        in_flight: &HashMap<EntryId, Claim>,
-        exhausted: bool,
-        last_send: Instant,
-        last_recv: Instant,
-        last_work: Instant,
-    ) -> Instant {
-        let mut wake_at =
-            (self.last_rescan + self.config.rescan_interval).min(last_send + self.config.keepalive);
-        if !in_flight.is_empty() {
-            wake_at = wake_at.min(last_recv + self.config.answer_timeout);
-        } else if exhausted {
-            wake_at = wake_at.min(last_work + self.config.idle_close);
+    /// Whether `ready/` has entries (rescanned first when asked), and the losses to send in hello.
+    async fn check(&mut self, rescan: bool) -> Event<Claim> {
+        let spool = self.spool.clone();
+        let result = if rescan {
+            tokio::task::spawn_blocking(move || {
+                spool.rescan()?;
+                Ok::<_, lastword_spool::SpoolError>((spool.ready_count(), spool.first_ready_kind()))
+            })
+            .await
+        } else {
+            // The handle's index in memory: no disk, no hand-off to the blocking pool.
+            Ok(Ok((spool.ready_count(), spool.first_ready_kind())))
+        };
+        match result {
+            Ok(Ok((ready, first))) => {
+                let losses = self.losses().await;
+                Event::Checked(Ok(Work { ready: ready > 0, first_crash: first == Some(Kind::Crash), losses }))
+            }
+            Ok(Err(e)) => Event::Checked(Err(format!("spool: {e}"))),
+            Err(e) => Event::Checked(Err(format!("spool task failed: {e}"))),
         }
-        if let Some(deadline) = self.stopping {
-            wake_at = wake_at.min(deadline);
+    }
+
+    /// The loss counters to send in hello, read on the blocking pool (or the ones read before the
+    /// runtime started, the first time).
+    async fn losses(&mut self) -> Losses {
+        if let Some(losses) = self.prefetched.take() {
+            return losses;
         }
-        if let Some(p) = self.pause_until.filter(|p| *p > Instant::now()) {
-            wake_at = wake_at.min(p);
-        }
-        for flush in &self.flushes {
-            wake_at = wake_at.min(flush.deadline);
-        }
-        wake_at
+        let view = self.spool.view();
+        let app = self.config.losses.clone();
+        tokio::task::spawn_blocking(move || read_losses(&view, &app)).await.unwrap_or_default()
+    }
+
+    /// Reads the losses for the first look at the spool, on the uploader's thread before its runtime
+    /// starts: the first connection attempt of a short-lived process then needs no blocking-pool
+    /// thread (an exit with the collector down waits for that attempt).
+    pub fn prefetch_losses(&mut self) {
+        self.prefetched = Some(read_losses(&self.spool.view(), &self.config.losses));
+    }
+
+    /// Starts a connection attempt (bounded by the connect timeout); an immediate failure (TLS
+    /// cannot be set up) is returned as its event.
+    fn start_connect(&mut self, index: usize, losses: Losses) -> Option<Event<Claim>> {
+        let url = self.config.urls[index % self.config.urls.len()].clone();
+        let tls = if url.starts_with("wss:") {
+            if self.tls.is_none() {
+                match connection::tls_connector(&self.config) {
+                    Ok(c) => self.tls = Some(c),
+                    Err(reason) => {
+                        let e = ConnectError::Tls { url, reason };
+                        return Some(Event::ConnectFailed {
+                            failure: Failure::Config,
+                            reason: e.to_string(),
+                        });
+                    }
+                }
+            }
+            self.tls.clone()
+        } else {
+            None
+        };
+        let config = self.config.clone();
+        self.diag(Level::Debug, &format!("connecting to {url}"));
+        self.connecting = Some(Box::pin(async move {
+            let result = match timeout(config.connect_timeout, connect(&url, &config, losses, tls)).await {
+                Ok(r) => r,
+                Err(_) => Err(ConnectError::Timeout { url }),
+            };
+            (result, losses)
+        }));
+        None
     }
 
     /// Starts claiming up to `want` entries on the blocking pool, stopping once their bodies reach
-    /// `bytes` (the first is always taken). `generation` is the session's, handed back with the result.
-    fn start_claims(&self, want: usize, bytes: usize, generation: u64) -> ClaimTask {
+    /// `bytes` (the first is always taken), or when told to stop.
+    fn start_claims(&self, want: usize, bytes: usize) -> ClaimTask {
         let spool = self.spool.clone();
+        let progress = Arc::new(ClaimProgress::default());
+        let shared = progress.clone();
         let handle = tokio::task::spawn_blocking(move || {
             let mut claims: Vec<Claim> = Vec::with_capacity(want);
             let mut taken = 0usize;
+            let mut empty = false;
             while claims.len() < want && (claims.is_empty() || taken < bytes) {
-                match spool.claim() {
-                    Ok(Some(c)) => {
-                        taken += c.body().len();
-                        claims.push(c);
+                // Busy before the stop flag is read: whoever sets the flag and then reads `busy`
+                // counts a claim that starts now.
+                shared.busy.store(true, Ordering::SeqCst);
+                if shared.stop.load(Ordering::SeqCst) {
+                    shared.busy.store(false, Ordering::SeqCst);
+                    break;
+                }
+                let claimed = spool.claim();
+                if let Ok(Some(c)) = &claimed {
+                    taken += c.body().len();
+                    shared.taken.fetch_add(1, Ordering::SeqCst);
+                }
+                shared.busy.store(false, Ordering::SeqCst);
+                match claimed {
+                    Ok(Some(c)) => claims.push(c),
+                    Ok(None) => {
+                        empty = true;
+                        break;
                     }
-                    Ok(None) => return Ok(Claimed { claims, empty: true, generation }),
                     Err(e) if claims.is_empty() => return Err(format!("spool: {e}")),
                     // Send what was taken; the next task meets the error again if it lasts.
                     Err(_) => break,
                 }
             }
-            Ok(Claimed { claims, empty: false, generation })
+            let first_crash = spool.first_ready_kind() == Some(Kind::Crash);
+            Ok(Claimed { claims, empty, first_crash })
         });
-        ClaimTask(handle)
+        ClaimTask { handle, progress }
     }
 
-    /// Sends claimed entries with one flush. An error means the connection failed: the claims not
-    /// sent go back to ready/ with their guards; the ones sent wait in `in_flight` to be put back.
-    async fn send_claims(
-        &mut self,
-        sink: &mut Sink,
-        in_flight: &mut HashMap<EntryId, Claim>,
-        claims: Vec<Claim>,
-        max_bytes: usize,
-    ) -> Result<(), String> {
-        let mut result = Ok(());
-        let mut fed = 0usize;
+    /// Encodes and sends claims with one flush. On a failed send the rest are returned unsent.
+    async fn send_claims(&mut self, claims: Vec<Claim>) -> SendOutcome<Claim> {
+        let mut outcome = SendOutcome::default();
+        let limit = send_limit(&self.progress, &self.config);
+        let Some(conn) = self.conn.as_mut() else {
+            outcome.unsent = claims;
+            outcome.error = Some("not connected".into());
+            return outcome;
+        };
         for claim in claims {
-            let id = claim.id();
-            self.outstanding.insert(id);
-            if result.is_err() {
-                continue; // dropped: back to ready/
+            if outcome.error.is_some() {
+                outcome.unsent.push(claim);
+                continue;
             }
-            match self.encode(&claim, max_bytes) {
-                Ok(None) => {
-                    // Deliberately not sent (counted by the hook): settle it like a delivery.
-                    self.ack_batch(vec![claim]).await;
-                }
-                Ok(Some(text)) => {
+            match encode(&self.config, &claim, conn.max_bytes) {
+                Ok(Encoded::Skip(reason)) => outcome.skipped.push((claim, reason)),
+                Err(reason) => outcome.unsendable.push((claim, reason)),
+                Ok(Encoded::Text(text)) => {
                     // Not inside select!: a send is not cancel-safe. Bounded instead: a stalled send
-                    // ends the connection and the claim goes back.
-                    // `feed` queues the frame; one flush below sends the whole batch.
-                    match tokio::time::timeout_at(self.send_limit(), sink.feed(Message::text(text))).await {
-                        Ok(Ok(())) => {
-                            in_flight.insert(id, claim);
-                            fed += 1;
+                    // ends the connection and the claim goes back. `feed` queues the frame; one flush
+                    // below sends the whole batch.
+                    match tokio::time::timeout_at(limit, conn.sink.feed(Message::text(text))).await {
+                        Ok(Ok(())) => outcome.sent.push(claim),
+                        Ok(Err(e)) => {
+                            outcome.error = Some(format!("send failed: {e}"));
+                            outcome.unsent.push(claim);
                         }
-                        Ok(Err(e)) => result = Err(format!("send failed: {e}")),
-                        Err(_) => result = Err("send stalled".to_owned()),
+                        Err(_) => {
+                            outcome.error = Some("send stalled".to_owned());
+                            outcome.unsent.push(claim);
+                        }
                     }
                 }
-                Err(reason) => self.quarantine(claim, reason).await,
             }
         }
-        if result.is_ok() && fed > 0 {
-            match tokio::time::timeout_at(self.send_limit(), sink.flush()).await {
+        if outcome.error.is_none() && !outcome.sent.is_empty() {
+            match tokio::time::timeout_at(limit, conn.sink.flush()).await {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) => result = Err(format!("send failed: {e}")),
-                Err(_) => result = Err("send stalled".to_owned()),
+                Ok(Err(e)) => outcome.error = Some(format!("send failed: {e}")),
+                Err(_) => outcome.error = Some("send stalled".to_owned()),
             }
         }
-        self.progress.outstanding.store(self.outstanding.len() as u64, Ordering::SeqCst);
-        result
+        outcome
     }
 
-    /// Gives claims that were never sent back to ready/: disk work, off the runtime. One that cannot
-    /// be renamed back stays in this session's claimed/ (where the next scan after this process ends
-    /// finds it) and counts as put back, not as delivered.
-    async fn put_back(&mut self, claims: Vec<Claim>) {
+    /// Settles claims in the background, so that the next claims and sends overlap the unlinks; at
+    /// most [`MAX_SETTLE_TASKS`] batches at once (when full, one is waited for, and its results are
+    /// returned). If the process dies before a delete, the entry is sent again and answered
+    /// `duplicate`.
+    async fn settle(&mut self, settles: Vec<(Claim, Settle)>) -> Vec<Event<Claim>> {
+        let mut events = Vec::new();
+        while self.settles.len() + 2 > MAX_SETTLE_TASKS {
+            match self.settles.join_next_with_id().await {
+                Some(r) => events.push(self.settled(r)),
+                None => break,
+            }
+        }
+        // Unlinks of one directory overlap where the file system lets them (freeing the blocks, a
+        // synchronous discard on some mounts, runs outside the directory's lock): two tasks per batch.
+        let mut first = settles;
+        let second = first.split_off(first.len() / 2);
+        for part in [first, second] {
+            if part.is_empty() {
+                continue;
+            }
+            let ids = part.iter().map(|(c, _)| c.id()).collect();
+            let task = self.settles.spawn_blocking(move || {
+                part.into_iter()
+                    .map(|(claim, how)| {
+                        let id = claim.id();
+                        let result = match how {
+                            Settle::Deliver | Settle::Skip(_) => claim.ack(),
+                            Settle::Quarantine(reason) => claim.quarantine(&reason),
+                        };
+                        (id, result.map_err(|e| e.to_string()))
+                    })
+                    .collect()
+            });
+            self.settling.insert(task.id(), ids);
+        }
+        events
+    }
+
+    /// Gives claims back to ready/: disk work, off the runtime. One that cannot be renamed back stays
+    /// in this session's claimed/ (where the next scan after this process ends finds it) and counts
+    /// as put back, not as delivered.
+    async fn put_back(&self, claims: Vec<Claim>) {
         if claims.is_empty() {
             return;
         }
-        let n = claims.len();
-        self.diag(Level::Info, || format!("putting back {n} entries claimed but not sent"));
         let failed = tokio::task::spawn_blocking(move || {
             claims.into_iter().filter_map(|c| c.release().err().map(|e| e.to_string())).collect::<Vec<_>>()
         })
@@ -675,187 +721,112 @@ impl Worker {
         }
     }
 
-    /// Waits (until `limit`) for a claim task that will not be sent, and puts its claims back.
-    async fn join_and_put_back(&mut self, task: ClaimTask, limit: Instant) {
-        match task.join(limit).await {
-            Ok(claims) => self.put_back(claims).await,
-            Err(e) => self.record_error(e),
-        }
-    }
-
-    /// Phases 3 and 4: put back what is unanswered, then close the websocket, bounded.
-    async fn close(
-        &mut self,
-        mut sink: Sink,
-        mut stream: Stream,
-        in_flight: HashMap<EntryId, Claim>,
-        end: End,
-    ) -> End {
-        if !in_flight.is_empty() {
-            let n = in_flight.len();
-            self.diag(Level::Info, || format!("putting back {n} unanswered entries"));
-            let claims: Vec<Claim> = in_flight.into_values().collect();
-            // Dropping a claim renames it back into ready/: disk work, off the runtime thread.
-            let _ = tokio::task::spawn_blocking(move || drop(claims)).await;
-        }
-        match self.stopping {
-            // Shutting down: the deletes get until the deadline plus the close bound. Any still
-            // running then finish by themselves; their entries count as put back unless they are gone
-            // from the spool by the summary (`forget_delivered_by_others`).
-            Some(deadline) => {
-                let limit = deadline.max(Instant::now()) + self.config.close_bound;
-                if tokio::time::timeout_at(limit, self.settle_acks()).await.is_err() {
-                    self.record_error("deletes of delivered entries did not end by the deadline".into());
-                }
-            }
-            None => self.settle_acks().await,
-        }
-        let clean = matches!(end, End::Clean);
-        let _ = timeout(self.config.close_bound, async {
-            if clean {
-                let frame = CloseFrame { code: CloseCode::Normal, reason: "".into() };
-                if sink.send(Message::Close(Some(frame))).await.is_err() {
-                    return;
-                }
-            }
-            // Read until the peer's close arrives and the stream ends, or the bound passes.
-            while let Some(Ok(_)) = stream.next().await {}
-        })
-        .await;
-        end
-    }
-
-    /// Applies one answer; returns the claim to ack for accepted and duplicate.
-    fn answer(&mut self, answer: ServerMessage, in_flight: &mut HashMap<EntryId, Claim>) -> Option<Claim> {
-        let id = answer.answer_id()?;
-        let Some(claim) = in_flight.remove(&id) else {
-            self.diag(Level::Debug, || format!("answer for an id not in flight: {id}"));
-            return None;
-        };
-        match answer {
-            ServerMessage::Accepted { .. } => Some(claim),
-            ServerMessage::Duplicate { .. } => {
-                self.progress.duplicates.fetch_add(1, Ordering::SeqCst);
-                Some(claim)
-            }
-            ServerMessage::Rejected { reason, detail, .. } => {
-                let why = format!("rejected by the collector: {}: {detail}", reason.as_str());
-                self.outstanding.remove(&id);
-                match claim.quarantine(&why) {
-                    Ok(()) => {
-                        self.progress.quarantined.fetch_add(1, Ordering::SeqCst);
-                    }
-                    Err(e) => {
-                        self.outstanding.insert(id);
-                        self.record_error(format!("quarantine {id}: {e}"));
-                    }
-                }
-                None
-            }
-            ServerMessage::RetryLater { delay_ms, .. } => {
-                drop(claim);
-                let until = Instant::now() + Duration::from_millis(delay_ms.min(3_600_000));
-                self.pause_until = Some(self.pause_until.map_or(until, |p| p.max(until)));
-                None
-            }
-            ServerMessage::Welcome(_) => None,
-        }
-    }
-
-    /// Deletes acknowledged entries from the spool in the background, so that the next claims and
-    /// sends overlap the unlinks; at most [`MAX_ACK_TASKS`] batches at once (the oldest is waited for).
-    /// If the process dies before a delete, the entry is sent again and answered `duplicate`.
-    async fn ack_batch(&mut self, claims: Vec<Claim>) {
-        if claims.is_empty() {
+    /// Entries this uploader put back (a lost connection, a `retry_later`) may have been delivered
+    /// since by another agent on the same spool. Only those still waiting in the spool count.
+    async fn forget_delivered_by_others(
+        &self,
+        outstanding: &mut std::collections::HashSet<EntryId>,
+        deferred: &mut std::collections::HashSet<EntryId>,
+    ) {
+        if outstanding.is_empty() && deferred.is_empty() {
             return;
         }
-        while let Some(task) = self.pending_acks.pop_front_if_finished_or_full(2) {
-            self.count_acks(task).await;
-        }
-        // Unlinks of one directory overlap where the file system lets them (freeing the blocks, a
-        // synchronous discard on some mounts, runs outside the directory's lock): two tasks per batch.
-        let mut claims = claims;
-        let half = claims.split_off(claims.len() / 2);
-        for part in [claims, half] {
-            if part.is_empty() {
-                continue;
-            }
-            self.pending_acks.tasks.push_back(tokio::task::spawn_blocking(move || {
-                part.into_iter().map(|c| (c.id(), c.ack().map_err(|e| e.to_string()))).collect::<Vec<_>>()
-            }));
-        }
-        // A flush waits for the deletes: it promises an empty spool, not only stored reports.
-        if !self.flushes.is_empty() {
-            self.settle_acks().await;
+        let view = self.spool.view();
+        let listed = tokio::task::spawn_blocking(move || view.list()).await;
+        if let Ok(Ok(listed)) = listed {
+            let waiting: std::collections::HashSet<EntryId> = listed
+                .into_iter()
+                .filter(|e| {
+                    matches!(e.state, lastword_spool::EntryState::Ready | lastword_spool::EntryState::Claimed)
+                })
+                .filter_map(|e| e.id)
+                .collect();
+            outstanding.retain(|id| waiting.contains(id));
+            deferred.retain(|id| waiting.contains(id));
         }
     }
+}
 
-    /// Waits for every background delete and counts them.
-    async fn settle_acks(&mut self) {
-        while let Some(task) = self.pending_acks.tasks.pop_front() {
-            self.count_acks(task).await;
-        }
+/// The loss counters to send in hello: the application's, and the spool's evictions and quarantined
+/// entries (disk reads: call it off the runtime).
+fn read_losses(view: &lastword_spool::SpoolView, app: &super::LossCounters) -> Losses {
+    Losses {
+        logs_dropped: app.logs_dropped.load(Ordering::Relaxed),
+        evicted: view.evicted().unwrap_or(0),
+        quarantined: view.quarantined_count().unwrap_or(0),
+        crash_loop_suppressed: app.crash_loop_suppressed.load(Ordering::Relaxed),
     }
+}
 
-    /// Waits for one batch of deletes and counts it.
-    async fn count_acks(&mut self, task: AckTask) {
-        let results = match task.await {
-            Ok(results) => results,
-            Err(e) => {
-                // The claims of a failed task were dropped with it: back in ready/, still outstanding.
-                self.record_error(format!("ack task failed: {e}"));
-                Vec::new()
-            }
-        };
-        for (id, result) in results {
-            match result {
-                Ok(()) => {
-                    self.outstanding.remove(&id);
-                    self.progress.delivered.fetch_add(1, Ordering::SeqCst);
-                }
-                Err(e) => self.record_error(format!("ack {id}: {e}")),
-            }
-        }
-        self.progress.outstanding.store(self.outstanding.len() as u64, Ordering::SeqCst);
+/// How long a send may block: the answer timeout, and never past the shutdown's hard end (the owner
+/// may have asked while the shell was blocked in the send).
+fn send_limit(progress: &Progress, config: &UploaderConfig) -> Instant {
+    let mut limit = Instant::now() + config.answer_timeout;
+    if let Some(hard) = progress.stop_at.lock().ok().and_then(|s| *s) {
+        limit = limit.min(Instant::from_std(hard));
     }
+    limit
+}
 
-    /// The report message for a claim; `Ok(None)` when the prepare hook says to skip it.
-    fn encode(&self, claim: &Claim, max_bytes: usize) -> Result<Option<String>, String> {
-        let prepared;
-        let body = match &self.config.prepare {
-            Some(prepare) => match prepare(claim.flags(), claim.body())? {
-                Prepared::Send(body) => {
-                    prepared = body;
-                    prepared.as_slice()
-                }
-                Prepared::Skip(reason) => {
-                    self.diag(Level::Info, || format!("not sending {}: {reason}", claim.id()));
-                    return Ok(None);
-                }
-            },
-            None => claim.body(),
-        };
-        let report =
-            Report::new(claim.id(), claim.kind(), claim.created_millis(), body).map_err(|e| e.to_string())?;
-        let text = ClientMessage::Report(report).to_json();
-        if text.len() > max_bytes {
-            return Err(format!("too large: {} bytes, the collector takes at most {max_bytes}", text.len()));
+/// Reads the next message, then every message already received, so that their deletes share one
+/// disk batch. Pending forever without a stream (for `select!`).
+///
+/// # Cancel safety
+/// Cancel-safe: a message is taken from the stream only in a poll that returns it.
+async fn read_batch(
+    stream: Option<&mut Stream>,
+) -> Vec<Option<Result<Message, tokio_tungstenite::tungstenite::Error>>> {
+    let Some(stream) = stream else { return std::future::pending().await };
+    let mut batch = vec![stream.next().await];
+    while batch.len() < MAX_READ_BATCH && matches!(batch.last(), Some(Some(Ok(_)))) {
+        match futures_util::FutureExt::now_or_never(stream.next()) {
+            Some(m) => batch.push(m),
+            None => break,
         }
-        Ok(Some(text))
     }
+    batch
+}
 
-    async fn quarantine(&mut self, claim: Claim, reason: String) {
-        let id = claim.id();
-        let result =
-            tokio::task::spawn_blocking(move || claim.quarantine(&reason).map_err(|e| e.to_string()))
-                .await
-                .unwrap_or_else(|e| Err(e.to_string()));
-        match result {
-            Ok(()) => {
-                self.outstanding.remove(&id);
-                self.progress.quarantined.fetch_add(1, Ordering::SeqCst);
-            }
-            Err(e) => self.record_error(format!("quarantine {id}: {e}")),
+/// The machine's view of an answer (`None` for a welcome).
+fn verdict(answer: ServerMessage) -> Option<(EntryId, Verdict)> {
+    match answer {
+        ServerMessage::Accepted { id } => Some((id, Verdict::Accepted)),
+        ServerMessage::Duplicate { id } => Some((id, Verdict::Duplicate)),
+        ServerMessage::Rejected { id, reason, detail } => {
+            Some((id, Verdict::Rejected(format!("{}: {detail}", reason.as_str()))))
         }
+        ServerMessage::RetryLater { id, delay_ms } => {
+            Some((id, Verdict::RetryLater(std::time::Duration::from_millis(delay_ms))))
+        }
+        ServerMessage::Welcome(_) => None,
     }
+}
+
+/// A claim made ready for the wire.
+enum Encoded {
+    Text(String),
+    /// The prepare hook decided not to send it (counted), for this reason.
+    Skip(String),
+}
+
+/// The report message for a claim; `Err` when it cannot be sent (it is quarantined with the reason).
+fn encode(config: &UploaderConfig, claim: &Claim, max_bytes: usize) -> Result<Encoded, String> {
+    let prepared;
+    let body = match &config.prepare {
+        Some(prepare) => match prepare(claim.flags(), claim.body())? {
+            Prepared::Send(body) => {
+                prepared = body;
+                prepared.as_slice()
+            }
+            Prepared::Skip(reason) => return Ok(Encoded::Skip(reason)),
+        },
+        None => claim.body(),
+    };
+    let report =
+        Report::new(claim.id(), claim.kind(), claim.created_millis(), body).map_err(|e| e.to_string())?;
+    let text = ClientMessage::Report(report).to_json();
+    if text.len() > max_bytes {
+        return Err(format!("too large: {} bytes, the collector takes at most {max_bytes}", text.len()));
+    }
+    Ok(Encoded::Text(text))
 }
