@@ -1,7 +1,7 @@
 //! Sessions: one per open spool handle, alive while its owner holds an OS lock, and the recovery of
 //! dead sessions' claims and writes (FORMAT.md, "Sessions and liveness").
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 use std::fs::{self, File};
 use std::io;
@@ -75,6 +75,8 @@ pub struct Recovered {
     pub quarantined: u64,
     /// Empty (unused) signal slots removed.
     pub removed_slots: u64,
+    /// Partial rewrites of a claimed entry removed (the claimed entry was put back as it was).
+    pub unfinished_rewrites: u64,
 }
 
 /// Finds every session other than `own` whose owner is dead, and gives back what it held.
@@ -120,58 +122,94 @@ fn layout_dir_is_dir(path: &Path) -> bool {
     fs::symlink_metadata(path).is_ok_and(|m| m.is_dir())
 }
 
-/// Moves a session's claims back to ready and settles its unfinished writes. The caller holds the
+/// Settles a session's unfinished writes, then moves its claims back to ready. The caller holds the
 /// session's lock (or the session is its own).
+///
+/// An unfinished write that has the id of one of the session's claims is a rewrite of that claim
+/// ([`crate::Claim::rewrite`]): complete, it replaces the claimed entry; partial, it is dropped and
+/// the claimed entry stands.
 fn recover_session(layout: &Layout, sid: &str, report: &mut Recovered) -> Result<()> {
     let claimed = layout.claimed.join(sid);
+    let mut claims: BTreeMap<EntryId, OsString> = BTreeMap::new();
+    // Files under names that do not parse go back too (and are quarantined from ready/).
+    let mut others = Vec::new();
     for name in names_in(&claimed)? {
+        match name.to_str().and_then(EntryName::parse) {
+            Some(entry) => {
+                claims.insert(entry.id(), name);
+            }
+            None => others.push(name),
+        }
+    }
+    let writing = layout.writing.join(sid);
+    let mut rescued_any = false;
+    match fs::read_dir(&writing) {
+        Ok(items) => {
+            for item in items {
+                let item = item.map_err(|e| SpoolError::io("read directory", &writing, e))?;
+                let path = item.path();
+                let bytes = match fs::read(&path) {
+                    Ok(b) => b,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(SpoolError::io("read", &path, e)),
+                };
+                if bytes.is_empty() {
+                    fsio::unlink(&path).map_err(|e| SpoolError::io("remove", &path, e))?;
+                    report.removed_slots += 1;
+                    continue;
+                }
+                let file_name = item.file_name();
+                match entry::decode(&bytes, None) {
+                    Ok((header, _)) => {
+                        if let Some(old) = claims.remove(&header.id) {
+                            // The rewrite was complete: it replaces the claimed entry.
+                            let old = claimed.join(old);
+                            match fsio::unlink(&old) {
+                                Ok(()) => {}
+                                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                                Err(e) => return Err(SpoolError::io("remove", &old, e)),
+                            }
+                        }
+                        let name = EntryName::new(header.kind, header.id, bytes.len() as u64);
+                        let target = layout.ready.join(name.to_string());
+                        fsio::rename(&path, &target).map_err(|e| SpoolError::io("rescue", &path, e))?;
+                        report.rescued += 1;
+                        rescued_any = true;
+                    }
+                    Err(_)
+                        if file_name
+                            .to_str()
+                            .and_then(EntryName::parse)
+                            .is_some_and(|n| claims.contains_key(&n.id())) =>
+                    {
+                        // An unfinished rewrite of a claim that is still whole.
+                        fsio::unlink(&path).map_err(|e| SpoolError::io("remove", &path, e))?;
+                        report.unfinished_rewrites += 1;
+                    }
+                    Err(reason) => {
+                        let why = format!("{}: {reason}", CorruptReason::PartialWrite);
+                        // A signal slot's file is named `.slot-<id>`, and listings skip names starting
+                        // with `.`: quarantine it without the dot, or it would be invisible to ls, stats
+                        // and purge.
+                        let visible = match file_name.to_string_lossy().trim_start_matches('.') {
+                            "" => file_name.clone(),
+                            name => OsString::from(name),
+                        };
+                        if quarantine(layout, &path, &visible, &why)? {
+                            report.quarantined += 1;
+                        }
+                    }
+                }
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(SpoolError::io("read directory", &writing, e)),
+    }
+    for name in claims.into_values().chain(others) {
         match fsio::rename(&claimed.join(&name), &layout.ready.join(&name)) {
             Ok(()) => report.released += 1,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(SpoolError::io("release", claimed.join(&name), e)),
-        }
-    }
-    let writing = layout.writing.join(sid);
-    let items = match fs::read_dir(&writing) {
-        Ok(items) => items,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(SpoolError::io("read directory", &writing, e)),
-    };
-    let mut rescued_any = false;
-    for item in items {
-        let item = item.map_err(|e| SpoolError::io("read directory", &writing, e))?;
-        let path = item.path();
-        let bytes = match fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(SpoolError::io("read", &path, e)),
-        };
-        if bytes.is_empty() {
-            fsio::unlink(&path).map_err(|e| SpoolError::io("remove", &path, e))?;
-            report.removed_slots += 1;
-            continue;
-        }
-        match entry::decode(&bytes, None) {
-            Ok((header, _)) => {
-                let name = EntryName::new(header.kind, header.id, bytes.len() as u64);
-                let target = layout.ready.join(name.to_string());
-                fsio::rename(&path, &target).map_err(|e| SpoolError::io("rescue", &path, e))?;
-                report.rescued += 1;
-                rescued_any = true;
-            }
-            Err(reason) => {
-                let why = format!("{}: {reason}", CorruptReason::PartialWrite);
-                // A signal slot's file is named `.slot-<id>`, and listings skip names starting with
-                // `.`: quarantine it without the dot, or it would be invisible to ls, stats and purge.
-                let file_name = item.file_name();
-                let visible = match file_name.to_string_lossy().trim_start_matches('.') {
-                    "" => file_name.clone(),
-                    name => OsString::from(name),
-                };
-                if quarantine(layout, &path, &visible, &why)? {
-                    report.quarantined += 1;
-                }
-            }
         }
     }
     if rescued_any {

@@ -391,6 +391,13 @@ impl Spool {
         Ok(purged)
     }
 
+    /// Adds `n` to the persistent counter `name` (1 to 64 of `a-z`, `0-9`, `_`; not `lock`), durably,
+    /// under the counters' lock shared by every process on the spool; returns the new total. The
+    /// spool itself keeps `evicted`; others are the callers' (FORMAT.md, `counters/`).
+    pub fn add_to_counter(&self, name: &str, n: u64) -> Result<u64> {
+        counters::add(&self.inner.layout, name, n)
+    }
+
     /// Reserves what a fatal-signal handler needs to commit one entry without allocating or locking.
     /// See [`SignalSlot`].
     pub fn reserve_signal_slot(&self) -> Result<SignalSlot> {
@@ -448,6 +455,12 @@ impl Inner {
         fresh.scanned = Some(Instant::now());
         *index = fresh;
         Ok(())
+    }
+
+    /// A claim of this session was rewritten from `old` to `new` (another size).
+    pub(crate) fn rewritten(&self, old: EntryName, new: EntryName) {
+        let mut index = self.lock_index();
+        index.claimed_bytes = index.claimed_bytes.saturating_sub(old.size()) + new.size();
     }
 
     /// Moves one of this session's claims: acked (deleted), released (back to ready) or quarantined.
