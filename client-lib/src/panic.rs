@@ -1,11 +1,33 @@
-//! The panic hook: a durable crash report before the hook returns, then a bounded chance for the
-//! uploader to deliver it, then the hook that was installed before (so the default message prints).
+//! The panic hook: the panic's raw capture, durable in the spool before the hook returns, then a
+//! bounded chance for the uploader to deliver it, then the hook that was installed before (so the
+//! default message prints).
+//!
+//! Nothing slow happens before the report is durable: the hook records the instruction addresses of
+//! an unresolved backtrace, the modules they are in (build id, load bias, range: taken at init,
+//! taken again only when an address falls outside them), the message, location, thread,
+//! breadcrumbs and context, and decides the crash-loop limit and `before_send` there, once. Names,
+//! files and lines come later, when the uploader (or the sidecar, or `lastword show`) prepares the
+//! report ([`crate::symbolize::resolve`]).
 
 use std::cell::Cell;
+use std::collections::BTreeSet;
 use std::panic::PanicHookInfo;
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 
-use crate::init::{Shared, shared};
-use crate::report::{CrashReport, Frame, Location, ThreadInfo, fingerprint, is_machinery, strip_hash};
+use crate::grouping::panic_fingerprint;
+use crate::init::{Shared, Stored, shared};
+use crate::report::{CrashReport, Frame, Location, Module, ThreadInfo};
+use crate::signal::{LoadedModule, loaded_modules};
+
+/// The most frames a panic report keeps (a deep recursion is cut, its innermost frames kept).
+const MAX_FRAMES: usize = 256;
+
+type Hook = Box<dyn Fn(&PanicHookInfo<'_>) + Sync + Send + 'static>;
+
+/// The hook that was installed before lastword's, called after it.
+static PREVIOUS: OnceLock<Hook> = OnceLock::new();
+/// The loaded modules, taken at install and again when a frame's address is in none of them.
+static MODULES: RwLock<Option<Arc<Vec<LoadedModule>>>> = RwLock::new(None);
 
 thread_local! {
     /// Set while this thread runs our part of the hook: a panic inside it (which would be a bug) is
@@ -15,23 +37,36 @@ thread_local! {
 
 /// Installs the hook, chained to the one installed before.
 pub(crate) fn install() {
-    let previous = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        if !IN_HOOK.with(Cell::get) {
-            IN_HOOK.with(|f| f.set(true));
-            // The standard library's own panic that ends a panic which cannot unwind further is part
-            // of that crash, already reported: keep the mark, so that the abort after it is skipped too.
-            if !(crate::signal::panic_reported() && is_std_nounwind(info)) {
-                // Until this panic's report is stored, an abort on this thread is not "already reported".
-                crate::signal::note_panic_reported(false);
-                if let Some(shared) = shared() {
-                    report(&shared, info);
-                }
+    refresh_modules();
+    let current = std::panic::take_hook();
+    match PREVIOUS.set(current) {
+        Ok(()) => std::panic::set_hook(Box::new(panic_hook)),
+        // Installed before, in an `init` that failed later: what is installed now already chains.
+        Err(current) => std::panic::set_hook(current),
+    }
+}
+
+/// lastword's panic hook. Not inlined, and a function of its own (not a closure), so that its frame
+/// can be found by address in a backtrace whatever the build's debug information: everything from
+/// it up is lastword's and is not part of the report.
+#[inline(never)]
+fn panic_hook(info: &PanicHookInfo<'_>) {
+    if !IN_HOOK.with(Cell::get) {
+        IN_HOOK.with(|f| f.set(true));
+        // The standard library's own panic that ends a panic which cannot unwind further is part
+        // of that crash, already reported: keep the mark, so that the abort after it is skipped too.
+        if !(crate::signal::panic_reported() && is_std_nounwind(info)) {
+            // Until this panic is decided, an abort on this thread is not "already reported".
+            crate::signal::note_panic_reported(false);
+            if let Some(shared) = shared() {
+                report(&shared, info);
             }
-            IN_HOOK.with(|f| f.set(false));
         }
+        IN_HOOK.with(|f| f.set(false));
+    }
+    if let Some(previous) = PREVIOUS.get() {
         previous(info);
-    }));
+    }
 }
 
 /// The messages of the panics the standard library raises when a panic reaches a frame it cannot
@@ -39,79 +74,150 @@ pub(crate) fn install() {
 const STD_NOUNWIND: [&str; 2] =
     ["panic in a function that cannot unwind", "panic in a destructor during cleanup"];
 
-/// Whether this panic is one of [`STD_NOUNWIND`].
-fn is_std_nounwind(info: &PanicHookInfo<'_>) -> bool {
-    let message = match info.payload().downcast_ref::<&str>() {
+fn message_of<'a>(info: &'a PanicHookInfo<'_>) -> Option<&'a str> {
+    match info.payload().downcast_ref::<&str>() {
         Some(s) => Some(*s),
         None => info.payload().downcast_ref::<String>().map(String::as_str),
-    };
-    message.is_some_and(|m| STD_NOUNWIND.contains(&m))
+    }
+}
+
+/// Whether this panic is one of [`STD_NOUNWIND`].
+fn is_std_nounwind(info: &PanicHookInfo<'_>) -> bool {
+    message_of(info).is_some_and(|m| STD_NOUNWIND.contains(&m))
 }
 
 fn report(shared: &Shared, info: &PanicHookInfo<'_>) {
-    let message = match info.payload().downcast_ref::<&str>() {
-        Some(s) => (*s).to_owned(),
-        None => match info.payload().downcast_ref::<String>() {
-            Some(s) => s.clone(),
-            None => "Box<dyn Any>".to_owned(),
-        },
-    };
+    let addresses = capture();
+    let message = message_of(info).unwrap_or("Box<dyn Any>").to_owned();
     let location =
         info.location().map(|l| Location { file: l.file().to_owned(), line: l.line(), column: l.column() });
-    let frames = capture_frames();
+    let (frames, modules) = raw_frames(&addresses);
     let current = std::thread::current();
-    let mut report = CrashReport {
+    let context = shared.context_now();
+    let report = CrashReport {
         kind: "panic".into(),
-        fingerprint: fingerprint(&frames, &message),
+        fingerprint: panic_fingerprint(&context.app, location.as_ref(), &message),
         message,
         location,
         signal: None,
         thread: ThreadInfo { name: current.name().map(str::to_owned), id: Some(thread_id()) },
-        symbolized: frames.iter().any(|f| f.function.is_some()),
+        symbolized: false,
         symbolization_error: None,
         frames,
-        context: shared.context_now(),
+        context,
         breadcrumbs: shared.logs.breadcrumbs.snapshot(),
         crash_loop_suppressed: 0,
         registers: Vec::new(),
+        modules,
     };
-    if !report.symbolized {
-        report.symbolization_error = Some("no symbols in this binary (built without debug info?)".into());
+    match shared.store_crash(report) {
+        Stored::Entry(id) => {
+            // With panic = "abort", or a panic during unwinding, the process aborts next, on this
+            // thread and while it is still panicking: that SIGABRT is this crash, already reported.
+            crate::signal::note_panic_reported(true);
+            shared.deliver_now(id);
+        }
+        // Dropped by `before_send`, or beyond the crash-loop limit: decided, so the abort that may
+        // follow is this crash too, and is not reported in its place.
+        Stored::Decided => crate::signal::note_panic_reported(true),
+        // Not stored (the spool failed): an abort that follows is then the only trace, and is
+        // reported by the signal handler.
+        Stored::Failed => {}
     }
-    let Some(id) = shared.store_crash(report) else { return };
-    // With panic = "abort", or a panic during unwinding, the process aborts next, on this thread and
-    // while it is still panicking: that SIGABRT is this crash, already reported.
-    crate::signal::note_panic_reported(true);
-    shared.deliver_now(id);
 }
 
-/// The frames of the panicking thread, innermost first, without the panic and backtrace machinery
-/// on top.
-fn capture_frames() -> Vec<Frame> {
-    let trace = backtrace::Backtrace::new();
-    let mut frames = Vec::new();
-    for frame in trace.frames() {
-        let address = format!("{:#x}", frame.ip() as usize);
-        let symbols = frame.symbols();
-        if symbols.is_empty() {
-            frames.push(Frame { address, ..Frame::default() });
+/// The return addresses of the panicking thread below the hook, innermost first: an unresolved
+/// backtrace, cut at the hook's own frame, which is found by its function's start address (from the
+/// unwind tables, present in every build, stripped ones included). If that frame is not found, every
+/// frame is kept (symbolization then cuts by name).
+#[inline(never)]
+fn capture() -> Vec<usize> {
+    let hook = panic_hook as fn(&PanicHookInfo<'_>) as usize;
+    let mut above = Vec::with_capacity(16);
+    let mut below = Vec::with_capacity(64);
+    let mut found = false;
+    backtrace::trace(|frame| {
+        let ip = frame.ip() as usize;
+        if found {
+            if ip != 0 {
+                below.push(ip);
+            }
+        } else if frame.symbol_address() as usize == hook {
+            found = true;
+        } else if ip != 0 {
+            above.push(ip);
+        }
+        above.len() + below.len() < MAX_FRAMES
+    });
+    if found {
+        below
+    } else {
+        above.extend(below);
+        above
+    }
+}
+
+/// The frames of `addresses` with their modules, and the modules they are in.
+fn raw_frames(addresses: &[usize]) -> (Vec<Frame>, Vec<Module>) {
+    let mut modules = current_modules();
+    // A return address is one past its call: the call's byte is what belongs to a module.
+    let lookup = |modules: &[LoadedModule], ip: usize| {
+        let pc = (ip as u64).saturating_sub(1);
+        modules.iter().position(|m| m.start <= pc && pc < m.end)
+    };
+    if addresses.iter().any(|&ip| lookup(&modules, ip).is_none()) {
+        // A module loaded since the list was taken (dlopen): take it again, once.
+        modules = refresh_modules();
+    }
+    let mut used = BTreeSet::new();
+    let frames = addresses
+        .iter()
+        .map(|&ip| {
+            let address = format!("{ip:#x}");
+            let Some(i) = lookup(&modules, ip) else { return Frame { address, ..Frame::default() } };
+            used.insert(i);
+            let m = &modules[i];
+            Frame {
+                address,
+                module: Some(m.path.clone()),
+                build_id: (m.build_id != "-").then(|| m.build_id.clone()),
+                offset: Some(format!("{:#x}", (ip as u64).wrapping_sub(m.bias))),
+                ..Frame::default()
+            }
+        })
+        .collect();
+    // One entry per module, spanning its executable segments, in the loader's order (the
+    // executable first).
+    let mut listed: Vec<Module> = Vec::new();
+    for i in used {
+        let m = &modules[i];
+        if listed.iter().any(|l| l.path == m.path) {
             continue;
         }
-        // Inlined functions give several symbols for one frame, innermost first.
-        for symbol in symbols {
-            frames.push(Frame {
-                // `{:#}` leaves out the hash and the crate disambiguators of the mangled name.
-                function: symbol.name().map(|n| strip_hash(&format!("{n:#}"))),
-                file: symbol.filename().map(|p| p.display().to_string()),
-                line: symbol.lineno(),
-                address: address.clone(),
-                module: None,
-            });
-        }
+        let (start, end) = modules
+            .iter()
+            .filter(|s| s.path == m.path)
+            .fold((u64::MAX, 0), |(start, end), s| (start.min(s.start), end.max(s.end)));
+        listed.push(Module {
+            path: m.path.clone(),
+            build_id: (m.build_id != "-").then(|| m.build_id.clone()),
+            start: format!("{start:#x}"),
+            end: format!("{end:#x}"),
+            bias: format!("{:#x}", m.bias),
+        });
     }
-    let first_own =
-        frames.iter().position(|f| f.function.as_deref().is_some_and(|n| !is_machinery(n))).unwrap_or(0);
-    frames.split_off(first_own)
+    (frames, listed)
+}
+
+fn current_modules() -> Arc<Vec<LoadedModule>> {
+    let cached = MODULES.read().unwrap_or_else(PoisonError::into_inner).clone();
+    cached.unwrap_or_else(refresh_modules)
+}
+
+fn refresh_modules() -> Arc<Vec<LoadedModule>> {
+    let fresh = Arc::new(loaded_modules());
+    *MODULES.write().unwrap_or_else(PoisonError::into_inner) = Some(fresh.clone());
+    fresh
 }
 
 fn thread_id() -> u64 {

@@ -9,7 +9,7 @@ use crate::error::{Result, SpoolError};
 use crate::fsio;
 use crate::id::EntryId;
 use crate::kind::Kind;
-use crate::spool::{Inner, Settle};
+use crate::spool::{Inner, Settle, Spool};
 
 /// An entry claimed by this session. Exactly one claimer holds an entry at a time.
 ///
@@ -59,6 +59,11 @@ impl Claim {
     /// The entry's body.
     pub fn body(&self) -> &[u8] {
         &self.body
+    }
+
+    /// The spool this claim was taken from (the same session).
+    pub fn spool(&self) -> Spool {
+        Spool { inner: self.inner.clone() }
     }
 
     /// Replaces the entry's flags and body, durably, keeping its id, kind and creation time: what an

@@ -10,8 +10,8 @@ use std::process::{Command, ExitStatus, Output};
 use std::time::Duration;
 
 use lastword::report::CrashReport;
-use lastword::spool::{FLAG_RAW_SIGNAL, Kind, Spool, SpoolOptions, SpoolView};
-use lastword::symbolize::{parse_raw, symbolize};
+use lastword::spool::{Kind, Spool, SpoolOptions, SpoolView};
+use lastword::symbolize::readable;
 use lastword_tests::scripted::{Behaviour, TOKEN, TestCollector};
 
 const APP: &str = env!("CARGO_BIN_EXE_lastword-crash-app");
@@ -42,7 +42,7 @@ fn describe(status: ExitStatus) -> String {
 }
 
 /// Runs `case` with and without lastword; asserts the same exit status; returns the crash reports
-/// found in the spool, raw signal reports symbolized as the uploader would.
+/// found in the spool, symbolized as the uploader would.
 fn crash(case: &str) -> (ExitStatus, Vec<CrashReport>, Output) {
     let dir = tempfile::tempdir().unwrap();
     let spool = dir.path().join("spool");
@@ -65,11 +65,8 @@ fn reports(spool: &Path) -> Vec<CrashReport> {
             continue;
         }
         let entry = view.read(item.id.unwrap()).unwrap();
-        if entry.header.flags & FLAG_RAW_SIGNAL != 0 {
-            out.push(symbolize(&parse_raw(&entry.body).unwrap()));
-        } else {
-            out.push(serde_json::from_slice(&entry.body).unwrap());
-        }
+        // Raw signal reports and panics' raw captures are symbolized as the uploader does.
+        out.push(readable(entry.header.flags, &entry.body).unwrap());
     }
     out
 }
@@ -289,8 +286,10 @@ fn a_crash_loop_stores_the_same_crash_at_most_the_limit_and_counts_the_rest() {
     assert_eq!(reports(&spool).len(), 2, "the third and fourth start of the loop are not stored");
     let state: serde_json::Value =
         serde_json::from_slice(&std::fs::read(spool.join("client/crashloop.json")).unwrap()).unwrap();
-    let window = state.as_object().unwrap().values().next().unwrap();
-    assert_eq!(window["suppressed"], 2, "and they are counted: {state}");
+    let counts = state["fingerprints"].as_object().unwrap().values().next().unwrap();
+    assert_eq!(counts["suppressed"], 2, "and they are counted, to travel with the next one: {state}");
+    let total = std::fs::read_to_string(spool.join("counters/crash_loop_suppressed")).unwrap();
+    assert_eq!(total, "2\n", "and in the spool's loss counter");
 }
 
 #[test]

@@ -372,16 +372,21 @@ impl Worker {
 
     async fn losses(&self) -> Losses {
         let view = self.spool.view();
-        let (evicted, quarantined) = tokio::task::spawn_blocking(move || {
-            (view.evicted().unwrap_or(0), view.quarantined_count().unwrap_or(0))
+        let (evicted, quarantined, crash_loop_suppressed) = tokio::task::spawn_blocking(move || {
+            (
+                view.evicted().unwrap_or(0),
+                view.quarantined_count().unwrap_or(0),
+                // Since the spool was created, by every process on it (PROTOCOL.md).
+                view.counter(crate::crashloop::SUPPRESSED_COUNTER).unwrap_or(0),
+            )
         })
         .await
-        .unwrap_or((0, 0));
+        .unwrap_or((0, 0, 0));
         Losses {
             logs_dropped: self.config.losses.logs_dropped.load(Ordering::Relaxed),
             evicted,
             quarantined,
-            crash_loop_suppressed: self.config.losses.crash_loop_suppressed.load(Ordering::Relaxed),
+            crash_loop_suppressed,
         }
     }
 
@@ -614,13 +619,13 @@ impl Worker {
     ) -> Result<(), String> {
         let mut result = Ok(());
         let mut fed = 0usize;
-        for claim in claims {
+        for mut claim in claims {
             let id = claim.id();
             self.outstanding.insert(id);
             if result.is_err() {
                 continue; // dropped: back to ready/
             }
-            match self.encode(&claim, max_bytes) {
+            match self.encode(&mut claim, max_bytes) {
                 Ok(None) => {
                     // Deliberately not sent (counted by the hook): settle it like a delivery.
                     self.ack_batch(vec![claim]).await;
@@ -820,10 +825,10 @@ impl Worker {
     }
 
     /// The report message for a claim; `Ok(None)` when the prepare hook says to skip it.
-    fn encode(&self, claim: &Claim, max_bytes: usize) -> Result<Option<String>, String> {
+    fn encode(&self, claim: &mut Claim, max_bytes: usize) -> Result<Option<String>, String> {
         let prepared;
         let body = match &self.config.prepare {
-            Some(prepare) => match prepare(claim.flags(), claim.body())? {
+            Some(prepare) => match prepare(claim)? {
                 Prepared::Send(body) => {
                     prepared = body;
                     prepared.as_slice()
