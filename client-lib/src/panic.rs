@@ -10,7 +10,6 @@
 //! report ([`crate::symbolize::resolve`]).
 
 use std::cell::Cell;
-use std::collections::BTreeSet;
 use std::panic::PanicHookInfo;
 use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 
@@ -18,6 +17,7 @@ use crate::grouping::panic_fingerprint;
 use crate::init::{Shared, Stored, shared};
 use crate::report::{CrashReport, Frame, Location, Module, ThreadInfo};
 use crate::signal::{LoadedModule, loaded_modules};
+use crate::symbolize::{RawModule, modules_of, raw_frame};
 
 /// The most frames a panic report keeps (a deep recursion is cut, its innermost frames kept).
 const MAX_FRAMES: usize = 256;
@@ -159,53 +159,31 @@ fn capture() -> Vec<usize> {
 
 /// The frames of `addresses` with their modules, and the modules they are in.
 fn raw_frames(addresses: &[usize]) -> (Vec<Frame>, Vec<Module>) {
-    let mut modules = current_modules();
+    let mut loaded = current_modules();
     // A return address is one past its call: the call's byte is what belongs to a module.
-    let lookup = |modules: &[LoadedModule], ip: usize| {
-        let pc = (ip as u64).saturating_sub(1);
-        modules.iter().position(|m| m.start <= pc && pc < m.end)
-    };
-    if addresses.iter().any(|&ip| lookup(&modules, ip).is_none()) {
+    let covers = |m: &LoadedModule, ip: usize| (m.start..m.end).contains(&(ip as u64).saturating_sub(1));
+    if addresses.iter().any(|&ip| !loaded.iter().any(|m| covers(m, ip))) {
         // A module loaded since the list was taken (dlopen): take it again, once.
-        modules = refresh_modules();
+        loaded = refresh_modules();
     }
-    let mut used = BTreeSet::new();
-    let frames = addresses
+    let modules: Vec<RawModule> = loaded
         .iter()
-        .map(|&ip| {
-            let address = format!("{ip:#x}");
-            let Some(i) = lookup(&modules, ip) else { return Frame { address, ..Frame::default() } };
-            used.insert(i);
-            let m = &modules[i];
-            Frame {
-                address,
-                module: Some(m.path.clone()),
-                build_id: (m.build_id != "-").then(|| m.build_id.clone()),
-                offset: Some(format!("{:#x}", (ip as u64).wrapping_sub(m.bias))),
-                ..Frame::default()
-            }
+        .map(|m| RawModule {
+            start: m.start,
+            end: m.end,
+            bias: m.bias,
+            build_id: m.build_id.clone(),
+            path: m.path.clone(),
         })
         .collect();
-    // One entry per module, spanning its executable segments, in the loader's order (the
-    // executable first).
-    let mut listed: Vec<Module> = Vec::new();
-    for i in used {
-        let m = &modules[i];
-        if listed.iter().any(|l| l.path == m.path) {
-            continue;
-        }
-        let (start, end) = modules
-            .iter()
-            .filter(|s| s.path == m.path)
-            .fold((u64::MAX, 0), |(start, end), s| (start.min(s.start), end.max(s.end)));
-        listed.push(Module {
-            path: m.path.clone(),
-            build_id: (m.build_id != "-").then(|| m.build_id.clone()),
-            start: format!("{start:#x}"),
-            end: format!("{end:#x}"),
-            bias: format!("{:#x}", m.bias),
-        });
-    }
+    let frames: Vec<Frame> = addresses
+        .iter()
+        .map(|&ip| match loaded.iter().position(|m| covers(m, ip)) {
+            Some(i) => raw_frame(&modules[i], ip as u64),
+            None => Frame { address: format!("{ip:#x}"), ..Frame::default() },
+        })
+        .collect();
+    let listed = modules_of(&frames, &modules);
     (frames, listed)
 }
 

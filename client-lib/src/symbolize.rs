@@ -248,7 +248,7 @@ struct Resolved {
 
 /// A frame of `address` in `module` without a name: the address, the module's path and build id, and
 /// the offset in it.
-fn raw_frame(module: &RawModule, address: u64) -> Frame {
+pub(crate) fn raw_frame(module: &RawModule, address: u64) -> Frame {
     Frame {
         address: format!("{address:#x}"),
         module: Some(module.path.clone()),
@@ -519,7 +519,7 @@ fn signal_key<'a>(physical: &'a [Resolved], main: Option<&str>) -> SignalKey<'a>
 
 /// The modules `frames` are in, one entry per path spanning its executable segments, in `all`'s
 /// order.
-fn modules_of(frames: &[Frame], all: &[RawModule]) -> Vec<Module> {
+pub(crate) fn modules_of(frames: &[Frame], all: &[RawModule]) -> Vec<Module> {
     let mut out: Vec<Module> = Vec::new();
     for m in all {
         if out.iter().any(|o| o.path == m.path)
