@@ -113,22 +113,36 @@ impl CrashLoop {
         self.try_admit(fingerprint, crash_ms, entry).unwrap_or(Admit::Store { suppressed_before: 0 })
     }
 
-    fn try_admit(&self, fingerprint: &str, crash_ms: u64, entry: Option<&str>) -> std::io::Result<Admit> {
+    /// Creates the state's directory and files if they are missing and reads the state, changing
+    /// nothing (so that a first crash does not have to do it first). Failures are left for
+    /// [`CrashLoop::admit`] to meet.
+    pub fn prepare_files(&self) {
+        if let Ok((_, mut file)) = self.open() {
+            let mut bytes = Vec::new();
+            if file.read_to_end(&mut bytes).is_ok() {
+                drop(std::hint::black_box(State::read(&bytes)));
+            }
+        }
+    }
+
+    /// The lock file (not locked yet) and the state file, created if missing.
+    fn open(&self) -> std::io::Result<(fs::File, fs::File)> {
         fs::DirBuilder::new().recursive(true).mode(0o700).create(&self.dir)?;
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(self.dir.join("crashloop.lock"))?;
+        let open = |name: &str| {
+            OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .read(true)
+                .write(true)
+                .mode(0o600)
+                .open(self.dir.join(name))
+        };
+        Ok((open("crashloop.lock")?, open("crashloop.json")?))
+    }
+
+    fn try_admit(&self, fingerprint: &str, crash_ms: u64, entry: Option<&str>) -> std::io::Result<Admit> {
+        let (lock, mut file) = self.open()?;
         flock(&lock, FlockOperation::LockExclusive)?;
-        let mut file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .mode(0o600)
-            .open(self.dir.join("crashloop.json"))?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)?;
         let mut state = State::read(&bytes).unwrap_or_default();
@@ -151,12 +165,11 @@ impl CrashLoop {
             Admit::Suppress
         };
         prune(&mut state);
-        // Written in place, padded with spaces to the old length (or to a whole block when it grows):
+        // Written in place, padded with spaces to the old length when it is shorter:
         // a file replaced by a rename would have its data flushed by the next fsync of the file
         // system's journal (ext4's replace-via-rename rule), which is the crash report's own fsync.
         let mut text = serde_json::to_vec(&state).map_err(std::io::Error::other)?;
-        let len = if text.len() <= bytes.len() { bytes.len() } else { text.len().div_ceil(4096) * 4096 };
-        text.resize(len, b' ');
+        text.resize(text.len().max(bytes.len()), b' ');
         file.write_all_at(&text, 0)?;
         Ok(admit)
     }

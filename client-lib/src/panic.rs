@@ -13,11 +13,12 @@ use std::cell::Cell;
 use std::panic::PanicHookInfo;
 use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 
+use crate::crashloop::CrashLoop;
 use crate::grouping::panic_fingerprint;
 use crate::init::{Shared, Stored, shared};
 use crate::report::{CrashReport, Frame, Location, Module, ThreadInfo};
 use crate::signal::{LoadedModule, loaded_modules};
-use crate::symbolize::{RawModule, modules_of, raw_frame};
+use crate::symbolize::{RawModule, module_entries};
 
 /// The most frames a panic report keeps (a deep recursion is cut, its innermost frames kept).
 const MAX_FRAMES: usize = 256;
@@ -35,9 +36,20 @@ thread_local! {
     static IN_HOOK: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Installs the hook, chained to the one installed before.
+/// Installs the hook, chained to the one installed before. What a first panic would otherwise do for
+/// the first time is done here: the module list is taken, the unwinder has walked this thread's stack
+/// once, a report was encoded, and the crash-loop state's files exist and were read.
 pub(crate) fn install() {
     refresh_modules();
+    // A first run of the hook's own steps, so that their code and data are in memory when the
+    // first panic comes (in a debug build that is a third of a first panic's time): the stack walk,
+    // the frames and modules, the report's encoding, the crash-loop state read. Nothing is written.
+    let (frames, modules) = raw_frames(&capture());
+    if let Some(shared) = shared() {
+        let report = CrashReport { frames, modules, context: shared.context_now(), ..CrashReport::default() };
+        drop(std::hint::black_box(serde_json::to_vec(&report)));
+        CrashLoop::new(shared.spool.path(), 0).prepare_files();
+    }
     let current = std::panic::take_hook();
     match PREVIOUS.set(current) {
         Ok(()) => std::panic::set_hook(Box::new(panic_hook)),
@@ -157,7 +169,8 @@ fn capture() -> Vec<usize> {
     }
 }
 
-/// The frames of `addresses` with their modules, and the modules they are in.
+/// The frames of `addresses` (the address alone: which module each is in, its build id and offset
+/// are filled in when the report is symbolized, from the modules list) and the modules they are in.
 fn raw_frames(addresses: &[usize]) -> (Vec<Frame>, Vec<Module>) {
     let mut loaded = current_modules();
     // A return address is one past its call: the call's byte is what belongs to a module.
@@ -166,8 +179,9 @@ fn raw_frames(addresses: &[usize]) -> (Vec<Frame>, Vec<Module>) {
         // A module loaded since the list was taken (dlopen): take it again, once.
         loaded = refresh_modules();
     }
-    let modules: Vec<RawModule> = loaded
+    let used: Vec<RawModule> = loaded
         .iter()
+        .filter(|m| addresses.iter().any(|&ip| covers(m, ip)))
         .map(|m| RawModule {
             start: m.start,
             end: m.end,
@@ -176,15 +190,9 @@ fn raw_frames(addresses: &[usize]) -> (Vec<Frame>, Vec<Module>) {
             path: m.path.clone(),
         })
         .collect();
-    let frames: Vec<Frame> = addresses
-        .iter()
-        .map(|&ip| match loaded.iter().position(|m| covers(m, ip)) {
-            Some(i) => raw_frame(&modules[i], ip as u64),
-            None => Frame { address: format!("{ip:#x}"), ..Frame::default() },
-        })
-        .collect();
-    let listed = modules_of(&frames, &modules);
-    (frames, listed)
+    let frames =
+        addresses.iter().map(|&ip| Frame { address: format!("{ip:#x}"), ..Frame::default() }).collect();
+    (frames, module_entries(&used.iter().collect::<Vec<_>>()))
 }
 
 fn current_modules() -> Arc<Vec<LoadedModule>> {

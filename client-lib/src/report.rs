@@ -50,6 +50,10 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
+fn is_false(b: &bool) -> bool {
+    !b
+}
+
 /// A source location.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Location {
@@ -90,14 +94,15 @@ pub struct ThreadInfo {
 /// were inlined at it).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Frame {
-    /// The function, demangled, without the hash suffix.
-    #[serde(default)]
+    /// The function, demangled, without the hash suffix. (Absent and `null` read the same; absent
+    /// fields are left out, which keeps a panic's raw capture small and quick to write.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub function: Option<String>,
     /// Source file.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file: Option<String>,
     /// Source line.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub line: Option<u32>,
     /// The instruction address, hex.
     pub address: String,
@@ -115,8 +120,8 @@ pub struct Frame {
     /// Whose code this is; absent until the frame is symbolized.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub category: Option<Category>,
-    /// The application's own code (`category` is `app`).
-    #[serde(default)]
+    /// The application's own code (`category` is `app`). Written only when true.
+    #[serde(default, skip_serializing_if = "is_false")]
     pub in_app: bool,
 }
 

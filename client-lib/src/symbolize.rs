@@ -248,7 +248,7 @@ struct Resolved {
 
 /// A frame of `address` in `module` without a name: the address, the module's path and build id, and
 /// the offset in it.
-pub(crate) fn raw_frame(module: &RawModule, address: u64) -> Frame {
+fn raw_frame(module: &RawModule, address: u64) -> Frame {
     Frame {
         address: format!("{address:#x}"),
         module: Some(module.path.clone()),
@@ -517,17 +517,21 @@ fn signal_key<'a>(physical: &'a [Resolved], main: Option<&str>) -> SignalKey<'a>
     }
 }
 
-/// The modules `frames` are in, one entry per path spanning its executable segments, in `all`'s
-/// order.
-pub(crate) fn modules_of(frames: &[Frame], all: &[RawModule]) -> Vec<Module> {
+/// The modules `frames` are in (see [`module_entries`]).
+fn modules_of(frames: &[Frame], all: &[RawModule]) -> Vec<Module> {
+    let used: Vec<&RawModule> =
+        all.iter().filter(|m| frames.iter().any(|f| f.module.as_deref() == Some(&m.path))).collect();
+    module_entries(&used)
+}
+
+/// One entry per path of `segments` (a module's executable segments), spanning them, in their order.
+pub(crate) fn module_entries(segments: &[&RawModule]) -> Vec<Module> {
     let mut out: Vec<Module> = Vec::new();
-    for m in all {
-        if out.iter().any(|o| o.path == m.path)
-            || !frames.iter().any(|f| f.module.as_deref() == Some(&m.path))
-        {
+    for m in segments {
+        if out.iter().any(|o| o.path == m.path) {
             continue;
         }
-        let (start, end) = all
+        let (start, end) = segments
             .iter()
             .filter(|s| s.path == m.path)
             .fold((u64::MAX, 0), |(start, end), s| (start.min(s.start), end.max(s.end)));
@@ -577,35 +581,44 @@ fn resolve_in(report: &mut CrashReport, file: &dyn Fn(&Module) -> PathBuf, symbo
         .collect();
     let mut frames = Vec::with_capacity(report.frames.len());
     for (n, frame) in std::mem::take(&mut report.frames).into_iter().enumerate() {
-        let module = frame.module.as_deref().and_then(|p| modules.iter().find(|(_, m)| m.path == p));
-        let (Some((raw, original)), None) = (module, &frame.function) else {
-            frames.push(frame);
-            continue;
-        };
-        let Some(address) = hex(&frame.address) else {
+        let Some(address) = hex(&frame.address).filter(|_| frame.function.is_none()) else {
             frames.push(frame);
             continue;
         };
         // Every frame of a panic is a return address; so is every frame of a signal report but its
-        // first (the instruction that faulted).
+        // first (the instruction that faulted). A return address is one past its call.
         let is_return = report.kind == "panic" || n > 0;
-        match symbolizer.frames(raw, address, is_return) {
-            Ok(Some(found)) => frames
-                .extend(found.frames.into_iter().map(|f| Frame { module: Some(original.path.clone()), ..f })),
-            Ok(None) => {
-                let e = format!("no symbol for some addresses in {}", raw.path);
-                if !errors.contains(&e) {
-                    errors.push(e);
-                }
-                frames.push(frame);
+        let lookup = address.wrapping_sub(u64::from(is_return));
+        // The frame's module: named in the frame, or (a panic's raw capture) the one whose range
+        // holds the address.
+        let module = modules.iter().find(|(raw, m)| match frame.module.as_deref() {
+            Some(path) => m.path == path,
+            None => raw.start <= lookup && lookup < raw.end,
+        });
+        let Some((raw, original)) = module else {
+            frames.push(frame);
+            continue;
+        };
+        let placed = Frame {
+            module: Some(original.path.clone()),
+            build_id: original.build_id.clone(),
+            offset: Some(format!("{:#x}", address.wrapping_sub(raw.bias))),
+            ..frame
+        };
+        let error = match symbolizer.frames(raw, address, is_return) {
+            Ok(Some(found)) => {
+                frames.extend(
+                    found.frames.into_iter().map(|f| Frame { module: Some(original.path.clone()), ..f }),
+                );
+                continue;
             }
-            Err(e) => {
-                if !errors.contains(&e) {
-                    errors.push(e);
-                }
-                frames.push(frame);
-            }
+            Ok(None) => format!("no symbol for some addresses in {}", raw.path),
+            Err(e) => e,
+        };
+        if !errors.contains(&error) {
+            errors.push(error);
         }
+        frames.push(placed);
     }
     let main =
         main_module(report.context.executable.as_deref(), report.modules.first().map(|m| m.path.as_str()));
