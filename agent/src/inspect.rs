@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::{Result, bail};
 use clap::Args;
-use lastword::spool::{EntryId, EntryState, FLAG_RAW_SIGNAL, Kind, Purge, SpoolView};
+use lastword::spool::{EntryId, EntryState, FLAG_RAW_SIGNAL, FLAG_UNSYMBOLIZED, Kind, Purge, SpoolView};
 
 use crate::exit;
 use crate::spool_arg::SpoolArg;
@@ -104,14 +104,14 @@ pub fn ls(args: &LsArgs) -> Result<u8> {
 pub fn show(args: &ShowArgs) -> Result<u8> {
     let view = open(&args.spool)?;
     let entry = view.read(args.id)?;
-    // A raw signal report is shown the way it will be uploaded: symbolized.
-    let body_json: Option<serde_json::Value> = if entry.header.flags & FLAG_RAW_SIGNAL != 0 {
-        lastword::symbolize::parse_raw(&entry.body)
-            .ok()
-            .and_then(|raw| serde_json::to_value(lastword::symbolize::symbolize(&raw)).ok())
-    } else {
-        serde_json::from_slice(&entry.body).ok()
-    };
+    // A raw signal report or a panic's raw capture is shown the way it will be uploaded: symbolized.
+    let body_json: Option<serde_json::Value> =
+        if entry.header.flags & (FLAG_RAW_SIGNAL | FLAG_UNSYMBOLIZED) != 0 {
+            lastword::symbolize::readable(entry.header.flags, &entry.body)
+                .and_then(|r| serde_json::to_value(r).ok())
+        } else {
+            serde_json::from_slice(&entry.body).ok()
+        };
     if args.json {
         let out = serde_json::json!({
             "id": entry.header.id,
@@ -132,6 +132,8 @@ pub fn show(args: &ShowArgs) -> Result<u8> {
     println!("size:     {}", bytes(entry.listed.size));
     if entry.header.flags & FLAG_RAW_SIGNAL != 0 {
         println!("note:     raw signal report, symbolized here as it will be when uploaded");
+    } else if entry.header.flags & FLAG_UNSYMBOLIZED != 0 {
+        println!("note:     raw panic capture, symbolized here as it will be when uploaded");
     }
     match body_json {
         Some(v) => println!("{}", serde_json::to_string_pretty(&v)?),

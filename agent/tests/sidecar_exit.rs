@@ -165,12 +165,8 @@ fn drain_against_retry_later_waits_out_its_deadline_and_exits_4() {
 fn drain_summary_shows_each_column_and_a_claim_held_past_the_deadline_exits_3() {
     let dir = tempfile::tempdir().unwrap();
     fill(dir.path(), 1);
-    // The entry becomes a FIFO: the claim that takes it blocks in its read past every deadline.
-    let ready = dir.path().join("ready");
-    let name = std::fs::read_dir(&ready).unwrap().next().unwrap().unwrap().path();
-    std::fs::remove_file(&name).unwrap();
-    assert!(Command::new("mkfifo").arg(&name).status().unwrap().success());
-    let collector = TestCollector::start(Behaviour::Accept);
+    // The collector reads the report and never answers: the claim is held past every deadline.
+    let collector = TestCollector::start(Behaviour::Stall);
     let child =
         lastword(&["drain", "--deadline", "1s", "--grace", "300ms"], dir.path(), &collector.url(), TOKEN)
             .spawn()
@@ -183,6 +179,8 @@ fn drain_summary_shows_each_column_and_a_claim_held_past_the_deadline_exits_3() 
         err.contains("delivered 0 (0 duplicates), skipped 0, quarantined 0, deferred 0, put back 1"),
         "{err}"
     );
+    assert_eq!(count(dir.path(), EntryState::Ready), 1, "the held report is back in ready");
+    assert_eq!(collector.received(), 1, "it was sent, and not answered");
 }
 
 #[test]

@@ -9,8 +9,12 @@ use lastword_spool::Limits;
 use crate::logs::Level;
 use crate::report::CrashReport;
 
-/// Changes or drops a crash report before it is stored: return `false` to drop it. Runs in the panic
-/// hook (not in signal handlers: signal reports pass it when they are symbolized, before upload).
+/// Changes or drops a crash report: return `false` to drop it. Runs once per report, where it is
+/// first prepared, and its decision holds on every resend (REPORT.md, "decided once"): in the panic
+/// hook for panics, before the report is stored (its frames are addresses and modules then; names come
+/// when it is symbolized, after it is durable); for fatal signals (never in the signal handler) when
+/// this application's uploader first prepares the raw report for upload, on the symbolized report. A
+/// sidecar (`lastword run`) has no access to it.
 pub type BeforeSend = Arc<dyn Fn(&mut CrashReport) -> bool + Send + Sync>;
 
 /// What [`crate::init`] sets up. `Config::new("my-app")` gives the defaults below; the setters
@@ -203,7 +207,8 @@ impl Config {
         self
     }
 
-    /// The most times an hour the same crash is stored.
+    /// The most times the same crash (fingerprint) is stored per clock hour of the crashes' own time;
+    /// more are counted (`losses.crash_loop_suppressed`) and not stored.
     #[must_use]
     pub fn crash_loop_per_hour(mut self, n: u32) -> Self {
         self.crash_loop_per_hour = n;
@@ -229,7 +234,7 @@ impl Config {
         self
     }
 
-    /// A hook that may scrub, change or drop each crash report.
+    /// A hook that may scrub, change or drop each crash report, once per report (see [`BeforeSend`]).
     #[must_use]
     pub fn before_send(mut self, hook: impl Fn(&mut CrashReport) -> bool + Send + Sync + 'static) -> Self {
         self.before_send = Some(Arc::new(hook));

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
-use lastword_spool::{EntryId, Kind, Spool, SpoolError, SpoolOptions};
+use lastword_spool::{EntryId, FLAG_UNSYMBOLIZED, Kind, Spool, SpoolError, SpoolOptions};
 
 use crate::config::{BeforeSend, Config};
 use crate::crashloop::{Admit, CrashLoop};
@@ -15,6 +15,16 @@ use crate::upload::{FlushError, LossCounters, Uploader, UploaderConfig};
 
 static STARTED: AtomicBool = AtomicBool::new(false);
 static SHARED: OnceLock<Arc<Shared>> = OnceLock::new();
+
+/// What [`Shared::store_crash`] did with a report.
+pub(crate) enum Stored {
+    /// Stored, under this id.
+    Entry(EntryId),
+    /// Deliberately not stored: beyond the crash-loop limit (counted), or dropped by `before_send`.
+    Decided,
+    /// Not stored: encoding or the spool failed.
+    Failed,
+}
 
 /// The state the hooks and the guard share.
 pub(crate) struct Shared {
@@ -261,33 +271,40 @@ impl Shared {
         c
     }
 
-    /// Applies the crash-loop limit and `before_send`, then stores the report durably. Returns its id
-    /// if it was stored. Never panics; failures are told on stderr (the spool may be what failed).
-    pub fn store_crash(&self, mut report: CrashReport) -> Option<EntryId> {
-        match self.crash_loop.admit(&report.fingerprint, crate::now_millis()) {
+    /// Decides once for a report the panic hook made (the crash-loop limit, then `before_send`),
+    /// then stores it durably: flagged `FLAG_UNSYMBOLIZED` when its frames are still addresses, for
+    /// the uploader to symbolize, and never decided again. A suppressed crash is counted in the
+    /// spool's `crash_loop_suppressed` counter. Never panics; failures are told on stderr (the spool
+    /// may be what failed).
+    pub fn store_crash(&self, mut report: CrashReport) -> Stored {
+        match self.crash_loop.admit(&report.fingerprint, crate::now_millis(), None) {
             Admit::Store { suppressed_before } => report.crash_loop_suppressed = suppressed_before,
             Admit::Suppress => {
                 self.losses.crash_loop_suppressed.fetch_add(1, Ordering::Relaxed);
-                return None;
+                if let Err(e) = self.spool.add_to_counter(crate::crashloop::SUPPRESSED_COUNTER, 1) {
+                    eprintln!("lastword: could not count a crash the crash-loop limit suppressed: {e}");
+                }
+                return Stored::Decided;
             }
         }
         if let Some(hook) = &self.before_send
             && !hook(&mut report)
         {
-            return None;
+            return Stored::Decided;
         }
         let body = match serde_json::to_vec(&report) {
             Ok(b) => b,
             Err(e) => {
                 eprintln!("lastword: could not encode the crash report: {e}");
-                return None;
+                return Stored::Failed;
             }
         };
-        match self.spool.write(Kind::Crash, &body) {
-            Ok(id) => Some(id),
+        let flags = if report.symbolized { 0 } else { FLAG_UNSYMBOLIZED };
+        match self.spool.write_flagged(Kind::Crash, flags, &body) {
+            Ok(id) => Stored::Entry(id),
             Err(e) => {
                 eprintln!("lastword: could not store the crash report: {e}");
-                None
+                Stored::Failed
             }
         }
     }
@@ -377,7 +394,10 @@ extern "C" fn at_exit() {
 /// stored entry's id, or `None` if `init` has not run or the report was not stored.
 #[doc(hidden)]
 pub fn store_crash_for_bench(report: CrashReport) -> Option<EntryId> {
-    SHARED.get()?.store_crash(report)
+    match SHARED.get()?.store_crash(report) {
+        Stored::Entry(id) => Some(id),
+        Stored::Decided | Stored::Failed => None,
+    }
 }
 
 /// Records one log record, if `init` has run (else it is ignored).

@@ -16,11 +16,13 @@
 //! - Log records ([`log()`](crate::log()), the `log` and `tracing` features) become breadcrumbs and log batches.
 //! - [`upload`]: the shielded uploader that drains a spool to a collector.
 //! - [`protocol`]: the wire protocol shared with the collector (PROTOCOL.md).
-//! - [`report`]: the report bodies (REPORT.md); [`symbolize`]: raw signal reports made readable.
+//! - [`report`]: the report bodies (REPORT.md); [`symbolize`]: raw reports made readable;
+//!   [`grouping`]: whose code a frame is, and the fingerprints that group crashes.
 //! - [`spool`]: the on-disk spool (re-exported `lastword-spool`).
 
 mod config;
 mod crashloop;
+pub mod grouping;
 mod host;
 mod init;
 #[cfg(feature = "log")]

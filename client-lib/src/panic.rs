@@ -1,11 +1,34 @@
-//! The panic hook: a durable crash report before the hook returns, then a bounded chance for the
-//! uploader to deliver it, then the hook that was installed before (so the default message prints).
+//! The panic hook: the panic's raw capture, durable in the spool before the hook returns, then a
+//! bounded chance for the uploader to deliver it, then the hook that was installed before (so the
+//! default message prints).
+//!
+//! Nothing slow happens before the report is durable: the hook records the instruction addresses of
+//! an unresolved backtrace, the modules they are in (build id, load bias, range: taken at init,
+//! taken again only when an address falls outside them), the message, location, thread,
+//! breadcrumbs and context, and decides the crash-loop limit and `before_send` there, once. Names,
+//! files and lines come later, when the uploader (or the sidecar, or `lastword show`) prepares the
+//! report ([`crate::symbolize::resolve`]).
 
 use std::cell::Cell;
 use std::panic::PanicHookInfo;
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 
-use crate::init::{Shared, shared};
-use crate::report::{CrashReport, Frame, Location, ThreadInfo, fingerprint, is_machinery, strip_hash};
+use crate::crashloop::CrashLoop;
+use crate::grouping::panic_fingerprint;
+use crate::init::{Shared, Stored, shared};
+use crate::report::{CrashReport, Frame, Location, Module, ThreadInfo};
+use crate::signal::{LoadedModule, loaded_modules};
+use crate::symbolize::{RawModule, module_entries};
+
+/// The most frames a panic report keeps (a deep recursion is cut, its innermost frames kept).
+const MAX_FRAMES: usize = 256;
+
+type Hook = Box<dyn Fn(&PanicHookInfo<'_>) + Sync + Send + 'static>;
+
+/// The hook that was installed before lastword's, called after it.
+static PREVIOUS: OnceLock<Hook> = OnceLock::new();
+/// The loaded modules, taken at install and again when a frame's address is in none of them.
+static MODULES: RwLock<Option<Arc<Vec<LoadedModule>>>> = RwLock::new(None);
 
 thread_local! {
     /// Set while this thread runs our part of the hook: a panic inside it (which would be a bug) is
@@ -13,25 +36,49 @@ thread_local! {
     static IN_HOOK: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Installs the hook, chained to the one installed before.
+/// Installs the hook, chained to the one installed before. What a first panic would otherwise do for
+/// the first time is done here: the module list is taken, the unwinder has walked this thread's stack
+/// once, a report was encoded, and the crash-loop state's files exist and were read.
 pub(crate) fn install() {
-    let previous = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        if !IN_HOOK.with(Cell::get) {
-            IN_HOOK.with(|f| f.set(true));
-            // The standard library's own panic that ends a panic which cannot unwind further is part
-            // of that crash, already reported: keep the mark, so that the abort after it is skipped too.
-            if !(crate::signal::panic_reported() && is_std_nounwind(info)) {
-                // Until this panic's report is stored, an abort on this thread is not "already reported".
-                crate::signal::note_panic_reported(false);
-                if let Some(shared) = shared() {
-                    report(&shared, info);
-                }
+    refresh_modules();
+    // A first run of the hook's own steps, so that their code and data are in memory when the
+    // first panic comes (in a debug build that is a third of a first panic's time): the stack walk,
+    // the frames and modules, the report's encoding, the crash-loop state read. Nothing is written.
+    let (frames, modules) = raw_frames(&capture());
+    if let Some(shared) = shared() {
+        let report = CrashReport { frames, modules, context: shared.context_now(), ..CrashReport::default() };
+        drop(std::hint::black_box(serde_json::to_vec(&report)));
+        CrashLoop::new(shared.spool.path(), 0).prepare_files();
+    }
+    let current = std::panic::take_hook();
+    match PREVIOUS.set(current) {
+        Ok(()) => std::panic::set_hook(Box::new(panic_hook)),
+        // Installed before, in an `init` that failed later: what is installed now already chains.
+        Err(current) => std::panic::set_hook(current),
+    }
+}
+
+/// lastword's panic hook. Not inlined, and a function of its own (not a closure), so that its frame
+/// can be found by address in a backtrace whatever the build's debug information: everything from
+/// it up is lastword's and is not part of the report.
+#[inline(never)]
+fn panic_hook(info: &PanicHookInfo<'_>) {
+    if !IN_HOOK.with(Cell::get) {
+        IN_HOOK.with(|f| f.set(true));
+        // The standard library's own panic that ends a panic which cannot unwind further is part
+        // of that crash, already reported: keep the mark, so that the abort after it is skipped too.
+        if !(crate::signal::panic_reported() && is_std_nounwind(info)) {
+            // Until this panic is decided, an abort on this thread is not "already reported".
+            crate::signal::note_panic_reported(false);
+            if let Some(shared) = shared() {
+                report(&shared, info);
             }
-            IN_HOOK.with(|f| f.set(false));
         }
+        IN_HOOK.with(|f| f.set(false));
+    }
+    if let Some(previous) = PREVIOUS.get() {
         previous(info);
-    }));
+    }
 }
 
 /// The messages of the panics the standard library raises when a panic reaches a frame it cannot
@@ -39,79 +86,124 @@ pub(crate) fn install() {
 const STD_NOUNWIND: [&str; 2] =
     ["panic in a function that cannot unwind", "panic in a destructor during cleanup"];
 
-/// Whether this panic is one of [`STD_NOUNWIND`].
-fn is_std_nounwind(info: &PanicHookInfo<'_>) -> bool {
-    let message = match info.payload().downcast_ref::<&str>() {
+fn message_of<'a>(info: &'a PanicHookInfo<'_>) -> Option<&'a str> {
+    match info.payload().downcast_ref::<&str>() {
         Some(s) => Some(*s),
         None => info.payload().downcast_ref::<String>().map(String::as_str),
-    };
-    message.is_some_and(|m| STD_NOUNWIND.contains(&m))
+    }
+}
+
+/// Whether this panic is one of [`STD_NOUNWIND`].
+fn is_std_nounwind(info: &PanicHookInfo<'_>) -> bool {
+    message_of(info).is_some_and(|m| STD_NOUNWIND.contains(&m))
 }
 
 fn report(shared: &Shared, info: &PanicHookInfo<'_>) {
-    let message = match info.payload().downcast_ref::<&str>() {
-        Some(s) => (*s).to_owned(),
-        None => match info.payload().downcast_ref::<String>() {
-            Some(s) => s.clone(),
-            None => "Box<dyn Any>".to_owned(),
-        },
-    };
+    let addresses = capture();
+    let message = message_of(info).unwrap_or("Box<dyn Any>").to_owned();
     let location =
         info.location().map(|l| Location { file: l.file().to_owned(), line: l.line(), column: l.column() });
-    let frames = capture_frames();
+    let (frames, modules) = raw_frames(&addresses);
     let current = std::thread::current();
-    let mut report = CrashReport {
+    let context = shared.context_now();
+    let report = CrashReport {
         kind: "panic".into(),
-        fingerprint: fingerprint(&frames, &message),
+        fingerprint: panic_fingerprint(&context.app, location.as_ref(), &message),
         message,
         location,
         signal: None,
         thread: ThreadInfo { name: current.name().map(str::to_owned), id: Some(thread_id()) },
-        symbolized: frames.iter().any(|f| f.function.is_some()),
+        symbolized: false,
         symbolization_error: None,
         frames,
-        context: shared.context_now(),
+        context,
         breadcrumbs: shared.logs.breadcrumbs.snapshot(),
         crash_loop_suppressed: 0,
         registers: Vec::new(),
+        modules,
     };
-    if !report.symbolized {
-        report.symbolization_error = Some("no symbols in this binary (built without debug info?)".into());
+    match shared.store_crash(report) {
+        Stored::Entry(id) => {
+            // With panic = "abort", or a panic during unwinding, the process aborts next, on this
+            // thread and while it is still panicking: that SIGABRT is this crash, already reported.
+            crate::signal::note_panic_reported(true);
+            shared.deliver_now(id);
+        }
+        // Dropped by `before_send`, or beyond the crash-loop limit: decided, so the abort that may
+        // follow is this crash too, and is not reported in its place.
+        Stored::Decided => crate::signal::note_panic_reported(true),
+        // Not stored (the spool failed): an abort that follows is then the only trace, and is
+        // reported by the signal handler.
+        Stored::Failed => {}
     }
-    let Some(id) = shared.store_crash(report) else { return };
-    // With panic = "abort", or a panic during unwinding, the process aborts next, on this thread and
-    // while it is still panicking: that SIGABRT is this crash, already reported.
-    crate::signal::note_panic_reported(true);
-    shared.deliver_now(id);
 }
 
-/// The frames of the panicking thread, innermost first, without the panic and backtrace machinery
-/// on top.
-fn capture_frames() -> Vec<Frame> {
-    let trace = backtrace::Backtrace::new();
-    let mut frames = Vec::new();
-    for frame in trace.frames() {
-        let address = format!("{:#x}", frame.ip() as usize);
-        let symbols = frame.symbols();
-        if symbols.is_empty() {
-            frames.push(Frame { address, ..Frame::default() });
-            continue;
+/// The return addresses of the panicking thread below the hook, innermost first: an unresolved
+/// backtrace, cut at the hook's own frame, which is found by its function's start address (from the
+/// unwind tables, present in every build, stripped ones included). If that frame is not found, every
+/// frame is kept (symbolization then cuts by name).
+#[inline(never)]
+fn capture() -> Vec<usize> {
+    let hook = panic_hook as fn(&PanicHookInfo<'_>) as usize;
+    let mut above = Vec::with_capacity(16);
+    let mut below = Vec::with_capacity(64);
+    let mut found = false;
+    backtrace::trace(|frame| {
+        let ip = frame.ip() as usize;
+        if found {
+            if ip != 0 {
+                below.push(ip);
+            }
+        } else if frame.symbol_address() as usize == hook {
+            found = true;
+        } else if ip != 0 {
+            above.push(ip);
         }
-        // Inlined functions give several symbols for one frame, innermost first.
-        for symbol in symbols {
-            frames.push(Frame {
-                // `{:#}` leaves out the hash and the crate disambiguators of the mangled name.
-                function: symbol.name().map(|n| strip_hash(&format!("{n:#}"))),
-                file: symbol.filename().map(|p| p.display().to_string()),
-                line: symbol.lineno(),
-                address: address.clone(),
-                module: None,
-            });
-        }
+        above.len() + below.len() < MAX_FRAMES
+    });
+    if found {
+        below
+    } else {
+        above.extend(below);
+        above
     }
-    let first_own =
-        frames.iter().position(|f| f.function.as_deref().is_some_and(|n| !is_machinery(n))).unwrap_or(0);
-    frames.split_off(first_own)
+}
+
+/// The frames of `addresses` (the address alone: which module each is in, its build id and offset
+/// are filled in when the report is symbolized, from the modules list) and the modules they are in.
+fn raw_frames(addresses: &[usize]) -> (Vec<Frame>, Vec<Module>) {
+    let mut loaded = current_modules();
+    // A return address is one past its call: the call's byte is what belongs to a module.
+    let covers = |m: &LoadedModule, ip: usize| (m.start..m.end).contains(&(ip as u64).saturating_sub(1));
+    if addresses.iter().any(|&ip| !loaded.iter().any(|m| covers(m, ip))) {
+        // A module loaded since the list was taken (dlopen): take it again, once.
+        loaded = refresh_modules();
+    }
+    let used: Vec<RawModule> = loaded
+        .iter()
+        .filter(|m| addresses.iter().any(|&ip| covers(m, ip)))
+        .map(|m| RawModule {
+            start: m.start,
+            end: m.end,
+            bias: m.bias,
+            build_id: m.build_id.clone(),
+            path: m.path.clone(),
+        })
+        .collect();
+    let frames =
+        addresses.iter().map(|&ip| Frame { address: format!("{ip:#x}"), ..Frame::default() }).collect();
+    (frames, module_entries(&used.iter().collect::<Vec<_>>()))
+}
+
+fn current_modules() -> Arc<Vec<LoadedModule>> {
+    let cached = MODULES.read().unwrap_or_else(PoisonError::into_inner).clone();
+    cached.unwrap_or_else(refresh_modules)
+}
+
+fn refresh_modules() -> Arc<Vec<LoadedModule>> {
+    let fresh = Arc::new(loaded_modules());
+    *MODULES.write().unwrap_or_else(PoisonError::into_inner) = Some(fresh.clone());
+    fresh
 }
 
 fn thread_id() -> u64 {

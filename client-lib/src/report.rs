@@ -2,7 +2,10 @@
 
 use serde::{Deserialize, Serialize};
 
-/// A crash report: a panic, or a fatal signal after symbolization.
+/// A crash report: a panic, or a fatal signal after symbolization. A panic's report is first stored
+/// as its raw capture (frames with addresses and modules only, `symbolized: false`, the spool entry
+/// flagged `FLAG_UNSYMBOLIZED`) and symbolized when it is prepared for upload
+/// ([`crate::symbolize::resolve`]).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct CrashReport {
     /// `panic` or `signal`.
@@ -25,7 +28,7 @@ pub struct CrashReport {
     /// Why symbolization was not possible (or only partly).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub symbolization_error: Option<String>,
-    /// Groups the same crash together: a hash of the top frames of our code.
+    /// Groups the same crash together ([`crate::grouping`]; REPORT.md, "Grouping").
     pub fingerprint: String,
     /// Where it happened.
     pub context: Context,
@@ -38,10 +41,17 @@ pub struct CrashReport {
     /// Registers of the crashing thread (signal crashes), by name.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub registers: Vec<(String, String)>,
+    /// The modules the frames are in: what symbolizing the addresses anywhere needs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub modules: Vec<Module>,
 }
 
 fn is_zero(n: &u64) -> bool {
     *n == 0
+}
+
+fn is_false(b: &bool) -> bool {
+    !b
 }
 
 /// A source location.
@@ -83,23 +93,73 @@ pub struct ThreadInfo {
     pub id: Option<u64>,
 }
 
-/// One stack frame.
+/// One stack frame (one function: an address gives several frames, innermost first, when functions
+/// were inlined at it).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Frame {
-    /// The function, demangled, without the hash suffix.
-    #[serde(default)]
+    /// The function, demangled, without the hash suffix. (Absent and `null` read the same; absent
+    /// fields are left out, which keeps a panic's raw capture small and quick to write.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub function: Option<String>,
     /// Source file.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file: Option<String>,
     /// Source line.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub line: Option<u32>,
     /// The instruction address, hex.
     pub address: String,
     /// The module (executable or library) path.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub module: Option<String>,
+    /// The module's GNU build id, hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build_id: Option<String>,
+    /// The address in the module's own address space (the address less the module's load bias),
+    /// hex: what `addr2line -e <module>` takes. A return address unless it is a signal report's
+    /// first frame.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<String>,
+    /// Whose code this is; absent until the frame is symbolized.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category: Option<Category>,
+    /// The application's own code (`category` is `app`). Written only when true.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub in_app: bool,
+}
+
+/// Whose code a frame is (REPORT.md, "Frames"). An unknown value reads as [`Category::Unknown`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Category {
+    /// The application's own code.
+    App,
+    /// A crate the application depends on (from a cargo registry or git checkout).
+    Dependency,
+    /// Rust's standard library (std, core, alloc and their runtime).
+    Std,
+    /// Code outside the executable (libc, the dynamic loader, other shared libraries) or the C runtime
+    /// glue inside it.
+    System,
+    /// Not known: no name and no source file (a stripped build), or an address in no module.
+    #[serde(other)]
+    Unknown,
+}
+
+/// A module (the executable or a shared library) of the crashed process.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Module {
+    /// Its path when the process ran.
+    pub path: String,
+    /// Its GNU build id, hex, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build_id: Option<String>,
+    /// First address of its code in the process, hex.
+    pub start: String,
+    /// One past the last address of its code, hex.
+    pub end: String,
+    /// Load bias (memory address less the address in the file), hex.
+    pub bias: String,
 }
 
 /// Where a report comes from. No environment variables and no command-line arguments.
@@ -159,65 +219,6 @@ pub struct LogBatch {
     pub dropped_before: u64,
 }
 
-/// Whether a frame belongs to the panic and report machinery rather than to the program.
-pub fn is_machinery(function: &str) -> bool {
-    const PREFIXES: [&str; 10] = [
-        "std::panicking",
-        "core::panicking",
-        "std::panic",
-        "core::panic",
-        "std::rt::",
-        "std::sys::",
-        "backtrace::",
-        "lastword::",
-        "__rust",
-        "rust_begin_unwind",
-    ];
-    PREFIXES.iter().any(|p| function.starts_with(p))
-        || function.starts_with("<alloc::boxed::Box<F,A> as core::ops::function::Fn")
-        // The boxed hook closure: `<Box<dyn Fn(&PanicHookInfo)> as Fn<…>>::call`.
-        || function.contains("PanicHookInfo")
-}
-
-/// The fingerprint of a crash: a hash of the first five function names of the program's own frames
-/// (machinery skipped), or, without names, of the message with digits removed.
-///
-/// The hash is FNV-1a (64 bits), fixed here so that fingerprints stay the same across builds and Rust
-/// versions.
-pub fn fingerprint(frames: &[Frame], message: &str) -> String {
-    let names: Vec<&str> =
-        frames.iter().filter_map(|f| f.function.as_deref()).filter(|f| !is_machinery(f)).take(5).collect();
-    let mut hash = Fnv::default();
-    if names.is_empty() {
-        for c in message.chars().filter(|c| !c.is_ascii_digit()) {
-            hash.write(c.encode_utf8(&mut [0; 4]).as_bytes());
-        }
-    } else {
-        for name in names {
-            hash.write(name.as_bytes());
-            hash.write(&[0]);
-        }
-    }
-    format!("{:016x}", hash.0)
-}
-
-struct Fnv(u64);
-
-impl Default for Fnv {
-    fn default() -> Self {
-        Self(0xcbf2_9ce4_8422_2325)
-    }
-}
-
-impl Fnv {
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 ^= u64::from(b);
-            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    }
-}
-
 /// A function name without its `::h0123456789abcdef` hash suffix.
 pub fn strip_hash(name: &str) -> String {
     match name.rsplit_once("::h") {
@@ -232,25 +233,21 @@ pub fn strip_hash(name: &str) -> String {
 mod tests {
     use super::*;
 
-    fn frame(f: &str) -> Frame {
-        Frame { function: Some(f.into()), address: "0x1".into(), ..Frame::default() }
-    }
-
-    #[test]
-    fn fingerprint_ignores_machinery_and_depends_on_our_frames() {
-        let a = [frame("std::panicking::begin_panic"), frame("app::parse"), frame("app::main")];
-        let b = [frame("core::panicking::panic_fmt"), frame("app::parse"), frame("app::main")];
-        let c = [frame("app::other"), frame("app::main")];
-        assert_eq!(fingerprint(&a, "x"), fingerprint(&b, "y"));
-        assert_ne!(fingerprint(&a, "x"), fingerprint(&c, "x"));
-        assert_eq!(fingerprint(&[], "index 3 out of 5"), fingerprint(&[], "index 7 out of 9"));
-        // Stable across builds: a fixed value for fixed input.
-        assert_eq!(fingerprint(&[frame("app::main")], ""), "b90426913e5f8f3f");
-    }
-
     #[test]
     fn hash_suffix_is_stripped() {
         assert_eq!(strip_hash("app::main::h0123456789abcdef"), "app::main");
         assert_eq!(strip_hash("app::hello"), "app::hello");
+    }
+
+    #[test]
+    fn an_unknown_category_reads_as_unknown_and_old_frames_read_without_the_new_fields() {
+        let frame: Frame =
+            serde_json::from_str(r#"{"function":"f","address":"0x1","category":"jit"}"#).unwrap();
+        assert_eq!(frame.category, Some(Category::Unknown));
+        let old: Frame = serde_json::from_str(r#"{"function":null,"address":"0x1"}"#).unwrap();
+        assert_eq!((old.category, old.in_app, old.offset.as_deref()), (None, false, None));
+        let text =
+            serde_json::to_string(&Frame { category: Some(Category::App), in_app: true, ..old }).unwrap();
+        assert!(text.contains(r#""category":"app","in_app":true"#), "{text}");
     }
 }

@@ -4,15 +4,14 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
-use lastword_spool::FLAG_RAW_SIGNAL;
+use lastword_spool::{Claim, FLAG_RAW_SIGNAL, FLAG_UNSYMBOLIZED};
 
 use crate::config::BeforeSend;
-use crate::crashloop::{Admit, CrashLoop};
-use crate::report::{
-    Breadcrumb, Context, CrashReport, Frame, SignalInfo, ThreadInfo, fingerprint, strip_hash,
-};
+use crate::crashloop::{Admit, CrashLoop, SUPPRESSED_COUNTER};
+use crate::grouping::{self, FRAMES_HASHED, SignalKey, classify_all, signal_fingerprint};
+use crate::report::{Breadcrumb, Context, CrashReport, Frame, Module, SignalInfo, ThreadInfo, strip_hash};
 use crate::upload::{LossCounters, Prepare, Prepared};
 
 /// How many return-address candidates the stack scan keeps.
@@ -173,19 +172,28 @@ fn signal_meaning(signal: i32) -> &'static str {
     }
 }
 
-/// Symbol lookups in the modules' files, checked against the build ids the crash recorded.
-struct Symbolizer {
-    loaders: HashMap<String, Result<addr2line::Loader, String>>,
+/// Symbol lookups in the modules' files, checked against the build ids the crash recorded. Kept
+/// across reports by the uploader's prepare step (a backlog of crashes of one program reads its
+/// debug information once), keyed by path and build id.
+pub(crate) struct Symbolizer {
+    loaders: HashMap<(String, String), Result<addr2line::Loader, String>>,
 }
 
+/// How many module files a [`Symbolizer`] keeps open; beyond that it starts again.
+const KEEP_LOADERS: usize = 8;
+
 impl Symbolizer {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self { loaders: HashMap::new() }
     }
 
     fn loader(&mut self, module: &RawModule) -> Result<&addr2line::Loader, String> {
+        let key = (module.path.clone(), module.build_id.clone());
+        if !self.loaders.contains_key(&key) && self.loaders.len() >= KEEP_LOADERS {
+            self.loaders.clear();
+        }
         self.loaders
-            .entry(module.path.clone())
+            .entry(key)
             .or_insert_with(|| {
                 let on_disk = file_build_id(Path::new(&module.path))?;
                 if module.build_id != "-" && on_disk.as_deref() != Some(module.build_id.as_str()) {
@@ -202,16 +210,20 @@ impl Symbolizer {
             .map_err(Clone::clone)
     }
 
-    /// The frames at `address` (inlined functions first); `None` when no symbol covers it.
+    /// The frames at `address` (inlined functions first) and the symbol table's name of the function
+    /// it is in; `None` when no symbol covers it. Each frame carries the module, its build id and the
+    /// address's offset in it.
     fn frames(
         &mut self,
         module: &RawModule,
         address: u64,
         is_return: bool,
-    ) -> Result<Option<Vec<Frame>>, String> {
+    ) -> Result<Option<Resolved>, String> {
         let loader = self.loader(module)?;
         // A return address points after the call; look inside the call instruction.
         let probe = address.wrapping_sub(module.bias).wrapping_sub(u64::from(is_return));
+        let symbol =
+            loader.find_symbol(probe).map(|name| strip_hash(&addr2line::demangle_auto(name.into(), None)));
         let mut out = Vec::new();
         if let Ok(mut iter) = loader.find_frames(probe) {
             while let Ok(Some(frame)) = iter.next() {
@@ -219,28 +231,44 @@ impl Symbolizer {
                     frame.function.as_ref().and_then(|f| f.demangle().ok()).map(|n| strip_hash(&n));
                 let (file, line) =
                     frame.location.map_or((None, None), |l| (l.file.map(str::to_owned), l.line));
-                out.push(Frame {
-                    function,
-                    file,
-                    line,
-                    address: format!("{address:#x}"),
-                    module: Some(module.path.clone()),
-                });
+                out.push(Frame { function, file, line, ..raw_frame(module, address) });
             }
         }
-        if out.iter().all(|f| f.function.is_none()) {
-            out.clear();
-            if let Some(name) = loader.find_symbol(probe) {
-                let name = addr2line::demangle_auto(name.into(), None);
-                out.push(Frame {
-                    function: Some(strip_hash(&name)),
-                    address: format!("{address:#x}"),
-                    module: Some(module.path.clone()),
-                    ..Frame::default()
-                });
+        // Line tables alone (`debug = "line-tables-only"`) may leave the outermost function without
+        // a name: the symbol table has it, in full, and the file and line stay.
+        match out.last_mut() {
+            Some(outer) if outer.function.is_none() => outer.function.clone_from(&symbol),
+            Some(_) => {}
+            None => {
+                if let Some(name) = &symbol {
+                    out.push(Frame { function: Some(name.clone()), ..raw_frame(module, address) });
+                }
             }
         }
-        Ok((!out.is_empty()).then_some(out))
+        if out.iter().all(|f| f.function.is_none() && f.file.is_none()) {
+            return Ok(None);
+        }
+        Ok(Some(Resolved { frames: out, symbol }))
+    }
+}
+
+/// One address, resolved.
+struct Resolved {
+    /// Its frames, inlined functions first.
+    frames: Vec<Frame>,
+    /// The symbol table's name of the function the address is in (the outermost of `frames`).
+    symbol: Option<String>,
+}
+
+/// A frame of `address` in `module` without a name: the address, the module's path and build id, and
+/// the offset in it.
+fn raw_frame(module: &RawModule, address: u64) -> Frame {
+    Frame {
+        address: format!("{address:#x}"),
+        module: Some(module.path.clone()),
+        build_id: (module.build_id != "-").then(|| module.build_id.clone()),
+        offset: Some(format!("{:#x}", address.wrapping_sub(module.bias))),
+        ..Frame::default()
     }
 }
 
@@ -330,8 +358,11 @@ fn section_info(path: &Path) -> Option<framehop::ExplicitModuleSectionInfo<Vec<u
 /// The GNU build id of an ELF file on disk.
 fn file_build_id(path: &Path) -> Result<Option<String>, String> {
     use object::{Object, ObjectSection};
-    let data = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let file = object::File::parse(&*data).map_err(|e| format!("{}: {e}", path.display()))?;
+    // Only the headers and the note are read, not the whole file (a debug build's is 100 MB).
+    let data = std::fs::File::open(path)
+        .map(object::ReadCache::new)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let file = object::File::parse(&data).map_err(|e| format!("{}: {e}", path.display()))?;
     if let Ok(Some(id)) = file.build_id() {
         return Ok(Some(id.iter().map(|b| format!("{b:02x}")).collect()));
     }
@@ -343,62 +374,64 @@ fn file_build_id(path: &Path) -> Result<Option<String>, String> {
     Ok(id)
 }
 
-/// Turns a raw signal report into a crash report: the program counter's frames, then return
-/// addresses found by scanning the stack copy (kept when they fall in a module's code and resolve to
-/// a function). When a module's file is gone, changed (build id), or has no symbols, the frames keep
-/// their raw addresses and the report says why.
+/// Turns a raw signal report into a crash report: the program counter's frames, then the return
+/// addresses found by unwinding the stack copy with the modules' call frame information (all kept,
+/// named or not: they are exact), or, without it, found by scanning the stack copy (kept when they
+/// fall in a module's code and resolve to a function). When a module's file is gone, changed (build
+/// id), or has no symbols, the frames keep their raw addresses, modules and offsets, and the report
+/// says why. Every frame is classified (`category`, `in_app`); the fingerprint follows REPORT.md's
+/// rule for signals.
 pub fn symbolize(raw: &RawReport) -> CrashReport {
-    let mut symbolizer = Symbolizer::new();
-    let mut frames = Vec::new();
+    symbolize_with(raw, &mut Symbolizer::new())
+}
+
+/// [`symbolize`] with the module files `symbolizer` has open.
+pub(crate) fn symbolize_with(raw: &RawReport, symbolizer: &mut Symbolizer) -> CrashReport {
+    let mut physical: Vec<Resolved> = Vec::new();
     let mut errors: Vec<String> = Vec::new();
     let module_of = |addr: u64| raw.modules.iter().find(|m| m.start <= addr && addr < m.end);
-    let mut push = |addr: u64, is_return: bool, frames: &mut Vec<Frame>, errors: &mut Vec<String>| -> bool {
-        let Some(module) = module_of(addr) else {
-            if !is_return {
-                frames.push(Frame { address: format!("{addr:#x}"), ..Frame::default() });
+    let unnamed = |addr: u64| Resolved {
+        frames: vec![Frame { address: format!("{addr:#x}"), ..Frame::default() }],
+        symbol: None,
+    };
+    // `keep_raw`: an address that does not resolve is kept as a frame without a name.
+    let mut push = |addr: u64,
+                    is_return: bool,
+                    keep_raw: bool,
+                    physical: &mut Vec<Resolved>,
+                    errors: &mut Vec<String>|
+     -> bool {
+        // A return address is one past its call: the call belongs to the module.
+        let Some(module) = module_of(addr.wrapping_sub(u64::from(is_return))) else {
+            if keep_raw {
+                physical.push(unnamed(addr));
                 errors.push(format!("{addr:#x} is in no known module"));
             }
             return false;
         };
-        match symbolizer.frames(module, addr, is_return) {
+        let error = match symbolizer.frames(module, addr, is_return) {
             Ok(Some(found)) => {
-                frames.extend(found);
-                true
+                physical.push(found);
+                return true;
             }
-            Ok(None) => {
-                if !is_return {
-                    frames.push(Frame {
-                        address: format!("{addr:#x}"),
-                        module: Some(module.path.clone()),
-                        ..Frame::default()
-                    });
-                    errors.push(format!("no symbol for {addr:#x} in {}", module.path));
-                }
-                false
-            }
-            Err(e) => {
-                // Without symbols a stack word cannot be told from a stale value: only the program
-                // counter is kept, raw.
-                if !is_return {
-                    frames.push(Frame {
-                        address: format!("{addr:#x}"),
-                        module: Some(module.path.clone()),
-                        ..Frame::default()
-                    });
-                }
-                if !errors.contains(&e) {
-                    errors.push(e);
-                }
-                false
+            Ok(None) => format!("no symbol for some addresses in {}", module.path),
+            // Without symbols a scanned stack word cannot be told from a stale value: it is dropped.
+            Err(e) => e,
+        };
+        if keep_raw {
+            physical.push(Resolved { frames: vec![raw_frame(module, addr)], symbol: None });
+            if !errors.contains(&error) {
+                errors.push(error);
             }
         }
+        false
     };
-    push(raw.pc, false, &mut frames, &mut errors);
+    push(raw.pc, false, true, &mut physical, &mut errors);
     match unwind(raw) {
         // CFI unwinding found the callers: exact return addresses.
         Some(returns) if !returns.is_empty() => {
             for ra in returns {
-                push(ra, true, &mut frames, &mut errors);
+                push(ra, true, true, &mut physical, &mut errors);
             }
         }
         // Without unwind information, scan the stack copy for words that are return addresses into
@@ -412,18 +445,30 @@ pub fn symbolize(raw: &RawReport) -> CrashReport {
                 let mut bytes = [0u8; 8];
                 bytes.copy_from_slice(word);
                 let value = u64::from_ne_bytes(bytes);
-                if module_of(value).is_some() && push(value, true, &mut frames, &mut errors) {
+                if module_of(value).is_some() && push(value, true, false, &mut physical, &mut errors) {
                     scanned += 1;
                 }
             }
         }
     }
-    frames.dedup_by(|a, b| a.function.is_some() && a.function == b.function && a.address == b.address);
+    // A scanned word that repeats the one before it is the same frame.
+    physical.dedup_by(|a, b| a.frames[0].address == b.frames[0].address);
+    let app = raw.context.as_ref().map_or("", |c| c.app.as_str());
+    let main = main_module(
+        raw.context.as_ref().and_then(|c| c.executable.as_deref()),
+        raw.modules.first().map(|m| m.path.as_str()),
+    );
+    for p in &mut physical {
+        classify_all(&mut p.frames, main);
+    }
+    let fingerprint = signal_fingerprint(app, signal_name(raw.signal), &signal_key(&physical, main));
+    let frames: Vec<Frame> = physical.into_iter().flat_map(|p| p.frames).collect();
+    let modules = modules_of(&frames, &raw.modules);
     let name = signal_name(raw.signal);
     let (message, thread, context) = signal_fields(raw, &mut errors);
     CrashReport {
         kind: "signal".into(),
-        fingerprint: fingerprint(&frames, name),
+        fingerprint,
         symbolized: frames.iter().any(|f| f.function.is_some()),
         symbolization_error: (!errors.is_empty()).then(|| errors.join("; ")),
         message,
@@ -446,6 +491,43 @@ pub fn symbolize(raw: &RawReport) -> CrashReport {
         },
         crash_loop_suppressed: 0,
         registers: raw.registers.iter().map(|(n, v)| (n.clone(), format!("{v:#x}"))).collect(),
+        modules,
+    }
+}
+
+/// The executable's path: the context's, when it is among the modules; else the first module (the
+/// loader lists the executable first).
+fn main_module<'a>(executable: Option<&'a str>, first: Option<&'a str>) -> Option<&'a str> {
+    executable.or(first)
+}
+
+/// What a signal report groups by (REPORT.md, "Grouping"): the names of the first application
+/// frames, one per address (the symbol table's name of the function the address is in: the same in
+/// every build with symbols, whatever its debug information); without application frames, the first
+/// named ones; without names, the executable's build id and the frames' offsets in it.
+fn signal_key<'a>(physical: &'a [Resolved], main: Option<&str>) -> SignalKey<'a> {
+    let name = |p: &'a Resolved| p.symbol.as_deref().or_else(|| p.frames.last()?.function.as_deref());
+    let outer_in_app = |p: &Resolved| p.frames.last().is_some_and(|f| f.in_app);
+    let in_app: Vec<&str> =
+        physical.iter().filter(|p| outer_in_app(p)).filter_map(name).take(FRAMES_HASHED).collect();
+    if !in_app.is_empty() {
+        return SignalKey::Functions(in_app);
+    }
+    let named: Vec<&str> = physical.iter().filter_map(name).take(FRAMES_HASHED).collect();
+    if !named.is_empty() {
+        return SignalKey::Functions(named);
+    }
+    let in_main: Vec<&Frame> = physical
+        .iter()
+        .filter_map(|p| p.frames.last())
+        .filter(|f| f.module.is_some() && f.module.as_deref() == main)
+        .collect();
+    match in_main.first().and_then(|f| f.build_id.as_deref()) {
+        Some(build_id) => SignalKey::Code {
+            build_id,
+            offsets: in_main.iter().filter_map(|f| f.offset.as_deref()).take(FRAMES_HASHED).collect(),
+        },
+        None => SignalKey::Nothing,
     }
 }
 
@@ -483,9 +565,134 @@ fn signal_fields(raw: &RawReport, errors: &mut Vec<String>) -> (String, ThreadIn
     (message, thread, context)
 }
 
-/// The uploader's body transformation for a spool at `spool_dir`: JSON bodies go as they are; a raw
-/// signal report is symbolized into a JSON crash report, passes the crash-loop limit and the
-/// `before_send` hook, and is then sent (or skipped, counted).
+/// The modules `frames` are in (see [`module_entries`]).
+fn modules_of(frames: &[Frame], all: &[RawModule]) -> Vec<Module> {
+    let used: Vec<&RawModule> =
+        all.iter().filter(|m| frames.iter().any(|f| f.module.as_deref() == Some(&m.path))).collect();
+    module_entries(&used)
+}
+
+/// One entry per path of `segments` (a module's executable segments), spanning them, in their order.
+pub(crate) fn module_entries(segments: &[&RawModule]) -> Vec<Module> {
+    let mut out: Vec<Module> = Vec::new();
+    for m in segments {
+        if out.iter().any(|o| o.path == m.path) {
+            continue;
+        }
+        let (start, end) = segments
+            .iter()
+            .filter(|s| s.path == m.path)
+            .fold((u64::MAX, 0), |(start, end), s| (start.min(s.start), end.max(s.end)));
+        out.push(Module {
+            path: m.path.clone(),
+            build_id: (m.build_id != "-").then(|| m.build_id.clone()),
+            start: format!("{start:#x}"),
+            end: format!("{end:#x}"),
+            bias: format!("{:#x}", m.bias),
+        });
+    }
+    out
+}
+
+/// Symbolizes a crash report whose frames are addresses (a panic's raw capture, or a report
+/// symbolized before without its module's symbols), with each module's own file, as the crashed
+/// process saw it. See [`resolve_with`].
+pub fn resolve(report: &mut CrashReport) {
+    resolve_in(report, &|module| PathBuf::from(&module.path), &mut Symbolizer::new());
+}
+
+/// Symbolizes a crash report's frames that have an address and a module but no name yet, reading
+/// each module's symbols from `file(module)` (its own path, or a debug file of the same build id:
+/// a build's unstripped twin), checked against the build id the report recorded. Then classifies
+/// every frame and, for a panic, cuts the panic machinery from the top ([`grouping`]); sets
+/// `symbolized` and `symbolization_error`. Frames that stay unnamed keep their address, module,
+/// build id and offset.
+pub fn resolve_with(report: &mut CrashReport, file: &dyn Fn(&Module) -> PathBuf) {
+    resolve_in(report, file, &mut Symbolizer::new());
+}
+
+fn resolve_in(report: &mut CrashReport, file: &dyn Fn(&Module) -> PathBuf, symbolizer: &mut Symbolizer) {
+    let mut errors: Vec<String> = Vec::new();
+    let modules: Vec<(RawModule, &Module)> = report
+        .modules
+        .iter()
+        .filter_map(|m| {
+            let raw = RawModule {
+                start: hex(&m.start)?,
+                end: hex(&m.end)?,
+                bias: hex(&m.bias)?,
+                build_id: m.build_id.clone().unwrap_or_else(|| "-".into()),
+                path: file(m).display().to_string(),
+            };
+            Some((raw, m))
+        })
+        .collect();
+    let mut frames = Vec::with_capacity(report.frames.len());
+    for (n, frame) in std::mem::take(&mut report.frames).into_iter().enumerate() {
+        let Some(address) = hex(&frame.address).filter(|_| frame.function.is_none()) else {
+            frames.push(frame);
+            continue;
+        };
+        // Every frame of a panic is a return address; so is every frame of a signal report but its
+        // first (the instruction that faulted). A return address is one past its call.
+        let is_return = report.kind == "panic" || n > 0;
+        let lookup = address.wrapping_sub(u64::from(is_return));
+        // The frame's module: named in the frame, or (a panic's raw capture) the one whose range
+        // holds the address.
+        let module = modules.iter().find(|(raw, m)| match frame.module.as_deref() {
+            Some(path) => m.path == path,
+            None => raw.start <= lookup && lookup < raw.end,
+        });
+        let Some((raw, original)) = module else {
+            frames.push(frame);
+            continue;
+        };
+        let placed = Frame {
+            module: Some(original.path.clone()),
+            build_id: original.build_id.clone(),
+            offset: Some(format!("{:#x}", address.wrapping_sub(raw.bias))),
+            ..frame
+        };
+        let error = match symbolizer.frames(raw, address, is_return) {
+            Ok(Some(found)) => {
+                frames.extend(
+                    found.frames.into_iter().map(|f| Frame { module: Some(original.path.clone()), ..f }),
+                );
+                continue;
+            }
+            Ok(None) => format!("no symbol for some addresses in {}", raw.path),
+            Err(e) => e,
+        };
+        if !errors.contains(&error) {
+            errors.push(error);
+        }
+        frames.push(placed);
+    }
+    let main =
+        main_module(report.context.executable.as_deref(), report.modules.first().map(|m| m.path.as_str()));
+    classify_all(&mut frames, main);
+    if report.kind == "panic" {
+        grouping::cut_panic_machinery(&mut frames);
+    }
+    report.symbolized = frames.iter().any(|f| f.function.is_some());
+    report.symbolization_error = (!errors.is_empty()).then(|| errors.join("; "));
+    report.frames = frames;
+}
+
+/// The uploader's body transformation for a spool at `spool_dir`. JSON bodies go as they are. The
+/// first time an entry that needs it is prepared, it is made into the JSON it is sent as, and the
+/// claimed entry is rewritten with that JSON ([`lastword_spool::Claim::rewrite`]), so that this
+/// happens once per report and never on a resend:
+///
+/// - a raw signal report is symbolized, passes the crash-loop limit (counted in the hour of the
+///   crash, the entry's creation time) and the `before_send` hook, and is then sent, or skipped
+///   (deleted, counted);
+/// - a panic's raw capture (`FLAG_UNSYMBOLIZED`; the hook decided the limit and `before_send`) is
+///   symbolized.
+///
+/// If the rewrite fails, the prepared body is still sent; the entry is prepared again if it comes
+/// back, and the crash-loop limit gives it the answer it gave before (it remembers the entries it
+/// admitted).
 pub(crate) fn prepare_with(
     spool_dir: PathBuf,
     crash_loop_per_hour: u32,
@@ -493,26 +700,57 @@ pub(crate) fn prepare_with(
     before_send: Option<BeforeSend>,
 ) -> Prepare {
     let crash_loop = CrashLoop::new(&spool_dir, crash_loop_per_hour);
-    Arc::new(move |flags, body| {
-        if flags & FLAG_RAW_SIGNAL == 0 {
-            return Ok(Prepared::Send(body.to_vec()));
-        }
-        let raw = parse_raw(body)?;
-        let mut report = symbolize(&raw);
-        match crash_loop.admit(&report.fingerprint, crate::now_millis()) {
-            Admit::Store { suppressed_before } => report.crash_loop_suppressed = suppressed_before,
-            Admit::Suppress => {
-                losses.crash_loop_suppressed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                return Ok(Prepared::Skip("the same crash repeated too often (crash loop)".into()));
+    let symbolizer = Mutex::new(Symbolizer::new());
+    Arc::new(move |claim: &mut Claim| {
+        let flags = claim.flags();
+        let mut symbolizer = symbolizer.lock().unwrap_or_else(PoisonError::into_inner);
+        let report = if flags & FLAG_RAW_SIGNAL != 0 {
+            let raw = parse_raw(claim.body())?;
+            let mut report = symbolize_with(&raw, &mut symbolizer);
+            let entry = claim.id().to_string();
+            match crash_loop.admit(&report.fingerprint, claim.created_millis(), Some(&entry)) {
+                Admit::Store { suppressed_before } => report.crash_loop_suppressed = suppressed_before,
+                Admit::Suppress => {
+                    losses.crash_loop_suppressed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    // Counted before the entry goes: a crash between the two counts it twice at worst.
+                    let _ = claim.spool().add_to_counter(SUPPRESSED_COUNTER, 1);
+                    return Ok(Prepared::Skip("the same crash repeated too often (crash loop)".into()));
+                }
             }
-        }
-        if let Some(hook) = &before_send
-            && !hook(&mut report)
-        {
-            return Ok(Prepared::Skip("dropped by before_send".into()));
-        }
-        serde_json::to_vec(&report).map(Prepared::Send).map_err(|e| e.to_string())
+            if let Some(hook) = &before_send
+                && !hook(&mut report)
+            {
+                return Ok(Prepared::Skip("dropped by before_send".into()));
+            }
+            report
+        } else if flags & FLAG_UNSYMBOLIZED != 0 {
+            let mut report: CrashReport =
+                serde_json::from_slice(claim.body()).map_err(|e| format!("crash report is not JSON: {e}"))?;
+            resolve_in(&mut report, &|module| PathBuf::from(&module.path), &mut symbolizer);
+            report
+        } else {
+            return Ok(Prepared::Send(claim.body().to_vec()));
+        };
+        drop(symbolizer);
+        let body = serde_json::to_vec(&report).map_err(|e| e.to_string())?;
+        // Recorded: a resend sends this body as it is. On failure, see above.
+        let _ = claim.rewrite(0, &body);
+        Ok(Prepared::Send(body))
     })
+}
+
+/// A crash entry's body as a readable crash report, as it will be uploaded: a raw signal report or
+/// a panic's raw capture symbolized here, any other crash report as it is. `None` when the body does
+/// not read.
+pub fn readable(flags: u16, body: &[u8]) -> Option<CrashReport> {
+    if flags & FLAG_RAW_SIGNAL != 0 {
+        return parse_raw(body).ok().map(|raw| symbolize(&raw));
+    }
+    let mut report: CrashReport = serde_json::from_slice(body).ok()?;
+    if flags & FLAG_UNSYMBOLIZED != 0 {
+        resolve(&mut report);
+    }
+    Some(report)
 }
 
 /// The body transformation for the sidecar on the spool at `spool_dir` (default crash-loop limit of

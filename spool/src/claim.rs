@@ -1,13 +1,15 @@
 //! The claim guard: an entry taken from `ready/` that goes back unless it is acknowledged.
 
 use std::fmt;
+use std::io;
 use std::sync::Arc;
 
-use crate::entry::{EntryName, Header};
-use crate::error::Result;
+use crate::entry::{EntryName, HEADER_LEN, Header};
+use crate::error::{Result, SpoolError};
+use crate::fsio;
 use crate::id::EntryId;
 use crate::kind::Kind;
-use crate::spool::{Inner, Settle};
+use crate::spool::{Inner, Settle, Spool};
 
 /// An entry claimed by this session. Exactly one claimer holds an entry at a time.
 ///
@@ -57,6 +59,63 @@ impl Claim {
     /// The entry's body.
     pub fn body(&self) -> &[u8] {
         &self.body
+    }
+
+    /// The spool this claim was taken from (the same session).
+    pub fn spool(&self) -> Spool {
+        Spool { inner: self.inner.clone() }
+    }
+
+    /// Replaces the entry's flags and body, durably, keeping its id, kind and creation time: what an
+    /// uploader does once it has prepared an entry (a raw report made into the JSON it sends), so that
+    /// the preparation and the decisions taken in it are made once, not on every send. The claim is
+    /// held throughout and [`Claim::body`] is the new body afterwards.
+    ///
+    /// The new entry is written and fsynced in this session's `writing/` directory first, then takes
+    /// the old one's place in `claimed/` (FORMAT.md, "Rewrite"); a crash at any point leaves the old
+    /// entry or the new one, never both and never neither. On an error before the old file is
+    /// removed, nothing changed. The spool's limits are not applied to the new size.
+    pub fn rewrite(&mut self, flags: u16, body: &[u8]) -> Result<()> {
+        let inner = &self.inner;
+        let old = self.name;
+        let size = (HEADER_LEN + body.len()) as u64;
+        let new = EntryName::new(old.kind(), old.id(), size);
+        let header = Header { flags, body_len: body.len() as u64, ..self.header };
+        let writing = inner.layout.writing.join(&inner.sid);
+        let claimed = inner.layout.claimed.join(&inner.sid);
+        let tmp = writing.join(new.to_string());
+        let written = (|| -> io::Result<()> {
+            let mut file = fsio::create_new(&tmp)?;
+            fsio::write_all(&mut file, &header.encode(&[body]))?;
+            fsio::write_all(&mut file, body)?;
+            fsio::sync(&file)?;
+            // The new entry's name must be durable before the old one goes.
+            fsio::sync_dir(&fsio::open_dir(&writing)?)
+        })();
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(SpoolError::io("rewrite", &tmp, e));
+        }
+        if new != old {
+            let old_path = claimed.join(old.to_string());
+            if let Err(e) = fsio::unlink(&old_path) {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(SpoolError::io("rewrite: remove the old entry", &old_path, e));
+            }
+            // Not retried, and not needed for correctness: if the removal is undone by a machine
+            // crash, recovery finds both and keeps the rewritten one (FORMAT.md).
+            if let Ok(dir) = fsio::open_dir(&claimed) {
+                let _ = fsio::sync_dir(&dir);
+            }
+        }
+        // From here the entry is the new one, in writing/ until this rename; if the rename fails,
+        // this session's close (or the recovery after its death) puts it into ready/.
+        self.name = new;
+        self.header = header;
+        self.body = body.to_vec();
+        inner.rewritten(old, new);
+        fsio::rename(&tmp, &claimed.join(new.to_string()))
+            .map_err(|e| SpoolError::io("rewrite: move into claimed", &tmp, e))
     }
 
     /// The entry was delivered: delete it. If deleting fails the entry goes back to `ready/` (and

@@ -14,6 +14,9 @@ pub const FORMAT_VERSION: u16 = 1;
 pub const HEADER_LEN: usize = 48;
 /// Header flag: the body is a raw signal report, to be symbolized before upload.
 pub const FLAG_RAW_SIGNAL: u16 = 1;
+/// Header flag: the body is a crash report (JSON) whose frames are addresses still to be symbolized
+/// (a panic's raw capture, client-lib's REPORT.md).
+pub const FLAG_UNSYMBOLIZED: u16 = 2;
 /// The longest entry file name: `9-<26>-<20 digits>.crash`.
 pub const NAME_MAX: usize = 1 + 1 + ID_TEXT_LEN + 1 + 20 + 1 + 5;
 const CRC_OFFSET: usize = 44;

@@ -13,7 +13,9 @@
 //!   by the next scan, decided by an OS lock (`flock`) and never by a timeout.
 //! - [`Spool::reserve_signal_slot`] prepares a [`SignalSlot`] whose [`SignalSlot::commit`] is
 //!   async-signal-safe, for fatal-signal handlers.
-//! - [`Limits`] cap the queue; logs are evicted first, crashes last, and every eviction is counted.
+//! - [`Claim::rewrite`] replaces a claimed entry's body (an uploader's prepared report) crash-safely.
+//! - [`Limits`] cap the queue; logs are evicted first, crashes last, and every eviction is counted;
+//!   [`Spool::add_to_counter`] keeps other persistent counts beside that one.
 //! - [`SpoolView`] answers `ls`, `show` and `stats` without changing anything.
 //!
 //! ```
@@ -43,7 +45,9 @@ mod signal;
 mod spool;
 
 pub use claim::Claim;
-pub use entry::{CorruptReason, EntryName, FLAG_RAW_SIGNAL, FORMAT_VERSION, HEADER_LEN, Header, decode};
+pub use entry::{
+    CorruptReason, EntryName, FLAG_RAW_SIGNAL, FLAG_UNSYMBOLIZED, FORMAT_VERSION, HEADER_LEN, Header, decode,
+};
 pub use error::{Result, SpoolError};
 pub use id::{EntryId, ParseIdError};
 pub use kind::{Kind, ParseKindError};

@@ -209,6 +209,11 @@ impl SpoolView {
         counters::evicted(&self.layout)
     }
 
+    /// The persistent counter `name` (see [`crate::Spool::add_to_counter`]); 0 if never counted.
+    pub fn counter(&self, name: &str) -> Result<u64> {
+        counters::read(&self.layout, name)
+    }
+
     /// How many files are in quarantine (reason files not counted).
     pub fn quarantined_count(&self) -> Result<u64> {
         let names = names_in(&self.layout.quarantine)?;

@@ -1,7 +1,7 @@
 //! Sessions: one per open spool handle, alive while its owner holds an OS lock, and the recovery of
 //! dead sessions' claims and writes (FORMAT.md, "Sessions and liveness").
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 use std::fs::{self, File};
 use std::io;
@@ -180,6 +180,8 @@ pub struct Recovered {
     pub skipped: u64,
     /// The first of the skipped ones, and why, for a person to look at.
     pub first_skipped: Option<Skipped>,
+    /// Partial rewrites of a claimed entry removed (the claimed entry was put back as it was).
+    pub unfinished_rewrites: u64,
 }
 
 /// A file or directory that recovery left where it was, and why.
@@ -281,24 +283,51 @@ fn layout_dir_is_dir(path: &Path) -> bool {
     fs::symlink_metadata(path).is_ok_and(|m| m.is_dir())
 }
 
-/// Moves a session's claims back to ready and settles its unfinished writes. The caller holds the
+/// Settles a session's unfinished writes, then moves its claims back to ready. The caller holds the
 /// session's lock (or the session is its own). What cannot be moved is counted as skipped and stays.
+///
+/// An unfinished write that has the id of one of the session's claims is a rewrite of that claim
+/// ([`crate::Claim::rewrite`]): complete, it replaces the claimed entry; partial, it is dropped and
+/// the claimed entry stands.
 fn recover_session(layout: &Layout, sid: &str, recovery: &mut Recovery) {
     let claimed = layout.claimed.join(sid);
+    let mut claims: BTreeMap<EntryId, OsString> = BTreeMap::new();
+    // Files under names that do not parse go back too (and are quarantined from ready/).
+    let mut others = Vec::new();
     match names_in(&claimed) {
         Ok(names) => {
             for name in names {
-                let path = claimed.join(&name);
-                match fsio::rename(&path, &layout.ready.join(&name)) {
-                    Ok(()) => recovery.done.released += 1,
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    Err(e) => recovery.done.skip(&path, format!("cannot put it back into ready/: {e}")),
+                match name.to_str().and_then(EntryName::parse) {
+                    Some(entry) => {
+                        claims.insert(entry.id(), name);
+                    }
+                    None => others.push(name),
                 }
             }
         }
         Err(e) => recovery.unlisted(&claimed, e),
     }
-    let report = &mut recovery.done;
+    settle_writes(layout, sid, &claimed, &mut claims, recovery);
+    for name in claims.into_values().chain(others) {
+        let path = claimed.join(&name);
+        match fsio::rename(&path, &layout.ready.join(&name)) {
+            Ok(()) => recovery.done.released += 1,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => recovery.done.skip(&path, format!("cannot put it back into ready/: {e}")),
+        }
+    }
+}
+
+/// The `writing/<sid>/` part of [`recover_session`]: complete entries to ready/ (a complete rewrite
+/// replacing its claim, which leaves `claims`), empty slots removed, unfinished rewrites of a claim
+/// dropped, anything else quarantined, or skipped when it cannot be.
+fn settle_writes(
+    layout: &Layout,
+    sid: &str,
+    claimed: &Path,
+    claims: &mut BTreeMap<EntryId, OsString>,
+    recovery: &mut Recovery,
+) {
     let writing = layout.writing.join(sid);
     let items = match fsio::read_dir(&writing) {
         Ok(items) => items,
@@ -308,6 +337,7 @@ fn recover_session(layout: &Layout, sid: &str, recovery: &mut Recovery) {
             return;
         }
     };
+    let report = &mut recovery.done;
     let mut rescued_any = false;
     for item in items {
         let item = match item {
@@ -374,6 +404,20 @@ fn recover_session(layout: &Layout, sid: &str, recovery: &mut Recovery) {
         }
         match entry::decode(&bytes, None) {
             Ok((header, _)) => {
+                if let Some(old) = claims.get(&header.id) {
+                    // The rewrite was complete: it replaces the claimed entry.
+                    let old = claimed.join(old);
+                    match fsio::unlink(&old) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                        Err(e) => {
+                            // Both versions stay for the next recovery, which tries again.
+                            report.skip(&old, format!("cannot remove the version a rewrite replaced: {e}"));
+                            continue;
+                        }
+                    }
+                    claims.remove(&header.id);
+                }
                 let name = EntryName::new(header.kind, header.id, bytes.len() as u64);
                 let target = layout.ready.join(name.to_string());
                 match fsio::rename(&path, &target) {
@@ -383,6 +427,19 @@ fn recover_session(layout: &Layout, sid: &str, recovery: &mut Recovery) {
                     }
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                     Err(e) => report.skip(&path, format!("cannot move a complete entry to ready/: {e}")),
+                }
+            }
+            Err(_)
+                if file_name
+                    .to_str()
+                    .and_then(EntryName::parse)
+                    .is_some_and(|n| claims.contains_key(&n.id())) =>
+            {
+                // An unfinished rewrite of a claim that is still whole.
+                match fsio::unlink(&path) {
+                    Ok(()) => report.unfinished_rewrites += 1,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => report.skip(&path, format!("cannot remove an unfinished rewrite: {e}")),
                 }
             }
             Err(reason) => set_aside(format!("{}: {reason}", CorruptReason::PartialWrite), report),

@@ -438,6 +438,13 @@ impl Spool {
         Ok(purged)
     }
 
+    /// Adds `n` to the persistent counter `name` (1 to 64 of `a-z`, `0-9`, `_`; not `lock`), durably,
+    /// under the counters' lock shared by every process on the spool; returns the new total. The
+    /// spool itself keeps `evicted`; others are the callers' (FORMAT.md, `counters/`).
+    pub fn add_to_counter(&self, name: &str, n: u64) -> Result<u64> {
+        counters::add(&self.inner.layout, name, n)
+    }
+
     /// Reserves what a fatal-signal handler needs to commit one entry without allocating or locking.
     /// See [`SignalSlot`]: on a full disk the slot is reserved without its file, which its commit
     /// makes ([`SignalSlot::is_prepared`]).
@@ -549,6 +556,12 @@ impl Inner {
             let done = quarantine(&self.layout, &claimed.join(&file_name), file_name.as_ref(), reason);
             done.is_err()
         });
+    }
+
+    /// A claim of this session was rewritten from `old` to `new` (another size).
+    pub(crate) fn rewritten(&self, old: EntryName, new: EntryName) {
+        let mut index = self.lock_index();
+        index.claimed_bytes = index.claimed_bytes.saturating_sub(old.size()) + new.size();
     }
 
     /// Moves one of this session's claims: acked (deleted), released (back to ready) or quarantined.

@@ -1,10 +1,12 @@
 //! Model-based property test of the spool's state machine: random sequences of write, claim, ack,
-//! release, drop of a claim, quarantine, reopen and crash, checked after every step against a small
-//! in-memory model (a ready set ordered by priority then id, a claimed set, a quarantined set).
+//! release, drop of a claim, quarantine, rewrite of a claim (also one that fails at a step), reopen
+//! and crash, checked after every step against a small in-memory model (a ready set ordered by
+//! priority then id, a claimed set, a quarantined set, the bodies).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
+use lastword_spool::fsio::{Op as Disk, faults};
 use lastword_spool::{Claim, EntryId, EntryState, Kind, Spool, SpoolOptions};
 use proptest::prelude::*;
 
@@ -20,6 +22,11 @@ enum Op {
     Release(usize),
     DropClaim(usize),
     Quarantine(usize),
+    /// Replace a held claim's body (with one of this size).
+    Rewrite(usize, usize),
+    /// A rewrite whose disk operation number `.1` (of the five before the old entry is removed)
+    /// fails: the claim keeps its body.
+    FailedRewrite(usize, usize),
     /// Close this handle and open a new one. Claims still held keep their (live) session.
     Reopen,
     /// The process dies: `abandon`, drop the handle and every claim, open again.
@@ -35,6 +42,8 @@ fn op() -> impl Strategy<Value = Op> {
         2 => any::<usize>().prop_map(Op::Release),
         1 => any::<usize>().prop_map(Op::DropClaim),
         1 => any::<usize>().prop_map(Op::Quarantine),
+        2 => (any::<usize>(), 0usize..300).prop_map(|(i, size)| Op::Rewrite(i, size)),
+        1 => (any::<usize>(), 0usize..5).prop_map(|(i, step)| Op::FailedRewrite(i, step)),
         1 => Just(Op::Reopen),
         1 => Just(Op::Crash),
     ]
@@ -179,7 +188,44 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     real.spool().rescan().map_err(|e| TestCaseError::fail(e.to_string()))?;
                 }
             }
-            Op::Ack(_) | Op::Release(_) | Op::DropClaim(_) | Op::Quarantine(_) => {}
+            Op::Rewrite(i, x) | Op::FailedRewrite(i, x) if !real.held.is_empty() => {
+                let i = i % real.held.len();
+                let claim = &mut real.held[i].0;
+                let id = claim.id();
+                let body = body_for(n + 1000, x);
+                if matches!(op, Op::FailedRewrite(..)) {
+                    // Create, the second write (the body), the file's fsync, the directory's fsync,
+                    // the unlink of the old entry: EIO.
+                    let steps = [
+                        (Disk::Create, 0),
+                        (Disk::Write, 1),
+                        (Disk::Sync, 0),
+                        (Disk::SyncDir, 0),
+                        (Disk::Unlink, 0),
+                    ];
+                    let (disk, skip) = steps[x % steps.len()];
+                    faults::fail(disk, skip, 5);
+                    let result = claim.rewrite(0, &body);
+                    faults::clear();
+                    prop_assert!(result.is_err(), "the injected fault fails the rewrite");
+                    prop_assert_eq!(
+                        claim.body(),
+                        &model.bodies[&id].1[..],
+                        "a failed rewrite changes nothing"
+                    );
+                } else {
+                    claim.rewrite(0, &body).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                    prop_assert_eq!(claim.body(), &body[..]);
+                    model.bodies.get_mut(&id).expect("a held claim is in the model").1 = body;
+                }
+                read_all = true;
+            }
+            Op::Ack(_)
+            | Op::Release(_)
+            | Op::DropClaim(_)
+            | Op::Quarantine(_)
+            | Op::Rewrite(..)
+            | Op::FailedRewrite(..) => {}
             Op::Reopen => {
                 real.spool = None;
                 real.spool = Some(open(dir.path()));

@@ -32,7 +32,9 @@ pub fn crash_reports(dir: &Path) -> Vec<StoredCrash> {
             let raw = parse_raw(&entry.body).expect("a raw signal report that parses");
             out.push(StoredCrash { id, report: symbolize(&raw), raw: Some(raw) });
         } else {
-            let report = serde_json::from_slice(&entry.body).expect("a JSON crash report");
+            // A panic's raw capture is symbolized as the uploader prepares it.
+            let report =
+                lastword::symbolize::readable(entry.header.flags, &entry.body).expect("a JSON crash report");
             out.push(StoredCrash { id, raw: None, report });
         }
     }

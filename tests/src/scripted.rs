@@ -30,6 +30,8 @@ pub enum Behaviour {
     Stall,
     /// Answer retry_later with this delay the first time an id is seen, then accept.
     RetryOnce(u64),
+    /// Answer retry_later (with `delay_ms`) the first `times` times an id is seen, then accept.
+    RetryTimes { times: usize, delay_ms: u64 },
     /// Answer rejected.
     Reject,
     /// Store the first n reports of each connection, then drop the connection without answering.
@@ -45,6 +47,8 @@ pub enum Behaviour {
 pub struct Record {
     /// Ids stored (the value is always 1: a copy is not stored again).
     pub stored: HashMap<EntryId, u32>,
+    /// The body of each stored report, as JSON text (inflated if it came compressed).
+    pub bodies: HashMap<EntryId, String>,
     /// Copies answered duplicate.
     pub duplicates: u32,
     /// Every report received, in order, with its arrival time.
@@ -181,6 +185,7 @@ async fn serve(tcp: tokio::net::TcpStream, record: Arc<Mutex<Record>>, behaviour
             ClientMessage::Report(r) => {
                 on_this_connection += 1;
                 let id = r.id;
+                let body = r.body_json().unwrap();
                 let behaviour = *behaviour.lock().unwrap();
                 {
                     let mut rec = record.lock().unwrap();
@@ -193,6 +198,7 @@ async fn serve(tcp: tokio::net::TcpStream, record: Arc<Mutex<Record>>, behaviour
                     let mut rec = record.lock().unwrap();
                     // Exactly-once in the store: a second copy is answered duplicate and not stored.
                     if rec.stored.insert(id, 1).is_none() {
+                        rec.bodies.insert(id, body.clone());
                         ServerMessage::Accepted { id }
                     } else {
                         rec.duplicates += 1;
@@ -205,6 +211,14 @@ async fn serve(tcp: tokio::net::TcpStream, record: Arc<Mutex<Record>>, behaviour
                     Behaviour::RetryOnce(delay_ms) => {
                         let seen = record.lock().unwrap().received.iter().filter(|(i, _)| *i == id).count();
                         if seen == 1 {
+                            Some(ServerMessage::RetryLater { id, delay_ms })
+                        } else {
+                            Some(store(&record))
+                        }
+                    }
+                    Behaviour::RetryTimes { times, delay_ms } => {
+                        let seen = record.lock().unwrap().received.iter().filter(|(i, _)| *i == id).count();
+                        if seen <= times {
                             Some(ServerMessage::RetryLater { id, delay_ms })
                         } else {
                             Some(store(&record))

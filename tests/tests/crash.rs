@@ -30,7 +30,7 @@ fn run_with(case: &str, spool: &Path, lastword: bool, url: Option<&str>, env: &[
 }
 
 /// Runs `case` with and without lastword; asserts the same exit status; returns the crash reports
-/// found in the spool, raw signal reports symbolized as the uploader would.
+/// found in the spool, symbolized as the uploader would.
 fn crash(case: &str) -> (ExitStatus, Vec<CrashReport>, Output) {
     let dir = tempfile::tempdir().unwrap();
     let spool = dir.path().join("spool");
@@ -264,8 +264,10 @@ fn a_crash_loop_stores_the_same_crash_at_most_the_limit_and_counts_the_rest() {
     assert_eq!(reports(&spool).len(), 2, "the third and fourth start of the loop are not stored");
     let state: serde_json::Value =
         serde_json::from_slice(&std::fs::read(spool.join("client/crashloop.json")).unwrap()).unwrap();
-    let window = state.as_object().unwrap().values().next().unwrap();
-    assert_eq!(window["suppressed"], 2, "and they are counted: {state}");
+    let counts = state["fingerprints"].as_object().unwrap().values().next().unwrap();
+    assert_eq!(counts["suppressed"], 2, "and they are counted, to travel with the next one: {state}");
+    let total = std::fs::read_to_string(spool.join("counters/crash_loop_suppressed")).unwrap();
+    assert_eq!(total, "2\n", "and in the spool's loss counter");
 }
 
 #[test]

@@ -210,7 +210,8 @@ fn skipped_entries_are_counted_as_skipped_not_delivered() {
     let collector = TestCollector::start(Behaviour::Accept);
     let mut cfg = config(collector.url());
     // Entries with an odd number are skipped by a counted decision.
-    cfg.prepare = Some(Arc::new(|_flags, body: &[u8]| {
+    cfg.prepare = Some(Arc::new(|claim: &mut lastword::spool::Claim| {
+        let body = claim.body();
         let v: serde_json::Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
         if v["n"].as_u64().unwrap_or(0) % 2 == 1 {
             Ok(Prepared::Skip("odd".into()))
@@ -231,28 +232,32 @@ fn skipped_entries_are_counted_as_skipped_not_delivered() {
 fn a_claim_task_that_outlives_the_session_is_put_back_and_counted() {
     let dir = tempfile::tempdir().unwrap();
     let spool = spool_with(dir.path(), 1, Kind::Event);
-    // Turn the entry into a FIFO under the same name: reading it blocks until someone writes, so the
-    // claim task that takes it is still running when the session ends.
-    let ready = dir.path().join("ready");
-    let name = std::fs::read_dir(&ready).unwrap().next().unwrap().unwrap().path();
-    std::fs::remove_file(&name).unwrap();
-    let status = std::process::Command::new("mkfifo").arg(&name).status().unwrap();
-    assert!(status.success());
-    spool.rescan().unwrap();
     let collector = TestCollector::start(Behaviour::Accept);
-    let uploader = Uploader::start(spool.clone(), config(collector.url())).unwrap();
-    wait_until(Duration::from_secs(5), "the claim", || collector.record.lock().unwrap().connections >= 1);
-    std::thread::sleep(Duration::from_millis(200));
+    let mut cfg = config(collector.url());
+    // Preparing runs in the claim task, on the blocking pool (it may symbolize a crash for seconds,
+    // or wait on a slow disk): this one is still preparing its claim when the session ends.
+    let (release, wait) = std::sync::mpsc::channel::<()>();
+    let wait = std::sync::Mutex::new(wait);
+    let started = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let seen = started.clone();
+    cfg.prepare = Some(Arc::new(move |claim: &mut lastword::spool::Claim| {
+        seen.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = wait.lock().unwrap().recv_timeout(Duration::from_secs(30));
+        Ok(Prepared::Send(claim.body().to_vec()))
+    }));
+    let uploader = Uploader::start(spool.clone(), cfg).unwrap();
+    wait_until(Duration::from_secs(5), "the claim being prepared", || {
+        started.load(std::sync::atomic::Ordering::SeqCst)
+    });
+    let begun = std::time::Instant::now();
     let summary = uploader.shutdown(Duration::from_millis(300));
+    assert!(begun.elapsed() < Duration::from_secs(2), "the shutdown kept its bound: {:?}", begun.elapsed());
     assert_eq!(summary.put_back, 1, "the claim held by the task counts: {summary:?}");
     assert!(!summary.all_delivered(), "{summary:?}");
-    // Let the task end (its read returns), so that the test leaves no thread blocked.
-    let claimed = dir.path().join("claimed");
-    for session in std::fs::read_dir(&claimed).unwrap() {
-        for entry in std::fs::read_dir(session.unwrap().path()).unwrap() {
-            let _ = std::fs::OpenOptions::new().write(true).open(entry.unwrap().path());
-        }
-    }
+    // Let the task end: its claim goes back to ready/, unsent.
+    drop(release);
+    wait_until(Duration::from_secs(10), "the claim back in ready/", || count(&spool, EntryState::Ready) == 1);
+    assert!(collector.stored_ids().is_empty());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -264,9 +269,9 @@ fn losses_not_yet_reported_are_a_reason_to_connect() {
     let dir = tempfile::tempdir().unwrap();
     let spool = spool_with(dir.path(), 0, Kind::Event);
     let collector = TestCollector::start(Behaviour::Accept);
-    let cfg = config(collector.url());
-    cfg.losses.crash_loop_suppressed.store(2, std::sync::atomic::Ordering::Relaxed);
-    let uploader = Uploader::start(spool, cfg).unwrap();
+    // Counted in the spool, by whichever process suppressed them (PROTOCOL.md).
+    spool.add_to_counter("crash_loop_suppressed", 2).unwrap();
+    let uploader = Uploader::start(spool, config(collector.url())).unwrap();
     uploader.flush(Duration::from_secs(5)).unwrap();
     collector.wait_for(Duration::from_secs(5), "a hello with the losses", |r| {
         r.hellos.iter().any(|h| h.losses.crash_loop_suppressed == 2)

@@ -9,36 +9,13 @@
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
 
 use lastword::report::CrashReport;
 use lastword::spool::{FLAG_RAW_SIGNAL, SpoolView};
 
 /// The crash app built with `panic = "abort"`, once per test process.
 fn app() -> &'static PathBuf {
-    static APP: OnceLock<PathBuf> = OnceLock::new();
-    APP.get_or_init(|| {
-        let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-        let target = workspace.join("target").join("panic-abort-build");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let build = Command::new(cargo)
-            .args([
-                "build",
-                "--quiet",
-                "--profile",
-                "panic-abort",
-                "-p",
-                "lastword-tests",
-                "--bin",
-                "lastword-crash-app",
-            ])
-            .current_dir(&workspace)
-            .env("CARGO_TARGET_DIR", &target)
-            .status()
-            .unwrap();
-        assert!(build.success(), "building the crash app with panic = \"abort\" failed");
-        target.join("panic-abort").join("lastword-crash-app")
-    })
+    lastword_tests::builds::panic_abort()
 }
 
 /// The crash reports in `spool`: (raw signal report?, body).

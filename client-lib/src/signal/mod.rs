@@ -31,7 +31,7 @@ mod modules;
 mod stacks;
 mod write;
 
-pub(crate) use modules::gnu_build_id;
+pub(crate) use modules::{Module as LoadedModule, gnu_build_id, loaded as loaded_modules};
 
 use std::cell::{Cell, UnsafeCell};
 use std::ptr;

@@ -41,7 +41,7 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use lastword_spool::Spool;
+use lastword_spool::{Claim, Spool};
 
 use crate::protocol::Software;
 
@@ -66,9 +66,10 @@ pub enum Level {
 /// through the uploader (that would loop).
 pub type Diagnostics = Arc<dyn Fn(Level, &str) + Send + Sync>;
 
-/// Turns an entry's body into the JSON that goes on the wire (for example: symbolizes a raw signal
-/// report). Gets the header flags and the body; an `Err` quarantines the entry with that reason.
-pub type Prepare = Arc<dyn Fn(u16, &[u8]) -> Result<Prepared, String> + Send + Sync>;
+/// Turns a claimed entry's body into the JSON that goes on the wire (for example: symbolizes a raw
+/// signal report), and may record what it made in the entry ([`Claim::rewrite`]) so that a resend
+/// does not prepare it again. An `Err` quarantines the entry with that reason.
+pub type Prepare = Arc<dyn Fn(&mut Claim) -> Result<Prepared, String> + Send + Sync>;
 
 /// What [`Prepare`] made of an entry.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -84,7 +85,8 @@ pub enum Prepared {
 pub struct LossCounters {
     /// Log records dropped because the log queue was full.
     pub logs_dropped: AtomicU64,
-    /// Crash reports not stored because the same crash repeated too often.
+    /// Crash reports not stored because the same crash repeated too often, by this process. (The
+    /// `hello` reports the spool's own count, since its creation: `counters/crash_loop_suppressed`.)
     pub crash_loop_suppressed: AtomicU64,
 }
 

@@ -40,17 +40,33 @@ const MAX_SETTLE_TASKS: usize = 6;
 /// The most messages read in one go, so that their deletes share one disk batch.
 const MAX_READ_BATCH: usize = 1024;
 
-impl Held for Claim {
+/// A claim, and what the prepare step made of it. Prepared on the blocking pool right after it was
+/// claimed, inside the claim task: preparing may symbolize a crash report and rewrite its entry
+/// (disk work, and seconds of CPU in a debug build), which must not hold up the runtime thread that
+/// reads answers and keeps the deadlines.
+pub(crate) struct Taken {
+    claim: Claim,
+    /// The report message's text, the prepare hook's decision not to send it, or why it cannot be
+    /// sent (it is quarantined with that reason).
+    prepared: Result<Encoded, String>,
+}
+
+impl Held for Taken {
     fn id(&self) -> EntryId {
-        Claim::id(self)
+        self.claim.id()
     }
 
+    /// The body held, and the message made of it.
     fn size(&self) -> usize {
-        self.body().len()
+        let text = match &self.prepared {
+            Ok(Encoded::Text(text)) => text.len(),
+            _ => 0,
+        };
+        self.claim.body().len() + text
     }
 
     fn is_crash(&self) -> bool {
-        self.kind() == Kind::Crash
+        self.claim.kind() == Kind::Crash
     }
 }
 
@@ -67,7 +83,7 @@ struct ClaimProgress {
 
 /// What a claim task took.
 struct Claimed {
-    claims: Vec<Claim>,
+    claims: Vec<Taken>,
     /// The spool had no more ready entries (as this handle sees it).
     empty: bool,
     /// The next entry waiting is a crash report.
@@ -86,7 +102,7 @@ impl ClaimTask {
     /// # Cancel safety
     /// Cancel-safe: the slot is emptied in the same poll that takes the result, so if this future is
     /// dropped first the task goes on and is still in the slot.
-    async fn finish(slot: &mut Option<ClaimTask>) -> Event<Claim> {
+    async fn finish(slot: &mut Option<ClaimTask>) -> Event<Taken> {
         let Some(task) = slot.as_mut() else { return std::future::pending().await };
         let result = (&mut task.handle).await;
         *slot = None;
@@ -114,7 +130,7 @@ struct Connection {
 /// What the shell waited for.
 enum Got {
     Control(Option<Control>),
-    Event(Event<Claim>),
+    Event(Event<Taken>),
     Settled(Result<(tokio::task::Id, SettleResults), tokio::task::JoinError>),
     /// Boxed: an open websocket is large.
     Connected(Box<(Result<Connected, ConnectError>, Losses)>),
@@ -206,7 +222,7 @@ impl Worker {
     /// Runs until the owner asked for shutdown (or dropped the handle) and the phases are over.
     pub async fn run(mut self) -> Summary {
         let (mut machine, first) = Machine::new(self.settings(), std::time::Instant::now());
-        let mut queue: VecDeque<Action<Claim>> = first.into();
+        let mut queue: VecDeque<Action<Taken>> = first.into();
         if let Some(path) = &self.config.ca_file
             && let Err(e) = connection::check_ca_file(path)
         {
@@ -257,7 +273,7 @@ impl Worker {
     }
 
     /// Makes what the machine knows visible to the handle.
-    fn publish(&self, machine: &Machine<Claim>) {
+    fn publish(&self, machine: &Machine<Taken>) {
         let counts = machine.counts();
         let p = &self.progress;
         p.delivered.store(counts.delivered, Ordering::SeqCst);
@@ -282,7 +298,7 @@ impl Worker {
     // Waiting for what happens next
     // -----------------------------------------------------------------------------------------
 
-    async fn next_events(&mut self, wake_at: Instant) -> Vec<Event<Claim>> {
+    async fn next_events(&mut self, wake_at: Instant) -> Vec<Event<Taken>> {
         let Self { rx, claiming, settles, connecting, conn, .. } = self;
         let got = tokio::select! {
             c = rx.recv() => Got::Control(c),
@@ -306,7 +322,7 @@ impl Worker {
         }
     }
 
-    fn control(&mut self, control: Option<Control>) -> Event<Claim> {
+    fn control(&mut self, control: Option<Control>) -> Event<Taken> {
         match control {
             Some(Control::Wake) => Event::Wake,
             Some(Control::Flush { deadline, scope, at_exit, reply }) => {
@@ -333,7 +349,7 @@ impl Worker {
     fn settled(
         &mut self,
         result: Result<(tokio::task::Id, SettleResults), tokio::task::JoinError>,
-    ) -> Event<Claim> {
+    ) -> Event<Taken> {
         match result {
             Ok((id, results)) => {
                 self.settling.remove(&id);
@@ -348,7 +364,7 @@ impl Worker {
         }
     }
 
-    fn connected(&mut self, result: Result<Connected, ConnectError>, losses: Losses) -> Event<Claim> {
+    fn connected(&mut self, result: Result<Connected, ConnectError>, losses: Losses) -> Event<Taken> {
         match result {
             Ok(Connected { ws, welcome }) => {
                 let (sink, stream) = ws.split();
@@ -372,7 +388,7 @@ impl Worker {
     async fn read(
         &mut self,
         batch: Vec<Option<Result<Message, tokio_tungstenite::tungstenite::Error>>>,
-    ) -> Vec<Event<Claim>> {
+    ) -> Vec<Event<Taken>> {
         let mut answers = Vec::new();
         let mut ended = None;
         let mut pong = false;
@@ -416,7 +432,7 @@ impl Worker {
     // -----------------------------------------------------------------------------------------
 
     /// Carries out one action; returns the events it produced at once.
-    async fn execute(&mut self, action: Action<Claim>) -> Vec<Event<Claim>> {
+    async fn execute(&mut self, action: Action<Taken>) -> Vec<Event<Taken>> {
         match action {
             Action::Check { rescan } => vec![self.check(rescan).await],
             Action::Connect { url, losses } => self.start_connect(url, losses).into_iter().collect(),
@@ -503,7 +519,7 @@ impl Worker {
     }
 
     /// Whether `ready/` has entries (rescanned first when asked), and the losses to send in hello.
-    async fn check(&mut self, rescan: bool) -> Event<Claim> {
+    async fn check(&mut self, rescan: bool) -> Event<Taken> {
         let spool = self.spool.clone();
         let result = if rescan {
             tokio::task::spawn_blocking(move || {
@@ -545,7 +561,7 @@ impl Worker {
 
     /// Starts a connection attempt (bounded by the connect timeout); an immediate failure (TLS
     /// cannot be set up) is returned as its event.
-    fn start_connect(&mut self, index: usize, losses: Losses) -> Option<Event<Claim>> {
+    fn start_connect(&mut self, index: usize, losses: Losses) -> Option<Event<Taken>> {
         let url = self.config.urls[index % self.config.urls.len()].clone();
         let tls = if url.starts_with("wss:") {
             if self.tls.is_none() {
@@ -577,13 +593,15 @@ impl Worker {
     }
 
     /// Starts claiming up to `want` entries on the blocking pool, stopping once their bodies reach
-    /// `bytes` (the first is always taken), or when told to stop.
+    /// `bytes` (the first is always taken), or when told to stop. Each claim is prepared there too,
+    /// as soon as it is taken ([`Taken`]).
     fn start_claims(&self, want: usize, bytes: usize) -> ClaimTask {
         let spool = self.spool.clone();
+        let config = self.config.clone();
         let progress = Arc::new(ClaimProgress::default());
         let shared = progress.clone();
         let handle = tokio::task::spawn_blocking(move || {
-            let mut claims: Vec<Claim> = Vec::with_capacity(want);
+            let mut claims: Vec<Taken> = Vec::with_capacity(want);
             let mut taken = 0usize;
             let mut empty = false;
             while claims.len() < want && (claims.is_empty() || taken < bytes) {
@@ -601,7 +619,10 @@ impl Worker {
                 }
                 shared.busy.store(false, Ordering::SeqCst);
                 match claimed {
-                    Ok(Some(c)) => claims.push(c),
+                    Ok(Some(mut claim)) => {
+                        let prepared = prepare(&config, &mut claim);
+                        claims.push(Taken { claim, prepared });
+                    }
                     Ok(None) => {
                         empty = true;
                         break;
@@ -617,8 +638,8 @@ impl Worker {
         ClaimTask { handle, progress }
     }
 
-    /// Encodes and sends claims with one flush. On a failed send the rest are returned unsent.
-    async fn send_claims(&mut self, claims: Vec<Claim>) -> SendOutcome<Claim> {
+    /// Sends prepared claims with one flush. On a failed send the rest are returned unsent.
+    async fn send_claims(&mut self, claims: Vec<Taken>) -> SendOutcome<Taken> {
         let mut outcome = SendOutcome::default();
         let limit = send_limit(&self.progress, &self.config);
         let Some(conn) = self.conn.as_mut() else {
@@ -631,24 +652,40 @@ impl Worker {
                 outcome.unsent.push(claim);
                 continue;
             }
-            match encode(&self.config, &claim, conn.max_bytes) {
-                Ok(Encoded::Skip(reason)) => outcome.skipped.push((claim, reason)),
-                Err(reason) => outcome.unsendable.push((claim, reason)),
-                Ok(Encoded::Text(text)) => {
-                    // Not inside select!: a send is not cancel-safe. Bounded instead: a stalled send
-                    // ends the connection and the claim goes back. `feed` queues the frame; one flush
-                    // below sends the whole batch.
-                    match tokio::time::timeout_at(limit, conn.sink.feed(Message::text(text))).await {
-                        Ok(Ok(())) => outcome.sent.push(claim),
-                        Ok(Err(e)) => {
-                            outcome.error = Some(format!("send failed: {e}"));
-                            outcome.unsent.push(claim);
-                        }
-                        Err(_) => {
-                            outcome.error = Some("send stalled".to_owned());
-                            outcome.unsent.push(claim);
-                        }
-                    }
+            let text = match &claim.prepared {
+                Ok(Encoded::Skip(reason)) => {
+                    let reason = reason.clone();
+                    outcome.skipped.push((claim, reason));
+                    continue;
+                }
+                Err(reason) => {
+                    let reason = reason.clone();
+                    outcome.unsendable.push((claim, reason));
+                    continue;
+                }
+                Ok(Encoded::Text(text)) if text.len() > conn.max_bytes => {
+                    let reason = format!(
+                        "too large: {} bytes, the collector takes at most {}",
+                        text.len(),
+                        conn.max_bytes
+                    );
+                    outcome.unsendable.push((claim, reason));
+                    continue;
+                }
+                Ok(Encoded::Text(text)) => text.clone(),
+            };
+            // Not inside select!: a send is not cancel-safe. Bounded instead: a stalled send ends the
+            // connection and the claim goes back. `feed` queues the frame; one flush below sends the
+            // whole batch.
+            match tokio::time::timeout_at(limit, conn.sink.feed(Message::text(text))).await {
+                Ok(Ok(())) => outcome.sent.push(claim),
+                Ok(Err(e)) => {
+                    outcome.error = Some(format!("send failed: {e}"));
+                    outcome.unsent.push(claim);
+                }
+                Err(_) => {
+                    outcome.error = Some("send stalled".to_owned());
+                    outcome.unsent.push(claim);
                 }
             }
         }
@@ -666,7 +703,7 @@ impl Worker {
     /// most [`MAX_SETTLE_TASKS`] batches at once (when full, one is waited for, and its results are
     /// returned). If the process dies before a delete, the entry is sent again and answered
     /// `duplicate`.
-    async fn settle(&mut self, settles: Vec<(Claim, Settle)>) -> Vec<Event<Claim>> {
+    async fn settle(&mut self, settles: Vec<(Taken, Settle)>) -> Vec<Event<Taken>> {
         let mut events = Vec::new();
         while self.settles.len() + 2 > MAX_SETTLE_TASKS {
             match self.settles.join_next_with_id().await {
@@ -685,7 +722,7 @@ impl Worker {
             let ids = part.iter().map(|(c, _)| c.id()).collect();
             let task = self.settles.spawn_blocking(move || {
                 part.into_iter()
-                    .map(|(claim, how)| {
+                    .map(|(Taken { claim, .. }, how)| {
                         let id = claim.id();
                         let result = match how {
                             Settle::Deliver | Settle::Skip(_) => claim.ack(),
@@ -703,12 +740,15 @@ impl Worker {
     /// Gives claims back to ready/: disk work, off the runtime. One that cannot be renamed back stays
     /// in this session's claimed/ (where the next scan after this process ends finds it) and counts
     /// as put back, not as delivered.
-    async fn put_back(&self, claims: Vec<Claim>) {
+    async fn put_back(&self, claims: Vec<Taken>) {
         if claims.is_empty() {
             return;
         }
         let failed = tokio::task::spawn_blocking(move || {
-            claims.into_iter().filter_map(|c| c.release().err().map(|e| e.to_string())).collect::<Vec<_>>()
+            claims
+                .into_iter()
+                .filter_map(|t| t.claim.release().err().map(|e| e.to_string()))
+                .collect::<Vec<_>>()
         })
         .await;
         match failed {
@@ -754,7 +794,8 @@ fn read_losses(view: &lastword_spool::SpoolView, app: &super::LossCounters) -> L
         logs_dropped: app.logs_dropped.load(Ordering::Relaxed),
         evicted: view.evicted().unwrap_or(0),
         quarantined: view.quarantined_count().unwrap_or(0),
-        crash_loop_suppressed: app.crash_loop_suppressed.load(Ordering::Relaxed),
+        // Since the spool was created, by every process on it (PROTOCOL.md).
+        crash_loop_suppressed: view.counter(crate::crashloop::SUPPRESSED_COUNTER).unwrap_or(0),
     }
 }
 
@@ -809,11 +850,13 @@ enum Encoded {
     Skip(String),
 }
 
-/// The report message for a claim; `Err` when it cannot be sent (it is quarantined with the reason).
-fn encode(config: &UploaderConfig, claim: &Claim, max_bytes: usize) -> Result<Encoded, String> {
+/// The report message for a claim, made by the prepare hook (which may rewrite the claimed entry:
+/// it runs on the blocking pool); `Err` when it cannot be sent (it is quarantined with the reason).
+/// The collector's size limit is checked at the send, where it is known.
+fn prepare(config: &UploaderConfig, claim: &mut Claim) -> Result<Encoded, String> {
     let prepared;
     let body = match &config.prepare {
-        Some(prepare) => match prepare(claim.flags(), claim.body())? {
+        Some(prepare) => match prepare(claim)? {
             Prepared::Send(body) => {
                 prepared = body;
                 prepared.as_slice()
@@ -824,9 +867,5 @@ fn encode(config: &UploaderConfig, claim: &Claim, max_bytes: usize) -> Result<En
     };
     let report =
         Report::new(claim.id(), claim.kind(), claim.created_millis(), body).map_err(|e| e.to_string())?;
-    let text = ClientMessage::Report(report).to_json();
-    if text.len() > max_bytes {
-        return Err(format!("too large: {} bytes, the collector takes at most {max_bytes}", text.len()));
-    }
-    Ok(Encoded::Text(text))
+    Ok(Encoded::Text(ClientMessage::Report(report).to_json()))
 }

@@ -155,6 +155,11 @@ fn main() {
             std::thread::sleep(Duration::from_millis(300));
             null_deref();
         }
+        // Grouping and frames (tests/tests/panic_profiles.rs): two different panics on `None`, in two
+        // functions of their own; and a panic whose report must be durable before a supervisor's kill.
+        "panic-none-first" => println!("{}", first_lookup()),
+        "panic-none-second" => println!("{}", second_lookup()),
+        "panic-thread-then-wait" => panic_in_a_thread_then_wait(),
         other => {
             eprintln!("crash-app: unknown case {other:?}");
             std::process::exit(64);
@@ -566,4 +571,34 @@ fn init_retry(case: &str) -> ! {
     };
     println!("the retried init succeeded");
     crash()
+}
+
+/// `.expect()` on `None`: one panic site.
+#[inline(never)]
+fn first_lookup() -> u32 {
+    std::hint::black_box(None::<u32>).expect("the first lookup found nothing")
+}
+
+/// `.unwrap()` on `None`: another panic site, in another function.
+#[inline(never)]
+#[allow(clippy::unwrap_used, reason = "the panic of `unwrap` on `None` is what this case is")]
+fn second_lookup() -> u32 {
+    std::hint::black_box(None::<u32>).unwrap()
+}
+
+/// A hook of the application's own, chained in front of lastword's, says on stdout that a panic
+/// started; a thread panics; the process then waits (for its supervisor's kill) instead of exiting.
+fn panic_in_a_thread_then_wait() {
+    let lastword = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "panic started");
+        let _ = out.flush();
+        drop(out);
+        lastword(info);
+    }));
+    let worker = std::thread::Builder::new().name("worker".into()).spawn(|| panic!("boom before a kill"));
+    let _ = worker.expect("spawn a thread").join();
+    std::thread::sleep(Duration::from_secs(60));
 }

@@ -1,0 +1,98 @@
+//! The crash app in other build profiles than the test's own, for the tests of frames and grouping
+//! and of `panic = "abort"`.
+//!
+//! Building inside `cargo test` costs CI minutes, so the app is built once per profile, and the other
+//! debug-info variants are derived from the release binary with binutils' `strip`, which is what they
+//! are: the same code with less debug information.
+//!
+//! | variant | made by | debug information |
+//! |---|---|---|
+//! | [`Variant::Dev`] | the test's own build (`CARGO_BIN_EXE_…`) | full DWARF |
+//! | [`Variant::LineTables`] | `cargo build --release` (this workspace's release profile) | `debug = "line-tables-only"` |
+//! | [`Variant::Symbols`] | `strip --strip-debug` of the release binary, in `symbols-only/` | symbol table only (cargo's default release) |
+//! | [`Variant::Stripped`] | `strip --strip-all` of the release binary, in `stripped/` | none |
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// One build of the crash app.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Variant {
+    Dev,
+    LineTables,
+    Symbols,
+    Stripped,
+}
+
+impl Variant {
+    pub const ALL: [Variant; 4] = [Variant::Dev, Variant::LineTables, Variant::Symbols, Variant::Stripped];
+}
+
+/// The workspace root, canonical (so that paths compare equal to what the crashed process saw).
+fn workspace() -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    root.canonicalize().unwrap_or(root)
+}
+
+/// Runs `cargo build` for the crash app with `profile` into `target_dir`; returns the binary.
+fn cargo_build(profile: &str, target_dir: &Path) -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args([
+            "build",
+            "--quiet",
+            "--profile",
+            profile,
+            "-p",
+            "lastword-tests",
+            "--bin",
+            "lastword-crash-app",
+        ])
+        .current_dir(workspace())
+        .env("CARGO_TARGET_DIR", target_dir)
+        .status()
+        .unwrap();
+    assert!(status.success(), "building the crash app with the {profile} profile failed");
+    let dir = if profile == "dev" { "debug" } else { profile };
+    target_dir.join(dir).join("lastword-crash-app")
+}
+
+/// The crash app built with the release profile (line tables only), once per test process, in the
+/// workspace's own target directory (the `lastword demo` of CI builds release there too).
+pub fn release() -> &'static PathBuf {
+    static APP: OnceLock<PathBuf> = OnceLock::new();
+    APP.get_or_init(|| cargo_build("release", &workspace().join("target")))
+}
+
+/// The crash app built with `panic = "abort"` (the `panic-abort` profile), in a target directory of
+/// its own, shared with tests/tests/panic_abort.rs.
+pub fn panic_abort() -> &'static PathBuf {
+    static APP: OnceLock<PathBuf> = OnceLock::new();
+    APP.get_or_init(|| cargo_build("panic-abort", &workspace().join("target").join("panic-abort-build")))
+}
+
+/// The binary of `variant`; `dev` is the test's own build of the app. The stripped variants are made
+/// once per test process, beside the release binary.
+pub fn app(variant: Variant, dev: &str) -> PathBuf {
+    static SYMBOLS: OnceLock<PathBuf> = OnceLock::new();
+    static STRIPPED: OnceLock<PathBuf> = OnceLock::new();
+    // Under the same file name as the release binary, in a directory of their own: a deployed binary
+    // keeps its name whatever was stripped from it (and the app's crate is told by that name).
+    let strip = |flag: &str, dir: &str| {
+        let release = release();
+        let dir = release.with_file_name(dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = dir.join(release.file_name().unwrap());
+        let status = Command::new("strip").arg(flag).arg(release).arg("-o").arg(&out).status().unwrap();
+        assert!(status.success(), "strip {flag} failed");
+        out
+    };
+    match variant {
+        Variant::Dev => PathBuf::from(dev),
+        Variant::LineTables => release().clone(),
+        Variant::Symbols => SYMBOLS.get_or_init(|| strip("--strip-debug", "symbols-only")).clone(),
+        Variant::Stripped => STRIPPED.get_or_init(|| strip("--strip-all", "stripped")).clone(),
+    }
+}
