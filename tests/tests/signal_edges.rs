@@ -411,6 +411,61 @@ fn a_previous_handler_that_resets_and_raises_again_still_lets_the_fault_be_repor
     assert_names(report, "null_deref");
 }
 
+/// A runtime's handler (C, installed before init) that leaves its own faults with `siglongjmp`:
+/// afterwards a handler the application installs with `sigaction` is in place (lastword holds back
+/// nothing outside its call of that handler) and takes the next fault, as without lastword.
+#[test]
+fn after_a_previous_handler_jumped_out_new_dispositions_take_effect() {
+    let dir = tempfile::tempdir().unwrap();
+    let library = c_library(
+        dir.path(),
+        r#"#include <setjmp.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+static sigjmp_buf env;
+static char *page;
+static struct sigaction previous;
+static void runtime_handler(int sig, siginfo_t *info, void *context) {
+    (void)context;
+    if ((char *)info->si_addr >= page && (char *)info->si_addr < page + 4096) siglongjmp(env, 1);
+    sigaction(sig, &previous, 0);
+}
+void lw_runtime_install(void) {
+    page = mmap(0, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = runtime_handler;
+    sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGSEGV, &sa, &previous);
+}
+void lw_runtime_touch(void) {
+    if (sigsetjmp(env, 1)) return;
+    volatile char c = *page;
+    (void)c;
+}
+static void exit_handler(int sig) { (void)sig; write(1, "the application's handler ran\n", 30); _exit(42); }
+void lw_install_exit_handler(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = exit_handler;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGSEGV, &sa, 0);
+}
+"#,
+    );
+    let (out, found) = crash("runtime-longjmp", &[("CRASH_APP_DSO", library.to_str().unwrap())]);
+    assert_eq!(out.status.code(), Some(42), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("the runtime jumped back") && stdout.contains("the application's handler ran"),
+        "{stdout}"
+    );
+    assert!(found.is_empty(), "the application's handler took the fault");
+}
+
 /// A sent SIGSEGV that std's handler takes (it puts SIG_DFL in place and the program goes on, with
 /// lastword as without): no report for it, lastword stays installed, and the null dereference after
 /// it is the one report.

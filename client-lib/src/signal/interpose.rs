@@ -12,8 +12,11 @@
 //!   SIG_DFL and end the process before any report exists. Held back, the disposition stays
 //!   lastword's until the report is written, then becomes what that handler set. Every other call
 //!   goes to the C library's `sigaction` unchanged. (`signal()` and other calls that glibc makes to
-//!   its internal `sigaction` are not seen: for those lastword puts its own disposition back as soon
-//!   as the previous handler returns, which leaves the handler's own short run as a window.)
+//!   its internal `sigaction` are not seen, nor calls on a thread without an alternate signal stack:
+//!   for those lastword puts its own disposition back as soon as the previous handler returns, which
+//!   leaves the handler's own short run as a window.) A handler that leaves with `longjmp` leaves
+//!   nothing held: a later call is held back only from inside a first-chance call, below its frame
+//!   on the alternate stack.
 //!
 //! The C library's functions are looked up once, by a constructor in `.init_array` that runs when
 //! the program is loaded (a call made earlier, from another library's constructor, looks them up
@@ -50,6 +53,20 @@ mod imp {
         /// What that handler set for it, held back.
         static HELD: [Cell<Option<libc::sigaction>>; DEPTH_MAX] =
             const { [const { Cell::new(None) }; DEPTH_MAX] };
+        /// Where the stack was when the call began: a call that the handler left with `longjmp`
+        /// (never ended) is recognised by it.
+        static FRAME: [Cell<usize>; DEPTH_MAX] = const { [const { Cell::new(0) }; DEPTH_MAX] };
+    }
+
+    /// Whether this thread runs on its alternate signal stack now (in a signal handler).
+    fn on_alternate_stack() -> bool {
+        // SAFETY: all-zero is a valid stack_t; sigaltstack with a null new stack only reads.
+        let mut current: libc::stack_t = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        unsafe {
+            libc::sigaltstack(std::ptr::null(), &raw mut current) == 0
+                && current.ss_flags & libc::SS_ONSTACK != 0
+        }
     }
 
     /// One first-chance call: while it lives, this thread's `sigaction` calls for its signal are
@@ -59,11 +76,20 @@ mod imp {
     }
 
     impl HandOver {
-        pub(in crate::signal) fn begin(sig: libc::c_int) -> Self {
-            let depth = DEPTH.get();
+        /// `frame` is the address of a local of the caller, which then calls the previous handler:
+        /// that handler's frames are all below it.
+        pub(in crate::signal) fn begin(sig: libc::c_int, frame: usize) -> Self {
+            let here = frame;
+            let mut depth = DEPTH.get();
+            // Calls whose handler jumped out with `longjmp` were never ended: a call that is still
+            // under way began further up the stack than this one (nested handlers go deeper).
+            while depth > 0 && depth <= DEPTH_MAX && FRAME.with(|f| f[depth - 1].get()) <= here {
+                depth -= 1;
+            }
             if depth < DEPTH_MAX {
                 HANDING.with(|h| h[depth].set(sig));
                 HELD.with(|h| h[depth].set(None));
+                FRAME.with(|f| f[depth].set(here));
             }
             DEPTH.set(depth + 1);
             Self { depth }
@@ -157,8 +183,18 @@ mod imp {
         act: *const libc::sigaction,
         old: *mut libc::sigaction,
     ) -> libc::c_int {
+        let marker = 0u8;
+        let here = std::hint::black_box(&raw const marker) as usize;
         let depth = DEPTH.get();
-        if !act.is_null() && depth > 0 && depth <= DEPTH_MAX && HANDING.with(|h| h[depth - 1].get()) == sig {
+        // Held back only from inside the call: below its frame, on the alternate stack that
+        // lastword's handler runs on (not after a `longjmp` out of the handler).
+        if !act.is_null()
+            && depth > 0
+            && depth <= DEPTH_MAX
+            && HANDING.with(|h| h[depth - 1].get()) == sig
+            && here < FRAME.with(|f| f[depth - 1].get())
+            && on_alternate_stack()
+        {
             // SAFETY: the caller's `old` (valid or null); reading the current disposition only.
             if !old.is_null() && unsafe { real_sigaction(sig, std::ptr::null(), old) } != 0 {
                 return -1;
@@ -242,7 +278,7 @@ mod imp {
     pub(in crate::signal) struct HandOver;
 
     impl HandOver {
-        pub(in crate::signal) fn begin(_sig: libc::c_int) -> Self {
+        pub(in crate::signal) fn begin(_sig: libc::c_int, _frame: usize) -> Self {
             Self
         }
 

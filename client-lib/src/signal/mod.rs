@@ -581,7 +581,9 @@ unsafe fn first_chance(
         } else {
             FIRST_CHANCE.with(Cell::get)
         };
-        let hand_over = interpose::HandOver::begin(sig);
+        // A local of this frame: the previous handler's frames are all below it.
+        let marker = 0u8;
+        let hand_over = interpose::HandOver::begin(sig, std::hint::black_box(&raw const marker) as usize);
         if previous.sa_flags & libc::SA_SIGINFO != 0 {
             let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
                 std::mem::transmute(previous.sa_sigaction);

@@ -663,7 +663,28 @@ mod review {
                 );
             }
             "sweep-signal-stuck-thread" => stuck_thread(),
+            "runtime-longjmp" => call_in_library("lw_runtime_install"),
             _ => {}
+        }
+    }
+
+    /// Calls `void name(void)` of the library named by `CRASH_APP_DSO` (loaded once, kept).
+    fn call_in_library(name: &str) {
+        static HANDLE: AtomicUsize = AtomicUsize::new(0);
+        let name = std::ffi::CString::new(name).expect("a name without NUL");
+        // SAFETY: dlopen of a library the test built, kept loaded; dlsym of a `void f(void)` in it.
+        unsafe {
+            if HANDLE.load(Ordering::SeqCst) == 0 {
+                let path = std::env::var("CRASH_APP_DSO").expect("CRASH_APP_DSO");
+                let path = std::ffi::CString::new(path).expect("a path without NUL");
+                let handle = libc::dlopen(path.as_ptr(), libc::RTLD_NOW);
+                assert!(!handle.is_null(), "dlopen failed");
+                HANDLE.store(handle as usize, Ordering::SeqCst);
+            }
+            let f = libc::dlsym(HANDLE.load(Ordering::SeqCst) as *mut libc::c_void, name.as_ptr());
+            assert!(!f.is_null(), "dlsym failed");
+            let f: extern "C" fn() = std::mem::transmute(f);
+            f();
         }
     }
 
@@ -751,6 +772,14 @@ mod review {
                     "survived a sent SIGSEGV; SIGSEGV at SIG_DFL now: {}",
                     disposition(libc::SIGSEGV) == libc::SIG_DFL
                 );
+                null_deref();
+            }
+            "runtime-longjmp" => {
+                // The runtime's handler leaves its own fault with siglongjmp; then the application
+                // puts a handler of its own in place, which must take the next fault.
+                call_in_library("lw_runtime_touch");
+                println!("the runtime jumped back");
+                call_in_library("lw_install_exit_handler");
                 null_deref();
             }
             "sweep-signal-stuck-thread" => {
