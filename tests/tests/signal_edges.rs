@@ -10,8 +10,8 @@ use std::path::Path;
 use std::process::{Command, ExitStatus, Output};
 
 use lastword::report::CrashReport;
-use lastword::spool::EntryId;
-use lastword::symbolize::RawReport;
+use lastword::spool::{EntryId, FLAG_RAW_SIGNAL, Kind, SpoolView};
+use lastword::symbolize::{RawReport, parse_raw};
 use lastword_tests::crash_runs::{StoredCrash, command, crash_reports, describe};
 
 const APP: &str = env!("CARGO_BIN_EXE_lastword-crash-app");
@@ -101,6 +101,28 @@ fn stack_overflow_on_a_thread_made_with_pthread_create_is_reported() {
 fn stack_overflow_on_a_thread_that_existed_before_init_is_reported() {
     let (status, _, _) = overflow("overflow-pre-init-thread", &[]);
     assert_eq!(status.signal(), Some(libc::SIGSEGV));
+}
+
+/// Threads made just before `init` that have not run yet when init looks at them (glibc starts a
+/// thread with every signal blocked, and on a loaded machine it may wait a while for a CPU; the crash
+/// app keeps their CPU busy with a real-time thread until init is done, at most 300 ms): 8 of them a
+/// run, 4 runs. Every one of those threads has an alternate stack once it runs, and the first one's
+/// stack overflow is reported. (One run at a time: several real-time threads on one CPU would run
+/// into the kernel's real-time throttling.)
+#[test]
+fn every_thread_made_just_before_init_gets_an_alternate_stack_even_if_it_runs_late() {
+    let case = "overflow-pre-init-threads";
+    let without = run(case, &tempfile::tempdir().unwrap().path().join("unused"), false, &[]);
+    for _ in 0..4 {
+        for (out, spool) in parallel_runs(case, 1) {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(describe(out.status), describe(without.status), "{stderr}");
+            assert!(!stderr.contains("no alternate signal stack"), "{stderr}");
+            let raws = raw_reports(&spool);
+            assert_eq!(raws.len(), 1, "one report a run: {stderr}");
+            assert_eq!(raws[0].fault.as_deref(), Some("stack-overflow"), "{stderr}");
+        }
+    }
 }
 
 #[test]
@@ -308,4 +330,246 @@ fn a_failed_init_leaves_no_panic_hook_behind_and_a_retried_init_reports_the_pani
 fn a_failed_init_leaves_no_signal_handler_behind_and_a_retried_init_reports_the_signal() {
     assert_retried_init_reports("init-retry-segv", "signal");
     attempts_left_nothing("init-retry-segv", "signal");
+}
+
+/// Runs `n` children of `case` with lastword at the same time, each on a spool of its own; returns
+/// each one's output and spool (the directories live until the caller drops them).
+fn parallel_runs(case: &str, n: usize) -> Vec<(Output, tempfile::TempDir)> {
+    let children: Vec<_> = (0..n)
+        .map(|_| {
+            let dir = tempfile::tempdir().unwrap();
+            let child = command(APP, case, &dir.path().join("spool"), true)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            (child, dir)
+        })
+        .collect();
+    children.into_iter().map(|(child, dir)| (child.wait_with_output().unwrap(), dir)).collect()
+}
+
+/// The crash entries of the spool in `dir`, parsed as raw signal reports but not symbolized (fast):
+/// every crash entry must be one.
+fn raw_reports(dir: &tempfile::TempDir) -> Vec<RawReport> {
+    let Ok(view) = SpoolView::open(dir.path().join("spool")) else { return Vec::new() };
+    let mut out = Vec::new();
+    for item in view.list().unwrap() {
+        let Some(id) = item.id.filter(|_| item.kind == Some(Kind::Crash)) else { continue };
+        let entry = view.read(id).unwrap();
+        assert_ne!(entry.header.flags & FLAG_RAW_SIGNAL, 0, "a raw signal report");
+        out.push(parse_raw(&entry.body).unwrap());
+    }
+    out
+}
+
+/// Two threads pass a barrier and both dereference null, 20 runs (4 at a time): every run dies of
+/// SIGSEGV with exactly one report. (std's SIGSEGV handler, which lastword calls first, puts SIG_DFL
+/// in place for a fault that is not its own; the second thread must not meet it while the first
+/// one's report is being written.)
+#[test]
+fn two_threads_crashing_at_once_leave_exactly_one_report() {
+    let case = "two-threads-segv-at-once";
+    let without = run(case, &tempfile::tempdir().unwrap().path().join("unused"), false, &[]);
+    assert_eq!(without.status.signal(), Some(libc::SIGSEGV));
+    let mut failures = Vec::new();
+    for _ in 0..5 {
+        for (out, spool) in parallel_runs(case, 4) {
+            let raws = raw_reports(&spool);
+            if out.status.signal() != Some(libc::SIGSEGV) || raws.len() != 1 {
+                failures.push(format!("{}, {} reports", describe(out.status), raws.len()));
+            } else {
+                assert_eq!(raws[0].signal, libc::SIGSEGV);
+                assert_eq!(raws[0].addr, Some(0));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "runs without exactly one report: {failures:?}");
+}
+
+/// A runtime's one-shot handler (SA_RESETHAND) installed before init fixes its own fault: no report,
+/// and lastword is still there for the real crash that follows.
+#[test]
+fn a_one_shot_runtime_handler_keeps_its_fault_and_lastword_stays_installed() {
+    let (out, found) = crash("runtime-one-shot-before-init", &[]);
+    assert_eq!(out.status.signal(), Some(libc::SIGSEGV));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("the runtime handled 1 faults"), "{stdout}");
+    let (_, report) = only_signal_report(&found, &out.stderr);
+    assert_eq!(report.signal.as_ref().unwrap().address.as_deref(), Some("0x0"), "the null dereference");
+    assert_names(report, "null_deref");
+}
+
+/// A handler before init that gives a fault up by putting the default back and raising the signal
+/// again (with SA_NODEFER, so that it arrives at once): the fault is reported before the process dies.
+#[test]
+fn a_previous_handler_that_resets_and_raises_again_still_lets_the_fault_be_reported() {
+    let (out, found) = crash("runtime-reraise-before-init", &[]);
+    assert_eq!(out.status.signal(), Some(libc::SIGSEGV));
+    let (_, report) = only_signal_report(&found, &out.stderr);
+    assert_eq!(report.signal.as_ref().unwrap().address.as_deref(), Some("0x0"), "the fault itself");
+    assert_names(report, "null_deref");
+}
+
+/// A runtime's handler (C, installed before init) that leaves its own faults with `siglongjmp`:
+/// afterwards a handler the application installs with `sigaction` is in place (lastword holds back
+/// nothing outside its call of that handler) and takes the next fault, as without lastword.
+#[test]
+fn after_a_previous_handler_jumped_out_new_dispositions_take_effect() {
+    let dir = tempfile::tempdir().unwrap();
+    let library = c_library(
+        dir.path(),
+        r#"#include <setjmp.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+static sigjmp_buf env;
+static char *page;
+static struct sigaction previous;
+static void runtime_handler(int sig, siginfo_t *info, void *context) {
+    (void)context;
+    if ((char *)info->si_addr >= page && (char *)info->si_addr < page + 4096) siglongjmp(env, 1);
+    sigaction(sig, &previous, 0);
+}
+void lw_runtime_install(void) {
+    page = mmap(0, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = runtime_handler;
+    sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGSEGV, &sa, &previous);
+}
+void lw_runtime_touch(void) {
+    if (sigsetjmp(env, 1)) return;
+    volatile char c = *page;
+    (void)c;
+}
+static void exit_handler(int sig) { (void)sig; write(1, "the application's handler ran\n", 30); _exit(42); }
+void lw_install_exit_handler(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = exit_handler;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGSEGV, &sa, 0);
+}
+"#,
+    );
+    let (out, found) = crash("runtime-longjmp", &[("CRASH_APP_DSO", library.to_str().unwrap())]);
+    assert_eq!(out.status.code(), Some(42), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("the runtime jumped back") && stdout.contains("the application's handler ran"),
+        "{stdout}"
+    );
+    assert!(found.is_empty(), "the application's handler took the fault");
+}
+
+/// A sent SIGSEGV that std's handler takes (it puts SIG_DFL in place and the program goes on, with
+/// lastword as without): no report for it, lastword stays installed, and the null dereference after
+/// it is the one report.
+#[test]
+fn a_sent_signal_that_a_previous_handler_survives_is_not_a_crash() {
+    let (out, found) = crash("raise-segv-then-crash", &[]);
+    assert_eq!(out.status.signal(), Some(libc::SIGSEGV));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("survived a sent SIGSEGV; SIGSEGV at SIG_DFL now: false"), "{stdout}");
+    let (raw, report) = only_signal_report(&found, &out.stderr);
+    assert_eq!(raw.addr, Some(0), "the null dereference, not the sent signal");
+    assert_names(report, "null_deref");
+}
+
+/// A breakpoint with SIGTRAP ignored: the kernel puts the default action back for a synchronous
+/// signal that is ignored, so the process dies of SIGTRAP, with lastword as without; one report.
+#[test]
+fn a_breakpoint_with_sigtrap_ignored_dies_of_sigtrap_and_is_reported() {
+    let (out, found) = crash("trap-ignored", &[]);
+    assert_eq!(out.status.signal(), Some(libc::SIGTRAP));
+    let (raw, report) = only_signal_report(&found, &out.stderr);
+    assert!(raw.code > 0, "the breakpoint, a fault: code {}", raw.code);
+    assert_names(report, "trap");
+}
+
+/// `raise(SIGTRAP)` with SIGTRAP ignored does nothing, with lastword as without: no report, and
+/// lastword stays installed (SIGTRAP is not left at SIG_IGN): the breakpoint after it is reported.
+#[test]
+fn a_sent_signal_that_was_ignored_is_ignored_and_lastword_stays_installed() {
+    let (out, found) = crash("raise-trap-ignored", &[]);
+    assert_eq!(out.status.signal(), Some(libc::SIGTRAP));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("survived 3 ignored SIGTRAPs; SIGTRAP ignored now: false"), "{stdout}");
+    let (raw, _) = only_signal_report(&found, &out.stderr);
+    assert!(raw.code > 0, "the breakpoint is the one report, not a sent SIGTRAP: code {}", raw.code);
+}
+
+/// A sent signal whose previous disposition is a handler: that handler runs (once each), no report,
+/// and lastword stays in front of it; the null dereference after them is the one report.
+#[test]
+fn a_sent_signal_goes_to_the_application_s_handler_and_lastword_stays_installed() {
+    let (out, found) = crash("raise-trap-with-handler", &[]);
+    assert_eq!(out.status.signal(), Some(libc::SIGSEGV));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("the handler saw 3 traps; SIGTRAP goes straight to it now: false"), "{stdout}");
+    let (_, report) = only_signal_report(&found, &out.stderr);
+    assert_eq!(report.signal.as_ref().unwrap().name, "SIGSEGV");
+}
+
+/// `abort()` with an application's SIGABRT handler that returns: the handler runs once, the process
+/// still dies of SIGABRT (abort puts the default back), and the abort is reported once.
+#[test]
+fn an_abort_with_an_application_handler_runs_it_once_and_is_reported() {
+    let (out, found) = crash("abort-with-handler", &[]);
+    assert_eq!(out.status.signal(), Some(libc::SIGABRT));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout.matches("the application's handler ran").count(), 1, "{stdout}");
+    let (_, report) = only_signal_report(&found, &out.stderr);
+    assert_eq!(report.signal.as_ref().unwrap().name, "SIGABRT");
+}
+
+/// A seccomp filter that kills the process on `process_vm_readv` (systemd's `@system-service`
+/// without `SystemCallErrorNumber=`): the crash is still a SIGSEGV, with its report and its stack.
+#[test]
+fn under_a_seccomp_filter_that_kills_on_process_vm_readv_the_crash_is_reported() {
+    let (out, found) = crash("seccomp-kill-vm-readv", &[]);
+    assert_eq!(out.status.signal(), Some(libc::SIGSEGV), "{}", String::from_utf8_lossy(&out.stderr));
+    let (raw, report) = only_signal_report(&found, &out.stderr);
+    assert!(!raw.stack.is_empty(), "read through /proc/self/mem");
+    assert_names(report, "null_deref");
+}
+
+/// A runtime handler that needs a 160 KiB frame runs on lastword's alternate stack (which it did
+/// not ask for): the stack is large enough, the runtime handles its fault, the later crash is
+/// reported.
+#[test]
+fn a_runtime_handler_with_a_large_frame_fits_on_the_alternate_stack() {
+    let (out, found) = crash("runtime-big-frame-handler", &[]);
+    assert_eq!(out.status.signal(), Some(libc::SIGSEGV));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("the runtime handled 1 faults"), "{stdout}");
+    let (_, report) = only_signal_report(&found, &out.stderr);
+    assert_names(report, "null_deref");
+}
+
+/// A std thread that kept std's own small alternate stack (it blocks the sweep's signal) overflows
+/// its stack: std's handler prints its message and aborts, as without lastword, and lastword's report
+/// of the overflow, written from that small stack, is there.
+#[test]
+fn stack_overflow_on_a_thread_with_std_s_small_alternate_stack_is_reported() {
+    let (out, found) = crash("overflow-std-thread-std-stack", &[]);
+    assert_eq!(out.status.signal(), Some(libc::SIGABRT), "{}", String::from_utf8_lossy(&out.stderr));
+    let (raw, report) = only_signal_report(&found, &out.stderr);
+    assert_stack_overflow(raw, report);
+    assert_eq!(report.thread.name.as_deref(), Some("std-stack"));
+}
+
+/// A thread that existed before init cannot take the sweep's signal for seconds (it waits in the
+/// kernel for a vfork child): init does not wait for it past its bound, and afterwards the real-time
+/// signal has its default disposition again (a SIGRTMAX ends the process, as without lastword),
+/// without the late delivery doing it.
+#[test]
+fn after_init_the_sweep_signal_is_back_to_its_default() {
+    let (out, found) = crash("sweep-signal-stuck-thread", &[]);
+    assert_eq!(out.status.signal(), Some(libc::SIGRTMAX()), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(found.is_empty());
 }

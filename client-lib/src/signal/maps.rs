@@ -286,7 +286,7 @@ mod tests {
         let mut out_buf = vec![0u8; 128 * 1024];
         let mut line = vec![0u8; 4200];
         let mut scratch = [0u8; 4096];
-        let mut memory = Memory::new(None);
+        let mut memory = Memory::new(None, false);
         let mut out = Writer::new(&mut out_buf);
         assert!(
             write_modules(&mut out, &mut line, &maps[..len], cut, &known, &mut memory, &mut scratch)

@@ -2,12 +2,15 @@
 //! not readable. **Everything here is async-signal-safe**: system calls on preallocated buffers.
 //!
 //! The first way is `process_vm_readv` on our own pid, which reports an unreadable page as a short
-//! count or `EFAULT` instead of a fault. Sandboxes often deny it (seccomp filters: it is in systemd's
-//! `@debug` set, outside `@system-service`); then `pread` on `/proc/self/mem`, opened in the handler
-//! (an earlier descriptor could belong to the parent of a forked child). When both are denied, the
+//! count or `EFAULT` instead of a fault. Sandboxes often deny it (seccomp filters: it is outside
+//! systemd's `@system-service` set), and a filter may deny it by killing the process rather than
+//! with an error: so it is not tried at all on a thread under a seccomp filter
+//! ([`seccomp_filtered`]). The other way is `pread` on `/proc/self/mem`, opened in the handler (an
+//! earlier descriptor could belong to the parent of a forked child). When both are denied, the
 //! caller gets [`Denied`] with both errors, for the report's note of what is missing.
 
 use std::ptr;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::PAGE;
 
@@ -45,10 +48,59 @@ fn is_denial(e: i32) -> bool {
     matches!(e, libc::EPERM | libc::EACCES | libc::ENOSYS)
 }
 
+/// The `vm_denied` of a thread under a seccomp filter: `process_vm_readv` was not tried.
+pub(super) const NOT_TRIED_UNDER_SECCOMP: i32 = -1;
+
+/// Whether a seccomp filter was in force for the thread that ran `init` (read at init from
+/// `/proc/self/status`), for when the crashing thread's own status cannot be read.
+static FILTERED_AT_INIT: AtomicBool = AtomicBool::new(false);
+
+/// Reads, at init, whether a seccomp filter is in force (`Seccomp: 2` in `/proc/self/status`).
+pub(super) fn note_seccomp_at_init() {
+    let filtered =
+        std::fs::read_to_string("/proc/self/status").is_ok_and(|s| seccomp_mode(s.as_bytes()) == Some(2));
+    FILTERED_AT_INIT.store(filtered, Ordering::SeqCst);
+}
+
+/// The `Seccomp:` field of a `/proc/.../status` text.
+fn seccomp_mode(status: &[u8]) -> Option<u8> {
+    let at = status.windows(9).position(|w| w == b"Seccomp:\t")?;
+    status.get(at + 9).filter(|b| b.is_ascii_digit()).map(|b| b - b'0')
+}
+
+/// Whether the calling thread runs under a seccomp filter (filters are per thread: one installed
+/// after init, or on one thread only, counts): `Seccomp: 2` in `/proc/thread-self/status`, read into
+/// `buf`; if that cannot be read, what init saw. **Async-signal-safe**: `open`, `read`, `close`.
+pub(super) fn seccomp_filtered(buf: &mut [u8]) -> bool {
+    // SAFETY: open with a NUL-terminated path; async-signal-safe.
+    let fd = unsafe { libc::open(c"/proc/thread-self/status".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return FILTERED_AT_INIT.load(Ordering::SeqCst);
+    }
+    let mut len = 0;
+    while len < buf.len() {
+        // SAFETY: `buf[len..]` is valid for writing; read is async-signal-safe.
+        let n = unsafe { libc::read(fd, buf[len..].as_mut_ptr().cast(), buf.len() - len) };
+        if n <= 0 {
+            break;
+        }
+        len += n as usize;
+    }
+    // SAFETY: our own descriptor, closed once.
+    unsafe { libc::close(fd) };
+    match seccomp_mode(&buf[..len]) {
+        Some(mode) => mode == 2,
+        None => FILTERED_AT_INIT.load(Ordering::SeqCst),
+    }
+}
+
 impl<'m> Memory<'m> {
-    pub fn new(maps: Option<(&'m [u8], bool)>) -> Self {
+    /// Reads with `process_vm_readv` first, unless `filtered` (the thread is under a seccomp
+    /// filter, which may kill the process for that call): then with `/proc/self/mem` only.
+    pub fn new(maps: Option<(&'m [u8], bool)>, filtered: bool) -> Self {
+        let vm_denied = if filtered { NOT_TRIED_UNDER_SECCOMP } else { 0 };
         // SAFETY: getpid cannot fail.
-        Self { maps, pid: unsafe { libc::getpid() }, mem_fd: -1, vm_denied: 0, mem_denied: 0 }
+        Self { maps, pid: unsafe { libc::getpid() }, mem_fd: -1, vm_denied, mem_denied: 0 }
     }
 
     /// Copies memory from `addr` into `out`, as far as it is readable: the copy stops at the first
@@ -202,6 +254,7 @@ pub(super) fn errno_name(e: i32) -> &'static str {
         libc::ENFILE => "ENFILE",
         libc::EINVAL => "EINVAL",
         libc::ENOMEM => "ENOMEM",
+        NOT_TRIED_UNDER_SECCOMP => "not tried (seccomp filter)",
         0 => "no error",
         _ => "another error",
     }
@@ -231,7 +284,7 @@ mod tests {
             libc::mprotect(base.cast::<u8>().add(2 * PAGE).cast(), 2 * PAGE, libc::PROT_NONE);
         }
         let addr = base as usize;
-        let mut memory = Memory::new(None);
+        let mut memory = Memory::new(None, false);
         let mut out = vec![0u8; 3 * PAGE];
         assert_eq!(memory.read(addr + 100, &mut out).unwrap(), 2 * PAGE - 100);
         assert!(out[..2 * PAGE - 100].iter().all(|&b| b == 7));
@@ -242,8 +295,7 @@ mod tests {
         // too: readability comes from the maps text.
         let mut maps = vec![0u8; super::super::maps::MAPS_MAX];
         let (len, cut) = super::super::maps::read_maps(&mut maps).unwrap();
-        let mut memory = Memory::new(Some((&maps[..len], cut)));
-        memory.vm_denied = libc::EPERM;
+        let mut memory = Memory::new(Some((&maps[..len], cut)), true);
         out.fill(0);
         assert!(memory.read(addr + 100, &mut out).unwrap() >= 2 * PAGE - 100);
         assert!(out[..2 * PAGE - 100].iter().all(|&b| b == 7));
@@ -252,5 +304,15 @@ mod tests {
         assert_eq!(memory.first_readable(addr + 2 * PAGE, PAGE).unwrap(), None);
         // SAFETY: the mapping made above, no longer used.
         unsafe { libc::munmap(base, 4 * PAGE) };
+    }
+
+    #[test]
+    fn the_seccomp_mode_is_read_from_a_status_text() {
+        assert_eq!(seccomp_mode(b"Name:\tx\nSeccomp:\t2\nSeccomp_filters:\t1\n"), Some(2));
+        assert_eq!(seccomp_mode(b"Seccomp:\t0\n"), Some(0));
+        assert_eq!(seccomp_mode(b"Name:\tx\n"), None);
+        let status = std::fs::read_to_string("/proc/thread-self/status").unwrap();
+        let mut buf = [0u8; 4096];
+        assert_eq!(seccomp_filtered(&mut buf), seccomp_mode(status.as_bytes()) == Some(2));
     }
 }

@@ -15,7 +15,15 @@
 //! chance at a fault, as such runtimes expect of whoever is installed after them: it is called, and
 //! the fault is a crash only if it gives the fault up (it puts another disposition in place to let the
 //! fault kill the process, or it ends the process with another fatal signal, such as std's stack
-//! overflow handler calling `abort`). REPORT.md, "Other signal handlers", states the rule.
+//! overflow handler calling `abort`). While it runs, a disposition it sets is held back by the
+//! interposed `sigaction` (`interpose`) until the report is written. A sent signal goes to that
+//! handler too, and lastword stays installed; a one-shot (`SA_RESETHAND`) handler is used once, by
+//! lastword's own bookkeeping, without touching the real disposition. REPORT.md, "Other signal
+//! handlers", states the rules.
+//!
+//! The report itself is written on a stack of its own (`record_on_report_stack`), with every signal
+//! blocked: the handler may run on a small alternate stack (std's) or under another handler's
+//! frames, and its own frames are kept small for that.
 //!
 //! This is the crate's only module with `unsafe` code (a small module of our own rather than the
 //! `crash-handler` crate, which takes locks in its handler). Every function reachable from the
@@ -25,6 +33,7 @@
 
 pub(crate) mod atexit;
 pub(crate) mod crumbs;
+mod interpose;
 mod maps;
 mod memory;
 mod modules;
@@ -35,7 +44,7 @@ pub(crate) use modules::{Module as LoadedModule, gnu_build_id, loaded as loaded_
 
 use std::cell::{Cell, UnsafeCell};
 use std::ptr;
-use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicUsize, Ordering};
 
 use lastword_spool::{FLAG_RAW_SIGNAL, Kind, SignalSlot, Spool};
 
@@ -84,6 +93,9 @@ struct Buffers {
     elf: UnsafeCell<[u8; 4096]>,
     stack_line: UnsafeCell<[u8; 128]>,
     stack: UnsafeCell<[u8; STACK_COPY]>,
+    /// The signal masks of `record_on_report_stack`.
+    all_signals: UnsafeCell<libc::sigset_t>,
+    saved_mask: UnsafeCell<libc::sigset_t>,
 }
 
 // SAFETY: the buffers are only accessed by the one thread that won the `BUSY` flag in the handler.
@@ -99,6 +111,10 @@ static BUFFERS: Buffers = Buffers {
     elf: UnsafeCell::new([0; 4096]),
     stack_line: UnsafeCell::new([0; 128]),
     stack: UnsafeCell::new([0; STACK_COPY]),
+    // SAFETY: all-zero is a valid (empty) sigset_t.
+    all_signals: UnsafeCell::new(unsafe { std::mem::zeroed() }),
+    // SAFETY: as above.
+    saved_mask: UnsafeCell::new(unsafe { std::mem::zeroed() }),
 };
 static STATE: AtomicPtr<HandlerState> = AtomicPtr::new(ptr::null_mut());
 static BUSY: AtomicBool = AtomicBool::new(false);
@@ -123,6 +139,9 @@ thread_local! {
     /// The fault this thread handed to the previous handler, while that handler runs (see
     /// `first_chance`). Constant-initialized, without a destructor.
     static FIRST_CHANCE: Cell<Option<FirstChance>> = const { Cell::new(None) };
+    /// The disposition a previous handler set that the interposer did not hold back, from
+    /// `after_first_chance` to its caller. Constant-initialized, without a destructor.
+    static APPLIED: Cell<Option<libc::sigaction>> = const { Cell::new(None) };
 }
 
 /// Notes whether the calling thread's panic was stored as a report (see [`PANIC_REPORTED`]).
@@ -169,6 +188,8 @@ pub(crate) fn prepare(spool: &Spool, context: &Context) -> Result<Prepared, Init
         );
     }
     stacks::prepare().map_err(InitError::Thread)?;
+    memory::note_seccomp_at_init();
+    map_report_stack();
     // SAFETY: an all-zero `sigaction` is a valid value (no handler, empty mask, no flags); each entry
     // is overwritten with the previous disposition by the `sigaction` call that installs our handler
     // for that signal, before that handler can run.
@@ -200,19 +221,17 @@ impl Prepared {
         // signature SA_SIGINFO requires; `(*state).previous[i]` is valid, leaked memory for the old
         // action, written by the kernel as part of the call that installs the new one.
         unsafe {
-            let mut action: libc::sigaction = std::mem::zeroed();
-            action.sa_sigaction = handler as *const () as usize;
-            action.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
-            libc::sigemptyset(&raw mut action.sa_mask);
-            for sig in SIGNALS {
-                libc::sigaddset(&raw mut action.sa_mask, sig);
-            }
+            let action = our_action();
             for (i, sig) in SIGNALS.into_iter().enumerate() {
-                if libc::sigaction(sig, &raw const action, &raw mut (*state).previous[i]) != 0 {
+                if interpose::real_sigaction(sig, &raw const action, &raw mut (*state).previous[i]) != 0 {
                     let error = std::io::Error::last_os_error();
                     // Put back what was installed before this one failed.
                     for (j, installed) in SIGNALS.into_iter().enumerate().take(i) {
-                        libc::sigaction(installed, &raw const (*state).previous[j], ptr::null_mut());
+                        interpose::real_sigaction(
+                            installed,
+                            &raw const (*state).previous[j],
+                            ptr::null_mut(),
+                        );
                     }
                     STATE.store(ptr::null_mut(), Ordering::SeqCst);
                     drop(Box::from_raw(state));
@@ -225,18 +244,99 @@ impl Prepared {
     }
 }
 
-/// The current handler address of `sig`. Async-signal-safe.
+/// lastword's own disposition for each of `SIGNALS`. Async-signal-safe (`sigemptyset`, `sigaddset`).
+fn our_action() -> libc::sigaction {
+    // SAFETY: all-zero is a valid sigaction, then the fields are set; the signal-set calls get a
+    // valid set.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = handler as *const () as usize;
+        action.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
+        libc::sigemptyset(&raw mut action.sa_mask);
+        for sig in SIGNALS {
+            libc::sigaddset(&raw mut action.sa_mask, sig);
+        }
+        action
+    }
+}
+
+/// The default disposition. Async-signal-safe.
+fn default_action() -> libc::sigaction {
+    // SAFETY: all-zero is a valid sigaction: SIG_DFL, an empty mask, no flags.
+    unsafe { std::mem::zeroed() }
+}
+
+/// The current handler address of `sig` (or SIG_DFL, SIG_IGN). Async-signal-safe.
+#[inline(never)]
 fn current_handler(sig: libc::c_int) -> usize {
+    current_action(sig).sa_sigaction
+}
+
+/// The current disposition of `sig`. Async-signal-safe.
+fn current_action(sig: libc::c_int) -> libc::sigaction {
     // SAFETY: all-zero is a valid sigaction; a null new action only reads the current one.
     let mut current: libc::sigaction = unsafe { std::mem::zeroed() };
     // SAFETY: as above.
-    unsafe { libc::sigaction(sig, ptr::null(), &raw mut current) };
-    current.sa_sigaction
+    unsafe { interpose::real_sigaction(sig, ptr::null(), &raw mut current) };
+    current
 }
 
-/// Whether a disposition is a function (not SIG_DFL, SIG_IGN).
-fn is_function(action: &libc::sigaction) -> bool {
-    action.sa_sigaction != libc::SIG_DFL && action.sa_sigaction != libc::SIG_IGN
+/// Sets the disposition of `sig`. Async-signal-safe.
+fn set_action(sig: libc::c_int, action: &libc::sigaction) {
+    // SAFETY: a valid action; the old one is not asked for.
+    unsafe { interpose::real_sigaction(sig, action, ptr::null_mut()) };
+}
+
+/// Puts `action` in place for `sig` and returns the disposition it replaced, in one call.
+/// Async-signal-safe.
+fn swap_action(sig: libc::c_int, action: &libc::sigaction) -> libc::sigaction {
+    // SAFETY: all-zero is a valid sigaction, overwritten by the call.
+    let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid action and room for the old one.
+    unsafe { interpose::real_sigaction(sig, action, &raw mut old) };
+    old
+}
+
+/// What the disposition that was there before lastword has become, per signal (see `previous`):
+/// still the saved one, or the default (a one-shot handler that was used, or a handler that put the
+/// default in place for a sent signal), or ignored.
+const SAVED: u8 = 0;
+const NOW_DEFAULT: u8 = 1;
+const NOW_IGNORED: u8 = 2;
+static PREVIOUS_NOW: [AtomicU8; SIGNALS.len()] = [const { AtomicU8::new(SAVED) }; SIGNALS.len()];
+
+/// The disposition that was there before lastword, as a handler of the signal would find it now.
+#[derive(Clone, Copy)]
+enum Previous<'a> {
+    Default,
+    Ignore,
+    Function(&'a libc::sigaction),
+}
+
+/// The previous disposition of `SIGNALS[index]`, for one delivery. A one-shot handler
+/// (`SA_RESETHAND`) is handed out once, as the kernel would deliver it once: from then on it is the
+/// default, without lastword's own disposition ever being changed for it. **Async-signal-safe.**
+fn take_previous(state: &HandlerState, index: usize) -> Previous<'_> {
+    let saved = &state.previous[index];
+    match PREVIOUS_NOW[index].load(Ordering::SeqCst) {
+        NOW_DEFAULT => return Previous::Default,
+        NOW_IGNORED => return Previous::Ignore,
+        _ => {}
+    }
+    if saved.sa_sigaction == libc::SIG_DFL {
+        Previous::Default
+    } else if saved.sa_sigaction == libc::SIG_IGN {
+        Previous::Ignore
+    } else if saved.sa_flags & libc::SA_RESETHAND == 0
+        || PREVIOUS_NOW[index]
+            .compare_exchange(SAVED, NOW_DEFAULT, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+    {
+        // A one-shot handler is handed out by the delivery that used it up, and by no other.
+        Previous::Function(saved)
+    } else {
+        Previous::Default
+    }
 }
 
 /// Whether the signal was raised by the kernel for a fault (an instruction), rather than sent.
@@ -251,12 +351,25 @@ unsafe fn is_fault(info: *const libc::siginfo_t) -> bool {
 /// The signal handler. **Async-signal-safe**: besides what `record` calls, it calls `sigaction`,
 /// `pthread_sigmask`, `sigismember`/`sigaddset`, `raise`, `nanosleep` and the previous handler; it
 /// allocates nothing and takes no lock.
+///
+/// What it does, by the kind of signal and what was there before lastword (REPORT.md, "Other signal
+/// handlers"):
+/// - a fault, before it a handler: that handler gets the first chance; if it gives the fault up
+///   (sets another disposition), the disposition stays lastword's until the report is written (the
+///   interposer holds the change back; a change it did not see is undone at once), so that a second
+///   thread's fault reaches lastword rather than the default action; then what that handler set goes
+///   in place, and returning lets the fault happen again and take that course;
+/// - a fault, before it SIG_DFL or SIG_IGN: report, then the default action (which the kernel
+///   forces for an ignored fault);
+/// - a sent signal, before it SIG_IGN: nothing (SIGABRT is reported: `abort()` ends the process
+///   anyway); before it a handler: that handler is called, and lastword stays installed (SIGABRT is
+///   reported first); before it SIG_DFL: report, then the default action.
 extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, context: *mut libc::c_void) {
     let state = STATE.load(Ordering::SeqCst);
     // SAFETY: STATE is null or the leaked HandlerState, never freed.
     let Some(state) = (unsafe { state.as_ref() }) else {
         // SAFETY: the default action, then the signal takes its course.
-        unsafe { resume_with(sig, None, info) };
+        unsafe { resume_default(sig, info) };
         return;
     };
     let index = SIGNALS.iter().position(|&s| s == sig).unwrap_or(0);
@@ -264,31 +377,137 @@ extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, context: *mu
     let fault = unsafe { is_fault(info) };
     // A signal sent while the previous handler runs on this thread for a fault we gave it: that
     // handler gave the fault up and ends the process (std's stack overflow handler prints and calls
-    // `abort`). Report the fault, then let this signal take its course. (A fault inside that handler
-    // is handled like any other fault, below.)
+    // `abort`). Report the fault; this signal then takes its course below. (A fault inside that
+    // handler is handled like any other fault.)
     if !fault && let Some(outer) = nested_first_chance(context) {
         report(state, outer.sig, outer.info, outer.context);
-        // SAFETY: `info` is the kernel's siginfo for this signal.
-        unsafe { resume_with(sig, Some(&state.previous[index]), info) };
+    }
+    // The previous handler that this thread is calling for `sig` sent `sig` itself, after setting a
+    // disposition for it (held back by the interposer): "put the default back and raise again", with
+    // SA_NODEFER. It gets what it asked for: that disposition, and the signal again.
+    if !fault
+        && let Some(depth) = interpose::handing(sig)
+        && reraised_by_previous(state, depth, sig, info, context)
+    {
         return;
     }
-    let previous = &state.previous[index];
-    if fault && is_function(previous) {
-        let before = current_handler(sig);
-        // SAFETY: the previous handler, with the kernel's arguments for this signal.
-        unsafe { first_chance(previous, sig, info, context) };
-        if current_handler(sig) == before {
-            // It handled the fault (and may have changed the context to resume elsewhere): resume.
+    match (fault, take_previous(state, index)) {
+        (true, Previous::Function(previous)) => fault_to_previous(state, previous, sig, info, context),
+        (true, Previous::Default | Previous::Ignore) | (false, Previous::Default) => {
+            report(state, sig, info, context);
+            // SAFETY: `info` is the kernel's siginfo or null.
+            unsafe { resume_default(sig, info) };
+        }
+        (false, Previous::Ignore) => {
+            if sig == libc::SIGABRT {
+                // `abort()` puts the default back and raises again when the signal returns.
+                report(state, sig, info, context);
+            }
+        }
+        (false, Previous::Function(previous)) => sent_to_previous(state, index, previous, sig, info, context),
+    }
+}
+
+// The handler's frames are kept small, because it may run on a small alternate stack (std's, about
+// 8 KiB, on a thread that kept it), where a previous handler then runs and may abort, which nests a
+// second signal frame and this handler again before the report moves to its own stack: each case is
+// a function of its own, and no `sigaction` value lives in a frame that is on the stack while a
+// previous handler runs.
+
+/// `sig` sent on this thread while the previous handler runs for `sig` (at `depth`): if that handler
+/// set a disposition for it (held back by the interposer), it is put in place and the signal is
+/// raised again, to arrive with it when this handler returns; true then. **Async-signal-safe.**
+#[inline(never)]
+fn reraised_by_previous(
+    state: &HandlerState,
+    depth: usize,
+    sig: libc::c_int,
+    info: *mut libc::siginfo_t,
+    context: *mut libc::c_void,
+) -> bool {
+    let Some(set) = interpose::held_back(depth) else { return false };
+    if set.sa_sigaction == libc::SIG_DFL {
+        report(state, sig, info, context);
+    }
+    set_action(sig, &set);
+    // SAFETY: raise is async-signal-safe; the signal arrives when this handler returns.
+    unsafe { libc::raise(sig) };
+    true
+}
+
+/// A fault, and a handler before lastword: it gets the first chance. **Async-signal-safe.**
+#[inline(never)]
+fn fault_to_previous(
+    state: &HandlerState,
+    previous: &libc::sigaction,
+    sig: libc::c_int,
+    info: *mut libc::siginfo_t,
+    context: *mut libc::c_void,
+) {
+    // SAFETY: the previous handler, with the kernel's arguments for this signal.
+    match unsafe { first_chance(previous, sig, info, context, true) } {
+        // It handled the fault (and may have changed the context to resume elsewhere): resume.
+        Change::None => {}
+        change => fault_given_up(state, sig, info, context, change),
+    }
+}
+
+/// The previous handler gave the fault up by setting another disposition. Until the report is
+/// written the disposition stays (or, if the change was not held back, at once becomes again)
+/// lastword's, so that another thread's fault meanwhile reaches lastword (and waits for this report)
+/// rather than that disposition; then what it set is put in place, and returning re-executes the
+/// faulting instruction, which takes that course. **Async-signal-safe.**
+#[inline(never)]
+fn fault_given_up(
+    state: &HandlerState,
+    sig: libc::c_int,
+    info: *mut libc::siginfo_t,
+    context: *mut libc::c_void,
+    change: Change,
+) {
+    let Some(after) = change.what_it_set(sig) else { return };
+    report(state, sig, info, context);
+    set_action(sig, &after);
+}
+
+/// A sent signal, and a handler before lastword: it is called (after the report, for SIGABRT), and
+/// lastword stays installed. **Async-signal-safe.**
+#[inline(never)]
+fn sent_to_previous(
+    state: &HandlerState,
+    index: usize,
+    previous: &libc::sigaction,
+    sig: libc::c_int,
+    info: *mut libc::siginfo_t,
+    context: *mut libc::c_void,
+) {
+    if sig == libc::SIGABRT {
+        report(state, sig, info, context);
+    }
+    // SAFETY: the previous handler, with the kernel's arguments for this signal.
+    let change = unsafe { first_chance(previous, sig, info, context, false) };
+    if !matches!(change, Change::None) {
+        sent_changed(index, sig, change);
+    }
+}
+
+/// The previous handler set another disposition while it handled a sent signal. SIG_DFL or SIG_IGN
+/// is what the program sees from now on behind lastword, which stays installed; another handler is
+/// put in place, in front of lastword (it found lastword's disposition as the one before it).
+/// **Async-signal-safe.**
+#[inline(never)]
+fn sent_changed(index: usize, sig: libc::c_int, change: Change) {
+    let Some(after) = change.what_it_set(sig) else { return };
+    let now = match after.sa_sigaction {
+        libc::SIG_DFL => NOW_DEFAULT,
+        libc::SIG_IGN => NOW_IGNORED,
+        _ => {
+            set_action(sig, &after);
             return;
         }
-        // It gave the fault up by putting another disposition in place; returning re-executes the
-        // faulting instruction, which then takes that course.
-        report(state, sig, info, context);
-        return;
-    }
-    report(state, sig, info, context);
-    // SAFETY: `info` is the kernel's siginfo or null.
-    unsafe { resume_with(sig, Some(previous), info) };
+    };
+    PREVIOUS_NOW[index].store(now, Ordering::SeqCst);
+    set_action(sig, &our_action());
 }
 
 /// The fault this thread handed to the previous handler, if the signal being handled now arrived
@@ -310,10 +529,37 @@ fn nested_first_chance(context: *mut libc::c_void) -> Option<FirstChance> {
     (low <= sp && sp < frame && frame <= low.saturating_add(alt.ss_size)).then_some(outer)
 }
 
+/// What the previous handler did to the disposition of the signal it was handed.
+#[derive(Clone, Copy)]
+enum Change {
+    /// Nothing.
+    None,
+    /// It set one, which the interposer held back (`interpose::held_back` at that depth).
+    Held(usize),
+    /// It set one, which the interposer did not see (`APPLIED` has it); lastword's own disposition
+    /// is back in place if it was there before.
+    Applied,
+}
+
+impl Change {
+    /// The disposition the previous handler set, taken from where `first_chance` left it.
+    /// **Async-signal-safe.**
+    fn what_it_set(self, sig: libc::c_int) -> Option<libc::sigaction> {
+        match self {
+            Change::None => None,
+            Change::Held(depth) => interpose::held_back(depth),
+            Change::Applied => APPLIED.with(Cell::take),
+        }
+        .or_else(|| (!matches!(self, Change::None)).then(|| current_action(sig)))
+    }
+}
+
 /// Calls the handler that was installed before lastword with the kernel's arguments, the way the
-/// kernel would have: with its signal mask added to the one at the fault (and the signal itself
-/// unless it asked for SA_NODEFER), after resetting the disposition if it asked for SA_RESETHAND.
-/// **Async-signal-safe** (as far as that handler is).
+/// kernel would have: with its signal mask added to the one at the signal (and the signal itself
+/// unless it asked for SA_NODEFER). (SA_RESETHAND is `take_previous`'s business: the disposition is
+/// never changed here.) With `mark`, the call is marked for `nested_first_chance` while it runs.
+/// Returns what the handler did to the signal's disposition. **Async-signal-safe** (as far as that
+/// handler is).
 ///
 /// # Safety
 /// `previous` is a disposition that is a function; `info` and `context` are the kernel's.
@@ -322,9 +568,74 @@ unsafe fn first_chance(
     sig: libc::c_int,
     info: *mut libc::siginfo_t,
     context: *mut libc::c_void,
-) {
-    // SAFETY: signal-mask calls on valid sigset_t values; `context` is the kernel's ucontext_t (or
-    // null); the previous handler is called with the signature its SA_SIGINFO flag says it has.
+    mark: bool,
+) -> Change {
+    let before = current_handler(sig);
+    // SAFETY: `context` is the kernel's ucontext_t (or null); the previous handler is called with
+    // the signature its SA_SIGINFO flag says it has.
+    unsafe {
+        let saved = block_as_kernel_would(previous, sig, context);
+        // Kept for the call, then the mark of an enclosing call (a fault inside a previous handler
+        // that we handed a fault to) is put back.
+        let enclosing = if mark {
+            FIRST_CHANCE.with(|f| f.replace(Some(FirstChance { sig, info, context })))
+        } else {
+            FIRST_CHANCE.with(Cell::get)
+        };
+        // A local of this frame: the previous handler's frames are all below it.
+        let marker = 0u8;
+        let hand_over = interpose::HandOver::begin(sig, std::hint::black_box(&raw const marker) as usize);
+        if previous.sa_flags & libc::SA_SIGINFO != 0 {
+            let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
+                std::mem::transmute(previous.sa_sigaction);
+            f(sig, info, context);
+        } else {
+            let f: extern "C" fn(libc::c_int) = std::mem::transmute(previous.sa_sigaction);
+            f(sig);
+        }
+        // First of all, before the mask and the marks: the sooner lastword's disposition is back,
+        // the shorter the window for a change the interposer did not see.
+        let change = after_first_chance(sig, before, hand_over.end());
+        FIRST_CHANCE.with(|f| f.set(enclosing));
+        libc::pthread_sigmask(libc::SIG_SETMASK, &raw const saved, ptr::null_mut());
+        change
+    }
+}
+
+/// What the previous handler did to the disposition of `sig` (`before` was the handler in place
+/// when it was called, `held` the interposer's answer). A change that is in place is undone at once
+/// if `before` was lastword's own handler (put back in the same call that reads what the handler
+/// set), and what it set is kept in `APPLIED` for the caller. **Async-signal-safe.**
+#[inline(never)]
+fn after_first_chance(sig: libc::c_int, before: usize, held: Option<usize>) -> Change {
+    if let Some(depth) = held {
+        return Change::Held(depth);
+    }
+    let after = if before == handler as *const () as usize {
+        swap_action(sig, &our_action())
+    } else {
+        current_action(sig)
+    };
+    if after.sa_sigaction == before {
+        return Change::None;
+    }
+    APPLIED.with(|a| a.set(Some(after)));
+    Change::Applied
+}
+
+/// Sets the signal mask the kernel would have set for `previous`: its mask added to the one at the
+/// signal, and the signal itself unless it asked for SA_NODEFER. Returns the mask it replaced.
+/// **Async-signal-safe.**
+///
+/// # Safety
+/// `context` is null or the kernel's `ucontext_t` for this signal.
+#[inline(never)]
+unsafe fn block_as_kernel_would(
+    previous: &libc::sigaction,
+    sig: libc::c_int,
+    context: *mut libc::c_void,
+) -> libc::sigset_t {
+    // SAFETY: signal-mask calls on valid sigset_t values; `context` per the contract.
     unsafe {
         let mut mask: libc::sigset_t = std::mem::zeroed();
         if context.is_null() {
@@ -342,22 +653,7 @@ unsafe fn first_chance(
         }
         let mut saved: libc::sigset_t = std::mem::zeroed();
         libc::pthread_sigmask(libc::SIG_SETMASK, &raw const mask, &raw mut saved);
-        if previous.sa_flags & libc::SA_RESETHAND != 0 {
-            libc::signal(sig, libc::SIG_DFL);
-        }
-        // Kept for the call, then the mark of an enclosing call (a fault inside a previous handler
-        // that we handed a fault to) is put back.
-        let enclosing = FIRST_CHANCE.with(|f| f.replace(Some(FirstChance { sig, info, context })));
-        if previous.sa_flags & libc::SA_SIGINFO != 0 {
-            let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
-                std::mem::transmute(previous.sa_sigaction);
-            f(sig, info, context);
-        } else {
-            let f: extern "C" fn(libc::c_int) = std::mem::transmute(previous.sa_sigaction);
-            f(sig);
-        }
-        FIRST_CHANCE.with(|f| f.set(enclosing));
-        libc::pthread_sigmask(libc::SIG_SETMASK, &raw const saved, ptr::null_mut());
+        saved
     }
 }
 
@@ -377,11 +673,126 @@ fn report(state: &HandlerState, sig: libc::c_int, info: *mut libc::siginfo_t, co
     }
     let skip = state.slot.is_used() || (sig == libc::SIGABRT && abort_follows_reported_panic());
     if !skip {
-        // SAFETY: BUSY gives this thread the buffers; `info` and `context` come from the kernel for
-        // an SA_SIGINFO handler.
-        unsafe { record(state, sig, info, context) };
+        // SAFETY: BUSY gives this thread the buffers and the report stack; `info` and `context` come
+        // from the kernel for an SA_SIGINFO handler.
+        unsafe { record_on_report_stack(state, sig, info, context) };
     }
     BUSY.store(false, Ordering::SeqCst);
+}
+
+/// Size of the stack that `record` runs on (a guard page below it is not counted).
+const REPORT_STACK: usize = 256 * 1024;
+/// The top of that stack, mapped once by `prepare` and never unmapped; 0 before.
+static REPORT_STACK_TOP: AtomicUsize = AtomicUsize::new(0);
+
+/// Maps the report stack (address space only: `MAP_NORESERVE`), once per process. Without it, the
+/// report is written on the stack the handler runs on.
+fn map_report_stack() {
+    if REPORT_STACK_TOP.load(Ordering::SeqCst) != 0 {
+        return;
+    }
+    // SAFETY: an anonymous private mapping that nothing else refers to, never unmapped; its first
+    // page becomes the guard.
+    unsafe {
+        let base = libc::mmap(
+            ptr::null_mut(),
+            REPORT_STACK + PAGE,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        );
+        if base == libc::MAP_FAILED {
+            return;
+        }
+        libc::mprotect(base, PAGE, libc::PROT_NONE);
+        REPORT_STACK_TOP.store(base as usize + PAGE + REPORT_STACK, Ordering::SeqCst);
+    }
+}
+
+/// The arguments of `record`, handed to [`record_call`] across the stack switch.
+struct RecordCall {
+    state: *const HandlerState,
+    sig: libc::c_int,
+    info: *mut libc::siginfo_t,
+    context: *mut libc::c_void,
+}
+
+/// Runs `record` with the arguments in `call` (a `RecordCall`). `extern "C"`, so that a panic in it
+/// (there should be none) aborts instead of unwinding across the stack switch.
+extern "C" fn record_call(call: *mut libc::c_void) {
+    // SAFETY: `call` points at the `RecordCall` of `record_on_report_stack`, alive during this call;
+    // its contents satisfy `record`'s contract (BUSY is held).
+    unsafe {
+        let call = &*call.cast::<RecordCall>();
+        record(&*call.state, call.sig, call.info, call.context);
+    }
+}
+
+/// Runs `record` on the report stack, with every signal blocked. The handler may run on a small
+/// alternate stack (std's, 8 KiB or so, on a thread that kept it) or deep in another handler's
+/// frames; the report does not depend on what room is left there. Blocked signals, because a signal
+/// delivered while the stack pointer is outside the alternate stack would be put at the alternate
+/// stack's top, over the frames of this handler. **Async-signal-safe.**
+///
+/// # Safety
+/// Called only by the thread holding `BUSY` (which owns the report stack), with the kernel's `info`
+/// and `context`.
+unsafe fn record_on_report_stack(
+    state: &HandlerState,
+    sig: libc::c_int,
+    info: *mut libc::siginfo_t,
+    context: *mut libc::c_void,
+) {
+    let mut call = RecordCall { state, sig, info, context };
+    let arg = (&raw mut call).cast::<libc::c_void>();
+    // SAFETY: signal-mask calls on the BUSY holder's sets (kept in static memory, not in this frame,
+    // which may be on a small stack); the stack switch gets the top of the mapped report stack,
+    // which only the BUSY holder uses, and a function of the C ABI.
+    unsafe {
+        let (all, saved) = (BUFFERS.all_signals.get(), BUFFERS.saved_mask.get());
+        libc::sigfillset(all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, all, saved);
+        match REPORT_STACK_TOP.load(Ordering::SeqCst) {
+            0 => record_call(arg),
+            top => call_on_stack(top, record_call, arg),
+        }
+        libc::pthread_sigmask(libc::SIG_SETMASK, saved, ptr::null_mut());
+    }
+}
+
+/// Calls `f(arg)` with the stack pointer at `top`, and comes back to the stack it was called on.
+/// **Async-signal-safe** (no system call).
+///
+/// # Safety
+/// `top` is the 16-byte aligned top of a stack that nothing else uses during the call.
+#[cfg(target_arch = "x86_64")]
+unsafe fn call_on_stack(top: usize, f: extern "C" fn(*mut libc::c_void), arg: *mut libc::c_void) {
+    // SAFETY: per the contract; r12 (callee-saved, so `f` keeps it) holds the old stack pointer
+    // across the call and is declared clobbered; `f` follows the C ABI (its caller-saved registers
+    // are declared clobbered); the stack is 16-byte aligned at the call, as the ABI wants.
+    unsafe {
+        std::arch::asm!(
+            "mov r12, rsp",
+            "mov rsp, {top}",
+            "call {f}",
+            "mov rsp, r12",
+            top = in(reg) top,
+            f = in(reg) f,
+            in("rdi") arg,
+            out("r12") _,
+            clobber_abi("C"),
+        );
+    }
+}
+
+/// Elsewhere the report is written on the handler's own stack.
+///
+/// # Safety
+/// None beyond `f`'s.
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn call_on_stack(_top: usize, f: extern "C" fn(*mut libc::c_void), arg: *mut libc::c_void) {
+    f(arg);
 }
 
 /// Writes the raw report. **Async-signal-safe.**
@@ -414,7 +825,8 @@ unsafe fn record(
         Ok((len, cut)) => Some((maps_buf.split_at(len).0, cut)),
         Err(_) => None,
     };
-    let mut memory = Memory::new(maps_text);
+    let mut status = [0u8; 4096];
+    let mut memory = Memory::new(maps_text, memory::seccomp_filtered(&mut status));
     let mut w = Writer::new(header);
     w.str("lastword-raw-signal 1\nsignal ").int(i64::from(sig)).str("\n");
     let mut fault_addr = None;
@@ -591,25 +1003,18 @@ unsafe fn registers(_w: &mut Writer<'_>, _context: *mut libc::c_void) -> usize {
     0
 }
 
-/// Lets the signal take its course after lastword: puts back the disposition that was there before
-/// (or the default) and, for a signal that was sent (kill, raise, abort) or a trap (which does not
-/// happen again when the instruction after it runs), raises it again, to arrive when the handler
-/// returns; a fault returns and re-executes, and gets that disposition. **Async-signal-safe.**
+/// Lets the signal take its course after lastword: puts the default disposition in place (what
+/// the kernel does for a fault whose signal is ignored, and what a sent signal that lastword reported
+/// had) and, for a signal that was sent (kill, raise, abort) or a trap (which does not happen again
+/// when the instruction after it runs), raises it again, to arrive when the handler returns; a fault
+/// returns and re-executes, and gets that disposition. **Async-signal-safe.**
 ///
 /// # Safety
 /// `info` is the kernel's siginfo or null.
-unsafe fn resume_with(sig: libc::c_int, previous: Option<&libc::sigaction>, info: *mut libc::siginfo_t) {
-    // SAFETY: sigaction gets a valid action or SIG_DFL; raise is async-signal-safe; `info` per the
-    // contract.
+unsafe fn resume_default(sig: libc::c_int, info: *mut libc::siginfo_t) {
+    // SAFETY: signal with SIG_DFL and raise are async-signal-safe; `info` per the contract.
     unsafe {
-        match previous {
-            Some(previous) => {
-                libc::sigaction(sig, previous, ptr::null_mut());
-            }
-            None => {
-                libc::signal(sig, libc::SIG_DFL);
-            }
-        }
+        set_action(sig, &default_action());
         if !is_fault(info) || sig == libc::SIGTRAP {
             libc::raise(sig);
         }

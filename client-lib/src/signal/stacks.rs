@@ -2,46 +2,48 @@
 //! reaches the handler (a thread without one dies of the overflow before any handler runs).
 //!
 //! - The thread that calls `init` gets one at once ([`give_this_thread`]).
-//! - Threads created after `init` with `pthread_create` (std's threads, tokio's, C libraries' and FFI
-//!   code's) get one as they start: this module defines `pthread_create`, which calls the C library's
-//!   and runs the new thread through [`start`], which maps a stack (a guard page below it), installs
-//!   it, and frees it when the thread ends (a thread-specific key's destructor).
+//! - Threads made with `pthread_create` (std's threads, tokio's, C libraries' and FFI code's) start
+//!   through the trampoline of the interposed `pthread_create` (`interpose.rs`), before init as well
+//!   as after. It calls [`give_new_thread`] when the new thread first runs (glibc has unblocked its
+//!   signals by then): once init has set `ENABLED`, the thread maps a stack (a guard page below it),
+//!   installs it, and frees it when the thread ends (a thread-specific key's destructor). A thread
+//!   that started before init runs with its signals unblocked, so the sweep below reaches it; one
+//!   that had not run yet when init looked covers itself when it does.
 //! - Threads that existed before `init` are asked to install one each: a real-time signal (one whose
 //!   disposition is the default, so no one else uses it) is sent to each of them with `tgkill`, and
-//!   its tiny handler, running on that thread, installs a stack that init mapped for it.
+//!   its tiny handler, running on that thread, installs a stack that init mapped for it. Init waits
+//!   for their answers for at most [`SWEEP_WAIT`] (a thread that exits meanwhile is not waited for),
+//!   then puts the signal's disposition back (through SIG_IGN, which discards a delivery still
+//!   pending on a thread that did not answer).
 //!
-//! Before `init` (and when init failed) the interposed `pthread_create` only calls the real one: a
-//! program that links lastword without starting it is not changed. What crash-handling's interposer
-//! had trouble with, and what is done here instead: it could not find the real function in statically
-//! linked programs and panicked on every thread creation (EmbarkStudios/crash-handling#98): here the
-//! interposer is only built for dynamically linked glibc programs, and a missing function is an
-//! `EAGAIN`, never a panic; it bypassed a sanitizer's own `pthread_create` interceptor (#123): here the
-//! sanitizer's interceptor is called when there is one; it was active before any handler existed:
-//! here it does nothing until init succeeded; and it disabled whatever alternate stack the thread had
-//! at exit: here a thread's stack is disabled only if it is still ours (another runtime may have put
-//! its own in place).
+//! Here too a thread's stack is disabled at its end only if it is still ours (another runtime may
+//! have put its own in place), unlike crash-handling's interposer.
 //!
-//! Not covered: threads that block the real-time signal when init runs (they keep the stack they had,
-//! none for C threads), threads made without `pthread_create` (a raw `clone`), threads created by
-//! shared libraries that resolve `pthread_create` to the C library directly (the executable's
-//! definition is used only where the executable exports it: link with
-//! `-C link-arg=-Wl,--export-dynamic-symbol=pthread_create` to cover those), and statically linked
-//! programs (no interposition).
+//! Not covered: threads that block the real-time signal when init runs and started before it (they
+//! keep the stack they had: std's small one for std's threads, none for C threads), threads made
+//! without `pthread_create` (a raw `clone`), threads created by shared libraries that resolve
+//! `pthread_create` to the C library directly (the executable's definition is used only where the
+//! executable exports it: link with `-C link-arg=-Wl,--export-dynamic-symbol=pthread_create` to cover
+//! those), and programs without the interposer (statically linked, sanitized, Miri, or the
+//! `interpose` feature off): there only threads that exist at init get a stack from lastword.
 
 use std::ptr;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use super::PAGE;
 
-/// Size of each alternate signal stack (a guard page below it is not counted). The handler runs on
-/// it, and so does a previous handler it calls, and a nested SIGABRT when that one aborts.
-pub(super) const ALT_STACK: usize = 64 * 1024;
+/// Size of each alternate signal stack (a guard page below it is not counted), mapped with
+/// `MAP_NORESERVE` (address space; pages are used only as far as a handler reaches). The handler runs
+/// on it, and so do the previous handlers it calls (which may not have asked for an alternate stack:
+/// wasmtime wants 256 KiB for its own), and a nested SIGABRT when one of them aborts.
+pub(super) const ALT_STACK: usize = 256 * 1024;
+
+/// How long `init` waits at most for the threads that existed before it to take their stacks.
+pub(super) const SWEEP_WAIT: Duration = Duration::from_millis(500);
 
 /// Set once init succeeded: from then on new threads get a stack as they start.
 static ENABLED: AtomicBool = AtomicBool::new(false);
-/// Calls to `pthread_create` that read `ENABLED` as false and have not yet returned.
-static CREATING: AtomicUsize = AtomicUsize::new(0);
 /// The thread-specific key whose destructor frees a thread's stack; `u32::MAX` until made.
 static KEY: AtomicU32 = AtomicU32::new(u32::MAX);
 
@@ -114,16 +116,27 @@ pub(super) fn give_this_thread() {
     }
 }
 
-/// Turns the stacks of new threads on, then gives one to each thread that exists already.
+/// Turns the stacks of new threads on, then gives one to each thread that exists already. A thread
+/// being made now either is in the list that `cover_existing` reads (and runs with its signals
+/// unblocked by the time it read `ENABLED` as false), or reads `ENABLED` as true when it starts.
 pub(super) fn enable_and_cover_existing() {
     ENABLED.store(true, Ordering::SeqCst);
-    // A `pthread_create` that saw ENABLED false may still be making its thread: wait until the
-    // thread exists, so that the list below has it (bounded: a stuck caller is not waited for).
-    let deadline = Instant::now() + Duration::from_secs(1);
-    while CREATING.load(Ordering::SeqCst) != 0 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(1));
-    }
     cover_existing();
+}
+
+/// Gives the calling thread, which has just started, its own stack, freed when it ends.
+#[cfg_attr(not(all(lastword_interposer, not(miri))), allow(dead_code))]
+pub(super) fn give_new_thread() {
+    if !ENABLED.load(Ordering::SeqCst) || has_usable_stack() {
+        return;
+    }
+    let Some(sp) = map_stack() else { return };
+    if install(sp) {
+        // SAFETY: KEY was made by `prepare` before ENABLED was set.
+        unsafe { libc::pthread_setspecific(KEY.load(Ordering::SeqCst), sp) };
+    } else {
+        release(sp);
+    }
 }
 
 /// The real-time signal used to reach the threads that existed before init, 0 when none.
@@ -131,9 +144,11 @@ static SWEEP_SIGNAL: AtomicUsize = AtomicUsize::new(0);
 /// The stacks mapped for them: lowest usable address of the first, and how many.
 static SWEEP_BASE: AtomicUsize = AtomicUsize::new(0);
 static SWEEP_COUNT: AtomicUsize = AtomicUsize::new(0);
-/// How many stacks were taken, and how many threads answered.
+/// How many stacks were taken.
 static SWEEP_NEXT: AtomicUsize = AtomicUsize::new(0);
-static SWEEP_DONE: AtomicUsize = AtomicUsize::new(0);
+/// The threads the signal was sent to (leaked, `SWEEP_COUNT` of them): each thread's entry is set
+/// to 0 when it answers.
+static SWEEP_TIDS: AtomicPtr<AtomicI32> = AtomicPtr::new(ptr::null_mut());
 
 /// The other threads of this process, from `/proc/self/task`.
 fn other_threads() -> Vec<libc::pid_t> {
@@ -157,28 +172,38 @@ fn blocks(tid: libc::pid_t, sig: libc::c_int) -> bool {
     mask & (1u64 << (sig - 1)) != 0
 }
 
-/// A real-time signal that nobody handles (its disposition is the default), highest first.
-fn free_signal() -> Option<libc::c_int> {
-    (libc::SIGRTMIN()..=libc::SIGRTMAX()).rev().find(|&sig| {
+/// Whether thread `tid` of this process still exists.
+fn alive(pid: libc::pid_t, tid: libc::pid_t) -> bool {
+    // SAFETY: tgkill with signal 0 only checks that the thread exists.
+    unsafe { libc::syscall(libc::SYS_tgkill, pid, tid, 0) == 0 }
+}
+
+/// A real-time signal that nobody handles (its disposition is the default), highest first, with
+/// that disposition.
+fn free_signal() -> Option<(libc::c_int, libc::sigaction)> {
+    (libc::SIGRTMIN()..=libc::SIGRTMAX()).rev().find_map(|sig| {
         // SAFETY: all-zero is a valid sigaction; a null new action only reads the current one.
         let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
         // SAFETY: as above.
-        unsafe { libc::sigaction(sig, ptr::null(), &raw mut old) == 0 && old.sa_sigaction == libc::SIG_DFL }
+        let read = unsafe { super::interpose::real_sigaction(sig, ptr::null(), &raw mut old) == 0 };
+        (read && old.sa_sigaction == libc::SIG_DFL).then_some((sig, old))
     })
 }
 
-/// Asks each thread that existed before init to install an alternate stack mapped here for it.
-/// Best effort: what cannot be done (no free signal, no memory, a thread that blocks the signal or
-/// does not answer within the deadline) leaves that thread as it was.
+/// Asks each thread that existed before init to install an alternate stack mapped here for it, and
+/// waits for the answers, at most [`SWEEP_WAIT`] (plus 15 ms for threads that block the signal a
+/// moment). Best effort: what cannot be done (no free signal, no memory, a thread that blocks the
+/// signal or does not answer in time) leaves that thread as it was. Afterwards the signal has the
+/// disposition it had before.
 fn cover_existing() {
     let threads = other_threads();
     if threads.is_empty() {
         return;
     }
-    let Some(sig) = free_signal() else { return };
-    // A thread being created runs with every signal blocked for a moment (glibc unblocks them in
-    // the new thread's start): look again, a few times in 15 ms, before taking a block for a
-    // thread's own choice.
+    let Some((sig, previous)) = free_signal() else { return };
+    // A thread being created runs with every signal blocked until it first runs (glibc unblocks
+    // them in the new thread's start). Threads made through the interposer cover themselves then;
+    // for others, look again a few times in 15 ms before taking a block for a thread's own choice.
     let (mut targets, mut blocking): (Vec<_>, Vec<_>) =
         threads.into_iter().partition(|&tid| !blocks(tid, sig));
     for _ in 0..3 {
@@ -213,6 +238,9 @@ fn cover_existing() {
         // SAFETY: the guard page at the bottom of each stack, within the mapping.
         unsafe { libc::mprotect(base.cast::<u8>().add(i * size).cast(), PAGE, libc::PROT_NONE) };
     }
+    // Leaked: a handler that runs late (a delivery under way when the wait ends) may still read it.
+    let tids: &'static [AtomicI32] = Box::leak(targets.iter().map(|&t| AtomicI32::new(t)).collect());
+    SWEEP_TIDS.store(tids.as_ptr().cast_mut(), Ordering::SeqCst);
     SWEEP_BASE.store(base as usize + PAGE, Ordering::SeqCst);
     SWEEP_COUNT.store(targets.len(), Ordering::SeqCst);
     SWEEP_SIGNAL.store(sig as usize, Ordering::SeqCst);
@@ -223,29 +251,51 @@ fn cover_existing() {
         action.sa_sigaction = sweep_handler as *const () as usize;
         action.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
         libc::sigemptyset(&raw mut action.sa_mask);
-        if libc::sigaction(sig, &raw const action, ptr::null_mut()) != 0 {
+        if super::interpose::real_sigaction(sig, &raw const action, ptr::null_mut()) != 0 {
             return;
         }
     }
     // SAFETY: getpid cannot fail.
     let pid = unsafe { libc::getpid() };
-    let mut sent = 0;
-    for &tid in &targets {
+    for slot in tids {
+        let tid = slot.load(Ordering::SeqCst);
         // SAFETY: tgkill to a thread of this process with the signal our handler now takes.
-        if unsafe { libc::syscall(libc::SYS_tgkill, pid, tid, sig) } == 0 {
-            sent += 1;
+        if unsafe { libc::syscall(libc::SYS_tgkill, pid, tid, sig) } != 0 {
+            // Gone already: not waited for.
+            let _ = slot.compare_exchange(tid, 0, Ordering::SeqCst, Ordering::SeqCst);
         }
     }
-    let deadline = Instant::now() + Duration::from_secs(1);
-    while SWEEP_DONE.load(Ordering::SeqCst) < sent && Instant::now() < deadline {
+    let deadline = Instant::now() + SWEEP_WAIT;
+    let mut round = 0u32;
+    loop {
+        let mut waiting = false;
+        for slot in tids {
+            let tid = slot.load(Ordering::SeqCst);
+            if tid == 0 {
+                continue;
+            }
+            // Now and then, a thread that exited before it took the signal is not waited for.
+            if round % 8 == 7 && !alive(pid, tid) {
+                let _ = slot.compare_exchange(tid, 0, Ordering::SeqCst, Ordering::SeqCst);
+                continue;
+            }
+            waiting = true;
+        }
+        if !waiting || Instant::now() >= deadline {
+            break;
+        }
+        round += 1;
         std::thread::sleep(Duration::from_millis(1));
     }
-    // When every thread answered, the signal goes back to its default. Otherwise the handler stays:
-    // a thread that answers late (or a signal still pending) must not meet the default action,
-    // which for a real-time signal ends the process.
-    if SWEEP_DONE.load(Ordering::SeqCst) >= sent {
-        // SAFETY: the default disposition for the signal we took.
-        unsafe { libc::signal(sig, libc::SIG_DFL) };
+    // The disposition the signal had. SIG_IGN first: it discards a delivery still pending on a
+    // thread that did not answer, which would otherwise meet the default action (for a real-time
+    // signal, the end of the process).
+    // SAFETY: SIG_IGN, then the disposition read before, for the signal we took.
+    unsafe {
+        let mut ignore: libc::sigaction = std::mem::zeroed();
+        ignore.sa_sigaction = libc::SIG_IGN;
+        super::interpose::real_sigaction(sig, &raw const ignore, ptr::null_mut());
+        super::interpose::real_sigaction(sig, &raw const previous, ptr::null_mut());
     }
 }
 
@@ -253,7 +303,7 @@ fn cover_existing() {
 /// thread the next stack mapped for it, unless it has a large enough one. The stack goes into the
 /// signal context's `uc_stack`, not through `sigaltstack`: returning from a handler (`rt_sigreturn`)
 /// sets the thread's alternate stack to what `uc_stack` says, which would undo a change made during
-/// the handler. **Async-signal-safe**: atomics, `getpid` and `sigaltstack` (to read).
+/// the handler. **Async-signal-safe**: atomics, `getpid`, `gettid` and `sigaltstack` (to read).
 extern "C" fn sweep_handler(_sig: libc::c_int, info: *mut libc::siginfo_t, context: *mut libc::c_void) {
     // SAFETY: `info` is the kernel's siginfo for an SA_SIGINFO handler; getpid cannot fail.
     let ours =
@@ -261,9 +311,10 @@ extern "C" fn sweep_handler(_sig: libc::c_int, info: *mut libc::siginfo_t, conte
     if !ours || context.is_null() {
         return;
     }
+    let count = SWEEP_COUNT.load(Ordering::SeqCst);
     if !has_usable_stack() {
         let i = SWEEP_NEXT.fetch_add(1, Ordering::SeqCst);
-        if i < SWEEP_COUNT.load(Ordering::SeqCst) {
+        if i < count {
             let sp = SWEEP_BASE.load(Ordering::SeqCst) + i * (ALT_STACK + PAGE);
             let stack = libc::stack_t { ss_sp: sp as *mut libc::c_void, ss_flags: 0, ss_size: ALT_STACK };
             // SAFETY: `context` is the kernel's ucontext_t for this handler; the stack was mapped for
@@ -271,7 +322,19 @@ extern "C" fn sweep_handler(_sig: libc::c_int, info: *mut libc::siginfo_t, conte
             unsafe { (*context.cast::<libc::ucontext_t>()).uc_stack = stack };
         }
     }
-    SWEEP_DONE.fetch_add(1, Ordering::SeqCst);
+    let tids = SWEEP_TIDS.load(Ordering::SeqCst);
+    if !tids.is_null() {
+        // SAFETY: gettid cannot fail.
+        let me = unsafe { libc::gettid() };
+        for i in 0..count {
+            // SAFETY: SWEEP_TIDS points at `count` leaked entries, published before the signal was
+            // sent.
+            let slot = unsafe { &*tids.add(i) };
+            if slot.compare_exchange(me, 0, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
+                break;
+            }
+        }
+    }
 }
 
 /// The destructor of [`KEY`]: frees a thread's stack as the thread ends. If the stack is still the
@@ -294,100 +357,4 @@ extern "C" fn release(sp: *mut libc::c_void) {
     }
     // SAFETY: `sp` came from `map_stack` (one guard page below it) and is no longer installed.
     unsafe { libc::munmap(sp.cast::<u8>().sub(PAGE).cast(), ALT_STACK + PAGE) };
-}
-
-/// The interposed `pthread_create`: only for dynamically linked glibc programs, where the C
-/// library's function can be found behind ours.
-#[cfg(all(target_os = "linux", target_env = "gnu", not(target_feature = "crt-static")))]
-mod interpose {
-    use super::{CREATING, ENABLED, KEY, has_usable_stack, install, map_stack, release};
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    /// What [`start`] runs, given by [`pthread_create`].
-    struct Start {
-        routine: extern "C" fn(*mut libc::c_void) -> *mut libc::c_void,
-        arg: *mut libc::c_void,
-    }
-
-    /// The start routine of threads created after init: installs the thread's stack, then runs the
-    /// routine it was created with.
-    extern "C" fn start(data: *mut libc::c_void) -> *mut libc::c_void {
-        // SAFETY: `data` is the `Start` boxed by `pthread_create` for this thread, taken once.
-        let Start { routine, arg } = *unsafe { Box::from_raw(data.cast::<Start>()) };
-        if !has_usable_stack()
-            && let Some(sp) = map_stack()
-        {
-            if install(sp) {
-                // SAFETY: KEY was made by `prepare` before ENABLED was set.
-                unsafe { libc::pthread_setspecific(KEY.load(Ordering::SeqCst), sp) };
-            } else {
-                release(sp);
-            }
-        }
-        routine(arg)
-    }
-
-    type PthreadCreate = unsafe extern "C" fn(
-        *mut libc::pthread_t,
-        *const libc::pthread_attr_t,
-        extern "C" fn(*mut libc::c_void) -> *mut libc::c_void,
-        *mut libc::c_void,
-    ) -> libc::c_int;
-
-    /// The `pthread_create` this one stands in front of: a sanitizer's interceptor if there is one, else
-    /// the C library's. 0 until looked up; 1 when none was found.
-    static REAL: AtomicUsize = AtomicUsize::new(0);
-
-    fn real_pthread_create() -> Option<PthreadCreate> {
-        let mut found = REAL.load(Ordering::Acquire);
-        if found == 0 {
-            let ours = pthread_create as *const () as usize;
-            let candidates: [(*mut libc::c_void, &std::ffi::CStr); 3] = [
-                (libc::RTLD_DEFAULT, c"__interceptor_pthread_create"),
-                (libc::RTLD_DEFAULT, c"___interceptor_pthread_create"),
-                (libc::RTLD_NEXT, c"pthread_create"),
-            ];
-            found = candidates
-                .iter()
-                // SAFETY: dlsym with a valid handle and a NUL-terminated name.
-                .map(|(handle, name)| unsafe { libc::dlsym(*handle, name.as_ptr()) } as usize)
-                .find(|&f| f != 0 && f != ours)
-                .unwrap_or(1);
-            REAL.store(found, Ordering::Release);
-        }
-        // SAFETY: a non-sentinel value is the address of a function with pthread_create's signature.
-        (found > 1).then(|| unsafe { std::mem::transmute::<usize, PthreadCreate>(found) })
-    }
-
-    /// Stands in for the C library's `pthread_create` (see the module docs): after init, the new thread
-    /// runs [`start`] first, which gives it an alternate signal stack.
-    ///
-    /// # Safety
-    /// The caller's contract is `pthread_create`'s.
-    #[unsafe(no_mangle)]
-    pub unsafe extern "C" fn pthread_create(
-        thread: *mut libc::pthread_t,
-        attr: *const libc::pthread_attr_t,
-        routine: extern "C" fn(*mut libc::c_void) -> *mut libc::c_void,
-        arg: *mut libc::c_void,
-    ) -> libc::c_int {
-        let Some(real) = real_pthread_create() else { return libc::EAGAIN };
-        CREATING.fetch_add(1, Ordering::SeqCst);
-        if !ENABLED.load(Ordering::SeqCst) {
-            // SAFETY: the caller's arguments, passed on unchanged.
-            let rc = unsafe { real(thread, attr, routine, arg) };
-            CREATING.fetch_sub(1, Ordering::SeqCst);
-            return rc;
-        }
-        CREATING.fetch_sub(1, Ordering::SeqCst);
-        let data = Box::into_raw(Box::new(Start { routine, arg }));
-        // SAFETY: the caller's thread and attributes; `start` takes `data` back exactly once, in the new
-        // thread, which exists only if the call succeeds.
-        let rc = unsafe { real(thread, attr, start, data.cast()) };
-        if rc != 0 {
-            // SAFETY: no thread was made, so `data` was not taken.
-            drop(unsafe { Box::from_raw(data) });
-        }
-        rc
-    }
 }

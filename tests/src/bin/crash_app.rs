@@ -34,6 +34,7 @@ fn main() {
         init_retry(&case);
     }
     edge_before_init(&case);
+    review::before_init(&case);
     let _guard = if std::env::var_os("LASTWORD_OFF").is_some() {
         None
     } else {
@@ -160,6 +161,7 @@ fn main() {
         "panic-none-first" => println!("{}", first_lookup()),
         "panic-none-second" => println!("{}", second_lookup()),
         "panic-thread-then-wait" => panic_in_a_thread_then_wait(),
+        other if review::run(other) => {}
         other => {
             eprintln!("crash-app: unknown case {other:?}");
             std::process::exit(64);
@@ -601,4 +603,511 @@ fn panic_in_a_thread_then_wait() {
     let worker = std::thread::Builder::new().name("worker".into()).spawn(|| panic!("boom before a kill"));
     let _ = worker.expect("spawn a thread").join();
     std::thread::sleep(Duration::from_secs(60));
+}
+
+/// The cases of tests/tests/signal_edges.rs that came with the review of the signal handler: threads
+/// crashing at once, threads made just before init, one-shot and sent-signal handlers, ignored signals,
+/// a seccomp filter that kills, large handler frames, and the sweep's real-time signal.
+mod review {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use super::{GC_HANDLED, GC_PAGE, null_deref, recurse, trap};
+
+    /// How many threads `overflow-pre-init-threads` makes before init; the first one overflows.
+    const PRE_INIT_THREADS: usize = 8;
+    static INIT_DONE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    static GO: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    static CHECKED: AtomicUsize = AtomicUsize::new(0);
+    static LAST_THREAD: AtomicUsize = AtomicUsize::new(0);
+    static STD_THREAD: std::sync::Mutex<Option<std::thread::JoinHandle<()>>> = std::sync::Mutex::new(None);
+    /// Signals seen by the application's own handler (`raise-trap-with-handler`, `abort-with-handler`).
+    static APP_HANDLED: AtomicUsize = AtomicUsize::new(0);
+
+    /// What a case sets up before `init`.
+    pub fn before_init(case: &str) {
+        match case {
+            "overflow-pre-init-threads" => {
+                // The threads are made just before init on a CPU that a real-time thread keeps busy
+                // until init is done: they first run (and unblock their signals, which glibc starts
+                // them with all blocked) only after init looked at them, as a thread may wait that
+                // long on a loaded machine.
+                let cpu = busy_cpu_until_init_done();
+                for i in 0..PRE_INIT_THREADS {
+                    let thread = create_thread_on(cpu, i);
+                    if i == 0 {
+                        LAST_THREAD.store(thread as usize, Ordering::SeqCst);
+                    }
+                }
+            }
+            "overflow-std-thread-std-stack" => {
+                // A std thread made before init keeps std's own small alternate stack: it blocks the
+                // real-time signals, so init's sweep cannot reach it.
+                let thread = std::thread::Builder::new()
+                    .name("std-stack".into())
+                    .spawn(|| {
+                        // SAFETY: a signal set built with sigemptyset/sigaddset, applied to this thread.
+                        unsafe {
+                            let mut set: libc::sigset_t = std::mem::zeroed();
+                            libc::sigemptyset(&raw mut set);
+                            for sig in libc::SIGRTMIN()..=libc::SIGRTMAX() {
+                                libc::sigaddset(&raw mut set, sig);
+                            }
+                            libc::pthread_sigmask(libc::SIG_BLOCK, &raw const set, std::ptr::null_mut());
+                        }
+                        CHECKED.store(1, Ordering::SeqCst);
+                        wait_for_go();
+                        recurse(1);
+                    })
+                    .expect("spawn a thread");
+                *STD_THREAD.lock().expect("not poisoned") = Some(thread);
+                while CHECKED.load(Ordering::SeqCst) == 0 {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+            "trap-ignored" | "raise-trap-ignored" => {
+                // SAFETY: SIG_IGN for SIGTRAP.
+                unsafe { libc::signal(libc::SIGTRAP, libc::SIG_IGN) };
+            }
+            "raise-trap-with-handler" => install(libc::SIGTRAP, counting_handler as *const () as usize, 0),
+            "abort-with-handler" => install(libc::SIGABRT, counting_handler as *const () as usize, 0),
+            "runtime-one-shot-before-init" => {
+                // A one-shot runtime handler: the kernel resets it to SIG_DFL when it is delivered.
+                map_gc_page();
+                install(
+                    libc::SIGSEGV,
+                    one_shot_gc_handler as *const () as usize,
+                    libc::SA_SIGINFO | libc::SA_RESETHAND | libc::SA_NODEFER,
+                );
+            }
+            "runtime-big-frame-handler" => {
+                // A runtime whose handler needs a large frame and did not ask for an alternate stack.
+                map_gc_page();
+                install(libc::SIGSEGV, big_frame_gc_handler as *const () as usize, libc::SA_SIGINFO);
+            }
+            "seccomp-kill-vm-readv" => {
+                seccomp_filter(&[libc::SYS_process_vm_readv], libc::SECCOMP_RET_KILL_PROCESS);
+            }
+            "runtime-reraise-before-init" => {
+                // A crash handler of the classic kind: put the default back and raise again, from
+                // a handler that does not block its own signal (SA_NODEFER).
+                install(
+                    libc::SIGSEGV,
+                    reraising_handler as *const () as usize,
+                    libc::SA_SIGINFO | libc::SA_NODEFER,
+                );
+            }
+            "sweep-signal-stuck-thread" => stuck_thread(),
+            "runtime-longjmp" => call_in_library("lw_runtime_install"),
+            _ => {}
+        }
+    }
+
+    /// Calls `void name(void)` of the library named by `CRASH_APP_DSO` (loaded once, kept).
+    fn call_in_library(name: &str) {
+        static HANDLE: AtomicUsize = AtomicUsize::new(0);
+        let name = std::ffi::CString::new(name).expect("a name without NUL");
+        // SAFETY: dlopen of a library the test built, kept loaded; dlsym of a `void f(void)` in it.
+        unsafe {
+            if HANDLE.load(Ordering::SeqCst) == 0 {
+                let path = std::env::var("CRASH_APP_DSO").expect("CRASH_APP_DSO");
+                let path = std::ffi::CString::new(path).expect("a path without NUL");
+                let handle = libc::dlopen(path.as_ptr(), libc::RTLD_NOW);
+                assert!(!handle.is_null(), "dlopen failed");
+                HANDLE.store(handle as usize, Ordering::SeqCst);
+            }
+            let f = libc::dlsym(HANDLE.load(Ordering::SeqCst) as *mut libc::c_void, name.as_ptr());
+            assert!(!f.is_null(), "dlsym failed");
+            let f: extern "C" fn() = std::mem::transmute(f);
+            f();
+        }
+    }
+
+    /// Runs a case after `init`; false if `case` is not one of this block.
+    pub fn run(case: &str) -> bool {
+        match case {
+            "two-threads-segv-at-once" => {
+                let barrier = std::sync::Arc::new(std::sync::Barrier::new(2));
+                let threads: Vec<_> = (0..2)
+                    .map(|i| {
+                        let barrier = barrier.clone();
+                        std::thread::Builder::new()
+                            .name(format!("crasher-{i}"))
+                            .spawn(move || {
+                                barrier.wait();
+                                null_deref();
+                            })
+                            .expect("spawn a thread")
+                    })
+                    .collect();
+                for t in threads {
+                    let _ = t.join();
+                }
+            }
+            "overflow-pre-init-threads" => {
+                INIT_DONE.store(true, Ordering::SeqCst);
+                GO.store(true, std::sync::atomic::Ordering::SeqCst);
+                // SAFETY: the joinable thread made before init, joined once.
+                unsafe {
+                    libc::pthread_join(
+                        LAST_THREAD.load(Ordering::SeqCst) as libc::pthread_t,
+                        std::ptr::null_mut(),
+                    )
+                };
+            }
+            "overflow-std-thread-std-stack" => {
+                GO.store(true, Ordering::SeqCst);
+                if let Some(thread) = STD_THREAD.lock().expect("not poisoned").take() {
+                    let _ = thread.join();
+                }
+            }
+            "trap-ignored" => trap(),
+            "raise-trap-ignored" => {
+                for _ in 0..3 {
+                    // SAFETY: raise is always safe to call; SIGTRAP is ignored.
+                    unsafe { libc::raise(libc::SIGTRAP) };
+                }
+                println!(
+                    "survived 3 ignored SIGTRAPs; SIGTRAP ignored now: {}",
+                    disposition(libc::SIGTRAP) == libc::SIG_IGN
+                );
+                trap();
+            }
+            "raise-trap-with-handler" => {
+                for _ in 0..2 {
+                    // SAFETY: raise is always safe to call; the application's handler takes it.
+                    unsafe { libc::raise(libc::SIGTRAP) };
+                }
+                trap();
+                println!(
+                    "the handler saw {} traps; SIGTRAP goes straight to it now: {}",
+                    APP_HANDLED.load(Ordering::SeqCst),
+                    disposition(libc::SIGTRAP) == counting_handler as *const () as usize
+                );
+                null_deref();
+            }
+            "abort-with-handler" => std::process::abort(),
+            "runtime-one-shot-before-init" => {
+                touch_gc_page();
+                println!("the runtime handled {} faults", GC_HANDLED.load(Ordering::SeqCst));
+                null_deref();
+            }
+            "runtime-big-frame-handler" => {
+                touch_gc_page();
+                println!("the runtime handled {} faults", GC_HANDLED.load(Ordering::SeqCst));
+                null_deref();
+            }
+            "seccomp-kill-vm-readv" | "runtime-reraise-before-init" => null_deref(),
+            "raise-segv-then-crash" => {
+                // std's SIGSEGV handler takes a sent SIGSEGV for a fault that is not its own: it puts
+                // SIG_DFL in place and returns, and the program goes on.
+                // SAFETY: raise is always safe to call.
+                unsafe { libc::raise(libc::SIGSEGV) };
+                println!(
+                    "survived a sent SIGSEGV; SIGSEGV at SIG_DFL now: {}",
+                    disposition(libc::SIGSEGV) == libc::SIG_DFL
+                );
+                null_deref();
+            }
+            "runtime-longjmp" => {
+                // The runtime's handler leaves its own fault with siglongjmp; then the application
+                // puts a handler of its own in place, which must take the next fault.
+                call_in_library("lw_runtime_touch");
+                println!("the runtime jumped back");
+                call_in_library("lw_install_exit_handler");
+                null_deref();
+            }
+            "sweep-signal-stuck-thread" => {
+                // SAFETY: raise is always safe to call; SIGRTMAX's default action ends the process.
+                unsafe { libc::raise(libc::SIGRTMAX()) };
+                println!("survived SIGRTMAX");
+            }
+            _ => return false,
+        }
+        true
+    }
+
+    fn wait_for_go() {
+        while !GO.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// Keeps the last CPU this process may use busy with a SCHED_FIFO thread until init is done
+    /// (at most 300 ms, well within the kernel's real-time throttling); returns that CPU, or `None`
+    /// when there is only one (or no real-time policy).
+    fn busy_cpu_until_init_done() -> Option<usize> {
+        // SAFETY: all-zero is a valid (empty) cpu_set_t; sched_getaffinity fills it.
+        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `set` is valid for writing, of the size given.
+        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &raw mut set) };
+        // SAFETY: CPU_ISSET reads the set.
+        let cpus: Vec<usize> =
+            (0..libc::CPU_SETSIZE as usize).filter(|&c| unsafe { libc::CPU_ISSET(c, &set) }).collect();
+        let &cpu = cpus.last().filter(|_| cpus.len() > 1)?;
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let fifo = pin_to(cpu) && {
+                let param = libc::sched_param { sched_priority: 1 };
+                // SAFETY: this thread's own scheduling policy.
+                unsafe {
+                    libc::pthread_setschedparam(libc::pthread_self(), libc::SCHED_FIFO, &raw const param) == 0
+                }
+            };
+            let _ = ready_tx.send(fifo);
+            let start = std::time::Instant::now();
+            while fifo && !INIT_DONE.load(Ordering::SeqCst) && start.elapsed() < Duration::from_millis(300) {
+                std::hint::spin_loop();
+            }
+        });
+        ready_rx.recv().unwrap_or(false).then_some(cpu)
+    }
+
+    fn pin_to(cpu: usize) -> bool {
+        // SAFETY: a CPU set built with CPU_ZERO/CPU_SET, applied to the calling thread.
+        unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_ZERO(&mut set);
+            libc::CPU_SET(cpu, &mut set);
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &raw const set) == 0
+        }
+    }
+
+    /// Makes one of the threads of `overflow-pre-init-threads` with `pthread_create`, as C code does,
+    /// to run on `cpu` only (when given).
+    fn create_thread_on(cpu: Option<usize>, index: usize) -> libc::pthread_t {
+        let mut thread: libc::pthread_t = 0;
+        // SAFETY: attributes initialised by pthread_attr_init and destroyed after use; a CPU set
+        // built with CPU_ZERO/CPU_SET; `thread` is valid for writing; `pre_init_thread` has the C
+        // signature and takes its index as the argument.
+        unsafe {
+            let mut attr: libc::pthread_attr_t = std::mem::zeroed();
+            libc::pthread_attr_init(&raw mut attr);
+            if let Some(cpu) = cpu {
+                let mut set: libc::cpu_set_t = std::mem::zeroed();
+                libc::CPU_ZERO(&mut set);
+                libc::CPU_SET(cpu, &mut set);
+                libc::pthread_attr_setaffinity_np(
+                    &raw mut attr,
+                    std::mem::size_of::<libc::cpu_set_t>(),
+                    &raw const set,
+                );
+            }
+            let rc = libc::pthread_create(
+                &raw mut thread,
+                &raw const attr,
+                pre_init_thread,
+                index as *mut libc::c_void,
+            );
+            assert_eq!(rc, 0, "pthread_create");
+            libc::pthread_attr_destroy(&raw mut attr);
+        }
+        thread
+    }
+
+    /// One of the threads made just before init: once init is done, it says whether it has an
+    /// alternate signal stack (at least 64 KiB); the first one then overflows its stack, once every
+    /// other one looked.
+    extern "C" fn pre_init_thread(arg: *mut libc::c_void) -> *mut libc::c_void {
+        let index = arg as usize;
+        wait_for_go();
+        // SAFETY: all-zero is a valid stack_t; sigaltstack with a null new stack only reads.
+        let mut stack: libc::stack_t = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        unsafe { libc::sigaltstack(std::ptr::null(), &raw mut stack) };
+        if stack.ss_flags & libc::SS_DISABLE != 0 || stack.ss_size < 64 * 1024 {
+            eprintln!("thread {index}: no alternate signal stack (size {})", stack.ss_size);
+        }
+        CHECKED.fetch_add(1, Ordering::SeqCst);
+        if index == 0 {
+            while CHECKED.load(Ordering::SeqCst) < PRE_INIT_THREADS {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            recurse(1);
+        }
+        std::ptr::null_mut()
+    }
+
+    /// The handler address of `sig` now.
+    fn disposition(sig: libc::c_int) -> usize {
+        // SAFETY: all-zero is a valid sigaction; a null new action only reads the current one.
+        let mut current: libc::sigaction = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        unsafe { libc::sigaction(sig, std::ptr::null(), &raw mut current) };
+        current.sa_sigaction
+    }
+
+    fn install(sig: libc::c_int, handler: usize, flags: libc::c_int) {
+        // SAFETY: a fully initialised action with a handler of the signature its flags say.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = handler;
+            action.sa_flags = flags;
+            libc::sigemptyset(&raw mut action.sa_mask);
+            assert_eq!(libc::sigaction(sig, &raw const action, std::ptr::null_mut()), 0);
+        }
+    }
+
+    /// The application's own handler of a signal: counts it, says so on stdout, and returns.
+    extern "C" fn counting_handler(_sig: libc::c_int) {
+        APP_HANDLED.fetch_add(1, Ordering::SeqCst);
+        let msg = b"the application's handler ran\n";
+        // SAFETY: write(2) to stdout with a valid buffer; async-signal-safe.
+        unsafe { libc::write(1, msg.as_ptr().cast(), msg.len()) };
+    }
+
+    fn map_gc_page() {
+        // SAFETY: one inaccessible anonymous page, the runtime's protected page.
+        let page = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                4096,
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(page, libc::MAP_FAILED);
+        GC_PAGE.store(page as usize, Ordering::SeqCst);
+    }
+
+    fn touch_gc_page() {
+        // SAFETY: the read faults and the runtime's handler makes the page readable.
+        unsafe { std::ptr::read_volatile(GC_PAGE.load(Ordering::SeqCst) as *const u8) };
+    }
+
+    /// Makes the runtime's page readable if the fault is on it; true if it was.
+    fn own_fault(info: *mut libc::siginfo_t) -> bool {
+        let page = GC_PAGE.load(Ordering::SeqCst);
+        // SAFETY: `info` is the kernel's siginfo for an SA_SIGINFO handler.
+        let addr = unsafe { (*info).si_addr() } as usize;
+        if page == 0 || !(page..page + 4096).contains(&addr) {
+            return false;
+        }
+        // SAFETY: the runtime's own page; mprotect is async-signal-safe.
+        unsafe { libc::mprotect(page as *mut libc::c_void, 4096, libc::PROT_READ | libc::PROT_WRITE) };
+        GC_HANDLED.fetch_add(1, Ordering::SeqCst);
+        true
+    }
+
+    /// A one-shot handler (SA_RESETHAND): its own fault is fixed; for any other fault the kernel
+    /// already put SIG_DFL back, so returning lets it take the default course.
+    extern "C" fn one_shot_gc_handler(
+        _sig: libc::c_int,
+        info: *mut libc::siginfo_t,
+        _context: *mut libc::c_void,
+    ) {
+        own_fault(info);
+    }
+
+    /// A handler with a 160 KiB frame (a runtime's handler doing real work), then the GC page's fix.
+    extern "C" fn big_frame_gc_handler(
+        sig: libc::c_int,
+        info: *mut libc::siginfo_t,
+        _context: *mut libc::c_void,
+    ) {
+        let mut scratch = [0u8; 160 * 1024];
+        std::hint::black_box(&mut scratch);
+        scratch[0] = 1;
+        std::hint::black_box(&scratch);
+        if !own_fault(info) {
+            // Not its fault: give it up to the default action (the fault happens again).
+            // SAFETY: SIG_DFL for the signal being handled.
+            unsafe { libc::signal(sig, libc::SIG_DFL) };
+        }
+    }
+
+    /// Puts the default back and raises the signal again (it arrives at once: SA_NODEFER).
+    extern "C" fn reraising_handler(
+        sig: libc::c_int,
+        _info: *mut libc::siginfo_t,
+        _context: *mut libc::c_void,
+    ) {
+        // SAFETY: a zeroed sigaction is SIG_DFL; sigaction and raise are async-signal-safe.
+        unsafe {
+            let default: libc::sigaction = std::mem::zeroed();
+            libc::sigaction(sig, &raw const default, std::ptr::null_mut());
+            libc::raise(sig);
+        }
+    }
+
+    /// A seccomp filter, for every thread, that answers the given system calls with `action`.
+    fn seccomp_filter(calls: &[libc::c_long], action: u32) {
+        #[cfg(target_arch = "x86_64")]
+        const ARCH: u32 = 0xC000_003E; // AUDIT_ARCH_X86_64
+        #[cfg(target_arch = "aarch64")]
+        const ARCH: u32 = 0xC000_00B7; // AUDIT_ARCH_AARCH64
+        let stmt = |code: u32, k: u32| libc::sock_filter { code: code as u16, jt: 0, jf: 0, k };
+        let jeq = |k: u32, jt: u8, jf: u8| libc::sock_filter {
+            code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+            jt,
+            jf,
+            k,
+        };
+        let mut program = vec![
+            stmt(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 4),
+            jeq(ARCH, 1, 0),
+            stmt(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_ALLOW),
+            stmt(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 0),
+        ];
+        for &call in calls {
+            program.push(jeq(call as u32, 0, 1));
+            program.push(stmt(libc::BPF_RET | libc::BPF_K, action));
+        }
+        program.push(stmt(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_ALLOW));
+        let prog = libc::sock_fprog { len: program.len() as u16, filter: program.as_mut_ptr() };
+        // SAFETY: prctl and seccomp with a valid filter program that outlives the calls.
+        unsafe {
+            assert_eq!(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0, "no_new_privs");
+            let rc = libc::syscall(
+                libc::SYS_seccomp,
+                libc::SECCOMP_SET_MODE_FILTER,
+                libc::SECCOMP_FILTER_FLAG_TSYNC,
+                &raw const prog,
+            );
+            assert_eq!(rc, 0, "seccomp: {}", std::io::Error::last_os_error());
+        }
+    }
+
+    /// A thread that existed before init and cannot take a signal for a while: it waits in the
+    /// kernel for a `CLONE_VFORK` child, which sleeps 3 s (a signal sent to it stays pending).
+    fn stuck_thread() {
+        std::thread::spawn(|| {
+            const CHILD_STACK: usize = 64 * 1024;
+            // SAFETY: the child's stack; the child runs `sleeper` on it and exits; never unmapped
+            // (the child may outlive this thread).
+            unsafe {
+                let stack = libc::mmap(
+                    std::ptr::null_mut(),
+                    CHILD_STACK,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                );
+                assert_ne!(stack, libc::MAP_FAILED);
+                let top = stack.cast::<u8>().add(CHILD_STACK).cast();
+                CHECKED.store(1, Ordering::SeqCst);
+                libc::clone(
+                    sleeper,
+                    top,
+                    libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+                    std::ptr::null_mut(),
+                );
+            }
+        });
+        while CHECKED.load(Ordering::SeqCst) == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // Let the thread reach the kernel's wait for the child.
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    extern "C" fn sleeper(_: *mut libc::c_void) -> libc::c_int {
+        let pause = libc::timespec { tv_sec: 3, tv_nsec: 0 };
+        // SAFETY: nanosleep with a valid timespec; the child then returns and clone's wrapper exits.
+        unsafe { libc::nanosleep(&raw const pause, std::ptr::null_mut()) };
+        0
+    }
 }
