@@ -28,6 +28,9 @@ pub(crate) struct Layout {
     pub counters: PathBuf,
 }
 
+/// How old a spool's `VERSION` must be for an open with `create` to take the spool as settled.
+pub(crate) const SETTLED_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
+
 impl Layout {
     pub fn new(root: &Path) -> Self {
         let root = root.to_path_buf();
@@ -50,11 +53,18 @@ impl Layout {
     /// does not depend on the file system keeping the order of metadata across a power loss; a
     /// creator that finds them made (perhaps by another creator an instant ago, not fsynced yet)
     /// fsyncs their parents all the same.
+    /// `open` with `create` fsyncs the root and its parent again unless the spool's `VERSION` is
+    /// older than this (see `open`).
     pub fn open(root: &Path, create: bool) -> Result<(Self, bool)> {
         let layout = Self::new(root);
+        // A creator that finds the spool made fsyncs what another creator may have made an instant
+        // ago. A spool made long enough ago is settled: its creator fsynced it then, or died and the
+        // kernel has written its metadata back since (ext4 commits its journal every 5 s, and dirty
+        // data is written back after 30 s by default), so an open on it costs no fsync.
+        let settled = create && layout.version_older_than(SETTLED_AFTER);
         let meta = match fs::metadata(root) {
             Ok(m) => {
-                if create {
+                if create && !settled {
                     sync_parent(root)?;
                 }
                 m
@@ -77,9 +87,16 @@ impl Layout {
         }
         let fresh = layout.check_version(create)?;
         if create {
-            layout.create_state_dirs(true)?;
+            layout.create_state_dirs(!settled)?;
         }
         Ok((layout, fresh))
+    }
+
+    /// Whether `VERSION` is there and was last changed more than `age` ago.
+    fn version_older_than(&self, age: std::time::Duration) -> bool {
+        fs::symlink_metadata(self.root.join("VERSION"))
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().is_ok_and(|e| e > age))
     }
 
     /// Makes the state directories that are missing, and fsyncs the root if it made any (or

@@ -196,3 +196,24 @@ fn a_creator_that_finds_the_spool_made_fsyncs_its_parents_all_the_same() {
     }
     assert_eq!(synced, [base.path().to_path_buf(), root.clone()], "the root's parent, then the root");
 }
+
+#[test]
+fn a_settled_spool_opens_without_fsyncing_its_root_or_the_roots_parent() {
+    // Made more than a minute ago (FORMAT.md, "a settled spool"): its creator fsynced it then, so an
+    // application's start on it costs no directory fsync of the root or above it.
+    let base = tempfile::tempdir().expect("temporary directory");
+    let root = base.path().join("spool");
+    drop(Spool::open(&root, SpoolOptions::default()).expect("create"));
+    let version = std::fs::File::options().write(true).open(root.join("VERSION")).expect("VERSION");
+    let long_ago = std::time::SystemTime::now() - Duration::from_secs(120);
+    version.set_modified(long_ago).expect("age VERSION");
+    faults::fail(Op::SyncDir, 0, EIO);
+    let opened = Spool::open(&root, SpoolOptions::default());
+    faults::clear();
+    match opened {
+        Err(SpoolError::Io { path, .. }) => {
+            assert!(path.starts_with(root.join("writing")), "the first fsync is a session's: {path:?}")
+        }
+        other => panic!("the session directory's fsync failed, and so did the open: {other:?}"),
+    }
+}
