@@ -536,7 +536,7 @@ pub fn group(
     let content = html! {
         h1.wrap { (title) }
         p.muted.summary {
-            (g.count) " occurrences · last seen " (utc(g.last_seen_ms)) " UTC · first seen " (utc(g.first_seen_ms)) " UTC · " (g.app)
+            (g.count) @if g.count == 1 { " occurrence" } @else { " occurrences" } " · last seen " (utc(g.last_seen_ms)) " UTC · first seen " (utc(g.first_seen_ms)) " UTC · " (g.app)
         }
         @if let Some((_, (_, Some(view)))) = &latest { (crash_frames(view)) }
         section.card.daily {

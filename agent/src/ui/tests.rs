@@ -16,6 +16,7 @@ use crate::collect::{AnyStore, PostgresStore, SqliteStore};
 use lastword_tests::postgres::TempPostgres;
 
 mod browser;
+mod reading;
 
 pub(super) const XSS: &str = "<script>alert(1)</script><b>bold</b>";
 
