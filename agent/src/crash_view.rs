@@ -379,18 +379,25 @@ impl CrashView {
     }
 }
 
+/// A signal report's message (or a group title made of one) without its fault address at the end:
+/// `SIGSEGV (invalid memory reference) at 0x7f3a…` reads `SIGSEGV (invalid memory reference)`. Any
+/// other text is returned as it is.
+pub fn without_fault_address(text: &str) -> &str {
+    match text.rsplit_once(" at 0x") {
+        Some((head, hex))
+            if head.starts_with("SIG") && !hex.is_empty() && hex.bytes().all(|b| b.is_ascii_hexdigit()) =>
+        {
+            head
+        }
+        _ => text,
+    }
+}
+
 /// The first line of a crash's message, without the fault address of a signal report (`SIGSEGV
 /// (invalid memory reference) at 0x7f3a…` changes every run; REPORT.md, "Signal reports").
 fn headline(kind: &str, message: &str, is_signal: bool) -> String {
     let first = message.lines().next().unwrap_or("").trim();
-    let first = if is_signal || kind == "signal" {
-        match first.rsplit_once(" at 0x") {
-            Some((head, hex)) if !hex.is_empty() && hex.bytes().all(|b| b.is_ascii_hexdigit()) => head,
-            _ => first,
-        }
-    } else {
-        first
-    };
+    let first = if is_signal || kind == "signal" { without_fault_address(first) } else { first };
     let mut text: String = first.chars().take(160).collect();
     if first.chars().count() > 160 {
         text.push('…');
@@ -488,6 +495,16 @@ mod tests {
         assert!(all.contains("std/std/src/rt.rs:7"), "{all}");
         assert!(all.contains("serde-1.0.200/src/de.rs:7"), "{all}");
         assert!(!all.contains("--all to show"), "{all}");
+    }
+
+    #[test]
+    fn only_a_signals_fault_address_is_left_out() {
+        assert_eq!(
+            without_fault_address("SIGSEGV (invalid memory reference) at 0x7f3a12bc"),
+            "SIGSEGV (invalid memory reference)"
+        );
+        assert_eq!(without_fault_address("SIGBUS (bus error) at 0xzz"), "SIGBUS (bus error) at 0xzz");
+        assert_eq!(without_fault_address("panicked at 0x10"), "panicked at 0x10");
     }
 
     #[test]

@@ -11,7 +11,7 @@ use super::store::{
     CHART_HOURS, GROUP_CHART_DAYS, GroupItem, GroupQuery, GroupSort, GroupStats, Listed, ListedBody,
     LogQuery, Overview, Page, TREND_DAYS,
 };
-use crate::crash_view::{CrashView, FrameView};
+use crate::crash_view::{CrashView, FrameView, without_fault_address};
 
 /// Which tab is highlighted.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -196,7 +196,9 @@ pub fn overview(o: &Overview) -> Markup {
 }
 
 fn title_of(g: &Group) -> String {
-    if g.title.is_empty() { format!("(untitled {})", g.fingerprint) } else { g.title.clone() }
+    // A signal group's title is its first report's message: its fault address changes every run.
+    let title = without_fault_address(&g.title);
+    if title.is_empty() { format!("(untitled {})", g.fingerprint) } else { title.to_owned() }
 }
 
 /// The crash groups page.

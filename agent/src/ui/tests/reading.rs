@@ -131,28 +131,6 @@ async fn a_group_page_charts_30_days_and_breaks_down_by_release_and_host(backend
     assert_in(breakdowns, &["<td>web-3</td><td class=\"num\">3</td>"]);
 }
 
-macro_rules! on_both_stores {
-    ($($case:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test]
-                async fn $case() {
-                    super::$case(super::Backend::Sqlite).await;
-                }
-            )*
-        }
-
-        mod postgres {
-            $(
-                #[tokio::test]
-                async fn $case() {
-                    super::$case(super::Backend::Postgres).await;
-                }
-            )*
-        }
-    };
-}
-
 on_both_stores!(
     real_crashes_read_with_culprit_location_and_folded_frames,
     a_group_page_charts_30_days_and_breaks_down_by_release_and_host,
