@@ -20,6 +20,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use lastword::spool::{EntryId, EntryState, SpoolView};
 use lastword_agent::collect::{self, Config, Limits, SqliteStore, Tokens};
+use lastword_agent::crash_view::CrashView;
 use lastword_agent::ui::{self, Access, SqliteUiStore};
 use tokio_util::sync::CancellationToken;
 
@@ -145,22 +146,15 @@ pub fn demo(args: &DemoArgs) -> Result<u8> {
     for report in stored.iter().filter(this_run).filter(|r| r["kind"] == "crash") {
         let id = report["id"].as_str().unwrap_or_default();
         let full: serde_json::Value = query(&me, &store_dir, &["show", id])?;
-        let body = &full["body"];
-        println!("\n      crash {id}: {}", body["message"].as_str().unwrap_or("?"));
-        let frames = body["frames"].as_array().cloned().unwrap_or_default();
-        for frame in frames.iter().filter(|f| !f["function"].is_null()).take(3) {
-            let file = frame["file"]
-                .as_str()
-                .map(|f| Path::new(f).file_name().map_or(f.into(), |n| n.to_string_lossy()));
-            println!(
-                "        at {}  {}:{}",
-                frame["function"].as_str().unwrap_or("?"),
-                file.unwrap_or_default(),
-                frame["line"].as_u64().map_or_else(String::new, |l| l.to_string())
-            );
-        }
-        if let Some(err) = body["symbolization_error"].as_str() {
-            println!("        (partly unsymbolized: {err})");
+        // The same reading as `lastword store show` gives, indented under the step.
+        match CrashView::from_json(&full["body"]) {
+            Some(view) => {
+                println!("\n      crash {id}:");
+                for line in view.to_text(false).lines() {
+                    println!("{}", if line.is_empty() { String::new() } else { format!("        {line}") });
+                }
+            }
+            None => println!("\n      crash {id}: (its body does not read as a crash report)"),
         }
     }
 

@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::{Result, bail};
 use clap::Args;
 use lastword::spool::{EntryId, EntryState, FLAG_RAW_SIGNAL, FLAG_UNSYMBOLIZED, Kind, Purge, SpoolView};
+use lastword_agent::crash_view::CrashView;
 
 use crate::exit;
 use crate::spool_arg::SpoolArg;
@@ -33,9 +34,12 @@ pub struct ShowArgs {
     spool: SpoolArg,
     /// The entry's id (as `ls` prints it).
     id: EntryId,
-    /// JSON instead of text.
+    /// JSON instead of text: the entry's facts and its whole body.
     #[arg(long)]
     json: bool,
+    /// Every frame of a crash, not only the application's (the others are folded to one line).
+    #[arg(long)]
+    all: bool,
 }
 
 /// `lastword stats`.
@@ -135,9 +139,11 @@ pub fn show(args: &ShowArgs) -> Result<u8> {
     } else if entry.header.flags & FLAG_UNSYMBOLIZED != 0 {
         println!("note:     raw panic capture, symbolized here as it will be when uploaded");
     }
-    match body_json {
-        Some(v) => println!("{}", serde_json::to_string_pretty(&v)?),
-        None => println!("({} bytes of binary body)", entry.body.len()),
+    let crash = (entry.header.kind == Kind::Crash).then(|| body_json.as_ref().and_then(CrashView::from_json));
+    match (crash.flatten(), body_json) {
+        (Some(view), _) => print!("\n{}", view.to_text(args.all)),
+        (None, Some(v)) => println!("{}", serde_json::to_string_pretty(&v)?),
+        (None, None) => println!("({} bytes of binary body)", entry.body.len()),
     }
     Ok(exit::OK)
 }

@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 use std::fs::File;
 use std::io;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -82,6 +82,8 @@ pub(crate) struct Inner {
     /// Claims that failed their checks and could not be quarantined yet (a full disk), with the
     /// reason: kept in this session's `claimed/`, tried again at every rescan.
     aside: Mutex<Vec<(EntryName, String)>>,
+    /// Entries that claims found damaged and moved to `quarantine/` ([`Spool::quarantined_at_claim`]).
+    quarantined_at_claim: AtomicU64,
     /// Whether this open made the spool (it had no VERSION yet).
     created: bool,
 }
@@ -150,6 +152,7 @@ impl Spool {
             abandoned: AtomicBool::new(false),
             at_open: OnceLock::new(),
             aside: Mutex::new(Vec::new()),
+            quarantined_at_claim: AtomicU64::new(0),
             created,
         };
         let spool = Self { inner: Arc::new(inner) };
@@ -369,6 +372,13 @@ impl Spool {
         recover_dead(&self.inner.layout, &self.inner.own).map(|r| r.done)
     }
 
+    /// How many entries this session's claims have moved to `quarantine/` since it opened, because
+    /// they failed their checks ([`Spool::claim`] goes on with the next one): what an uploader adds
+    /// to the entries it quarantined itself.
+    pub fn quarantined_at_claim(&self) -> u64 {
+        self.inner.quarantined_at_claim.load(Ordering::SeqCst)
+    }
+
     /// Entries in `ready/` as this handle last saw them (see [`Spool::rescan`]).
     pub fn ready_count(&self) -> u64 {
         self.inner.lock_index().ready.len() as u64
@@ -527,7 +537,10 @@ impl Inner {
     /// the entries behind it, and every rescan tries again; the session's close puts it back.
     fn set_aside(&self, name: &EntryName, reason: String) -> Result<()> {
         match self.settle(name, Settle::Quarantine(&reason)) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                self.quarantined_at_claim.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            }
             Err(e) if e.is_transient() => {
                 let _ = self.settle(name, Settle::Release);
                 Err(e)
@@ -554,6 +567,9 @@ impl Inner {
         aside.retain(|(name, reason)| {
             let file_name = name.to_string();
             let done = quarantine(&self.layout, &claimed.join(&file_name), file_name.as_ref(), reason);
+            if matches!(done, Ok(true)) {
+                self.quarantined_at_claim.fetch_add(1, Ordering::SeqCst);
+            }
             done.is_err()
         });
     }
@@ -677,6 +693,7 @@ mod tests {
         let quarantined = spool.view().list().unwrap();
         let q = quarantined.iter().find(|l| l.state == crate::EntryState::Quarantined).unwrap();
         assert!(q.reason.as_deref().unwrap().starts_with("cannot read the entry"), "{q:?}");
+        assert_eq!(spool.quarantined_at_claim(), 1, "counted for the uploader's summary");
         claim.ack().unwrap();
     }
 

@@ -9,6 +9,7 @@ use serde_json::value::RawValue;
 
 use super::location::StoreLocation;
 use super::store::{ReportFilter, Store, StoreError};
+use crate::crash_view::CrashView;
 
 /// Why a query failed.
 #[derive(Debug, thiserror::Error)]
@@ -83,10 +84,14 @@ pub enum StoreCommand {
         #[arg(long, default_value_t = 50)]
         limit: u32,
     },
-    /// Show one report with its body.
+    /// Show one report: a crash as a readable report (the application's frames first, the others
+    /// folded), another kind with its body; `--json` gives the stored row and the raw body.
     Show {
         /// The report id.
         id: EntryId,
+        /// Every frame of a crash, not only the application's.
+        #[arg(long)]
+        all: bool,
         /// Where and how.
         #[command(flatten)]
         output: Output,
@@ -147,7 +152,7 @@ pub async fn run(args: StoreArgs, out: &mut impl Write) -> Result<(), QueryError
             }
             table.print(out, "no crash groups")
         }
-        StoreCommand::Show { id, .. } => {
+        StoreCommand::Show { id, all, .. } => {
             let report = store.report(id).await?.ok_or(QueryError::NoSuchReport { id })?;
             let body = RawValue::from_string(report.body.clone())?;
             if output.json {
@@ -175,7 +180,11 @@ pub async fn run(args: StoreArgs, out: &mut impl Write) -> Result<(), QueryError
                 writeln!(out, "{:<12} {value}", format!("{name}:"))?;
             }
             let value: serde_json::Value = serde_json::from_str(body.get())?;
-            writeln!(out, "body:\n{}", serde_json::to_string_pretty(&value)?)?;
+            let crash = (r.kind == Kind::Crash).then(|| CrashView::from_json(&value)).flatten();
+            match crash {
+                Some(view) => write!(out, "\n{}", view.to_text(all))?,
+                None => writeln!(out, "body:\n{}", serde_json::to_string_pretty(&value)?)?,
+            }
             Ok(())
         }
         StoreCommand::Losses { .. } => {

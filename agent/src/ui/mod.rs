@@ -270,7 +270,8 @@ async fn group<S: UiStore>(State(ui): Shared<S>, Params(p): Params<GroupParams>)
             Some(id) => ui.store.report(id).await?,
             None => None,
         };
-        Ok::<_, StoreError>(Some(pages::group(&g, latest.as_ref(), &page, p.before)))
+        let stats = ui.store.group_stats(g.app.clone(), g.fingerprint.clone(), now_ms()).await?;
+        Ok::<_, StoreError>(Some(pages::group(&g, latest.as_ref(), &stats, &page, p.before)))
     };
     match result.await {
         Ok(Some(page)) => page.into_response(),

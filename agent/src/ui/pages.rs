@@ -8,8 +8,10 @@ use crate::collect::query::utc;
 use crate::collect::store::{Group, ReportRow, StoredReport};
 
 use super::store::{
-    CHART_HOURS, GroupItem, GroupQuery, GroupSort, Listed, ListedBody, LogQuery, Overview, Page, TREND_DAYS,
+    CHART_HOURS, GROUP_CHART_DAYS, GroupItem, GroupQuery, GroupSort, GroupStats, Listed, ListedBody,
+    LogQuery, Overview, Page, TREND_DAYS,
 };
+use crate::crash_view::{CrashView, FrameView, without_fault_address};
 
 /// Which tab is highlighted.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -194,7 +196,9 @@ pub fn overview(o: &Overview) -> Markup {
 }
 
 fn title_of(g: &Group) -> String {
-    if g.title.is_empty() { format!("(untitled {})", g.fingerprint) } else { g.title.clone() }
+    // A signal group's title is its first report's message: its fault address changes every run.
+    let title = without_fault_address(&g.title);
+    if title.is_empty() { format!("(untitled {})", g.fingerprint) } else { title.to_owned() }
 }
 
 /// The crash groups page.
@@ -287,72 +291,64 @@ fn str_field<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
     v.get(key).and_then(Value::as_str)
 }
 
-fn display_value(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Null => String::new(),
-        other => other.to_string(),
+/// One frame: its place in the stack, the function (or the address in its module) and file:line.
+fn frame_item(f: &FrameView, unsymbolized_reason: &str) -> Markup {
+    html! {
+        li class={"frame " (f.whose.class())} {
+            span.idx { "#" (f.index) } " "
+            @if let Some(function) = &f.function {
+                span.fn { (function) }
+                @if let Some(place) = &f.place { " " span.loc { (place) } }
+            } @else {
+                span.addr { (f.address.as_deref().unwrap_or("?")) }
+                @if let Some(module) = &f.module { " " span.loc { "in " (module) } }
+                " " span.reason { "(unsymbolized: " (unsymbolized_reason) ")" }
+            }
+        }
     }
 }
 
-/// A crash's details: message, location or signal, frames, breadcrumbs, context.
-fn crash_details(body: &Value) -> Markup {
-    let kind = str_field(body, "type").unwrap_or("crash");
-    let frames = body.get("frames").and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[]);
-    let unsymbolized_reason = str_field(body, "symbolization_error").unwrap_or("no symbol for this address");
+/// A crash's frames, the first thing under its title: the application's own frames emphasized, the
+/// others (std, dependencies, libc) folded behind one `<details>` line that opens them, no script.
+fn crash_frames(view: &CrashView) -> Markup {
+    let (shown, folded) = view.split_frames();
+    let reason = view.symbolization_error.as_deref().unwrap_or("no symbol for this address");
     html! {
-        section.card {
-            h2 { (kind) }
-            @if let Some(message) = str_field(body, "message") {
-                pre.message { (message) }
-            }
-            dl {
-                @if let Some(loc) = body.get("location") {
-                    dt { "Location" }
-                    dd.mono { (str_field(loc, "file").unwrap_or("?")) ":" (display_value(loc.get("line").unwrap_or(&Value::Null))) ":" (display_value(loc.get("column").unwrap_or(&Value::Null))) }
-                }
-                @if let Some(sig) = body.get("signal") {
-                    dt { "Signal" }
-                    dd.mono { (str_field(sig, "name").unwrap_or("?")) " (" (display_value(sig.get("number").unwrap_or(&Value::Null))) "), code " (display_value(sig.get("code").unwrap_or(&Value::Null))) }
-                    dt { "Fault address" }
-                    dd.mono { (str_field(sig, "address").unwrap_or("?")) }
-                }
-                @if let Some(thread) = body.get("thread") {
-                    dt { "Thread" }
-                    dd { (str_field(thread, "name").unwrap_or("(unnamed)")) " (" (display_value(thread.get("id").unwrap_or(&Value::Null))) ")" }
-                }
-                @if let Some(n) = body.get("crash_loop_suppressed").and_then(Value::as_u64).filter(|n| *n > 0) {
-                    dt { "Crash-loop suppressed" }
-                    dd { (n) " same crashes before this one were counted, not stored" }
-                }
-            }
-        }
-        section.card {
+        section.card.stack {
             h2 { "Frames of the crashing thread" }
-            @if let Some(err) = str_field(body, "symbolization_error") {
+            @if let Some(err) = &view.symbolization_error {
                 p.warn { "Partly unsymbolized: " (err) }
             }
-            @if frames.is_empty() { p.muted { "No frames." } } @else {
-                ol.frames {
-                    @for f in frames {
-                        li {
-                            @if let Some(function) = str_field(f, "function") {
-                                span.fn { (function) }
-                                @if let Some(file) = str_field(f, "file") {
-                                    " " span.loc { (file) @if let Some(line) = f.get("line").filter(|l| !l.is_null()) { ":" (display_value(line)) } }
-                                }
-                            } @else {
-                                span.addr { (str_field(f, "address").unwrap_or("?")) }
-                                @if let Some(module) = str_field(f, "module") { " " span.loc { "in " (module) } }
-                                " " span.reason { "(unsymbolized: " (unsymbolized_reason) ")" }
-                            }
-                        }
+            @if view.frames.is_empty() { p.muted { "No frames." } } @else {
+                ol.frames.shown { @for f in &shown { (frame_item(f, reason)) } }
+                @if !folded.is_empty() {
+                    details.folded {
+                        summary { "+ " (CrashView::folded_summary(&folded)) }
+                        ol.frames { @for f in &folded { (frame_item(f, reason)) } }
                     }
                 }
             }
         }
-        (breadcrumbs(body))
-        (context(body))
+    }
+}
+
+/// A crash's facts: message, culprit, location, signal, thread, crash loop.
+fn crash_facts(view: &CrashView) -> Markup {
+    html! {
+        section.card {
+            h2 { (view.kind) }
+            @if !view.message.is_empty() { pre.message { (view.message) } }
+            dl.crash {
+                @if let Some(f) = view.culprit_frame() { dt { "Culprit" } dd.mono { (f.name()) } }
+                @if let Some(at) = &view.location { dt { "Location" } dd.mono { (at) } }
+                @if let Some(signal) = &view.signal { dt { "Signal" } dd.mono { (signal) } }
+                @if let Some(thread) = &view.thread { dt { "Thread" } dd { (thread) } }
+                @if view.crash_loop_suppressed > 0 {
+                    dt { "Crash-loop suppressed" }
+                    dd { (view.crash_loop_suppressed) " same crashes before this one were counted, not stored" }
+                }
+            }
+        }
     }
 }
 
@@ -375,26 +371,35 @@ fn records_table(records: &[Value]) -> Markup {
     }
 }
 
-fn breadcrumbs(body: &Value) -> Markup {
-    let crumbs = body.get("breadcrumbs").and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[]);
+/// The breadcrumbs as a list that wraps on a narrow screen: time, level and target on one line, the
+/// message under them.
+fn breadcrumbs(view: &CrashView) -> Markup {
     html! {
         section.card.breadcrumbs {
-            h2 { "Breadcrumbs (last log records before the crash)" }
-            @if crumbs.is_empty() { p.muted { "None." } } @else { (records_table(crumbs)) }
+            h2 { "Breadcrumbs (last log records before the crash, UTC)" }
+            @if view.breadcrumbs.is_empty() { p.muted { "None." } } @else {
+                ol.crumbs {
+                    @for b in &view.breadcrumbs {
+                        li class={"level-" (b.level.to_ascii_lowercase())} {
+                            span.time { (b.time.as_deref().unwrap_or("?")) } " "
+                            span.level { (b.level) } " "
+                            span.target { (b.target) }
+                            pre.line { (b.message) }
+                        }
+                    }
+                }
+            }
         }
     }
 }
 
-fn context(body: &Value) -> Markup {
-    let ctx = body.get("context").and_then(Value::as_object);
+fn pairs_card(heading: &str, pairs: &[(String, String)]) -> Markup {
     html! {
         section.card {
-            h2 { "Context" }
-            @if let Some(ctx) = ctx {
-                dl.context {
-                    @for (k, v) in ctx { dt { (k) } dd { (display_value(v)) } }
-                }
-            } @else { p.muted { "None." } }
+            h2 { (heading) }
+            @if pairs.is_empty() { p.muted { "None." } } @else {
+                dl.context { @for (k, v) in pairs { dt { (k) } dd { (v) } } }
+            }
         }
     }
 }
@@ -416,37 +421,51 @@ fn report_facts(row: &ReportRow) -> Markup {
     }
 }
 
-/// A report in full (the report page and the top of a group's page).
-fn report_full(report: &StoredReport) -> Markup {
+/// A stored report's body, and its reading if it is a crash report.
+fn read_body(report: &StoredReport) -> (Value, Option<CrashView>) {
     let body: Value = serde_json::from_str(&report.body).unwrap_or(Value::Null);
+    let view =
+        if report.row.kind == lastword_spool::Kind::Crash { CrashView::from_json(&body) } else { None };
+    (body, view)
+}
+
+/// A report below its frames: its facts and raw JSON, then the crash's facts, breadcrumbs, context
+/// and tags, or a log batch's records, or another body as JSON.
+fn report_rest(report: &StoredReport, body: &Value, view: Option<&CrashView>) -> Markup {
     html! {
         section.card {
             (report_facts(&report.row))
             p { a.button href={(report_href(&report.row)) "/raw.json"} download { "Download the raw JSON" } }
         }
-        @match str_field(&body, "type") {
-            Some("logs") => {
-                section.card { h2 { "Records" }
-                    (records_table(body.get("records").and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[])))
-                }
+        @if let Some(view) = view {
+            (crash_facts(view))
+            (breadcrumbs(view))
+            (pairs_card("Context", &view.context))
+            @if !view.tags.is_empty() { (pairs_card("Tags", &view.tags)) }
+        } @else if str_field(body, "type") == Some("logs") {
+            section.card { h2 { "Records" }
+                (records_table(body.get("records").and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[])))
             }
-            _ if report.row.kind == lastword_spool::Kind::Crash => { (crash_details(&body)) }
-            _ => {
-                section.card { h2 { "Body" } pre.message { (serde_json::to_string_pretty(&body).unwrap_or_default()) } }
-            }
+        } @else {
+            section.card { h2 { "Body" } pre.message { (serde_json::to_string_pretty(body).unwrap_or_default()) } }
         }
     }
 }
 
-/// The report page.
+/// The report page: a crash's title (what happened, the culprit, the location) and its frames first.
 pub fn report(report: &StoredReport) -> Markup {
-    let title =
-        if report.row.summary.is_empty() { report.row.id.to_string() } else { report.row.summary.clone() };
+    let (body, view) = read_body(report);
+    let title = match &view {
+        Some(v) => v.title(),
+        None if report.row.summary.is_empty() => report.row.id.to_string(),
+        None => report.row.summary.clone(),
+    };
     let content = html! {
         h1.wrap { (title) }
-        (report_full(report))
+        @if let Some(v) = &view { (crash_frames(v)) }
+        (report_rest(report, &body, view.as_ref()))
     };
-    layout("Report", Tab::None, content)
+    layout(&title, Tab::None, content)
 }
 
 fn report_list(items: &[Listed]) -> Markup {
@@ -467,10 +486,74 @@ fn report_list(items: &[Listed]) -> Markup {
     }
 }
 
-/// A crash group's page: the group, its latest report in full, a page of its occurrences.
-pub fn group(g: &Group, latest: Option<&StoredReport>, page: &Page<Listed>, before: Option<i64>) -> Markup {
+/// Counts by a name (release, host), the most first.
+fn breakdown(heading: &str, counts: &[(String, u64)], total: u64) -> Markup {
+    html! {
+        div.part {
+            h3 { (heading) }
+            table.breakdown {
+                tbody {
+                    @for (name, n) in counts.iter().take(BREAKDOWN_ROWS) {
+                        tr {
+                            td { @if name.is_empty() { span.muted { "(none)" } } @else { (name) } }
+                            td.num { (n) }
+                            td.share { meter min="0" max=(total.max(1)) value=(n) {} }
+                        }
+                    }
+                    @if counts.len() > BREAKDOWN_ROWS {
+                        tr { td.muted { (counts.len() - BREAKDOWN_ROWS) " more" }
+                             td.num { (counts.iter().skip(BREAKDOWN_ROWS).map(|(_, n)| n).sum::<u64>()) } td {} }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Rows of a group's breakdown by release or host before the rest is summed up.
+const BREAKDOWN_ROWS: usize = 10;
+
+/// A crash group's page: its title, the latest report's frames, its occurrences per day over 30 days
+/// and by release and host, a page of its occurrences, then the rest of the latest report.
+pub fn group(
+    g: &Group,
+    latest: Option<&StoredReport>,
+    stats: &GroupStats,
+    page: &Page<Listed>,
+    before: Option<i64>,
+) -> Markup {
+    let latest = latest.map(|r| (r, read_body(r)));
+    let title = match latest.as_ref().and_then(|(_, (_, v))| v.as_ref()) {
+        Some(v) => v.title(),
+        None => title_of(g),
+    };
+    let days = stats.daily.len();
+    let labels: Vec<String> = (0..days)
+        .map(|i| match days - 1 - i {
+            0 => "today".to_owned(),
+            1 => "yesterday".to_owned(),
+            n => format!("{n} days ago"),
+        })
+        .collect();
     let content = html! {
-        h1.wrap { (title_of(g)) }
+        h1.wrap { (title) }
+        p.muted.summary {
+            (g.count) @if g.count == 1 { " occurrence" } @else { " occurrences" } " · last seen " (utc(g.last_seen_ms)) " UTC · first seen " (utc(g.first_seen_ms)) " UTC · " (g.app)
+        }
+        @if let Some((_, (_, Some(view)))) = &latest { (crash_frames(view)) }
+        section.card.daily {
+            h2 { "Occurrences per day, last " (GROUP_CHART_DAYS) " days (UTC)" }
+            (bars(&stats.daily, &labels, 600, 80, "chart"))
+            div.axis { span { (GROUP_CHART_DAYS - 1) " days ago" } span { "today" } }
+        }
+        section.card.breakdowns {
+            h2 { "By release and host" }
+            @if stats.capped { p.muted { "Of the newest " (stats.counted) " occurrences." } }
+            div.parts {
+                (breakdown("Release", &stats.releases, stats.counted))
+                (breakdown("Host", &stats.hosts, stats.counted))
+            }
+        }
         section.card {
             dl.facts {
                 dt { "App" } dd { (g.app) }
@@ -490,12 +573,12 @@ pub fn group(g: &Group, latest: Option<&StoredReport>, page: &Page<Listed>, befo
                 }
             }
         }
-        @if let Some(latest) = latest {
+        @if let Some((report, (body, view))) = &latest {
             h2 { "Latest report" }
-            (report_full(latest))
+            (report_rest(report, body, view.as_ref()))
         }
     };
-    layout("Crash group", Tab::Groups, content)
+    layout(&title, Tab::Groups, content)
 }
 
 /// The filters of the logs page, as the form gave them.

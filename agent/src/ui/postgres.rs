@@ -18,8 +18,8 @@ use lastword_spool::EntryId;
 use tokio_postgres::Row;
 
 use super::store::{
-    self, DETAILS_LIMIT, GROUP_COLUMNS, GroupDetails, GroupItem, GroupQuery, GroupSort, HOUR_MS, Listed,
-    ListedBody, LogQuery, Overview, Page, Tally, UiStore,
+    self, DETAILS_LIMIT, GROUP_COLUMNS, GROUP_STATS_LIMIT, GroupDetails, GroupItem, GroupQuery, GroupSort,
+    GroupStats, HOUR_MS, Listed, ListedBody, LogQuery, Overview, Page, StatsTally, Tally, UiStore,
 };
 use crate::collect::PostgresStore;
 use crate::collect::postgres::{
@@ -247,6 +247,32 @@ impl UiStore for PostgresUiStore {
             .map_err(backend(OP))?;
         let items = rows.iter().map(|r| listed(r, OP)).collect::<Result<Vec<_>, _>>()?;
         Ok(store::page(items, limit, |l| l.seq))
+    }
+
+    async fn group_stats(
+        &self,
+        app: String,
+        fingerprint: String,
+        now_ms: u64,
+    ) -> Result<GroupStats, StoreError> {
+        const OP: &str = "count a group's occurrences";
+        let client = self.client(OP).await?;
+        // The newest of the group, walked back on reports_by_group (app, fingerprint, seq).
+        let rows = client
+            .query(
+                "SELECT release, host, created_ms FROM reports WHERE app = $1 AND fingerprint = $2
+                 ORDER BY seq DESC LIMIT $3",
+                &[&app, &fingerprint, &i64::from(GROUP_STATS_LIMIT)],
+            )
+            .await
+            .map_err(backend(OP))?;
+        let mut tally = StatsTally::new(now_ms);
+        for r in &rows {
+            let release: Option<&str> = col(r, 0, OP)?;
+            let host: Option<&str> = col(r, 1, OP)?;
+            tally.add(release, host, from_sql_int(col(r, 2, OP)?));
+        }
+        Ok(tally.finish(GROUP_STATS_LIMIT))
     }
 
     async fn report(&self, id: EntryId) -> Result<Option<StoredReport>, StoreError> {

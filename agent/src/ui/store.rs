@@ -26,6 +26,11 @@ use crate::collect::store::{Group, LossesRow, ReportRow, StoreError, StoredRepor
 pub const CHART_HOURS: usize = 24;
 /// Days in a crash group's trend.
 pub const TREND_DAYS: usize = 7;
+/// Days in the chart of a crash group's page.
+pub const GROUP_CHART_DAYS: usize = 30;
+/// The newest occurrences of a group that its page's chart and breakdowns count: a page load reads at
+/// most this many rows, whatever the size of the group.
+pub const GROUP_STATS_LIMIT: u32 = 10_000;
 pub(super) const HOUR_MS: u64 = 3_600_000;
 const DAY_MS: u64 = 24 * HOUR_MS;
 
@@ -192,6 +197,73 @@ pub struct Overview {
     pub group_count: u64,
 }
 
+/// A crash group's occurrences per day and by release and host, for its page.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GroupStats {
+    /// Occurrences (by creation time) per UTC day, the oldest of [`GROUP_CHART_DAYS`] days first,
+    /// today last.
+    pub daily: Vec<u64>,
+    /// Occurrences per release, the most first (`""` for reports without one).
+    pub releases: Vec<(String, u64)>,
+    /// Occurrences per host, the most first (`""` for reports without one).
+    pub hosts: Vec<(String, u64)>,
+    /// The occurrences counted: at most [`GROUP_STATS_LIMIT`], the newest.
+    pub counted: u64,
+    /// Whether the group has more occurrences than were counted.
+    pub capped: bool,
+}
+
+/// Counts a group's occurrences into [`GroupStats`], the same for both backends.
+pub(super) struct StatsTally {
+    chart_start: u64,
+    daily: Vec<u64>,
+    releases: HashMap<String, u64>,
+    hosts: HashMap<String, u64>,
+    counted: u64,
+}
+
+impl StatsTally {
+    /// Nothing counted yet, for the page at `now_ms`.
+    pub(super) fn new(now_ms: u64) -> Self {
+        Self {
+            chart_start: (now_ms / DAY_MS + 1).saturating_sub(GROUP_CHART_DAYS as u64) * DAY_MS,
+            daily: vec![0; GROUP_CHART_DAYS],
+            releases: HashMap::new(),
+            hosts: HashMap::new(),
+            counted: 0,
+        }
+    }
+
+    /// Counts one occurrence.
+    pub(super) fn add(&mut self, release: Option<&str>, host: Option<&str>, created: u64) {
+        self.counted += 1;
+        *self.releases.entry(release.unwrap_or_default().to_owned()).or_default() += 1;
+        *self.hosts.entry(host.unwrap_or_default().to_owned()).or_default() += 1;
+        if created >= self.chart_start
+            && let Ok(day) = usize::try_from((created - self.chart_start) / DAY_MS)
+            && let Some(n) = self.daily.get_mut(day)
+        {
+            *n += 1;
+        }
+    }
+
+    /// The stats of rows read with a limit of `limit`.
+    pub(super) fn finish(self, limit: u32) -> GroupStats {
+        let sorted = |m: HashMap<String, u64>| {
+            let mut v: Vec<(String, u64)> = m.into_iter().collect();
+            v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+            v
+        };
+        GroupStats {
+            capped: self.counted >= u64::from(limit),
+            daily: self.daily,
+            releases: sorted(self.releases),
+            hosts: sorted(self.hosts),
+            counted: self.counted,
+        }
+    }
+}
+
 /// The read queries of the web UI. A backend that blocks does its work on a blocking thread. Every
 /// method changes nothing and is cancel safe.
 pub trait UiStore: Send + Sync + 'static {
@@ -220,6 +292,15 @@ pub trait UiStore: Send + Sync + 'static {
         before: Option<i64>,
         limit: u32,
     ) -> impl Future<Output = Result<Page<Listed>, StoreError>> + Send;
+
+    /// A group's occurrences per day over [`GROUP_CHART_DAYS`] days up to `now_ms`, and by release
+    /// and host: of its newest [`GROUP_STATS_LIMIT`] reports.
+    fn group_stats(
+        &self,
+        app: String,
+        fingerprint: String,
+        now_ms: u64,
+    ) -> impl Future<Output = Result<GroupStats, StoreError>> + Send;
 
     /// One report with its body.
     fn report(&self, id: EntryId) -> impl Future<Output = Result<Option<StoredReport>, StoreError>> + Send;
@@ -286,6 +367,18 @@ impl UiStore for AnyUiStore {
         match self {
             Self::Sqlite(s) => s.group_reports(app, fingerprint, before, limit).await,
             Self::Postgres(s) => s.group_reports(app, fingerprint, before, limit).await,
+        }
+    }
+
+    async fn group_stats(
+        &self,
+        app: String,
+        fingerprint: String,
+        now_ms: u64,
+    ) -> Result<GroupStats, StoreError> {
+        match self {
+            Self::Sqlite(s) => s.group_stats(app, fingerprint, now_ms).await,
+            Self::Postgres(s) => s.group_stats(app, fingerprint, now_ms).await,
         }
     }
 
@@ -801,6 +894,37 @@ impl UiStore for SqliteUiStore {
                 items.push(checked(row.map_err(backend(op))?)?);
             }
             Ok(page(items, limit, |l| l.seq))
+        })
+        .await
+    }
+
+    async fn group_stats(
+        &self,
+        app: String,
+        fingerprint: String,
+        now_ms: u64,
+    ) -> Result<GroupStats, StoreError> {
+        let op = "count a group's occurrences";
+        self.with_conn(op, move |conn| {
+            // The newest of the group, through reports_by_fingerprint (app, fingerprint), which
+            // holds the rowid: a range scan in the order of the limit.
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT release, host, created_ms FROM reports WHERE app = ?1 AND fingerprint = ?2
+                     ORDER BY rowid DESC LIMIT ?3",
+                )
+                .map_err(backend(op))?;
+            let mut tally = StatsTally::new(now_ms);
+            let mut rows = stmt.query(params![app, fingerprint, GROUP_STATS_LIMIT]).map_err(backend(op))?;
+            while let Some(r) = rows.next().map_err(backend(op))? {
+                let created: i64 = r.get(2).map_err(backend(op))?;
+                tally.add(
+                    text_at(r, 0).map_err(backend(op))?,
+                    text_at(r, 1).map_err(backend(op))?,
+                    from_sql_int(created),
+                );
+            }
+            Ok(tally.finish(GROUP_STATS_LIMIT))
         })
         .await
     }

@@ -15,7 +15,32 @@ use crate::collect::store::{AgentLosses, Batch, NewReport, Origin, Store};
 use crate::collect::{AnyStore, PostgresStore, SqliteStore};
 use lastword_tests::postgres::TempPostgres;
 
+/// Each case as a test on each backend: `sqlite::case` and `postgres::case` (defined before the
+/// submodules, which use it too).
+macro_rules! on_both_stores {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    super::$case(super::Backend::Sqlite).await;
+                }
+            )*
+        }
+
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    super::$case(super::Backend::Postgres).await;
+                }
+            )*
+        }
+    };
+}
+
 mod browser;
+mod reading;
 
 pub(super) const XSS: &str = "<script>alert(1)</script><b>bold</b>";
 
@@ -450,29 +475,6 @@ async fn filters_and_sorting_narrow_the_lists(backend: Backend) {
     let old = get(ui.addr, &format!("/logs?to={to}"), "").await;
     assert_in(&old.body, &["disk full on /var"]);
     assert!(!old.body.contains("other app says hello"));
-}
-
-/// Each case as a test on each backend: `sqlite::case` and `postgres::case`.
-macro_rules! on_both_stores {
-    ($($case:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test]
-                async fn $case() {
-                    super::$case(super::Backend::Sqlite).await;
-                }
-            )*
-        }
-
-        mod postgres {
-            $(
-                #[tokio::test]
-                async fn $case() {
-                    super::$case(super::Backend::Postgres).await;
-                }
-            )*
-        }
-    };
 }
 
 on_both_stores!(

@@ -216,7 +216,8 @@ pub struct Summary {
     /// Entries deleted unsent by a counted decision of the prepare hook ([`Prepared::Skip`]: a crash
     /// loop's repeat, a report `before_send` dropped).
     pub skipped: u64,
-    /// Entries quarantined (rejected by the collector, or not sendable).
+    /// Entries quarantined (rejected by the collector, or not sendable), and the damaged entries the
+    /// spool quarantined while this uploader claimed (`Spool::quarantined_at_claim`).
     pub quarantined: u64,
     /// Entries the collector answered `retry_later` (a store that is down, a rate limit) that are
     /// back in `ready/` waiting for the next attempt: not stored, and known not to be.

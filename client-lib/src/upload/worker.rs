@@ -158,6 +158,8 @@ pub(crate) struct Worker {
     lingering: u64,
     /// The losses read before the runtime started, for the first look.
     prefetched: Option<Losses>,
+    /// [`Spool::quarantined_at_claim`] when this uploader started: those after it are its own.
+    quarantined_at_claim: u64,
 }
 
 impl Worker {
@@ -168,6 +170,7 @@ impl Worker {
         progress: Arc<Progress>,
     ) -> Self {
         Self {
+            quarantined_at_claim: spool.quarantined_at_claim(),
             spool,
             config,
             rx,
@@ -264,12 +267,18 @@ impl Worker {
             delivered: counts.delivered,
             duplicates: counts.duplicates,
             skipped: counts.skipped,
-            quarantined: counts.quarantined,
+            quarantined: counts.quarantined + self.quarantined_by_claims(),
             deferred: deferred.len() as u64,
             put_back: outstanding.len() as u64 + self.lingering,
             connections: counts.connections,
             incomplete: false,
         }
+    }
+
+    /// The entries the spool quarantined while this uploader claimed (damaged ones it went past):
+    /// never claims of the machine, but quarantined by this uploader's work all the same.
+    fn quarantined_by_claims(&self) -> u64 {
+        self.spool.quarantined_at_claim().saturating_sub(self.quarantined_at_claim)
     }
 
     /// Makes what the machine knows visible to the handle.
@@ -279,7 +288,7 @@ impl Worker {
         p.delivered.store(counts.delivered, Ordering::SeqCst);
         p.duplicates.store(counts.duplicates, Ordering::SeqCst);
         p.skipped.store(counts.skipped, Ordering::SeqCst);
-        p.quarantined.store(counts.quarantined, Ordering::SeqCst);
+        p.quarantined.store(counts.quarantined + self.quarantined_by_claims(), Ordering::SeqCst);
         p.connections.store(counts.connections, Ordering::SeqCst);
         p.outstanding.store(machine.outstanding().len() as u64 + self.lingering, Ordering::SeqCst);
         p.deferred.store(machine.deferred().len() as u64, Ordering::SeqCst);

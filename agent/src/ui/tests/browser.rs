@@ -64,3 +64,116 @@ async fn chromium_renders_the_overview_a_group_and_a_report() {
     let phone = shots.join("groups-phone.png");
     with_browser(&browser, move |b| b.screenshot(&format!("{base}/groups"), &phone, (390, 844))).await;
 }
+
+/// The viewport of the phone test: 400 px wide, one screen of a common phone high.
+const PHONE: (u32, u32) = (400, 740);
+
+/// Measures, in Chromium, where `page` (HTML the UI served) lays out its first app frame in a phone's
+/// viewport. Headless Chromium's window is at least 500 px wide whatever `--window-size` asks, so the
+/// page is laid out in an `<iframe>` of exactly the phone's size (its own viewport: the stylesheet's
+/// media queries see 400 px), with its stylesheet from the UI (`<base>`). The wrapper's script (the
+/// UI's own answers forbid scripts; the wrapper is the test's) measures the frame's document once it
+/// has loaded and writes the measures into the wrapper's DOM as JSON, which `--dump-dom` prints.
+fn measure_on_a_phone(b: &Chromium, page: &str, base: &str, file: &std::path::Path) -> serde_json::Value {
+    const SCRIPT: &str = r#"<script>
+      const frame = document.getElementById('phone');
+      frame.addEventListener('load', () => {
+        const doc = frame.contentDocument;
+        const app = doc.querySelector('ol.frames li.app');
+        const r = app ? app.getBoundingClientRect() : null;
+        const out = document.createElement('pre');
+        out.id = 'measured';
+        out.textContent = JSON.stringify({
+          width: frame.contentWindow.innerWidth, height: frame.contentWindow.innerHeight,
+          scrollWidth: doc.documentElement.scrollWidth,
+          appTop: r && r.top, appBottom: r && r.bottom,
+          appFolded: app ? app.closest('details') !== null : null,
+          foldOpen: [...doc.querySelectorAll('details.folded')].map(d => d.open),
+          crumbsRight: [...doc.querySelectorAll('ol.crumbs li')].map(li => li.getBoundingClientRect().right),
+          styled: getComputedStyle(doc.body).margin === '0px',
+        });
+        document.body.appendChild(out);
+      });
+    </script>"#;
+    let page = page.replacen("<head>", &format!("<head><base href=\"{base}/\">"), 1);
+    let srcdoc = page.replace('&', "&amp;").replace('"', "&quot;");
+    let (w, h) = PHONE;
+    let wrapper = format!(
+        "<!DOCTYPE html><html><body style=\"margin:0\"><iframe id=\"phone\" width=\"{w}\" height=\"{h}\" \
+         style=\"border:0\" srcdoc=\"{srcdoc}\"></iframe>{SCRIPT}</body></html>"
+    );
+    std::fs::write(file, wrapper).expect("the wrapper page is written");
+    let dom = b.dump_dom(&format!("file://{}", file.display()));
+    let start = dom.find("<pre id=\"measured\">").expect("the script ran and wrote its measures") + 19;
+    let end = start + dom[start..].find("</pre>").expect("the measures end");
+    serde_json::from_str(&dom[start..end].replace("&quot;", "\"").replace("&amp;", "&"))
+        .expect("the measures are JSON")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_shows_real_crashes_folded_titled_and_readable_on_a_phone() {
+    let filled = filled(Backend::Sqlite).await;
+    let crashes = super::reading::add_real_crashes(&filled).await;
+    let ui = serve_ui(&filled, Access::Open).await;
+    let browser = std::sync::Arc::new(Chromium::new(filled.dir.path().join("chromium-profile")));
+    let shots = screenshots_dir();
+    let base = format!("http://{}", ui.addr);
+    for crash in &crashes {
+        for (page, path) in [
+            ("report", format!("/reports/{}", crash.id)),
+            ("group", pages::group_href("crash-app", &crash.fingerprint)),
+        ] {
+            let url = format!("{base}{path}");
+            let served = get(ui.addr, &path, "").await;
+            assert_eq!(served.status, 200, "{url}: {}", served.body);
+            let name = format!("{}-{page}", crash.name);
+            let copy = filled.dir.path().join(format!("{name}.html"));
+            let png = shots.join(format!("{name}-phone.png"));
+            let body = served.body.clone();
+            let base = base.clone();
+            let (dom, measured) = with_browser(&browser, move |b| {
+                let dom = b.dump_dom(&url);
+                b.screenshot(&url, &png, PHONE);
+                (dom, measure_on_a_phone(b, &body, &base, &copy))
+            })
+            .await;
+
+            // The title: the culprit and the location, never an address.
+            let title =
+                &dom[dom.find("<title>").expect("a title") + 7..dom.find("</title>").expect("its end")];
+            assert!(title.contains(crash.culprit) && title.contains(crash.location), "{name}: {title:?}");
+            assert!(!title.contains("0x"), "{name}: an address in the title {title:?}");
+            // The folded frames, as Chromium built them: one <details>, closed, the app's frames outside.
+            let folds = dom.matches("<details class=\"folded\">").count();
+            let first_app = dom.find("<li class=\"frame app\">").expect("an app frame in the DOM");
+            if crash.name == "overflow" {
+                assert_eq!(folds, 0, "{name}: the overflow's two frames are both the app's: nothing to fold");
+            } else {
+                assert_eq!(folds, 1, "{name}: one fold");
+                assert!(first_app < dom.find("<details").expect("the fold"), "{name}: the app frame first");
+                assert_eq!(measured["foldOpen"], serde_json::json!([false]), "{name}: folded until opened");
+            }
+            assert!(!dom.contains("<script"), "{name}: the UI's page has no script");
+
+            // On a phone (400 px wide): the first app frame is on the first screen, not folded, and
+            // nothing makes the page scroll sideways, the breadcrumbs included.
+            assert_eq!(measured["width"], 400, "{name}: the phone's viewport: {measured}");
+            assert_eq!(measured["styled"], true, "{name}: laid out with the UI's stylesheet: {measured}");
+            let height = measured["height"].as_f64().expect("the height");
+            let top = measured["appTop"].as_f64().expect("the app frame's position");
+            let bottom = measured["appBottom"].as_f64().expect("the app frame's bottom");
+            assert!(
+                top >= 0.0 && bottom <= height,
+                "{name}: the first app frame within the first screen: {measured}"
+            );
+            assert_eq!(measured["appFolded"], false, "{name}: {measured}");
+            assert!(
+                measured["scrollWidth"].as_f64() <= Some(400.0),
+                "{name}: no sideways scroll: {measured}"
+            );
+            let crumbs = measured["crumbsRight"].as_array().expect("the breadcrumbs");
+            assert!(!crumbs.is_empty(), "{name}: breadcrumbs shown: {measured}");
+            assert!(crumbs.iter().all(|r| r.as_f64() <= Some(400.0)), "{name}: breadcrumbs wrap: {measured}");
+        }
+    }
+}
