@@ -130,6 +130,7 @@ impl Reaper {
 
     /// Test hook: from now on the threads delete nothing before the session closes, so that a test
     /// can see acked files and kill the process while they are there.
+    #[cfg(any(test, feature = "fault-injection"))]
     pub fn hold(&self) {
         self.held.store(true, Ordering::SeqCst);
         if let Some(r) = self.lock().as_ref() {
