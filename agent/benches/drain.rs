@@ -10,6 +10,7 @@
 //! collector ingest limit (pipelined client, window W): X reports/s
 //! spool alone (claims on one thread, acks on four, overlapped): S entries/s
 //! uploader drain, window W: Y entries/s, Y/min(X, S) (target >= 0.85); Y/X (target >= 0.70)
+//! CPU of this process per entry: ingest I µs, spool S µs (sum), drain D µs; max(I, S)/(I + S)
 //! idle `lastword run`: RSS R MiB (target < 16), CPU C s in 30 s (target < 0.1); `sleep` for scale
 //! ```
 //!
@@ -33,6 +34,13 @@
 //! does), without the temporary file, rename and fsyncs of `Spool::write`: the files are byte for byte
 //! what `Spool::write` makes, and this saves about ten seconds of fsyncs per spool. A `syncfs` then
 //! writes them back before the clock starts, so that the collector's fsyncs do not pay for them.
+//!
+//! Every measurement also takes this process's CPU time (`CLOCK_PROCESS_CPUTIME_ID`: the collector,
+//! the uploader, the blocking pools and the spool's threads). A drain pays for both halves in one
+//! process: on a machine with no core to spare (2 cores, loaded by other work), the halves cannot
+//! run side by side, and the drain's rate is bounded by the sum of their CPU per entry instead of by
+//! the slower one; the last line gives that bound, max(I, S)/(I + S) of the slower half, with the
+//! load average.
 //!
 //! The spool and the store are on the same file system (the temporary directory), as with a collector
 //! on the same machine: the collector's fsyncs commit the journal that the spool's renames and unlinks
