@@ -10,6 +10,7 @@
 //! collector ingest limit (pipelined client, window W): X reports/s
 //! spool alone (claims on one thread, acks on four, overlapped): S entries/s
 //! uploader drain, window W: Y entries/s, Y/min(X, S) (target >= 0.85); Y/X (target >= 0.70)
+//! CPU of this process per entry: ingest I µs, spool S µs (sum), drain D µs; max(I, S)/(I + S)
 //! idle `lastword run`: RSS R MiB (target < 16), CPU C s in 30 s (target < 0.1); `sleep` for scale
 //! ```
 //!
@@ -33,6 +34,13 @@
 //! does), without the temporary file, rename and fsyncs of `Spool::write`: the files are byte for byte
 //! what `Spool::write` makes, and this saves about ten seconds of fsyncs per spool. A `syncfs` then
 //! writes them back before the clock starts, so that the collector's fsyncs do not pay for them.
+//!
+//! Every measurement also takes this process's CPU time (`CLOCK_PROCESS_CPUTIME_ID`: the collector,
+//! the uploader, the blocking pools and the spool's threads). A drain pays for both halves in one
+//! process: on a machine with no core to spare (2 cores, loaded by other work), the halves cannot
+//! run side by side, and the drain's rate is bounded by the sum of their CPU per entry instead of by
+//! the slower one; the last line gives that bound, max(I, S)/(I + S) of the slower half, with the
+//! load average.
 //!
 //! The spool and the store are on the same file system (the temporary directory), as with a collector
 //! on the same machine: the collector's fsyncs commit the journal that the spool's renames and unlinks
@@ -252,6 +260,8 @@ fn drain_table(runtime: &Runtime, mode: &RunMode, body: &[u8], messages: &[Messa
     // rates[side][round], ratios[side][round] against SIDES[0] of the same round.
     let mut rates = vec![Vec::new(); SIDES.len()];
     let mut ratios = vec![Vec::new(); SIDES.len()];
+    // cpu[side][round]: this process's CPU time per entry, µs.
+    let mut cpu = vec![Vec::new(); SIDES.len()];
     let begun = Instant::now();
     let mut rounds = 0;
     for round in 0..mode.rounds {
@@ -268,7 +278,8 @@ fn drain_table(runtime: &Runtime, mode: &RunMode, body: &[u8], messages: &[Messa
         for k in 0..SIDES.len() {
             let i = (k + round) % SIDES.len();
             let took = measure(runtime, SIDES[i], body, messages);
-            this_round[i] = entries as f64 / took.as_secs_f64();
+            this_round[i] = entries as f64 / took.wall.as_secs_f64();
+            cpu[i].push(took.cpu.as_secs_f64() * 1e6 / entries as f64);
         }
         for i in 0..SIDES.len() {
             rates[i].push(this_round[i]);
@@ -312,36 +323,106 @@ fn drain_table(runtime: &Runtime, mode: &RunMode, body: &[u8], messages: &[Messa
         };
         lines.push(line);
     }
+    // Where the time goes when the cores are busy: a drain does the collector's work and the spool's
+    // in one process, so when the machine has no core to spare for either half, its rate is bounded by
+    // the sum of the two halves' CPU per entry rather than by the slower half.
+    let cpu_of = |side: Side, cpu: &mut [Vec<f64>]| {
+        let i = SIDES.iter().position(|s| *s == side).expect("a measured side");
+        median(&mut cpu[i])
+    };
+    let (ingest, spool) = (cpu_of(SIDES[0], &mut cpu), cpu_of(Side::Spool, &mut cpu));
+    let drains: Vec<String> = SIDES
+        .iter()
+        .filter(|s| matches!(s, Side::Drain(_)))
+        .map(|s| match s {
+            Side::Drain(w) => format!("drain (window {w}) {:.1}", cpu_of(*s, &mut cpu)),
+            _ => unreachable!("filtered"),
+        })
+        .collect();
+    lines.push(format!(
+        "CPU of this process per entry, µs (medians): collector ingest {ingest:.1}, spool alone {spool:.1} \
+         (sum {:.1}), {}",
+        ingest + spool,
+        drains.join(", ")
+    ));
+    lines.push(format!(
+        "  when no core is to spare (load >= cores: {:.1} now, {} cores), a drain that pays both halves \
+         reaches at most {:.2} of the slower half (max/sum of the two CPU figures)",
+        load_average(),
+        std::thread::available_parallelism().map_or(0, usize::from),
+        ingest.max(spool) / (ingest + spool)
+    ));
     lines
 }
 
+/// The one-minute load average of the machine (`/proc/loadavg`), or NaN.
+fn load_average() -> f64 {
+    fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
+        .unwrap_or(f64::NAN)
+}
+
+/// What one measurement took: wall time, and the CPU time of this whole process (collector, uploader,
+/// blocking pools, the spool's threads) over the same span.
+#[derive(Clone, Copy)]
+struct Took {
+    wall: Duration,
+    cpu: Duration,
+}
+
+/// The CPU time this process has used so far (every thread).
+fn process_cpu() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+    Duration::new(u64::try_from(t.tv_sec).unwrap_or(0), u32::try_from(t.tv_nsec).unwrap_or(0))
+}
+
+/// Times `f` by the wall clock and by this process's CPU clock.
+fn timed(f: impl FnOnce() -> Duration) -> Took {
+    let cpu = process_cpu();
+    let wall = f();
+    Took { wall, cpu: process_cpu().saturating_sub(cpu) }
+}
+
 /// One measurement against a fresh collector; returns the time the side took for all the entries.
-fn measure(runtime: &Runtime, side: Side, body: &[u8], messages: &[Message]) -> Duration {
+fn measure(runtime: &Runtime, side: Side, body: &[u8], messages: &[Message]) -> Took {
     let begun = Instant::now();
+    let n = messages.len() as f64;
+    let cpu_line = |took: Took| {
+        format!(
+            "CPU {:.0} ms, {:.1} µs/entry, {:.2} cores",
+            took.cpu.as_secs_f64() * 1e3,
+            took.cpu.as_secs_f64() * 1e6 / n,
+            took.cpu.as_secs_f64() / took.wall.as_secs_f64()
+        )
+    };
     if side == Side::Spool {
         let took = spool_alone(messages.len(), body);
-        eprintln!("{}: {:.0} ms", side.label(), took.as_secs_f64() * 1e3);
+        eprintln!("{}: {:.0} ms, {}", side.label(), took.wall.as_secs_f64() * 1e3, cpu_line(took));
         return took;
     }
     let collector = Collector::start(runtime);
     let took = match side {
-        Side::Ingest(window) => runtime.block_on(async {
-            let start = Instant::now();
-            let ws = connect(collector.addr).await;
-            tokio::time::timeout(RUN_BOUND, pump(ws, messages, window))
-                .await
-                .expect("the collector answers every report within the bound");
-            start.elapsed()
+        Side::Ingest(window) => timed(|| {
+            runtime.block_on(async {
+                let start = Instant::now();
+                let ws = connect(collector.addr).await;
+                tokio::time::timeout(RUN_BOUND, pump(ws, messages, window))
+                    .await
+                    .expect("the collector answers every report within the bound");
+                start.elapsed()
+            })
         }),
         Side::Drain(window) => drain(&collector, window, messages.len(), body),
         Side::Spool => unreachable!("measured above, without a collector"),
     };
     collector.stop(runtime);
     eprintln!(
-        "{}: {:.0} ms ({:.0} ms with setup)",
+        "{}: {:.0} ms ({:.0} ms with setup), {}",
         side.label(),
-        took.as_secs_f64() * 1e3,
-        begun.elapsed().as_secs_f64() * 1e3
+        took.wall.as_secs_f64() * 1e3,
+        begun.elapsed().as_secs_f64() * 1e3,
+        cpu_line(took)
     );
     took
 }
@@ -375,10 +456,11 @@ const SPOOL_ACK_BATCH: usize = 64;
 /// The spool's own limit, used the way the uploader uses it: one thread claims (rename, read) every
 /// entry of a filled spool while [`SPOOL_ACKERS`] threads ack (unlink) what was claimed, in batches,
 /// so that claims and deletes overlap as they do in a drain. No network.
-fn spool_alone(entries: usize, body: &[u8]) -> Duration {
+fn spool_alone(entries: usize, body: &[u8]) -> Took {
     let (_dir, _root, spool) = filled_spool(entries, body);
     let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<lastword::spool::Claim>>(SPOOL_ACKERS * 2);
     let rx = std::sync::Mutex::new(rx);
+    let cpu = process_cpu();
     let start = Instant::now();
     let n = std::thread::scope(|scope| {
         for _ in 0..SPOOL_ACKERS {
@@ -410,23 +492,24 @@ fn spool_alone(entries: usize, body: &[u8]) -> Duration {
         drop(tx);
         n
     });
-    let took = start.elapsed();
+    let took = Took { wall: start.elapsed(), cpu: process_cpu().saturating_sub(cpu) };
     assert_eq!(n, entries, "every entry claimed once");
     assert_eq!(spool.ready_count(), 0, "every entry acked");
     took
 }
 
 /// Fills a spool with `entries` entries, then drains it with an uploader as `lastword drain` does.
-fn drain(collector: &Collector, window: usize, entries: usize, body: &[u8]) -> Duration {
+fn drain(collector: &Collector, window: usize, entries: usize, body: &[u8]) -> Took {
     let (_dir, root, spool) = filled_spool(entries, body);
 
     let mut config = UploaderConfig::new([collector.url()], "bench").token(TOKEN).window(window);
     config.agent.name = "lastword-agent".into();
     config.prepare = Some(lastword::prepare_for_upload(&root));
+    let cpu = process_cpu();
     let start = Instant::now();
     let uploader = Uploader::start(spool, config).expect("start the uploader");
     let flushed = uploader.flush(RUN_BOUND);
-    let took = start.elapsed();
+    let took = Took { wall: start.elapsed(), cpu: process_cpu().saturating_sub(cpu) };
     let last_error = uploader.last_error();
     let summary = uploader.shutdown(Duration::from_secs(2));
     assert!(flushed.is_ok(), "drain did not finish: {flushed:?}, {summary:?}, last error {last_error:?}");

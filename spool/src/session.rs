@@ -17,6 +17,7 @@ use crate::fsio;
 use crate::id::EntryId;
 use crate::layout::{Layout, names_in};
 use crate::quarantine::quarantine;
+use crate::reaper;
 
 /// A `.new` lock file older than this is a leftover of a session that died while starting.
 const STALE_NEW_LOCK: Duration = Duration::from_secs(60);
@@ -149,8 +150,13 @@ impl Session {
     }
 
     /// Gives back what this session still holds and removes its files. Called on a clean close.
-    pub fn close(self, layout: &Layout) -> Recovered {
+    /// `reaped`: the reaper deleted what it was given; if not (it is still at work), the acked files
+    /// left are not deleted here but by the next recovery, which then removes `claimed/<sid>/`.
+    pub fn close(self, layout: &Layout, reaped: bool) -> Recovered {
         let mut report = Recovery::default();
+        if reaped {
+            delete_acked(layout, &self.sid, &mut report);
+        }
         recover_session(layout, &self.sid, &mut report);
         remove_session_files(layout, &self.sid, None);
         report.done
@@ -182,6 +188,8 @@ pub struct Recovered {
     pub first_skipped: Option<Skipped>,
     /// Partial rewrites of a claimed entry removed (the claimed entry was put back as it was).
     pub unfinished_rewrites: u64,
+    /// Entries a session had acked and not deleted yet when it ended, deleted (never sent again).
+    pub acked: u64,
 }
 
 /// A file or directory that recovery left where it was, and why.
@@ -270,6 +278,7 @@ pub(crate) fn recover_dead(layout: &Layout, own: &OwnDirs) -> Result<Recovery> {
                 continue;
             }
         };
+        delete_acked(layout, &sid, &mut report);
         recover_session(layout, &sid, &mut report);
         remove_session_files(layout, &sid, Some(own));
         report.done.sessions += 1;
@@ -277,6 +286,36 @@ pub(crate) fn recover_dead(layout: &Layout, own: &OwnDirs) -> Result<Recovery> {
     }
     remove_stale_new_locks(layout);
     Ok(report)
+}
+
+/// Deletes the entries session `sid` acked and had not deleted yet (`claimed/<sid>/.acked.<name>`,
+/// FORMAT.md, "Ack"): delivered, they are never put back. One that cannot be deleted is counted as
+/// skipped and stays, for the next recovery; it is not an entry to any reader meanwhile.
+fn delete_acked(layout: &Layout, sid: &str, recovery: &mut Recovery) {
+    let claimed = layout.claimed.join(sid);
+    let items = match fsio::read_dir(&claimed) {
+        Ok(items) => items,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return,
+        Err(e) => {
+            recovery.unlisted(&claimed, e);
+            return;
+        }
+    };
+    for item in items {
+        let Ok(item) = item else {
+            // Listed again (and counted) by recover_session.
+            break;
+        };
+        if !reaper::is_acked(item.file_name().as_encoded_bytes()) {
+            continue;
+        }
+        let path = item.path();
+        match fsio::unlink(&path) {
+            Ok(()) => recovery.done.acked += 1,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => recovery.done.skip(&path, format!("cannot delete an acked entry: {e}")),
+        }
+    }
 }
 
 fn layout_dir_is_dir(path: &Path) -> bool {

@@ -18,6 +18,7 @@ use crate::kind::Kind;
 use crate::layout::{Layout, names_in};
 use crate::quarantine::quarantine;
 use crate::query::{EntryState, SpoolView};
+use crate::reaper::{self, Reaper};
 use crate::session::{OwnDirs, Recovered, Session, SessionDir, recover_dead};
 use crate::signal::SignalSlot;
 
@@ -47,12 +48,33 @@ pub struct SpoolOptions {
     /// How old this handle's view of `ready/` may get before a claim rescans the directory, so that
     /// entries written by other processes are seen (default 2 s). [`Spool::rescan`] refreshes at once.
     pub rescan_interval: Duration,
+    /// Where [`Claim::ack`] deletes an entry (default [`Deletes::Auto`]).
+    pub deletes: Deletes,
 }
 
 impl Default for SpoolOptions {
     fn default() -> Self {
-        Self { limits: Limits::default(), create: true, rescan_interval: Duration::from_secs(2) }
+        Self {
+            limits: Limits::default(),
+            create: true,
+            rescan_interval: Duration::from_secs(2),
+            deletes: Deletes::Auto,
+        }
     }
+}
+
+/// Where an ack deletes the entry (FORMAT.md, "Ack"). Either way an acked entry is never sent again.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Deletes {
+    /// In the background, except on a file system that frees no blocks (tmpfs, ramfs), where an
+    /// unlink costs less than the rename that defers it.
+    #[default]
+    Auto,
+    /// In the background: the ack renames the entry to its acked name, and the session's threads
+    /// delete it (on ext4 mounted with `discard`, an unlink waits for a synchronous discard).
+    Background,
+    /// At once: the ack unlinks the entry (format 1.0).
+    Inline,
 }
 
 /// An open spool: a session that can write entries and claim them.
@@ -86,6 +108,10 @@ pub(crate) struct Inner {
     quarantined_at_claim: AtomicU64,
     /// Whether this open made the spool (it had no VERSION yet).
     created: bool,
+    /// Deletes this session's acked entries in the background.
+    reaper: Reaper,
+    /// Whether acks go through the reaper ([`Deletes`]).
+    defer_deletes: bool,
 }
 
 /// This handle's view of the queue.
@@ -140,6 +166,11 @@ impl Spool {
         let ready_dir =
             fsio::open_dir(&layout.ready).map_err(|e| SpoolError::io("open", &layout.ready, e))?;
         let (session, own) = Session::start(&layout)?;
+        let defer_deletes = match options.deletes {
+            Deletes::Background => true,
+            Deletes::Inline => false,
+            Deletes::Auto => !frees_no_blocks(&ready_dir),
+        };
         let inner = Inner {
             own,
             sid: session.sid.clone(),
@@ -154,6 +185,8 @@ impl Spool {
             aside: Mutex::new(Vec::new()),
             quarantined_at_claim: AtomicU64::new(0),
             created,
+            reaper: Reaper::default(),
+            defer_deletes,
         };
         let spool = Self { inner: Arc::new(inner) };
         let recovered = {
@@ -469,6 +502,14 @@ impl Spool {
     pub fn abandon(&self) {
         self.inner.abandoned.store(true, Ordering::SeqCst);
     }
+
+    /// Test hook: acked entries of this session are not deleted before it closes (they stay under
+    /// their acked names, FORMAT.md "Ack"), so that a test can look at them, or kill the process
+    /// while they are there. Only with [`Deletes::Background`] (or `Auto` where that applies).
+    #[cfg(any(test, feature = "fault-injection"))]
+    pub fn hold_deletes(&self) {
+        self.inner.reaper.hold();
+    }
 }
 
 impl Inner {
@@ -580,12 +621,33 @@ impl Inner {
         index.claimed_bytes = index.claimed_bytes.saturating_sub(old.size()) + new.size();
     }
 
+    /// Acks the claimed entry at `path`: renames it to its acked name, for the reaper to delete in the
+    /// background (FORMAT.md, "Ack"). Where that cannot be done (the rename fails, no reaper thread in
+    /// this process), the entry is deleted here, as a format 1.0 ack does.
+    fn ack(&self, path: &Path, file_name: &str) -> io::Result<()> {
+        if !self.defer_deletes {
+            return fsio::unlink(path);
+        }
+        let acked = reaper::acked_path(&self.layout.claimed.join(&self.sid), file_name);
+        if fsio::rename(path, &acked).is_err() {
+            return fsio::unlink(path);
+        }
+        match self.reaper.delete_later(acked) {
+            Ok(()) => Ok(()),
+            // Acked already: from here on it is never an entry again, whether or not this succeeds.
+            Err(acked) => {
+                let _ = fsio::unlink(&acked);
+                Ok(())
+            }
+        }
+    }
+
     /// Moves one of this session's claims: acked (deleted), released (back to ready) or quarantined.
     pub(crate) fn settle(&self, name: &EntryName, how: Settle<'_>) -> Result<()> {
         let file_name = name.to_string();
         let path = self.layout.claimed.join(&self.sid).join(&file_name);
         let result = match how {
-            Settle::Ack => fsio::unlink(&path).map_err(|e| SpoolError::io("ack", &path, e)),
+            Settle::Ack => self.ack(&path, &file_name).map_err(|e| SpoolError::io("ack", &path, e)),
             Settle::Release => fsio::rename(&path, &self.layout.ready.join(&file_name))
                 .map_err(|e| SpoolError::io("release", &path, e)),
             Settle::Quarantine(reason) => {
@@ -602,6 +664,15 @@ impl Inner {
         }
         result
     }
+}
+
+/// Whether the file system of `dir` keeps files in memory only (tmpfs, ramfs): an unlink there frees
+/// no blocks and issues no discard. Unknown is no.
+fn frees_no_blocks(dir: &File) -> bool {
+    const TMPFS_MAGIC: u64 = 0x0102_1994;
+    const RAMFS_MAGIC: u64 = 0x8584_58f6;
+    #[allow(clippy::useless_conversion, reason = "f_type is i64 on some targets, u32 or i32 on others")]
+    rustix::fs::fstatfs(dir).is_ok_and(|s| matches!(i64::from(s.f_type) as u64, TMPFS_MAGIC | RAMFS_MAGIC))
 }
 
 /// What [`Spool::purge`] deletes.
@@ -636,12 +707,18 @@ pub(crate) enum Settle<'a> {
 
 impl Drop for Inner {
     fn drop(&mut self) {
+        if self.abandoned() {
+            self.reaper.abandon();
+        }
         if let Some(session) = self.session.take()
             && !self.abandoned()
         {
+            // The acked entries still being deleted: a bounded wait. What is left is deleted by the
+            // next recovery (never sent again), and the thread goes on meanwhile.
+            let reaped = self.reaper.finish(reaper::CLOSE_BOUND);
             // Nothing can be reported from a drop; whatever could not be settled here is recovered by
             // the next session that scans this spool, as if this process had died.
-            session.close(&self.layout);
+            session.close(&self.layout, reaped);
         }
     }
 }

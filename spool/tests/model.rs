@@ -1,13 +1,19 @@
 //! Model-based property test of the spool's state machine: random sequences of write, claim, ack,
 //! release, drop of a claim, quarantine, rewrite of a claim (also one that fails at a step), reopen
 //! and crash, checked after every step against a small in-memory model (a ready set ordered by
-//! priority then id, a claimed set, a quarantined set, the bodies).
+//! priority then id, a claimed set, a quarantined set, the bodies, and the acked entries).
+//!
+//! Acks are deleted in the background and held until their session closes
+//! ([`Spool::hold_deletes`]): the acked files (FORMAT.md, "Ack") are on disk at every step and at
+//! every simulated crash, and the model checks that no acked entry is ever seen, claimed or put
+//! back again, and that the recovery of a dead session deletes exactly what it had acked.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
 use std::path::Path;
 
 use lastword_spool::fsio::{Op as Disk, faults};
-use lastword_spool::{Claim, EntryId, EntryState, Kind, Spool, SpoolOptions};
+use lastword_spool::{Claim, Deletes, EntryId, EntryName, EntryState, Kind, Spool, SpoolOptions};
 use proptest::prelude::*;
 
 #[derive(Clone, Copy, Debug)]
@@ -56,6 +62,10 @@ struct Model {
     claimed: BTreeSet<EntryId>,
     quarantined: BTreeSet<EntryId>,
     bodies: BTreeMap<EntryId, (Kind, Vec<u8>)>,
+    /// Every entry ever acked: delivered, never to be seen again.
+    acked: BTreeSet<EntryId>,
+    /// Acks per session: held until the session closes, so what its death leaves on disk.
+    acked_by: BTreeMap<String, u64>,
 }
 
 impl Model {
@@ -79,7 +89,26 @@ impl Real {
 }
 
 fn open(dir: &Path) -> Spool {
-    Spool::open(dir, SpoolOptions::default()).expect("open the spool")
+    let spool = Spool::open(dir, SpoolOptions { deletes: Deletes::Background, ..SpoolOptions::default() })
+        .expect("open the spool");
+    spool.hold_deletes();
+    spool
+}
+
+/// The ids of the acked files in every session's `claimed/<sid>/`.
+fn acked_on_disk(dir: &Path) -> Vec<EntryId> {
+    let mut ids = Vec::new();
+    let Ok(sessions) = fs::read_dir(dir.join("claimed")) else { return ids };
+    for session in sessions.flatten() {
+        let Ok(files) = fs::read_dir(session.path()) else { continue };
+        for file in files.flatten() {
+            let name = file.file_name().to_string_lossy().into_owned();
+            if let Some(entry) = name.strip_prefix(".acked.") {
+                ids.push(EntryName::parse(entry).unwrap_or_else(|| panic!("an acked file {name}")).id());
+            }
+        }
+    }
+    ids
 }
 
 fn body_for(n: usize, size: usize) -> Vec<u8> {
@@ -113,6 +142,9 @@ fn check(real: &Real, model: &Model, bodies: bool) -> Result<(), TestCaseError> 
     let expected_ready: BTreeSet<EntryId> = model.ready.iter().map(|(_, id)| *id).collect();
     prop_assert_eq!(&ready, &expected_ready, "ready/ differs from the model");
     prop_assert_eq!(&quarantined, &model.quarantined, "quarantine differs from the model");
+    for id in acked_on_disk(real.spool().path()) {
+        prop_assert!(model.acked.contains(&id), "{id} has an acked name but was never acked");
+    }
     if bodies {
         for id in &expected {
             let data = view.read(*id).map_err(|e| TestCaseError::fail(format!("read {id}: {e}")))?;
@@ -167,6 +199,8 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     Op::Ack(_) => {
                         claim.ack().map_err(|e| TestCaseError::fail(e.to_string()))?;
                         model.bodies.remove(&id);
+                        model.acked.insert(id);
+                        *model.acked_by.entry(sid.clone()).or_default() += 1;
                     }
                     Op::Release(_) => {
                         claim.release().map_err(|e| TestCaseError::fail(e.to_string()))?;
@@ -245,6 +279,13 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     !dir.path().join("claimed").join(&dead_session).exists(),
                     "the dead session's claimed/ directory was not recovered"
                 );
+                // Its acks were held, so they were all on disk at its death; the open deleted them.
+                let held = model.acked_by.get(&dead_session).copied().unwrap_or(0);
+                prop_assert_eq!(
+                    real.spool().recovered_at_open().acked,
+                    held,
+                    "acked files of the dead session"
+                );
                 read_all = true;
             }
         }
@@ -264,6 +305,9 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
         claim.ack().map_err(|e| TestCaseError::fail(e.to_string()))?;
     }
     prop_assert!(real.spool().claim().map_err(|e| TestCaseError::fail(e.to_string()))?.is_none());
+    // A clean close deletes what its session acked.
+    real.spool = None;
+    prop_assert_eq!(acked_on_disk(dir.path()), Vec::<EntryId>::new(), "acked files left after the close");
     Ok(())
 }
 

@@ -158,8 +158,13 @@ fn a_refused_token_is_said_once_and_not_retried_in_a_tight_loop() {
     std::thread::sleep(Duration::from_millis(1500));
     let handshakes = collector.record.lock().unwrap().handshakes;
     assert!(handshakes <= 2, "a refused token is not retried in a loop: {handshakes} handshakes in 1.5 s");
-    let said: Vec<_> =
-        seen.lock().unwrap().iter().filter(|(_, m)| m.contains("401")).map(|(_, m)| m.clone()).collect();
+    let said: Vec<_> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, m)| m.contains("(HTTP 401)"))
+        .map(|(_, m)| m.clone())
+        .collect();
     assert_eq!(said.len(), 1, "said once: {said:?}");
     let _ = uploader.shutdown(Duration::from_millis(200));
     assert_eq!(count(&spool, EntryState::Ready), 2, "nothing is lost");
@@ -176,7 +181,7 @@ fn a_wrong_path_is_a_configuration_error_said_once() {
     std::thread::sleep(Duration::from_millis(1500));
     let handshakes = collector.record.lock().unwrap().handshakes;
     assert!((1..=2).contains(&handshakes), "{handshakes} handshakes in 1.5 s");
-    let said = seen.lock().unwrap().iter().filter(|(_, m)| m.contains("404")).count();
+    let said = seen.lock().unwrap().iter().filter(|(_, m)| m.contains("(HTTP 404)")).count();
     assert_eq!(said, 1, "{:?}", seen.lock().unwrap());
     let _ = uploader.shutdown(Duration::from_millis(200));
 }

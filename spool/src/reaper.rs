@@ -1,0 +1,231 @@
+//! Acked entries, deleted in the background (FORMAT.md, "Ack").
+//!
+//! An ack renames the claimed entry to `claimed/<sid>/.acked.<name>` (a rename inside one directory:
+//! no block is freed, so no discard is issued) and hands the new path to this session's reaper, a
+//! thread that unlinks acked files one after the other. The unlink, which on a file system mounted
+//! with `discard` waits for a synchronous discard of the entry's blocks (100–180 µs on ext4), is then
+//! off the path of whoever acks. An acked file is never sent again: names starting with `.` are not
+//! entries to any reader (also one of format 1.0), and recovery deletes what a dead session acked.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+use crate::fsio;
+
+/// What an acked entry's name starts with, in its session's `claimed/<sid>/`.
+pub(crate) const ACKED_PREFIX: &str = ".acked.";
+
+/// How long a clean close waits for the reaper to delete what is still acked. What is left then is
+/// deleted by the next recovery (the session's directory stays until then), so that closing a
+/// session never waits long for a disk that deletes slowly.
+pub(crate) const CLOSE_BOUND: Duration = Duration::from_secs(1);
+
+/// Where an acked entry of `claimed_dir` named `file_name` goes.
+pub(crate) fn acked_path(claimed_dir: &Path, file_name: &str) -> PathBuf {
+    claimed_dir.join(format!("{ACKED_PREFIX}{file_name}"))
+}
+
+/// Whether a file name in a `claimed/<sid>/` directory is an acked entry.
+pub(crate) fn is_acked(file_name: &[u8]) -> bool {
+    file_name.starts_with(ACKED_PREFIX.as_bytes())
+}
+
+/// Acked files handed to the thread at once: the thread is woken for a full batch, or after
+/// [`GATHER`] for a smaller one, not for every file (a wake-up per ack would cost more CPU than the
+/// unlink it saves where unlinks are cheap, on a tmpfs).
+const BATCH: usize = 64;
+/// How long a thread lets a batch gather once it holds a first file.
+const GATHER: Duration = Duration::from_millis(5);
+/// Threads per session: unlinks of one directory overlap where the file system lets them (freeing
+/// the blocks, and a synchronous discard on some mounts, runs outside the directory's lock).
+const THREADS: usize = 4;
+
+/// One session's background deleter, started at the first ack.
+#[derive(Debug, Default)]
+pub(crate) struct Reaper {
+    running: Mutex<Option<Running>>,
+    /// Test hook: the threads delete nothing until the close ([`Reaper::hold`]).
+    held: AtomicBool,
+}
+
+#[derive(Debug)]
+struct Running {
+    /// The process that started the thread: a forked child has no such thread, and acks by unlinking.
+    pid: u32,
+    queue: Arc<Queue>,
+    /// Says once the thread has deleted everything it was given and was told to finish.
+    finished: Receiver<()>,
+}
+
+/// What the acks hand over, and whether the thread is to finish once it is empty.
+#[derive(Debug, Default)]
+struct Queue {
+    state: Mutex<Pending>,
+    wake: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct Pending {
+    paths: Vec<PathBuf>,
+    finish: bool,
+    /// Delete nothing before `finish` (a test hook).
+    held: bool,
+    /// Stop at once, deleting nothing more: the session was abandoned (a test's simulated death).
+    abandoned: bool,
+    /// Threads still running.
+    threads: usize,
+}
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        // Not closed through `finish` (a session whose start failed halfway): let the threads end
+        // once they have deleted what they hold.
+        if let Some(r) = self.lock().take() {
+            r.queue.lock().finish = true;
+            r.queue.wake.notify_all();
+        }
+    }
+}
+
+impl Queue {
+    fn lock(&self) -> MutexGuard<'_, Pending> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl Reaper {
+    fn lock(&self) -> MutexGuard<'_, Option<Running>> {
+        self.running.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Hands an acked file to the thread, starting it first if need be. Returns the path back when
+    /// there is no thread to take it (a forked child, a thread that cannot be started): the caller
+    /// deletes it then.
+    pub fn delete_later(&self, path: PathBuf) -> Result<(), PathBuf> {
+        let pid = std::process::id();
+        let queue = {
+            let mut running = self.lock();
+            match running.as_ref() {
+                Some(r) if r.pid == pid => {}
+                // Forked: the parent's thread is not in this process. A child does its own deletes.
+                Some(_) => return Err(path),
+                None => match start(self.held.load(Ordering::SeqCst)) {
+                    Some(r) => *running = Some(r),
+                    None => return Err(path),
+                },
+            }
+            running.as_ref().expect("started above").queue.clone()
+        };
+        let mut pending = queue.lock();
+        pending.paths.push(path);
+        // The first file starts the thread's gathering; a full batch ends it.
+        if pending.paths.len() % BATCH == 1 || pending.paths.len() % BATCH == 0 {
+            queue.wake.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Test hook: from now on the threads delete nothing before the session closes, so that a test
+    /// can see acked files and kill the process while they are there.
+    #[cfg(any(test, feature = "fault-injection"))]
+    pub fn hold(&self) {
+        self.held.store(true, Ordering::SeqCst);
+        if let Some(r) = self.lock().as_ref() {
+            r.queue.lock().held = true;
+        }
+    }
+
+    /// The session was abandoned (a test's simulated death): the threads stop without deleting
+    /// anything more, as they would if the process died.
+    pub fn abandon(&self) {
+        if let Some(r) = self.lock().take() {
+            r.queue.lock().abandoned = true;
+            r.queue.wake.notify_all();
+        }
+    }
+
+    /// Lets the thread finish what it was given, waiting at most `bound`. Returns whether nothing it
+    /// was given is left to delete (also when it never started).
+    pub fn finish(&self, bound: Duration) -> bool {
+        let Some(Running { pid, queue, finished }) = self.lock().take() else { return true };
+        if pid != std::process::id() {
+            // The parent's thread, which is not in this process: nothing to wait for.
+            return true;
+        }
+        queue.lock().finish = true;
+        queue.wake.notify_all();
+        match finished.recv_timeout(bound) {
+            Ok(()) | Err(RecvTimeoutError::Disconnected) => true,
+            Err(RecvTimeoutError::Timeout) => false,
+        }
+    }
+}
+
+/// Starts the threads, or `None` if the OS gives none.
+fn start(held: bool) -> Option<Running> {
+    let queue = Arc::new(Queue::default());
+    let (done, finished) = mpsc::channel();
+    let mut started = 0;
+    for _ in 0..THREADS {
+        let (shared, done) = (queue.clone(), done.clone());
+        match std::thread::Builder::new().name("lastword-reaper".into()).spawn(move || reap(&shared, &done)) {
+            Ok(_) => started += 1,
+            Err(_) => break,
+        }
+    }
+    if started == 0 {
+        return None;
+    }
+    queue.lock().threads = started;
+    queue.lock().held = held;
+    Some(Running { pid: std::process::id(), queue, finished })
+}
+
+/// A thread: deletes what it is given, a batch at a time, until told to finish and nothing is left;
+/// the last one to end says so.
+fn reap(queue: &Queue, done: &mpsc::Sender<()>) {
+    let mut pending = queue.lock();
+    loop {
+        if pending.abandoned {
+            break;
+        }
+        if pending.paths.is_empty() || (pending.held && !pending.finish) {
+            if pending.finish {
+                break;
+            }
+            pending = queue.wake.wait(pending).unwrap_or_else(|poisoned| poisoned.into_inner());
+            continue;
+        }
+        if pending.paths.len() < BATCH && !pending.finish {
+            // Let the batch gather (a full one, or the close, wakes this earlier).
+            pending = queue
+                .wake
+                .wait_timeout(pending, GATHER)
+                .map(|(guard, _)| guard)
+                .unwrap_or_else(|poisoned| poisoned.into_inner().0);
+        }
+        let keep = pending.paths.len().saturating_sub(BATCH);
+        let batch = pending.paths.split_off(keep);
+        if !pending.paths.is_empty() {
+            // More than a batch: another thread takes the rest, so that the unlinks (and the discards
+            // behind them) overlap.
+            queue.wake.notify_one();
+        }
+        drop(pending);
+        for path in batch {
+            // A failure leaves the file where the session's close or the next recovery deletes it;
+            // an acked file is never an entry again, wherever it stays.
+            let _ = fsio::unlink(&path);
+        }
+        pending = queue.lock();
+    }
+    pending.threads -= 1;
+    let last = pending.threads == 0;
+    drop(pending);
+    if last {
+        let _ = done.send(());
+    }
+}
