@@ -13,6 +13,8 @@
 //! - [`init`], [`Config`], [`Guard`]: set up once, keep the guard for the life of the program.
 //! - Panics (a chained panic hook) and fatal signals (SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT, SIGTRAP,
 //!   stack overflow on any thread) become crash reports, durable in the spool before the hook returns.
+//! - Handled errors and messages ([`capture_error`], [`capture_message`]) become events, written
+//!   by a background writer (never blocking the caller on the disk; [`flush`] for the careful).
 //! - Log records ([`log()`](crate::log()), the `log` and `tracing` features) become breadcrumbs and log batches.
 //! - [`upload`]: the shielded uploader that drains a spool to a collector.
 //! - [`protocol`]: the wire protocol shared with the collector (PROTOCOL.md).
@@ -22,6 +24,7 @@
 
 mod config;
 mod crashloop;
+mod event;
 pub mod grouping;
 mod host;
 mod init;
@@ -37,7 +40,8 @@ pub mod symbolize;
 mod tracing_layer;
 pub mod upload;
 
-pub use config::{BeforeSend, Config, check_url};
+pub use config::{BeforeSend, BeforeSendEvent, Config, check_url};
+pub use event::{capture_error, capture_message, flush};
 pub use host::host_name;
 pub(crate) use host::now_millis;
 pub use init::default_spools_dir;

@@ -155,6 +155,7 @@ impl LogPipe {
     }
 
     /// Writes what is queued now into the spool; waits at most `timeout`. True when it was written.
+    #[cfg(test)]
     pub fn flush(&self, timeout: Duration) -> bool {
         self.flush_until(Instant::now() + timeout)
     }

@@ -219,6 +219,84 @@ pub struct LogBatch {
     pub dropped_before: u64,
 }
 
+/// The version of the `event` body schema that this lastword writes (REPORT.md, "Event").
+pub const EVENT_VERSION: u32 = 1;
+
+/// A handled error or a message the application reports: the body of an `event` entry
+/// (REPORT.md, "Event"). First stored as its raw capture (frames with addresses and modules only,
+/// no fingerprint, the spool entry flagged `FLAG_UNSYMBOLIZED`); symbolized, fingerprinted and
+/// decided (the event-loop limit, `before_send_event`) when it is first prepared for upload.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct EventReport {
+    /// Always `event`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The schema's version ([`EVENT_VERSION`]); a reader skips fields it does not know.
+    pub version: u32,
+    /// `ERROR`, `WARN`, `INFO`, `DEBUG` or `TRACE`.
+    pub level: String,
+    /// The message: the error's `Display`, or the message given.
+    pub message: String,
+    /// The error, for `capture_error`: its type and its whole `source()` chain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorInfo>,
+    /// Milliseconds since the Unix epoch, when it was captured.
+    pub ts_ms: u64,
+    /// The capturing thread.
+    pub thread: ThreadInfo,
+    /// The caller's frames, innermost first (the caller of `capture_error` is the first).
+    #[serde(default)]
+    pub frames: Vec<Frame>,
+    /// Whether `frames` carry function names.
+    #[serde(default)]
+    pub symbolized: bool,
+    /// Why symbolization was not possible (or only partly).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub symbolization_error: Option<String>,
+    /// The modules the frames are in.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub modules: Vec<Module>,
+    /// Groups the same event together (REPORT.md, "Grouping"); empty in the raw capture.
+    #[serde(default)]
+    pub fingerprint: String,
+    /// Where it happened.
+    pub context: Context,
+    /// Events with this fingerprint counted and not sent since the last one sent (event-loop limit).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub loop_suppressed: u64,
+    /// Events dropped (the event queue was full) since the previous event this process stored.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub dropped_before: u64,
+}
+
+/// An error and its causes.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorInfo {
+    /// The error's type name: `std::any::type_name` of the type given to `capture_error`; for a
+    /// `dyn Error`, the leading name of its `Debug` output (best effort), else absent.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub type_name: Option<String>,
+    /// Its `Display`.
+    pub message: String,
+    /// Its `source()` chain, the error's own source first, the root cause last.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chain: Vec<ErrorCause>,
+    /// The error's own backtrace as text, where it carries one (`anyhow`, with the `anyhow`
+    /// feature): symbolized by whoever made it, not by lastword.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backtrace: Option<String>,
+}
+
+/// One error of a `source()` chain.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorCause {
+    /// The leading name of its `Debug` output, when it looks like a type's (best effort).
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub type_name: Option<String>,
+    /// Its `Display`.
+    pub message: String,
+}
+
 /// A function name without its `::h0123456789abcdef` hash suffix.
 pub fn strip_hash(name: &str) -> String {
     match name.rsplit_once("::h") {
