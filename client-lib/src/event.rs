@@ -58,6 +58,19 @@ pub fn capture_error<E: Error + ?Sized>(error: &E) -> EntryId {
     capture_error_named((!name.starts_with("dyn ")).then_some(name), &error)
 }
 
+/// Reports an `anyhow::Error` as [`capture_error`] does, with its chain (`anyhow`'s context layers
+/// and the error they wrap) and, when the error captured one (`RUST_BACKTRACE` or
+/// `RUST_LIB_BACKTRACE` set), its own backtrace as text in `error.backtrace`. The type name is
+/// absent: `anyhow` hides it.
+#[cfg(feature = "anyhow")]
+#[inline(always)]
+pub fn capture_anyhow(error: &anyhow::Error) -> EntryId {
+    let backtrace = error.backtrace();
+    let text =
+        (backtrace.status() == std::backtrace::BacktraceStatus::Captured).then(|| backtrace.to_string());
+    capture_error_with(None, error.as_ref(), text)
+}
+
 /// Reports a message as an event at `level` (no error, no backtrace): grouped by the message with
 /// its digits removed. Never blocks on the disk (see [`capture_error`]).
 ///
@@ -86,9 +99,17 @@ pub fn flush(timeout: Duration) -> Result<(), crate::upload::FlushError> {
     }
 }
 
-/// The non-generic part of [`capture_error`]: its frame is where the caller's backtrace is cut.
-#[inline(never)]
+/// The non-generic part of [`capture_error`], inlined into it like it.
+#[inline(always)]
 fn capture_error_named(type_name: Option<&str>, error: &dyn Error) -> EntryId {
+    capture_error_with(type_name, error, None)
+}
+
+/// What every `capture_*` of an error does, with the error's own backtrace as text: never inlined,
+/// its frame is where the caller's backtrace is cut (the `capture_*` above it are inlined into the
+/// caller, and cut by name when the event is symbolized).
+#[inline(never)]
+fn capture_error_with(type_name: Option<&str>, error: &dyn Error, backtrace: Option<String>) -> EntryId {
     let id = EntryId::generate();
     let Some(shared) = crate::init::shared() else { return id };
     let addresses = capture();
@@ -96,7 +117,7 @@ fn capture_error_named(type_name: Option<&str>, error: &dyn Error) -> EntryId {
     let report = EventReport {
         level: Level::Error.as_str().to_owned(),
         message: error.to_string(),
-        error: Some(error_info(type_name, error)),
+        error: Some(ErrorInfo { backtrace, ..error_info(type_name, error) }),
         frames,
         modules,
         ..base(&shared)
@@ -159,11 +180,11 @@ pub(crate) fn debug_type_name(error: &dyn Error) -> Option<String> {
     (last.chars().next().is_some_and(|c| c.is_ascii_uppercase()) && !name.ends_with(':')).then_some(name)
 }
 
-/// The return addresses of the calling thread below [`capture_error_named`], innermost (the caller
+/// The return addresses of the calling thread below [`capture_error_with`], innermost (the caller
 /// of `capture_error`) first. If that frame is not found, every frame is kept.
 #[inline(never)]
 fn capture() -> Vec<usize> {
-    let marker = capture_error_named as fn(Option<&str>, &dyn Error) -> EntryId as usize;
+    let marker = capture_error_with as fn(Option<&str>, &dyn Error, Option<String>) -> EntryId as usize;
     let mut above = Vec::with_capacity(8);
     let mut below = Vec::with_capacity(32);
     let mut found = false;

@@ -41,6 +41,8 @@ mod tracing_layer;
 pub mod upload;
 
 pub use config::{BeforeSend, BeforeSendEvent, Config, check_url};
+#[cfg(feature = "anyhow")]
+pub use event::capture_anyhow;
 pub use event::{capture_error, capture_message, flush};
 pub use host::host_name;
 pub(crate) use host::now_millis;

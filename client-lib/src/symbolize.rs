@@ -658,7 +658,7 @@ fn resolve_event_in(event: &mut EventReport, symbolizer: &mut Symbolizer) {
 /// Cuts `capture_error` itself from the top of an event's frames: it is inlined into its caller
 /// (the capture cut the stack at the function it calls, by address), so it shows as an inlined
 /// frame at the caller's first address. Only frames at that first address are looked at, by name
-/// (`capture_error`, `capture_error<…>` with line tables only, or its path).
+/// (`capture_error`, `capture_error<…>` with line tables only, or its path; `capture_anyhow`).
 fn cut_capture_error(frames: &mut Vec<Frame>) {
     let Some(first) = frames.first().map(|f| f.address.clone()) else { return };
     let ours = frames
@@ -667,7 +667,10 @@ fn cut_capture_error(frames: &mut Vec<Frame>) {
         .take_while(|f| {
             f.function.as_deref().is_some_and(|name| {
                 let path = name.split('<').next().unwrap_or(name);
-                path.rsplit("::").next() == Some("capture_error")
+                matches!(
+                    path.rsplit("::").next(),
+                    Some("capture_error" | "capture_error_named" | "capture_anyhow")
+                )
             })
         })
         .count();

@@ -126,3 +126,24 @@ fn ten_thousand_errors_then_exit_are_all_delivered_or_counted() {
         record.bodies.values().map(|b| serde_json::from_str::<EventReport>(b).unwrap().dropped_before).sum();
     assert!(travelled <= dropped);
 }
+
+#[test]
+fn an_anyhow_error_carries_its_context_chain_and_its_own_backtrace() {
+    let dir = tempfile::tempdir().unwrap();
+    let collector = TestCollector::start(Behaviour::Accept);
+    let ids = event_app(
+        "anyhow",
+        &dir.path().join("spool"),
+        Some(&collector.url()),
+        &[("RUST_LIB_BACKTRACE", "1")],
+    );
+    collector.wait_for(Duration::from_secs(30), "the event", |r| r.stored.contains_key(&ids[0]));
+    let event = &stored_events(&collector, &ids)[0];
+    assert_eq!(event.message, "loading the config");
+    let error = event.error.as_ref().unwrap();
+    let chain: Vec<&str> = error.chain.iter().map(|c| c.message.as_str()).collect();
+    assert_eq!(chain, ["reading the port", "invalid digit found in string"]);
+    assert!(error.backtrace.as_deref().is_some_and(|b| b.contains("event_app")), "{:?}", error.backtrace);
+    let top = event.frames[0].function.as_deref().unwrap();
+    assert!(top.contains("report_anyhow"), "{:?}", event.frames);
+}

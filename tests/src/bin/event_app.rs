@@ -33,6 +33,12 @@ fn load_config(n: u32) -> lastword::spool::EntryId {
     lastword::capture_error(&error)
 }
 
+/// The application's own function that reports an anyhow error.
+#[inline(never)]
+fn report_anyhow(error: &anyhow::Error) -> lastword::spool::EntryId {
+    lastword::capture_anyhow(error)
+}
+
 fn main() {
     let case = std::env::args().nth(1).unwrap_or_default();
     let mut config =
@@ -75,6 +81,11 @@ fn main() {
             }
             // `exit` skips the guard's drop: the atexit hook writes the queue out.
             std::process::exit(0);
+        }
+        "anyhow" => {
+            use anyhow::Context as _;
+            let error = "80x".parse::<u16>().context("reading the port").context("loading the config");
+            println!("event {}", report_anyhow(&error.expect_err("not a number")));
         }
         other => {
             eprintln!("event-app: unknown case {other:?}");
