@@ -129,12 +129,16 @@ fn capture_error_with(type_name: Option<&str>, error: &dyn Error, backtrace: Opt
 /// An event with what every event has, and nothing else.
 fn base(shared: &crate::init::Shared) -> EventReport {
     let current = std::thread::current();
+    let scope = crate::scope::current().as_deref().cloned().unwrap_or_default();
+    let mut context = shared.context_now();
+    crate::scope::apply_environment(&scope, &mut context);
     EventReport {
         kind: "event".into(),
         version: EVENT_VERSION,
         ts_ms: crate::now_millis(),
         thread: ThreadInfo { name: current.name().map(str::to_owned), id: Some(crate::panic::thread_id()) },
-        context: shared.context_now(),
+        context,
+        scope,
         ..EventReport::default()
     }
 }

@@ -105,8 +105,12 @@ fn report(shared: &Shared, info: &PanicHookInfo<'_>) {
         info.location().map(|l| Location { file: l.file().to_owned(), line: l.line(), column: l.column() });
     let (frames, modules) = raw_frames(&addresses);
     let current = std::thread::current();
-    let context = shared.context_now();
+    let mut context = shared.context_now();
+    // The panicking thread's (or task's) scope; never waited for.
+    let scope = crate::scope::current().as_deref().cloned().unwrap_or_default();
+    crate::scope::apply_environment(&scope, &mut context);
     let report = CrashReport {
+        scope,
         kind: "panic".into(),
         fingerprint: panic_fingerprint(&context.app, location.as_ref(), &message),
         message,

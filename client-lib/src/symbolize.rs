@@ -35,7 +35,7 @@ pub struct RawModule {
 }
 
 /// A raw signal report, parsed.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct RawReport {
     /// Signal number.
     pub signal: i32,
@@ -57,6 +57,8 @@ pub struct RawReport {
     pub sp: u64,
     /// The context JSON written at init.
     pub context: Option<Context>,
+    /// The process-wide scope when the signal came (`scope` line).
+    pub scope: Option<crate::report::Scope>,
     /// Loaded modules.
     pub modules: Vec<RawModule>,
     /// The last log records before the signal, oldest first (`crumb` lines).
@@ -123,6 +125,8 @@ pub fn parse_raw(body: &[u8]) -> Result<RawReport, String> {
             "pc" => raw.pc = hex(value).ok_or_else(bad)?,
             "sp" => raw.sp = hex(value).ok_or_else(bad)?,
             "context" => raw.context = serde_json::from_str(value).ok(),
+            // A scope that does not read costs only itself.
+            "scope" => raw.scope = serde_json::from_str(value).ok(),
             "module" => {
                 let mut f = value.splitn(5, ' ');
                 let mut next = || f.next().ok_or_else(bad);
@@ -467,8 +471,11 @@ pub(crate) fn symbolize_with(raw: &RawReport, symbolizer: &mut Symbolizer) -> Cr
     let frames: Vec<Frame> = physical.into_iter().flat_map(|p| p.frames).collect();
     let modules = modules_of(&frames, &raw.modules);
     let name = signal_name(raw.signal);
-    let (message, thread, context) = signal_fields(raw, &mut errors);
+    let (message, thread, mut context) = signal_fields(raw, &mut errors);
+    let scope = raw.scope.clone().unwrap_or_default();
+    crate::scope::apply_environment(&scope, &mut context);
     CrashReport {
+        scope,
         kind: "signal".into(),
         fingerprint,
         symbolized: frames.iter().any(|f| f.function.is_some()),

@@ -147,3 +147,56 @@ fn an_anyhow_error_carries_its_context_chain_and_its_own_backtrace() {
     let top = event.frames[0].function.as_deref().unwrap();
     assert!(top.contains("report_anyhow"), "{:?}", event.frames);
 }
+
+#[test]
+fn events_and_log_batches_carry_the_scope_of_their_thread_at_the_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let collector = TestCollector::start(Behaviour::Accept);
+    let ids = event_app("scope-threads", &dir.path().join("spool"), Some(&collector.url()), &[]);
+    collector.wait_for(Duration::from_secs(30), "the events and two log batches", |r| {
+        ids.iter().all(|id| r.stored.contains_key(id)) && r.stored.len() >= ids.len() + 2
+    });
+    let events = stored_events(&collector, &ids);
+    let [process, block, other_thread, after] = &events[..] else { unreachable!() };
+    for event in [process, block, other_thread, after] {
+        assert_eq!(event.scope.tags.get("region").map(String::as_str), Some("eu-west-1"), "{event:?}");
+        assert_eq!(event.scope.user.as_ref().and_then(|u| u.id.as_deref()), Some("42"));
+        assert_eq!(event.scope.extra["build"]["sha"], "abc123");
+    }
+    assert_eq!(block.scope.tags.get("job").map(String::as_str), Some("nightly"));
+    assert_eq!(block.context.environment.as_deref(), Some("staging"), "the scope's environment wins");
+    assert_eq!(other_thread.scope.tags.get("job"), None, "another thread does not see the block");
+    assert_eq!(after.scope.tags.get("job"), None, "the block ended");
+    assert_ne!(after.context.environment.as_deref(), Some("staging"));
+    // Log batches: one per scope, each carrying its own.
+    let record = collector.record.lock().unwrap();
+    let batches: Vec<lastword::report::LogBatch> = record
+        .bodies
+        .values()
+        .filter(|b| b.contains(r#""type":"logs""#))
+        .map(|b| serde_json::from_str(b).unwrap())
+        .collect();
+    let scope_of = |message: &str| {
+        let batch = batches.iter().find(|b| b.records.iter().any(|r| r.message == message)).unwrap();
+        (batch.scope.tags.get("job").cloned(), batch.scope.tags.get("region").cloned())
+    };
+    assert_eq!(scope_of("a log record in the block"), (Some("nightly".into()), Some("eu-west-1".into())));
+    assert_eq!(scope_of("a log record outside"), (None, Some("eu-west-1".into())));
+}
+
+#[test]
+fn a_scope_set_in_one_tokio_task_does_not_leak_into_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let collector = TestCollector::start(Behaviour::Accept);
+    let ids = event_app("scope-tasks", &dir.path().join("spool"), Some(&collector.url()), &[]);
+    collector.wait_for(Duration::from_secs(30), "three events", |r| {
+        ids.iter().all(|id| r.stored.contains_key(id))
+    });
+    let events = stored_events(&collector, &ids);
+    let request = |e: &EventReport| e.scope.tags.get("request").cloned();
+    assert_eq!(events[0].message, "task a before");
+    assert_eq!(request(&events[0]).as_deref(), Some("a"));
+    assert_eq!(request(&events[1]).as_deref(), Some("a"), "kept across an await, on any worker");
+    assert_eq!(events[2].message, "task b");
+    assert_eq!(request(&events[2]), None, "task b never carries task a's scope");
+}

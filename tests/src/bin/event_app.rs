@@ -87,6 +87,59 @@ fn main() {
             let error = "80x".parse::<u16>().context("reading the port").context("loading the config");
             println!("event {}", report_anyhow(&error.expect_err("not a number")));
         }
+        "scope-threads" => {
+            lastword::configure_scope(|s| {
+                s.set_tag("region", "eu-west-1");
+                s.set_user(Some(lastword::report::User { id: Some("42".into()), ..Default::default() }));
+                s.set_extra("build", serde_json::json!({"sha": "abc123", "n": 7}));
+            });
+            println!("event {}", lastword::capture_message(lastword::Level::Info, "process-wide"));
+            lastword::with_scope(
+                |s| {
+                    s.set_tag("job", "nightly");
+                    s.set_environment(Some("staging".into()));
+                },
+                || {
+                    println!("event {}", lastword::capture_message(lastword::Level::Info, "in the block"));
+                    // Another thread, while the block runs: the process-wide scope only.
+                    let other = std::thread::spawn(|| {
+                        lastword::capture_message(lastword::Level::Info, "other thread")
+                    });
+                    println!("event {}", other.join().expect("thread"));
+                    lastword::log(lastword::Level::Warn, "event_app", "a log record in the block");
+                },
+            );
+            println!("event {}", load_config(3));
+            lastword::log(lastword::Level::Warn, "event_app", "a log record outside");
+        }
+        "scope-tasks" => {
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).build().expect("runtime");
+            rt.block_on(async {
+                let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+                let a = tokio::spawn(lastword::scoped(
+                    |s| {
+                        s.set_tag("request", "a");
+                    },
+                    async move {
+                        let first = lastword::capture_message(lastword::Level::Info, "task a before");
+                        // Waits for task b, which may run on this very worker thread meanwhile.
+                        let _ = rx.await;
+                        tokio::task::yield_now().await;
+                        (first, lastword::capture_message(lastword::Level::Info, "task a after"))
+                    },
+                ));
+                let b = tokio::spawn(async move {
+                    let id = lastword::capture_message(lastword::Level::Info, "task b");
+                    let _ = tx.send(());
+                    id
+                });
+                let (a1, a2) = a.await.expect("task a");
+                let b = b.await.expect("task b");
+                for id in [a1, a2, b] {
+                    println!("event {id}");
+                }
+            });
+        }
         other => {
             eprintln!("event-app: unknown case {other:?}");
             std::process::exit(64);
