@@ -200,3 +200,25 @@ fn a_scope_set_in_one_tokio_task_does_not_leak_into_another() {
     assert_eq!(events[2].message, "task b");
     assert_eq!(request(&events[2]), None, "task b never carries task a's scope");
 }
+
+#[test]
+fn the_event_loop_limit_sends_the_same_event_n_times_an_hour_and_counts_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool_dir = dir.path().join("spool");
+    let collector = TestCollector::start(Behaviour::Accept);
+    let ids = event_app("repeat", &spool_dir, Some(&collector.url()), &[("EVENT_APP_LOOP_LIMIT", "3")]);
+    assert_eq!(ids.len(), 10);
+    let spool = Spool::open(&spool_dir, SpoolOptions::default()).unwrap();
+    let suppressed = || spool.add_to_counter("event_loop_suppressed", 0).unwrap();
+    collector.wait_for(Duration::from_secs(30), "three events", |r| r.stored.len() == 3);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while suppressed() < 7 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(suppressed(), 7);
+    let events = stored_events(&collector, &ids[..3]);
+    assert!(events.iter().all(|e| e.loop_suppressed == 0));
+    assert!(lastword::spool::SpoolView::open(&spool_dir).unwrap().list().unwrap().is_empty());
+    // The crashes' own limit is untouched by events.
+    assert_eq!(spool.add_to_counter("crash_loop_suppressed", 0).unwrap(), 0);
+}

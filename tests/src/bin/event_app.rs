@@ -87,6 +87,11 @@ fn main() {
             let error = "80x".parse::<u16>().context("reading the port").context("loading the config");
             println!("event {}", report_anyhow(&error.expect_err("not a number")));
         }
+        "repeat" => {
+            for n in 0..10 {
+                println!("event {}", load_config(n));
+            }
+        }
         "scope-threads" => {
             lastword::configure_scope(|s| {
                 s.set_tag("region", "eu-west-1");
