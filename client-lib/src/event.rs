@@ -105,19 +105,27 @@ fn capture_error_named(type_name: Option<&str>, error: &dyn Error) -> EntryId {
     capture_error_with(type_name, error, None)
 }
 
-/// What every `capture_*` of an error does, with the error's own backtrace as text: never inlined,
-/// its frame is where the caller's backtrace is cut (the `capture_*` above it are inlined into the
-/// caller, and cut by name when the event is symbolized).
-#[inline(never)]
+/// What every `capture_*` of an error does, with the error's own backtrace as text; inlined into
+/// its callers like them.
+#[inline(always)]
 fn capture_error_with(type_name: Option<&str>, error: &dyn Error, backtrace: Option<String>) -> EntryId {
+    let info = ErrorInfo { backtrace, ..error_info(type_name, error) };
+    capture_error_info(Level::Error, info.message.clone(), info)
+}
+
+/// Captures an event of an error already read ([`error_info`]) with the caller's backtrace: never
+/// inlined, its frame is where the caller's backtrace is cut (the `capture_*` above it are inlined
+/// into the caller, and cut by name when the event is symbolized). The `tracing` layer calls it.
+#[inline(never)]
+pub(crate) fn capture_error_info(level: Level, message: String, error: ErrorInfo) -> EntryId {
     let id = EntryId::generate();
     let Some(shared) = crate::init::shared() else { return id };
     let addresses = capture();
     let (frames, modules) = crate::panic::raw_frames(&addresses);
     let report = EventReport {
-        level: Level::Error.as_str().to_owned(),
-        message: error.to_string(),
-        error: Some(ErrorInfo { backtrace, ..error_info(type_name, error) }),
+        level: level.as_str().to_owned(),
+        message,
+        error: Some(error),
         frames,
         modules,
         ..base(&shared)
@@ -184,11 +192,11 @@ pub(crate) fn debug_type_name(error: &dyn Error) -> Option<String> {
     (last.chars().next().is_some_and(|c| c.is_ascii_uppercase()) && !name.ends_with(':')).then_some(name)
 }
 
-/// The return addresses of the calling thread below [`capture_error_with`], innermost (the caller
+/// The return addresses of the calling thread below [`capture_error_info`], innermost (the caller
 /// of `capture_error`) first. If that frame is not found, every frame is kept.
 #[inline(never)]
 fn capture() -> Vec<usize> {
-    let marker = capture_error_with as fn(Option<&str>, &dyn Error, Option<String>) -> EntryId as usize;
+    let marker = capture_error_info as fn(Level, String, ErrorInfo) -> EntryId as usize;
     let mut above = Vec::with_capacity(8);
     let mut below = Vec::with_capacity(32);
     let mut found = false;

@@ -676,7 +676,7 @@ fn cut_capture_error(frames: &mut Vec<Frame>) {
                 let path = name.split('<').next().unwrap_or(name);
                 matches!(
                     path.rsplit("::").next(),
-                    Some("capture_error" | "capture_error_named" | "capture_anyhow")
+                    Some("capture_error" | "capture_error_named" | "capture_error_with" | "capture_anyhow")
                 )
             })
         })

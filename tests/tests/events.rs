@@ -222,3 +222,37 @@ fn the_event_loop_limit_sends_the_same_event_n_times_an_hour_and_counts_the_rest
     // The crashes' own limit is untouched by events.
     assert_eq!(spool.add_to_counter("crash_loop_suppressed", 0).unwrap(), 0);
 }
+
+#[test]
+fn a_tracing_error_with_an_error_field_becomes_an_event_with_its_chain_when_the_layer_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let collector = TestCollector::start(Behaviour::Accept);
+    event_app("tracing", &dir.path().join("spool"), Some(&collector.url()), &[]);
+    // The guard's drop delivered everything: one event and the log batch.
+    collector.wait_for(Duration::from_secs(30), "the event and the log batch", |r| r.stored.len() >= 2);
+    let record = collector.record.lock().unwrap();
+    let events: Vec<EventReport> = record
+        .bodies
+        .values()
+        .filter(|b| b.contains(r#""type":"event""#))
+        .map(|b| serde_json::from_str(b).unwrap())
+        .collect();
+    assert_eq!(events.len(), 1, "only the ERROR with an error field: {events:?}");
+    let event = &events[0];
+    assert_eq!((event.level.as_str(), event.message.as_str()), ("ERROR", "lookup failed"));
+    let error = event.error.as_ref().unwrap();
+    assert_eq!(error.message, "bad port in /etc/app.toml");
+    assert_eq!(error.type_name.as_deref(), Some("ConfigError"));
+    assert_eq!(error.chain[0].message, "invalid digit found in string");
+    assert!(
+        event
+            .frames
+            .iter()
+            .any(|f| f.in_app && f.function.as_deref().is_some_and(|n| n.contains("log_with_tracing"))),
+        "{:?}",
+        event.frames
+    );
+    // Every record is still a log record.
+    let logs: String = record.bodies.values().filter(|b| b.contains(r#""type":"logs""#)).cloned().collect();
+    assert!(logs.contains("lookup failed") && logs.contains("only a warning"), "{logs}");
+}

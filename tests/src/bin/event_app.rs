@@ -39,6 +39,14 @@ fn report_anyhow(error: &anyhow::Error) -> lastword::spool::EntryId {
     lastword::capture_anyhow(error)
 }
 
+/// The application's own function that logs an error through `tracing`.
+#[inline(never)]
+fn log_with_tracing() {
+    let source = "80x".parse::<u16>().expect_err("not a number");
+    let error = ConfigError { path: "/etc/app.toml".into(), source };
+    tracing::error!(error = &error as &dyn Error, user = 7, "lookup failed");
+}
+
 fn main() {
     let case = std::env::args().nth(1).unwrap_or_default();
     let mut config =
@@ -143,6 +151,18 @@ fn main() {
                 for id in [a1, a2, b] {
                     println!("event {id}");
                 }
+            });
+        }
+        "tracing" => {
+            use tracing_subscriber::layer::SubscriberExt as _;
+            let layer = lastword::Layer::default().errors_as_events(true);
+            let subscriber = tracing_subscriber::registry().with(layer);
+            tracing::subscriber::with_default(subscriber, || {
+                log_with_tracing();
+                // Not events: an ERROR without an error field, and a WARN with one.
+                tracing::error!(code = 3, "failed without an error");
+                let e = "y".parse::<u8>().expect_err("not a number");
+                tracing::warn!(error = &e as &dyn Error, "only a warning");
             });
         }
         other => {
