@@ -36,12 +36,12 @@ fn failing_lookup() -> lastword::spool::EntryId {
 #[test]
 fn events_child() {
     let Ok(spool) = std::env::var("EVENTS_CHILD_SPOOL") else { return };
-    let config = lastword::Config::new("shop")
-        .spool(spool)
-        .url(std::env::var("EVENTS_CHILD_URL").unwrap())
-        .token(TOKEN)
-        .signals(false)
-        .exit_deadline(Duration::from_secs(20));
+    let config = lastword::Config::new("shop").spool(spool).token(TOKEN).signals(false);
+    let config = match std::env::var("EVENTS_CHILD_URL") {
+        Ok(url) => config.url(url),
+        Err(_) => config.no_url(),
+    };
+    let config = config.exit_deadline(Duration::from_secs(20));
     let guard = lastword::init(config).unwrap();
     lastword::configure_scope(|s| {
         s.set_tag("region", "eu");
@@ -141,4 +141,28 @@ fn events_reach_a_real_collector_grouped_and_found_by_kind_and_tag() {
     let table = String::from_utf8(table.stdout).unwrap();
     assert!(table.starts_with("KIND") && table.contains("event"), "{table}");
     drop(collector);
+}
+
+#[test]
+fn lastword_show_gives_an_event_in_the_spool_as_it_will_be_uploaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "events_child", "--nocapture", "--test-threads=1", "--quiet"])
+        .env("EVENTS_CHILD_SPOOL", &spool)
+        .env_remove("EVENTS_CHILD_URL")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let printed = String::from_utf8(out.stdout).unwrap();
+    let id = printed.lines().find_map(|l| l.strip_prefix("error ")).unwrap();
+    let shown = Command::new(binary()).args(["show", id, "--json", "--spool"]).arg(&spool).output().unwrap();
+    assert!(shown.status.success(), "{}", String::from_utf8_lossy(&shown.stderr));
+    let shown: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+    let body = &shown["body"];
+    assert_eq!((shown["kind"].as_str(), body["type"].as_str()), (Some("event"), Some("event")));
+    assert_eq!(body["error"]["chain"][0]["message"], "invalid digit found in string");
+    assert!(body["frames"][0]["function"].as_str().unwrap().contains("failing_lookup"), "{body}");
+    assert_eq!(body["fingerprint"].as_str().unwrap().len(), 16, "fingerprinted as when uploaded");
+    assert_eq!(body["scope"]["tags"]["region"], "eu");
 }
