@@ -87,6 +87,18 @@ fn with_lastword(e: &LookupError) {
     std::hint::black_box(lastword::capture_error(e));
 }
 
+/// The stack walk alone, as the capture does it (the `backtrace` crate's `trace`, return addresses
+/// only): shown for reference, to tell the walk's share of `capture_error` from the rest.
+#[inline(never)]
+fn walk_only(_: &LookupError) {
+    let mut ips = Vec::with_capacity(32);
+    backtrace::trace(|frame| {
+        ips.push(frame.ip() as usize);
+        ips.len() < 128
+    });
+    std::hint::black_box(ips);
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Side {
     Appender,
@@ -301,12 +313,20 @@ fn main() {
             quantile(&mut ratios, 0.75),
         )
     });
+    // The stack walk's share, for reference (same depth, same errors).
+    let walk = measure.then(|| {
+        let errors: Vec<LookupError> = (0..CHUNK).map(error).collect();
+        let mut ns: Vec<f64> = (0..11)
+            .map(|_| time(|| errors.iter().for_each(walk_only)).as_secs_f64() * 1e9 / CHUNK as f64)
+            .collect();
+        format!("of which the stack walk alone (backtrace::trace, for reference): {:.0} ns", median(&mut ns))
+    });
     let losses = sides.finish();
     c.final_summary();
     if let Some(table) = table {
         println!();
         println!("lastword events: medians of interleaved runs in this process");
-        for line in std::iter::once(&table).chain(&losses) {
+        for line in std::iter::once(&table).chain(&walk).chain(&losses) {
             println!("  {line}");
         }
     }

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use lastword_spool::{EntryId, FLAG_UNSYMBOLIZED, Kind, Spool};
 
 use crate::logs::Level;
-use crate::report::{EVENT_VERSION, ErrorCause, ErrorInfo, EventReport, ThreadInfo};
+use crate::report::{Context, EVENT_VERSION, ErrorCause, ErrorInfo, EventReport, ThreadInfo};
 
 /// The spool counter of events dropped because the event queue was full (or the spool refused them).
 pub(crate) const DROPPED_COUNTER: &str = "events_dropped";
@@ -82,9 +82,12 @@ pub fn capture_anyhow(error: &anyhow::Error) -> EntryId {
 pub fn capture_message(level: Level, message: &str) -> EntryId {
     let id = EntryId::generate();
     let Some(shared) = crate::init::shared() else { return id };
-    let report =
-        EventReport { level: level.as_str().to_owned(), message: message.to_owned(), ..base(&shared) };
-    shared.events.send(id, report);
+    let report = EventReport {
+        level: level.as_str().to_owned(),
+        message: message.to_owned(),
+        ..EventReport::default()
+    };
+    shared.events.send_pending(id, pending(&shared, report));
     id
 }
 
@@ -121,34 +124,60 @@ pub(crate) fn capture_error_info(level: Level, message: String, error: ErrorInfo
     let id = EntryId::generate();
     let Some(shared) = crate::init::shared() else { return id };
     let addresses = capture();
-    let (frames, modules) = crate::panic::raw_frames(&addresses);
     let report = EventReport {
         level: level.as_str().to_owned(),
         message,
         error: Some(error),
-        frames,
-        modules,
-        ..base(&shared)
+        ..EventReport::default()
     };
-    shared.events.send(id, report);
+    let mut pending = pending(&shared, report);
+    pending.addresses = addresses;
+    shared.events.send_pending(id, pending);
     id
 }
 
-/// An event with what every event has, and nothing else.
-fn base(shared: &crate::init::Shared) -> EventReport {
+/// What the caller's thread hands to the writer: the event with what must be taken at the time
+/// (when, which thread, the scope), and the raw addresses; the writer makes the frames, the
+/// modules and the context, off the caller's thread.
+pub(crate) struct Pending {
+    report: EventReport,
+    addresses: Vec<usize>,
+    scope: Option<Arc<crate::report::Scope>>,
+    uptime_ms: u64,
+}
+
+/// `report` with what every event has.
+fn pending(shared: &crate::init::Shared, report: EventReport) -> Pending {
     let current = std::thread::current();
-    let scope = crate::scope::current().as_deref().cloned().unwrap_or_default();
-    let mut context = shared.context_now();
-    crate::scope::apply_environment(&scope, &mut context);
-    EventReport {
-        kind: "event".into(),
-        version: EVENT_VERSION,
-        ts_ms: crate::now_millis(),
-        thread: ThreadInfo { name: current.name().map(str::to_owned), id: Some(crate::panic::thread_id()) },
-        context,
-        scope,
-        ..EventReport::default()
+    Pending {
+        report: EventReport {
+            ts_ms: crate::now_millis(),
+            thread: ThreadInfo {
+                name: current.name().map(str::to_owned),
+                id: Some(crate::panic::thread_id()),
+            },
+            ..report
+        },
+        addresses: Vec::new(),
+        scope: crate::scope::current(),
+        uptime_ms: shared.uptime_ms(),
     }
+}
+
+/// The event the writer stores: frames, modules, context and scope filled in.
+fn complete(pending: Pending, context: &Context) -> EventReport {
+    let Pending { mut report, addresses, scope, uptime_ms } = pending;
+    if !addresses.is_empty() {
+        (report.frames, report.modules) = crate::panic::raw_frames(&addresses);
+    }
+    report.kind = "event".into();
+    report.version = EVENT_VERSION;
+    report.context = Context { uptime_ms, ..context.clone() };
+    if let Some(scope) = scope {
+        crate::scope::apply_environment(&scope, &mut report.context);
+        report.scope = (*scope).clone();
+    }
+    report
 }
 
 /// The error's type, message and `source()` chain.
@@ -222,7 +251,7 @@ fn capture() -> Vec<usize> {
 }
 
 enum Msg {
-    Event(EntryId, Box<EventReport>),
+    Event(EntryId, Box<Pending>),
     Flush(mpsc::Sender<()>),
     Stop,
 }
@@ -237,21 +266,27 @@ pub(crate) struct EventPipe {
 }
 
 impl EventPipe {
-    pub fn start(spool: Spool, queue: usize) -> std::io::Result<Self> {
+    pub fn start(spool: Spool, queue: usize, context: Context) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::sync_channel(queue.max(1));
         let dropped = Arc::new(AtomicU64::new(0));
         let writer_dropped = dropped.clone();
         let writer = std::thread::Builder::new()
             .name("lastword-events".into())
-            .spawn(move || write_events(&spool, &rx, &writer_dropped))?;
+            .spawn(move || write_events(&spool, &context, &rx, &writer_dropped))?;
         Ok(Self { tx, dropped, writer: Mutex::new(Some(writer)), pid: std::process::id() })
     }
 
     /// Hands one event to the writer. Never blocks: a full queue drops it, counted.
-    pub fn send(&self, id: EntryId, report: EventReport) {
-        if self.tx.try_send(Msg::Event(id, Box::new(report))).is_err() {
+    pub fn send_pending(&self, id: EntryId, pending: Pending) {
+        if self.tx.try_send(Msg::Event(id, Box::new(pending))).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// [`EventPipe::send_pending`] of an event without frames or scope.
+    #[cfg(test)]
+    pub fn send(&self, id: EntryId, report: EventReport) {
+        self.send_pending(id, Pending { report, addresses: Vec::new(), scope: None, uptime_ms: 0 });
     }
 
     /// Events dropped by this process so far.
@@ -297,7 +332,7 @@ impl EventPipe {
 
 /// The writer thread: one durable entry per event; the drops counted in the spool whenever the
 /// queue runs dry (not per event: a counter is a durable write too).
-fn write_events(spool: &Spool, rx: &Receiver<Msg>, dropped: &AtomicU64) {
+fn write_events(spool: &Spool, context: &Context, rx: &Receiver<Msg>, dropped: &AtomicU64) {
     let mut counted = 0u64;
     let mut reported = 0u64;
     let count = |counted: &mut u64| {
@@ -323,7 +358,8 @@ fn write_events(spool: &Spool, rx: &Receiver<Msg>, dropped: &AtomicU64) {
             }
         };
         match msg {
-            Msg::Event(id, mut report) => {
+            Msg::Event(id, pending) => {
+                let mut report = complete(*pending, context);
                 let now = dropped.load(Ordering::Relaxed);
                 report.dropped_before = now - reported;
                 let stored = serde_json::to_vec(&report).map_err(|e| e.to_string()).and_then(|body| {
@@ -399,7 +435,7 @@ mod tests {
     fn queued_events_are_stored_under_their_ids_and_drops_are_counted_in_the_spool() {
         let dir = tempfile::tempdir().unwrap();
         let spool = Spool::open(dir.path(), lastword_spool::SpoolOptions::default()).unwrap();
-        let pipe = EventPipe::start(spool.clone(), 8).unwrap();
+        let pipe = EventPipe::start(spool.clone(), 8, Context::default()).unwrap();
         let id = EntryId::generate();
         pipe.send(id, EventReport { message: "m".into(), ..EventReport::default() });
         pipe.dropped.fetch_add(3, Ordering::Relaxed);

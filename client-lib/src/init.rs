@@ -126,7 +126,7 @@ fn start(config: Config) -> Result<Guard, InitError> {
         policy,
         losses.clone(),
     )?;
-    let events = crate::event::EventPipe::start(spool.clone(), config.event_queue)?;
+    let events = crate::event::EventPipe::start(spool.clone(), config.event_queue, context.clone())?;
     let uploader = if config.urls.is_empty() {
         None
     } else {
@@ -283,6 +283,11 @@ impl Shared {
             Some(uploader) => uploader.flush(deadline.saturating_duration_since(Instant::now())),
             None => Ok(()),
         }
+    }
+
+    /// Milliseconds since `init`.
+    pub fn uptime_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
     /// The context with the uptime filled in.

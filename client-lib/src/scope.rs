@@ -21,6 +21,8 @@ use crate::report::Scope;
 
 /// The process-wide scope.
 static PROCESS: RwLock<Option<Arc<Scope>>> = RwLock::new(None);
+/// Held by [`configure_scope`] while it changes the process-wide scope.
+static WRITER: std::sync::Mutex<()> = std::sync::Mutex::new(());
 /// Ids of the layers of the threads' stacks.
 static NEXT_LAYER: AtomicU64 = AtomicU64::new(1);
 
@@ -38,12 +40,16 @@ thread_local! {
 ///     scope.set_user(Some(lastword::report::User { id: Some("42".into()), ..Default::default() }));
 /// });
 /// ```
+///
+/// Changes are made one at a time (calling `configure_scope` inside `change` would wait for
+/// itself); readers never wait for `change`: until it returns they see the scope before it.
 pub fn configure_scope(change: impl FnOnce(&mut Scope)) {
-    let mut process = PROCESS.write().unwrap_or_else(PoisonError::into_inner);
-    let mut scope = process.as_deref().cloned().unwrap_or_default();
+    let _one_at_a_time = WRITER.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut scope =
+        PROCESS.read().unwrap_or_else(PoisonError::into_inner).as_deref().cloned().unwrap_or_default();
     change(&mut scope);
     crate::signal::scope_line::LINE.publish(&scope);
-    *process = Some(Arc::new(scope));
+    *PROCESS.write().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(scope));
 }
 
 /// Runs `body` with the current scope changed by `change`, on this thread: reports made by `body`
