@@ -113,7 +113,9 @@ fn ten_thousand_errors_then_exit_are_all_delivered_or_counted() {
     assert!(delivered.is_subset(&printed), "only the app's events");
     let dropped = spool.add_to_counter("events_dropped", 0).unwrap();
     let suppressed = spool.add_to_counter("event_loop_suppressed", 0).unwrap();
-    assert_eq!(delivered.len(), 100, "the limit of one fingerprint: {summary:?}");
+    // The limit of one fingerprint, 100 an hour of the events' own time (200 if the burst crossed
+    // an hour's end).
+    assert!((100..=200).contains(&delivered.len()), "{} delivered: {summary:?}", delivered.len());
     assert_eq!(
         delivered.len() as u64 + dropped + suppressed,
         10_000,
@@ -210,14 +212,16 @@ fn the_event_loop_limit_sends_the_same_event_n_times_an_hour_and_counts_the_rest
     assert_eq!(ids.len(), 10);
     let spool = Spool::open(&spool_dir, SpoolOptions::default()).unwrap();
     let suppressed = || spool.add_to_counter("event_loop_suppressed", 0).unwrap();
-    collector.wait_for(Duration::from_secs(30), "three events", |r| r.stored.len() == 3);
+    // 3 an hour of the events' own time (6 if the ten crossed an hour's end, a few ms wide).
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while suppressed() < 7 && std::time::Instant::now() < deadline {
+    while collector.stored_ids().len() as u64 + suppressed() < 10 && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert_eq!(suppressed(), 7);
-    let events = stored_events(&collector, &ids[..3]);
-    assert!(events.iter().all(|e| e.loop_suppressed == 0));
+    let sent = collector.stored_ids().len() as u64;
+    assert!(sent == 3 || sent == 6, "{sent} sent");
+    assert_eq!(sent + suppressed(), 10, "each one sent or counted");
+    let first: Vec<EntryId> = ids[..3].to_vec();
+    assert!(stored_events(&collector, &first).iter().all(|e| e.loop_suppressed == 0), "the first three go");
     assert!(lastword::spool::SpoolView::open(&spool_dir).unwrap().list().unwrap().is_empty());
     // The crashes' own limit is untouched by events.
     assert_eq!(spool.add_to_counter("crash_loop_suppressed", 0).unwrap(), 0);
