@@ -110,7 +110,11 @@ pub fn show(args: &ShowArgs) -> Result<u8> {
     let entry = view.read(args.id)?;
     // A raw signal report or a panic's raw capture is shown the way it will be uploaded: symbolized.
     let body_json: Option<serde_json::Value> =
-        if entry.header.flags & (FLAG_RAW_SIGNAL | FLAG_UNSYMBOLIZED) != 0 {
+        if entry.header.kind == lastword::spool::Kind::Event && entry.header.flags & FLAG_UNSYMBOLIZED != 0 {
+            // An event's raw capture, symbolized and fingerprinted as it will be when uploaded.
+            lastword::symbolize::readable_event(entry.header.flags, &entry.body)
+                .and_then(|e| serde_json::to_value(e).ok())
+        } else if entry.header.flags & (FLAG_RAW_SIGNAL | FLAG_UNSYMBOLIZED) != 0 {
             lastword::symbolize::readable(entry.header.flags, &entry.body)
                 .and_then(|r| serde_json::to_value(r).ok())
         } else {

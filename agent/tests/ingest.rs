@@ -12,7 +12,8 @@ use common::*;
 use futures_util::{SinkExt as _, StreamExt as _};
 use lastword::protocol::{RejectReason, ServerMessage, close};
 use lastword_agent::collect::store::{
-    Batch, Group, LossesRow, Outcome, ReportFilter, ReportRow, Store, StoreError, StoredReport,
+    Batch, Group, GroupFilter, KindGroup, LossesRow, Outcome, ReportFilter, ReportRow, Store, StoreError,
+    StoredReport,
 };
 use lastword_agent::collect::{Limits, SqliteStore};
 use lastword_spool::{EntryId, Kind};
@@ -48,6 +49,9 @@ impl Store for Gated {
     async fn groups(&self, app: Option<String>, limit: u32) -> Result<Vec<Group>, StoreError> {
         self.inner.groups(app, limit).await
     }
+    async fn groups_of(&self, filter: GroupFilter) -> Result<Vec<KindGroup>, StoreError> {
+        self.inner.groups_of(filter).await
+    }
     async fn losses(&self) -> Result<Vec<LossesRow>, StoreError> {
         self.inner.losses().await
     }
@@ -67,6 +71,9 @@ impl Store for Broken {
         Ok(None)
     }
     async fn groups(&self, _: Option<String>, _: u32) -> Result<Vec<Group>, StoreError> {
+        Ok(Vec::new())
+    }
+    async fn groups_of(&self, _: GroupFilter) -> Result<Vec<KindGroup>, StoreError> {
         Ok(Vec::new())
     }
     async fn losses(&self) -> Result<Vec<LossesRow>, StoreError> {

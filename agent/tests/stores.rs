@@ -208,10 +208,10 @@ async fn postgres_schema_is_migrated_once_and_a_newer_one_is_refused() {
     let again = PostgresStore::open(&url).await.unwrap();
     assert_eq!(again.write(batch(vec![crash(id, "g", 1)])).await.unwrap(), [Outcome::Duplicate]);
     assert!(PostgresStore::open_read_only(&url).await.unwrap().report(id).await.unwrap().is_some());
-    assert_eq!(pg.psql("versions", "SELECT version FROM lastword_schema"), "2");
+    assert_eq!(pg.psql("versions", "SELECT version FROM lastword_schema"), "3");
     pg.psql("versions", "UPDATE lastword_schema SET version = 99");
     let refused = PostgresStore::open(&url).await.unwrap_err();
-    assert!(matches!(refused, StoreError::Version { found: 99, known: 2, .. }), "{refused}");
+    assert!(matches!(refused, StoreError::Version { found: 99, known: 3, .. }), "{refused}");
     let message = refused.to_string();
     assert!(message.contains("99") && !message.contains("password"), "{message}");
     assert!(matches!(PostgresStore::open_read_only(&url).await, Err(StoreError::Version { .. })));
@@ -226,15 +226,18 @@ async fn a_postgres_store_of_schema_version_1_is_migrated_and_keeps_its_reports(
         let store = PostgresStore::open(&url).await.unwrap();
         store.write(batch(vec![crash(id, "g", 1)])).await.unwrap();
     }
-    // What version 1 made: the same tables without the index of version 2.
-    pg.psql("old", "DROP INDEX reports_by_received; UPDATE lastword_schema SET version = 1");
+    // What version 1 made: the same tables without the index of version 2 and the tags of 3.
+    pg.psql(
+        "old",
+        "DROP INDEX reports_by_received; DROP TABLE report_tags; UPDATE lastword_schema SET version = 1",
+    );
     assert!(matches!(
         PostgresStore::open_read_only(&url).await,
-        Err(StoreError::Version { found: 1, known: 2, .. })
+        Err(StoreError::Version { found: 1, known: 3, .. })
     ));
     let store = PostgresStore::open(&url).await.unwrap();
     assert!(store.report(id).await.unwrap().is_some());
-    assert_eq!(pg.psql("old", "SELECT version FROM lastword_schema"), "2");
+    assert_eq!(pg.psql("old", "SELECT version FROM lastword_schema"), "3");
     assert_eq!(
         pg.psql("old", "SELECT count(*) FROM pg_indexes WHERE indexname = 'reports_by_received'"),
         "1"

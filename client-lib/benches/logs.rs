@@ -172,7 +172,8 @@ impl Sides {
                 .limits(Limits { max_bytes: u64::MAX, max_entries: u64::MAX }),
         )
         .expect("lastword::init runs once, at the start of the bench");
-        let lastword_dispatch = Dispatch::new(tracing_subscriber::registry().with(lastword::Layer));
+        let lastword_dispatch =
+            Dispatch::new(tracing_subscriber::registry().with(lastword::Layer::default()));
 
         let path = dir.path().join("appender.log");
         let appender_file =

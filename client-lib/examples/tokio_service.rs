@@ -14,7 +14,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The guard lives outside the runtime: the service's runtime may shut down first, and delivery
     // (on lastword's own thread and runtime) still finishes.
     let guard = lastword::init(lastword::Config::new("tokio-service").release("2.0.0"))?;
-    tracing::subscriber::set_global_default(tracing_subscriber::registry().with(lastword::Layer))?;
+    tracing::subscriber::set_global_default(tracing_subscriber::registry().with(lastword::Layer::default()))?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     runtime.block_on(async {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use lastword_spool::Limits;
 
 use crate::logs::Level;
-use crate::report::CrashReport;
+use crate::report::{CrashReport, EventReport};
 
 /// Changes or drops a crash report: return `false` to drop it. Runs once per report, where it is
 /// first prepared, and its decision holds on every resend (REPORT.md, "decided once"): in the panic
@@ -16,6 +16,13 @@ use crate::report::CrashReport;
 /// this application's uploader first prepares the raw report for upload, on the symbolized report. A
 /// sidecar (`lastword run`) has no access to it.
 pub type BeforeSend = Arc<dyn Fn(&mut CrashReport) -> bool + Send + Sync>;
+
+/// Changes or drops an event ([`crate::capture_error`], [`crate::capture_message`]): return `false`
+/// to drop it. Runs once per event, where it is first prepared (this application's uploader, after
+/// the event is symbolized and fingerprinted, after the event-loop limit), and its decision holds on
+/// every resend. A sidecar (`lastword run`) has no access to it: an event it prepares is sent as it
+/// is.
+pub type BeforeSendEvent = Arc<dyn Fn(&mut EventReport) -> bool + Send + Sync>;
 
 /// What [`crate::init`] sets up. `Config::new("my-app")` gives the defaults below; the setters
 /// change one thing each.
@@ -39,6 +46,9 @@ pub struct Config {
     pub(crate) crash_loop_per_hour: u32,
     pub(crate) signals: bool,
     pub(crate) before_send: Option<BeforeSend>,
+    pub(crate) event_queue: usize,
+    pub(crate) event_loop_per_hour: u32,
+    pub(crate) before_send_event: Option<BeforeSendEvent>,
     pub(crate) diagnostics: Option<crate::upload::Diagnostics>,
 }
 
@@ -70,6 +80,8 @@ impl Config {
     /// | log queue | 4,096 records; more are dropped and counted |
     /// | log batch | 500 records or 1 s, whichever first |
     /// | crash loop | the same crash stored at most 10 times an hour; more are counted |
+    /// | event queue | 1,024 events waiting for the disk; more are dropped and counted |
+    /// | event loop | the same event (fingerprint) sent at most 100 times an hour; more are counted |
     /// | signals | fatal-signal handlers installed |
     pub fn new(app: impl Into<String>) -> Self {
         let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
@@ -92,6 +104,9 @@ impl Config {
             crash_loop_per_hour: 10,
             signals: true,
             before_send: None,
+            event_queue: 1024,
+            event_loop_per_hour: 100,
+            before_send_event: None,
             diagnostics: None,
         }
     }
@@ -215,6 +230,23 @@ impl Config {
         self
     }
 
+    /// The event queue's capacity: events captured and not yet written to the spool (more are
+    /// dropped and counted, `counters/events_dropped`).
+    #[must_use]
+    pub fn event_queue(mut self, events: usize) -> Self {
+        self.event_queue = events;
+        self
+    }
+
+    /// The most times the same event (fingerprint) is sent per clock hour of the events' own time;
+    /// more are counted (`counters/event_loop_suppressed`) and not sent. Decided once, where the
+    /// event is first prepared.
+    #[must_use]
+    pub fn event_loop_per_hour(mut self, n: u32) -> Self {
+        self.event_loop_per_hour = n;
+        self
+    }
+
     /// Whether to install the fatal-signal handlers.
     #[must_use]
     pub fn signals(mut self, install: bool) -> Self {
@@ -238,6 +270,16 @@ impl Config {
     #[must_use]
     pub fn before_send(mut self, hook: impl Fn(&mut CrashReport) -> bool + Send + Sync + 'static) -> Self {
         self.before_send = Some(Arc::new(hook));
+        self
+    }
+
+    /// A hook that may scrub, change or drop each event, once per event (see [`BeforeSendEvent`]).
+    #[must_use]
+    pub fn before_send_event(
+        mut self,
+        hook: impl Fn(&mut EventReport) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.before_send_event = Some(Arc::new(hook));
         self
     }
 }

@@ -22,6 +22,8 @@ use serde::{Deserialize, Serialize};
 /// The spool counter (`counters/crash_loop_suppressed`) of crashes the limit did not store, since the
 /// spool was created: what the uploader's `hello` reports in `losses.crash_loop_suppressed`.
 pub(crate) const SUPPRESSED_COUNTER: &str = "crash_loop_suppressed";
+/// The spool counter (`counters/event_loop_suppressed`) of events the events' limit did not send.
+pub(crate) const EVENTS_SUPPRESSED_COUNTER: &str = "event_loop_suppressed";
 
 const HOUR_MS: u64 = 3_600_000;
 /// Hours further back than this from a fingerprint's latest are forgotten.
@@ -89,6 +91,9 @@ impl State {
 pub(crate) struct CrashLoop {
     dir: PathBuf,
     per_hour: u32,
+    /// The state's file names: `crashloop` for crashes, `eventloop` for events (their own counts,
+    /// their own 1024 fingerprints).
+    name: &'static str,
 }
 
 /// What to do with a crash.
@@ -102,7 +107,13 @@ pub(crate) enum Admit {
 
 impl CrashLoop {
     pub fn new(spool: &Path, per_hour: u32) -> Self {
-        Self { dir: spool.join("client"), per_hour }
+        Self { dir: spool.join("client"), per_hour, name: "crashloop" }
+    }
+
+    /// The limiter of events (`<spool>/client/eventloop.json`, the same format), apart from the
+    /// crashes' so that a flood of one never pushes the other's fingerprints out.
+    pub fn for_events(spool: &Path, per_hour: u32) -> Self {
+        Self { dir: spool.join("client"), per_hour, name: "eventloop" }
     }
 
     /// Decides for one crash with `fingerprint` that happened at `crash_ms`. `entry` names the spool
@@ -137,7 +148,7 @@ impl CrashLoop {
                 .mode(0o600)
                 .open(self.dir.join(name))
         };
-        Ok((open("crashloop.lock")?, open("crashloop.json")?))
+        Ok((open(&format!("{}.lock", self.name))?, open(&format!("{}.json", self.name))?))
     }
 
     fn try_admit(&self, fingerprint: &str, crash_ms: u64, entry: Option<&str>) -> std::io::Result<Admit> {
@@ -258,6 +269,18 @@ mod tests {
             "same entry, same answer"
         );
         assert_eq!(limiter.admit("a", h + 1, Some("E2")), Admit::Suppress, "another entry is another crash");
+    }
+
+    #[test]
+    fn events_are_counted_apart_from_crashes() {
+        let dir = tempfile::tempdir().unwrap();
+        let crashes = CrashLoop::new(dir.path(), 1);
+        let events = CrashLoop::for_events(dir.path(), 1);
+        let t = now();
+        assert_eq!(crashes.admit("a", t, None), Admit::Store { suppressed_before: 0 });
+        assert_eq!(events.admit("a", t, None), Admit::Store { suppressed_before: 0 }, "its own counts");
+        assert_eq!(events.admit("a", t, None), Admit::Suppress);
+        assert!(dir.path().join("client/eventloop.json").exists());
     }
 
     #[test]

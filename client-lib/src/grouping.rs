@@ -204,6 +204,48 @@ pub fn signal_fingerprint(app: &str, signal: &str, key: &SignalKey<'_>) -> Strin
     hash.finish()
 }
 
+/// The fingerprint of an event ([`crate::report::EventReport`]), from its symbolized frames:
+///
+/// - an error: the application, the error's type and the names of its first [`FRAMES_HASHED`]
+///   in-app frames; without any named in-app frame (a stripped build, or captured from a
+///   dependency's code only), the type and its message with the digits removed;
+/// - a message: the application and the message with the digits removed.
+///
+/// Never an address, a line number or a count in a message: the same error met again groups with
+/// the first.
+pub fn event_fingerprint(app: &str, error_type: Option<&str>, message: &str, frames: &[Frame]) -> String {
+    let mut hash = Fnv::default();
+    hash.field(b"event");
+    hash.field(app.as_bytes());
+    let without_digits: String = message.chars().filter(|c| !c.is_ascii_digit()).collect();
+    match error_type {
+        Some(error_type) => {
+            hash.field(b"error");
+            hash.field(error_type.as_bytes());
+            let names: Vec<&str> = frames
+                .iter()
+                .filter(|f| f.in_app)
+                .filter_map(|f| f.function.as_deref())
+                .take(FRAMES_HASHED)
+                .collect();
+            if names.is_empty() {
+                hash.field(b"message");
+                hash.field(without_digits.as_bytes());
+            } else {
+                hash.field(b"frames");
+                for name in names {
+                    hash.field(name.as_bytes());
+                }
+            }
+        }
+        None => {
+            hash.field(b"message");
+            hash.field(without_digits.as_bytes());
+        }
+    }
+    hash.finish()
+}
+
 /// FNV-1a, 64 bits: fixed here, so that fingerprints stay the same across builds, Rust versions and
 /// lastword versions (std's hasher promises none of that).
 struct Fnv(u64);
@@ -320,6 +362,28 @@ mod tests {
         assert_eq!(classify(&libc, Some("/srv/my-app"), Some("my_app")), Category::System);
         let stripped = Frame { function: None, ..frame("", None) };
         assert_eq!(classify(&stripped, Some("/srv/my-app"), Some("my_app")), Category::Unknown);
+    }
+
+    #[test]
+    fn an_error_event_groups_by_type_and_in_app_frames_and_a_message_by_its_text_without_digits() {
+        let mut at =
+            vec![frame("my_app::load", Some("src/load.rs")), frame("my_app::main", Some("src/main.rs"))];
+        classify_all(&mut at, Some("/srv/my-app"));
+        let a = event_fingerprint("shop", Some("std::io::error::Error"), "file 3 missing", &at);
+        assert_eq!(a, event_fingerprint("shop", Some("std::io::error::Error"), "other text", &at));
+        assert_ne!(a, event_fingerprint("shop", Some("serde_json::Error"), "file 3 missing", &at));
+        let mut elsewhere = vec![frame("my_app::save", Some("src/save.rs"))];
+        classify_all(&mut elsewhere, Some("/srv/my-app"));
+        assert_ne!(a, event_fingerprint("shop", Some("std::io::error::Error"), "file 3 missing", &elsewhere));
+        // Without in-app frames the message decides, digits left out.
+        let none: Vec<Frame> = Vec::new();
+        let b = event_fingerprint("shop", Some("E"), "timeout after 30 s", &none);
+        assert_eq!(b, event_fingerprint("shop", Some("E"), "timeout after 45 s", &none));
+        assert_ne!(b, event_fingerprint("shop", Some("E"), "refused", &none));
+        let m = event_fingerprint("shop", None, "cache 12 of 40 full", &none);
+        assert_eq!(m, event_fingerprint("shop", None, "cache 3 of 7 full", &none));
+        assert_ne!(m, event_fingerprint("blog", None, "cache 3 of 7 full", &none));
+        assert_ne!(m, b);
     }
 
     #[test]

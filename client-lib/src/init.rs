@@ -32,6 +32,7 @@ pub(crate) struct Shared {
     context: Context,
     started: Instant,
     pub logs: LogPipe,
+    pub events: crate::event::EventPipe,
     uploader: RwLock<Option<Uploader>>,
     before_send: Option<BeforeSend>,
     panic_delivery: Duration,
@@ -125,6 +126,7 @@ fn start(config: Config) -> Result<Guard, InitError> {
         policy,
         losses.clone(),
     )?;
+    let events = crate::event::EventPipe::start(spool.clone(), config.event_queue, context.clone())?;
     let uploader = if config.urls.is_empty() {
         None
     } else {
@@ -139,6 +141,10 @@ fn start(config: Config) -> Result<Guard, InitError> {
             config.crash_loop_per_hour,
             losses.clone(),
             config.before_send.clone(),
+            crate::symbolize::EventPolicy {
+                per_hour: config.event_loop_per_hour,
+                before_send: config.before_send_event.clone(),
+            },
         ));
         up.drop_grace = config.exit_deadline;
         up.diagnostics = config.diagnostics.clone();
@@ -150,6 +156,7 @@ fn start(config: Config) -> Result<Guard, InitError> {
         context,
         started: Instant::now(),
         logs,
+        events,
         uploader: RwLock::new(uploader),
         before_send: config.before_send.clone(),
         panic_delivery: config.panic_delivery,
@@ -264,6 +271,25 @@ pub fn default_spool_app(dir_name: &str) -> Option<String> {
 }
 
 impl Shared {
+    /// Stores the queued events and log records, then delivers everything in the spool now (when a
+    /// collector is configured), waiting at most `timeout`.
+    pub fn flush(&self, timeout: Duration) -> Result<(), FlushError> {
+        let deadline = Instant::now() + timeout;
+        if !self.events.flush_until(deadline) || !self.logs.flush_until(deadline) {
+            return Err(FlushError::Timeout);
+        }
+        let Ok(guard) = self.uploader.read() else { return Err(FlushError::Stopped) };
+        match guard.as_ref() {
+            Some(uploader) => uploader.flush(deadline.saturating_duration_since(Instant::now())),
+            None => Ok(()),
+        }
+    }
+
+    /// Milliseconds since `init`.
+    pub fn uptime_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
     /// The context with the uptime filled in.
     pub fn context_now(&self) -> Context {
         let mut c = self.context.clone();
@@ -335,18 +361,10 @@ pub struct Guard {
 }
 
 impl Guard {
-    /// Stores the queued log records, then delivers everything in the spool now (when a collector is
-    /// configured), waiting at most `timeout`.
+    /// Stores the queued events and log records, then delivers everything in the spool now (when a
+    /// collector is configured), waiting at most `timeout`.
     pub fn flush(&self, timeout: Duration) -> Result<(), FlushError> {
-        let deadline = Instant::now() + timeout;
-        if !self.shared.logs.flush(timeout) {
-            return Err(FlushError::Timeout);
-        }
-        let Ok(guard) = self.shared.uploader.read() else { return Err(FlushError::Stopped) };
-        match guard.as_ref() {
-            Some(uploader) => uploader.flush(deadline.saturating_duration_since(Instant::now())),
-            None => Ok(()),
-        }
+        self.shared.flush(timeout)
     }
 
     /// The spool this process writes to.
@@ -366,6 +384,7 @@ impl Drop for Guard {
     /// be reached or it asks to retry after the deadline).
     fn drop(&mut self) {
         let deadline = Instant::now() + self.exit_deadline;
+        self.shared.events.stop(deadline);
         self.shared.logs.stop(deadline);
         let uploader = self.shared.uploader.write().ok().and_then(|mut u| u.take());
         if let Some(uploader) = uploader {
@@ -375,15 +394,17 @@ impl Drop for Guard {
 }
 
 /// Run by libc when the process exits through `exit` (`std::process::exit`, or the return from
-/// `main`), on the exiting thread, with the other threads still running: the records still queued
-/// for the log writer are written out, within the exit deadline. The guard's drop does not run on
+/// `main`), on the exiting thread, with the other threads still running: the events and records
+/// still queued for their writers are written out, within the exit deadline. The guard's drop does not run on
 /// `std::process::exit`; after a normal drop the writer is stopped and this returns at once.
 /// Delivery is left to the next start or the sidecar.
 extern "C" fn at_exit() {
     // Nothing may unwind out of a C callback.
     let _ = std::panic::catch_unwind(|| {
         if let Some(shared) = SHARED.get() {
-            shared.logs.flush_until(Instant::now() + shared.exit_deadline);
+            let deadline = Instant::now() + shared.exit_deadline;
+            shared.events.flush_until(deadline);
+            shared.logs.flush_until(deadline);
         }
     });
 }

@@ -13,6 +13,11 @@
 //! - [`init`], [`Config`], [`Guard`]: set up once, keep the guard for the life of the program.
 //! - Panics (a chained panic hook) and fatal signals (SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT, SIGTRAP,
 //!   stack overflow on any thread) become crash reports, durable in the spool before the hook returns.
+//! - Handled errors and messages ([`capture_error`], [`capture_message`]) become events, written
+//!   by a background writer (never blocking the caller on the disk; [`flush`] for the careful).
+//! - The scope ([`configure_scope`], [`with_scope`], [`push_scope`], [`scoped`]): tags, a user,
+//!   extra context and the environment, process-wide or for a block, a thread or a task; every
+//!   crash, event and log batch carries the scope of the time it was made.
 //! - Log records ([`log()`](crate::log()), the `log` and `tracing` features) become breadcrumbs and log batches.
 //! - [`upload`]: the shielded uploader that drains a spool to a collector.
 //! - [`protocol`]: the wire protocol shared with the collector (PROTOCOL.md).
@@ -22,6 +27,7 @@
 
 mod config;
 mod crashloop;
+mod event;
 pub mod grouping;
 mod host;
 mod init;
@@ -31,13 +37,17 @@ pub mod logs;
 mod panic;
 pub mod protocol;
 pub mod report;
+mod scope;
 mod signal;
 pub mod symbolize;
 #[cfg(feature = "tracing")]
 mod tracing_layer;
 pub mod upload;
 
-pub use config::{BeforeSend, Config, check_url};
+pub use config::{BeforeSend, BeforeSendEvent, Config, check_url};
+#[cfg(feature = "anyhow")]
+pub use event::capture_anyhow;
+pub use event::{capture_error, capture_message, flush};
 pub use host::host_name;
 pub(crate) use host::now_millis;
 pub use init::default_spools_dir;
@@ -48,6 +58,7 @@ pub use lastword_spool as spool;
 #[cfg(feature = "log")]
 pub use log_bridge::LogBridge;
 pub use logs::Level;
+pub use scope::{ScopeGuard, Scoped, configure_scope, current_scope, push_scope, scoped, with_scope};
 pub use symbolize::prepare_for_upload;
 #[cfg(feature = "tracing")]
 pub use tracing_layer::Layer;

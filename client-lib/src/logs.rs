@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use lastword_spool::{Kind, Spool};
 
-use crate::report::{Breadcrumb, Context, LogBatch};
+use crate::report::{Breadcrumb, Context, LogBatch, Scope};
 use crate::upload::LossCounters;
 
 /// Severity of a log record, most severe first.
@@ -86,7 +86,8 @@ impl Breadcrumbs {
 }
 
 enum Msg {
-    Record(Breadcrumb),
+    /// A record, and the scope it was made in.
+    Record(Breadcrumb, Option<Arc<Scope>>),
     Flush(mpsc::Sender<()>),
     Stop,
 }
@@ -143,7 +144,7 @@ impl LogPipe {
             Breadcrumb { ts_ms, level: level.as_str().to_owned(), target: target.to_owned(), message };
         if level <= self.level {
             self.breadcrumbs.push(crumb.clone());
-            match self.tx.try_send(Msg::Record(crumb)) {
+            match self.tx.try_send(Msg::Record(crumb, crate::scope::current())) {
                 Ok(()) => {}
                 Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
                     self.losses.logs_dropped.fetch_add(1, Ordering::Relaxed);
@@ -155,6 +156,7 @@ impl LogPipe {
     }
 
     /// Writes what is queued now into the spool; waits at most `timeout`. True when it was written.
+    #[cfg(test)]
     pub fn flush(&self, timeout: Duration) -> bool {
         self.flush_until(Instant::now() + timeout)
     }
@@ -203,8 +205,38 @@ fn write_batches(
     losses: &LossCounters,
 ) {
     let mut batch: Vec<Breadcrumb> = Vec::new();
+    // The scope of the records in `batch`: a batch holds the records of one scope.
+    let mut batch_scope: Option<Arc<Scope>> = None;
     let mut first_at = Instant::now();
     let mut dropped_reported = 0u64;
+    let mut write = |batch: &mut Vec<Breadcrumb>, scope: &Option<Arc<Scope>>| {
+        if batch.is_empty() {
+            return;
+        }
+        let dropped = losses.logs_dropped.load(Ordering::Relaxed);
+        let mut context = context.clone();
+        if let Some(scope) = scope {
+            crate::scope::apply_environment(scope, &mut context);
+        }
+        let body = LogBatch {
+            kind: "logs".into(),
+            context,
+            records: std::mem::take(batch),
+            dropped_before: dropped - dropped_reported,
+            scope: scope.as_deref().cloned().unwrap_or_default(),
+        };
+        dropped_reported = dropped;
+        match serde_json::to_vec(&body) {
+            Ok(bytes) => {
+                if let Err(e) = spool.write(Kind::Log, &bytes) {
+                    // Nothing else can be done with a log batch the spool refuses: count it.
+                    losses.logs_dropped.fetch_add(body.records.len() as u64, Ordering::Relaxed);
+                    eprintln!("lastword: could not store {} log records: {e}", body.records.len());
+                }
+            }
+            Err(e) => eprintln!("lastword: could not encode log records: {e}"),
+        }
+    };
     loop {
         let wait = if batch.is_empty() {
             Duration::from_secs(3600)
@@ -212,9 +244,18 @@ fn write_batches(
             policy.max_delay.saturating_sub(first_at.elapsed())
         };
         let (flush, ack, stop) = match rx.recv_timeout(wait) {
-            Ok(Msg::Record(r)) => {
+            Ok(Msg::Record(r, scope)) => {
+                let same = match (&batch_scope, &scope) {
+                    (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a == b,
+                    (None, None) => true,
+                    _ => false,
+                };
+                if !same {
+                    write(&mut batch, &batch_scope);
+                }
                 if batch.is_empty() {
                     first_at = Instant::now();
+                    batch_scope = scope;
                 }
                 batch.push(r);
                 (batch.len() >= policy.max_records, None, false)
@@ -223,25 +264,8 @@ fn write_batches(
             Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => (true, None, true),
             Err(RecvTimeoutError::Timeout) => (true, None, false),
         };
-        if flush && !batch.is_empty() {
-            let dropped = losses.logs_dropped.load(Ordering::Relaxed);
-            let body = LogBatch {
-                kind: "logs".into(),
-                context: context.clone(),
-                records: std::mem::take(&mut batch),
-                dropped_before: dropped - dropped_reported,
-            };
-            dropped_reported = dropped;
-            match serde_json::to_vec(&body) {
-                Ok(bytes) => {
-                    if let Err(e) = spool.write(Kind::Log, &bytes) {
-                        // Nothing else can be done with a log batch the spool refuses: count it.
-                        losses.logs_dropped.fetch_add(body.records.len() as u64, Ordering::Relaxed);
-                        eprintln!("lastword: could not store {} log records: {e}", body.records.len());
-                    }
-                }
-                Err(e) => eprintln!("lastword: could not encode log records: {e}"),
-            }
+        if flush {
+            write(&mut batch, &batch_scope);
         }
         if let Some(ack) = ack {
             let _ = ack.send(());
@@ -304,6 +328,40 @@ mod tests {
         assert!(spool.claim().unwrap().is_none(), "one entry per batch");
         let crumbs: Vec<_> = pipe.breadcrumbs.snapshot().into_iter().map(|b| b.message).collect();
         assert_eq!(crumbs, ["i1", "w1", "d1"], "the ring keeps the last 3 of every level");
+        pipe.stop(Instant::now() + Duration::from_secs(1));
+    }
+
+    #[test]
+    fn a_batch_holds_the_records_of_one_scope_and_carries_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, pipe) = pipe(dir.path(), 100, Level::Warn);
+        pipe.record(Level::Error, "t", "outside".into());
+        crate::scope::with_scope(
+            |s| {
+                s.set_tag("logs-unit", "inside");
+            },
+            || {
+                pipe.record(Level::Error, "t", "inside 1".into());
+                pipe.record(Level::Error, "t", "inside 2".into());
+            },
+        );
+        assert!(pipe.flush(Duration::from_secs(5)));
+        let mut batches = Vec::new();
+        while let Some(claim) = spool.claim().unwrap() {
+            batches.push(serde_json::from_slice::<LogBatch>(claim.body()).unwrap());
+            claim.ack().unwrap();
+        }
+        batches.sort_by_key(|b| b.records[0].ts_ms);
+        let seen: Vec<(Vec<&str>, Option<&str>)> = batches
+            .iter()
+            .map(|b| {
+                let messages = b.records.iter().map(|r| r.message.as_str()).collect();
+                (messages, b.scope.tags.get("logs-unit").map(String::as_str))
+            })
+            .collect();
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        assert!(seen.contains(&(vec!["outside"], None)), "{seen:?}");
+        assert!(seen.contains(&(vec!["inside 1", "inside 2"], Some("inside"))), "{seen:?}");
         pipe.stop(Instant::now() + Duration::from_secs(1));
     }
 

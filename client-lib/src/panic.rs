@@ -105,8 +105,12 @@ fn report(shared: &Shared, info: &PanicHookInfo<'_>) {
         info.location().map(|l| Location { file: l.file().to_owned(), line: l.line(), column: l.column() });
     let (frames, modules) = raw_frames(&addresses);
     let current = std::thread::current();
-    let context = shared.context_now();
+    let mut context = shared.context_now();
+    // The panicking thread's (or task's) scope; never waited for.
+    let scope = crate::scope::current().as_deref().cloned().unwrap_or_default();
+    crate::scope::apply_environment(&scope, &mut context);
     let report = CrashReport {
+        scope,
         kind: "panic".into(),
         fingerprint: panic_fingerprint(&context.app, location.as_ref(), &message),
         message,
@@ -171,7 +175,7 @@ fn capture() -> Vec<usize> {
 
 /// The frames of `addresses` (the address alone: which module each is in, its build id and offset
 /// are filled in when the report is symbolized, from the modules list) and the modules they are in.
-fn raw_frames(addresses: &[usize]) -> (Vec<Frame>, Vec<Module>) {
+pub(crate) fn raw_frames(addresses: &[usize]) -> (Vec<Frame>, Vec<Module>) {
     let mut loaded = current_modules();
     // A return address is one past its call: the call's byte is what belongs to a module.
     let covers = |m: &LoadedModule, ip: usize| (m.start..m.end).contains(&(ip as u64).saturating_sub(1));
@@ -206,6 +210,6 @@ fn refresh_modules() -> Arc<Vec<LoadedModule>> {
     fresh
 }
 
-fn thread_id() -> u64 {
+pub(crate) fn thread_id() -> u64 {
     u64::try_from(rustix::thread::gettid().as_raw_nonzero().get()).unwrap_or(0)
 }

@@ -1,5 +1,7 @@
 //! The JSON body of a crash report and of a log batch (REPORT.md beside this crate).
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 /// A crash report: a panic, or a fatal signal after symbolization. A panic's report is first stored
@@ -44,6 +46,80 @@ pub struct CrashReport {
     /// The modules the frames are in: what symbolizing the addresses anywhere needs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub modules: Vec<Module>,
+    /// The scope when it crashed: a panic's thread's (or task's); a fatal signal's, the
+    /// process-wide scope.
+    #[serde(default, skip_serializing_if = "Scope::is_empty")]
+    pub scope: Scope,
+}
+
+/// What the application says about where reports come from: tags, a user, extra context and the
+/// environment ([`crate::configure_scope`], [`crate::with_scope`]). Every report carries the scope of
+/// the time it was made (REPORT.md, "Scope").
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Scope {
+    /// Tags, key to value: what reports are filtered by.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
+    /// The user, as the application chooses to name them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<User>,
+    /// Extra context, key to any JSON value.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub extra: BTreeMap<String, serde_json::Value>,
+    /// The environment (production, staging, ...), over [`crate::Config::environment`]'s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
+}
+
+impl Scope {
+    /// Whether nothing is set.
+    pub fn is_empty(&self) -> bool {
+        self.tags.is_empty() && self.user.is_none() && self.extra.is_empty() && self.environment.is_none()
+    }
+
+    /// Sets a tag.
+    pub fn set_tag(&mut self, key: impl Into<String>, value: impl Into<String>) -> &mut Self {
+        self.tags.insert(key.into(), value.into());
+        self
+    }
+
+    /// Removes a tag.
+    pub fn remove_tag(&mut self, key: &str) -> &mut Self {
+        self.tags.remove(key);
+        self
+    }
+
+    /// Sets (or, with `None`, clears) the user.
+    pub fn set_user(&mut self, user: Option<User>) -> &mut Self {
+        self.user = user;
+        self
+    }
+
+    /// Sets an extra value.
+    pub fn set_extra(&mut self, key: impl Into<String>, value: impl Into<serde_json::Value>) -> &mut Self {
+        self.extra.insert(key.into(), value.into());
+        self
+    }
+
+    /// Sets (or, with `None`, clears) the environment.
+    pub fn set_environment(&mut self, environment: Option<String>) -> &mut Self {
+        self.environment = environment;
+        self
+    }
+}
+
+/// A user of the application, each field as the application chooses (none is required).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    /// An id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// A name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// An IP address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -205,7 +281,7 @@ pub struct Breadcrumb {
 }
 
 /// A batch of log records: the body of a `log` entry.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LogBatch {
     /// Always `logs`.
     #[serde(rename = "type")]
@@ -217,6 +293,90 @@ pub struct LogBatch {
     /// Records dropped (queue full) before this batch since the previous one.
     #[serde(default)]
     pub dropped_before: u64,
+    /// The scope the records were made in (a batch holds records of one scope).
+    #[serde(default, skip_serializing_if = "Scope::is_empty")]
+    pub scope: Scope,
+}
+
+/// The version of the `event` body schema that this lastword writes (REPORT.md, "Event").
+pub const EVENT_VERSION: u32 = 1;
+
+/// A handled error or a message the application reports: the body of an `event` entry
+/// (REPORT.md, "Event"). First stored as its raw capture (frames with addresses and modules only,
+/// no fingerprint, the spool entry flagged `FLAG_UNSYMBOLIZED`); symbolized, fingerprinted and
+/// decided (the event-loop limit, `before_send_event`) when it is first prepared for upload.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct EventReport {
+    /// Always `event`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The schema's version ([`EVENT_VERSION`]); a reader skips fields it does not know.
+    pub version: u32,
+    /// `ERROR`, `WARN`, `INFO`, `DEBUG` or `TRACE`.
+    pub level: String,
+    /// The message: the error's `Display`, or the message given.
+    pub message: String,
+    /// The error, for `capture_error`: its type and its whole `source()` chain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorInfo>,
+    /// Milliseconds since the Unix epoch, when it was captured.
+    pub ts_ms: u64,
+    /// The capturing thread.
+    pub thread: ThreadInfo,
+    /// The caller's frames, innermost first (the caller of `capture_error` is the first).
+    #[serde(default)]
+    pub frames: Vec<Frame>,
+    /// Whether `frames` carry function names.
+    #[serde(default)]
+    pub symbolized: bool,
+    /// Why symbolization was not possible (or only partly).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub symbolization_error: Option<String>,
+    /// The modules the frames are in.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub modules: Vec<Module>,
+    /// Groups the same event together (REPORT.md, "Grouping"); empty in the raw capture.
+    #[serde(default)]
+    pub fingerprint: String,
+    /// Where it happened.
+    pub context: Context,
+    /// Events with this fingerprint counted and not sent since the last one sent (event-loop limit).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub loop_suppressed: u64,
+    /// Events dropped (the event queue was full) since the previous event this process stored.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub dropped_before: u64,
+    /// The scope when it was captured (the thread's or task's, over the process-wide one).
+    #[serde(default, skip_serializing_if = "Scope::is_empty")]
+    pub scope: Scope,
+}
+
+/// An error and its causes.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorInfo {
+    /// The error's type name: `std::any::type_name` of the type given to `capture_error`; for a
+    /// `dyn Error`, the leading name of its `Debug` output (best effort), else absent.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub type_name: Option<String>,
+    /// Its `Display`.
+    pub message: String,
+    /// Its `source()` chain, the error's own source first, the root cause last.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chain: Vec<ErrorCause>,
+    /// The error's own backtrace as text, where it carries one (`anyhow`, with the `anyhow`
+    /// feature): symbolized by whoever made it, not by lastword.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backtrace: Option<String>,
+}
+
+/// One error of a `source()` chain.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorCause {
+    /// The leading name of its `Debug` output, when it looks like a type's (best effort).
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub type_name: Option<String>,
+    /// Its `Display`.
+    pub message: String,
 }
 
 /// A function name without its `::h0123456789abcdef` hash suffix.

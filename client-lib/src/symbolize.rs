@@ -6,12 +6,14 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use lastword_spool::{Claim, FLAG_RAW_SIGNAL, FLAG_UNSYMBOLIZED};
+use lastword_spool::{Claim, FLAG_RAW_SIGNAL, FLAG_UNSYMBOLIZED, Kind};
 
-use crate::config::BeforeSend;
-use crate::crashloop::{Admit, CrashLoop, SUPPRESSED_COUNTER};
+use crate::config::{BeforeSend, BeforeSendEvent};
+use crate::crashloop::{Admit, CrashLoop, EVENTS_SUPPRESSED_COUNTER, SUPPRESSED_COUNTER};
 use crate::grouping::{self, FRAMES_HASHED, SignalKey, classify_all, signal_fingerprint};
-use crate::report::{Breadcrumb, Context, CrashReport, Frame, Module, SignalInfo, ThreadInfo, strip_hash};
+use crate::report::{
+    Breadcrumb, Context, CrashReport, EventReport, Frame, Module, SignalInfo, ThreadInfo, strip_hash,
+};
 use crate::upload::{LossCounters, Prepare, Prepared};
 
 /// How many return-address candidates the stack scan keeps.
@@ -33,7 +35,7 @@ pub struct RawModule {
 }
 
 /// A raw signal report, parsed.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct RawReport {
     /// Signal number.
     pub signal: i32,
@@ -55,6 +57,8 @@ pub struct RawReport {
     pub sp: u64,
     /// The context JSON written at init.
     pub context: Option<Context>,
+    /// The process-wide scope when the signal came (`scope` line).
+    pub scope: Option<crate::report::Scope>,
     /// Loaded modules.
     pub modules: Vec<RawModule>,
     /// The last log records before the signal, oldest first (`crumb` lines).
@@ -121,6 +125,8 @@ pub fn parse_raw(body: &[u8]) -> Result<RawReport, String> {
             "pc" => raw.pc = hex(value).ok_or_else(bad)?,
             "sp" => raw.sp = hex(value).ok_or_else(bad)?,
             "context" => raw.context = serde_json::from_str(value).ok(),
+            // A scope that does not read costs only itself.
+            "scope" => raw.scope = serde_json::from_str(value).ok(),
             "module" => {
                 let mut f = value.splitn(5, ' ');
                 let mut next = || f.next().ok_or_else(bad);
@@ -465,8 +471,11 @@ pub(crate) fn symbolize_with(raw: &RawReport, symbolizer: &mut Symbolizer) -> Cr
     let frames: Vec<Frame> = physical.into_iter().flat_map(|p| p.frames).collect();
     let modules = modules_of(&frames, &raw.modules);
     let name = signal_name(raw.signal);
-    let (message, thread, context) = signal_fields(raw, &mut errors);
+    let (message, thread, mut context) = signal_fields(raw, &mut errors);
+    let scope = raw.scope.clone().unwrap_or_default();
+    crate::scope::apply_environment(&scope, &mut context);
     CrashReport {
+        scope,
         kind: "signal".into(),
         fingerprint,
         symbolized: frames.iter().any(|f| f.function.is_some()),
@@ -612,9 +621,85 @@ pub fn resolve_with(report: &mut CrashReport, file: &dyn Fn(&Module) -> PathBuf)
 }
 
 fn resolve_in(report: &mut CrashReport, file: &dyn Fn(&Module) -> PathBuf, symbolizer: &mut Symbolizer) {
+    let frames = std::mem::take(&mut report.frames);
+    let (mut frames, errors) = resolve_frames(
+        frames,
+        &report.modules,
+        report.context.executable.as_deref(),
+        report.kind == "panic",
+        file,
+        symbolizer,
+    );
+    if report.kind == "panic" {
+        grouping::cut_panic_machinery(&mut frames);
+    }
+    report.symbolized = frames.iter().any(|f| f.function.is_some());
+    report.symbolization_error = (!errors.is_empty()).then(|| errors.join("; "));
+    report.frames = frames;
+}
+
+/// Symbolizes an event's raw capture with each module's own file, classifies its frames, and
+/// gives it its fingerprint ([`grouping::event_fingerprint`]).
+pub fn resolve_event(event: &mut EventReport) {
+    resolve_event_in(event, &mut Symbolizer::new());
+}
+
+fn resolve_event_in(event: &mut EventReport, symbolizer: &mut Symbolizer) {
+    let frames = std::mem::take(&mut event.frames);
+    let (mut frames, errors) = resolve_frames(
+        frames,
+        &event.modules,
+        event.context.executable.as_deref(),
+        true,
+        &|module| PathBuf::from(&module.path),
+        symbolizer,
+    );
+    cut_capture_error(&mut frames);
+    event.symbolized = frames.iter().any(|f| f.function.is_some());
+    event.symbolization_error = (!errors.is_empty()).then(|| errors.join("; "));
+    let error_type = event.error.as_ref().map(|e| e.type_name.as_deref().unwrap_or(""));
+    event.fingerprint = grouping::event_fingerprint(&event.context.app, error_type, &event.message, &frames);
+    event.frames = frames;
+}
+
+/// Cuts `capture_error` itself from the top of an event's frames: it is inlined into its caller
+/// (the capture cut the stack at the function it calls, by address), so it shows as an inlined
+/// frame at the caller's first address. Only frames at that first address are looked at, by name
+/// (`capture_error`, `capture_error<…>` with line tables only, or its path; `capture_anyhow`).
+fn cut_capture_error(frames: &mut Vec<Frame>) {
+    let Some(first) = frames.first().map(|f| f.address.clone()) else { return };
+    let ours = frames
+        .iter()
+        .take_while(|f| f.address == first)
+        .take_while(|f| {
+            f.function.as_deref().is_some_and(|name| {
+                let path = name.split('<').next().unwrap_or(name);
+                matches!(
+                    path.rsplit("::").next(),
+                    Some("capture_error" | "capture_error_named" | "capture_error_with" | "capture_anyhow")
+                )
+            })
+        })
+        .count();
+    // Never every frame: the caller stays.
+    if ours < frames.len() {
+        frames.drain(..ours);
+    }
+}
+
+/// Resolves and classifies `frames` (see [`resolve_with`]); `all_return` when every frame is a
+/// return address (a panic's or an event's capture), else all but the first (a signal report's).
+/// Returns the frames and what could not be resolved.
+fn resolve_frames(
+    frames: Vec<Frame>,
+    report_modules: &[Module],
+    executable: Option<&str>,
+    all_return: bool,
+    file: &dyn Fn(&Module) -> PathBuf,
+    symbolizer: &mut Symbolizer,
+) -> (Vec<Frame>, Vec<String>) {
     let mut errors: Vec<String> = Vec::new();
-    let modules: Vec<(RawModule, &Module)> = report
-        .modules
+    let modules: Vec<(RawModule, &Module)> = report_modules
         .iter()
         .filter_map(|m| {
             let raw = RawModule {
@@ -627,15 +712,15 @@ fn resolve_in(report: &mut CrashReport, file: &dyn Fn(&Module) -> PathBuf, symbo
             Some((raw, m))
         })
         .collect();
-    let mut frames = Vec::with_capacity(report.frames.len());
-    for (n, frame) in std::mem::take(&mut report.frames).into_iter().enumerate() {
+    let mut out = Vec::with_capacity(frames.len());
+    for (n, frame) in frames.into_iter().enumerate() {
         let Some(address) = hex(&frame.address).filter(|_| frame.function.is_none()) else {
-            frames.push(frame);
+            out.push(frame);
             continue;
         };
         // Every frame of a panic is a return address; so is every frame of a signal report but its
         // first (the instruction that faulted). A return address is one past its call.
-        let is_return = report.kind == "panic" || n > 0;
+        let is_return = all_return || n > 0;
         let lookup = address.wrapping_sub(u64::from(is_return));
         // The frame's module: named in the frame, or (a panic's raw capture) the one whose range
         // holds the address.
@@ -644,7 +729,7 @@ fn resolve_in(report: &mut CrashReport, file: &dyn Fn(&Module) -> PathBuf, symbo
             None => raw.start <= lookup && lookup < raw.end,
         });
         let Some((raw, original)) = module else {
-            frames.push(frame);
+            out.push(frame);
             continue;
         };
         let placed = Frame {
@@ -655,7 +740,7 @@ fn resolve_in(report: &mut CrashReport, file: &dyn Fn(&Module) -> PathBuf, symbo
         };
         let error = match symbolizer.frames(raw, address, is_return) {
             Ok(Some(found)) => {
-                frames.extend(
+                out.extend(
                     found.frames.into_iter().map(|f| Frame { module: Some(original.path.clone()), ..f }),
                 );
                 continue;
@@ -666,17 +751,11 @@ fn resolve_in(report: &mut CrashReport, file: &dyn Fn(&Module) -> PathBuf, symbo
         if !errors.contains(&error) {
             errors.push(error);
         }
-        frames.push(placed);
+        out.push(placed);
     }
-    let main =
-        main_module(report.context.executable.as_deref(), report.modules.first().map(|m| m.path.as_str()));
-    classify_all(&mut frames, main);
-    if report.kind == "panic" {
-        grouping::cut_panic_machinery(&mut frames);
-    }
-    report.symbolized = frames.iter().any(|f| f.function.is_some());
-    report.symbolization_error = (!errors.is_empty()).then(|| errors.join("; "));
-    report.frames = frames;
+    let main = main_module(executable, report_modules.first().map(|m| m.path.as_str()));
+    classify_all(&mut out, main);
+    (out, errors)
 }
 
 /// The uploader's body transformation for a spool at `spool_dir`. JSON bodies go as they are. The
@@ -698,8 +777,10 @@ pub(crate) fn prepare_with(
     crash_loop_per_hour: u32,
     losses: Arc<LossCounters>,
     before_send: Option<BeforeSend>,
+    events: EventPolicy,
 ) -> Prepare {
     let crash_loop = CrashLoop::new(&spool_dir, crash_loop_per_hour);
+    let event_loop = CrashLoop::for_events(&spool_dir, events.per_hour);
     let symbolizer = Mutex::new(Symbolizer::new());
     Arc::new(move |claim: &mut Claim| {
         let flags = claim.flags();
@@ -723,6 +804,28 @@ pub(crate) fn prepare_with(
                 return Ok(Prepared::Skip("dropped by before_send".into()));
             }
             report
+        } else if claim.kind() == Kind::Event && flags & FLAG_UNSYMBOLIZED != 0 {
+            let mut event: EventReport =
+                serde_json::from_slice(claim.body()).map_err(|e| format!("event is not JSON: {e}"))?;
+            resolve_event_in(&mut event, &mut symbolizer);
+            drop(symbolizer);
+            let entry = claim.id().to_string();
+            match event_loop.admit(&event.fingerprint, event.ts_ms, Some(&entry)) {
+                Admit::Store { suppressed_before } => event.loop_suppressed = suppressed_before,
+                Admit::Suppress => {
+                    // Counted before the entry goes: a crash between the two counts it twice at worst.
+                    let _ = claim.spool().add_to_counter(EVENTS_SUPPRESSED_COUNTER, 1);
+                    return Ok(Prepared::Skip("the same event repeated too often (event loop)".into()));
+                }
+            }
+            if let Some(hook) = &events.before_send
+                && !hook(&mut event)
+            {
+                return Ok(Prepared::Skip("dropped by before_send_event".into()));
+            }
+            let body = serde_json::to_vec(&event).map_err(|e| e.to_string())?;
+            let _ = claim.rewrite(0, &body);
+            return Ok(Prepared::Send(body));
         } else if flags & FLAG_UNSYMBOLIZED != 0 {
             let mut report: CrashReport =
                 serde_json::from_slice(claim.body()).map_err(|e| format!("crash report is not JSON: {e}"))?;
@@ -756,7 +859,33 @@ pub fn readable(flags: u16, body: &[u8]) -> Option<CrashReport> {
 /// The body transformation for the sidecar on the spool at `spool_dir` (default crash-loop limit of
 /// 10 an hour, no `before_send`).
 pub fn prepare_for_upload(spool_dir: &Path) -> Prepare {
-    prepare_with(spool_dir.to_path_buf(), 10, Arc::default(), None)
+    prepare_with(spool_dir.to_path_buf(), 10, Arc::default(), None, EventPolicy::default())
+}
+
+/// How events are decided where they are first prepared.
+#[derive(Clone)]
+pub(crate) struct EventPolicy {
+    /// The event-loop limit: the same fingerprint sent at most this often per clock hour.
+    pub per_hour: u32,
+    /// The application's hook, if any.
+    pub before_send: Option<BeforeSendEvent>,
+}
+
+impl Default for EventPolicy {
+    /// The defaults of [`crate::Config`]: 100 an hour, no hook (a sidecar's).
+    fn default() -> Self {
+        Self { per_hour: 100, before_send: None }
+    }
+}
+
+/// An event entry's body as it will be uploaded: its raw capture symbolized and fingerprinted here.
+/// `None` when the body does not read.
+pub fn readable_event(flags: u16, body: &[u8]) -> Option<EventReport> {
+    let mut event: EventReport = serde_json::from_slice(body).ok()?;
+    if flags & FLAG_UNSYMBOLIZED != 0 {
+        resolve_event(&mut event);
+    }
+    Some(event)
 }
 
 #[cfg(test)]

@@ -242,10 +242,17 @@ impl Spool {
 
     /// [`Spool::write`] with header flags (see [`crate::FLAG_RAW_SIGNAL`]).
     pub fn write_flagged(&self, kind: Kind, flags: u16, body: &[u8]) -> Result<EntryId> {
+        self.write_with_id(kind, flags, EntryId::generate(), body)
+    }
+
+    /// [`Spool::write_flagged`] under an id the caller made before (with [`EntryId::generate`]), for
+    /// a writer that hands out an entry's id before it writes the entry (an event queued for a
+    /// background writer). The id must not have been written before; it is time-ordered among the
+    /// ids of this process as it was when it was made, not when it is written.
+    pub fn write_with_id(&self, kind: Kind, flags: u16, id: EntryId, body: &[u8]) -> Result<EntryId> {
         let inner = &self.inner;
         let size = (HEADER_LEN + body.len()) as u64;
         self.make_room(kind, size)?;
-        let id = EntryId::generate();
         let header = Header { kind, flags, id, created_millis: now_millis(), body_len: body.len() as u64 };
         let name = EntryName::new(kind, id, size);
         let file_name = name.to_string();

@@ -1,5 +1,5 @@
-//! What the collector reads from a report's body: a one-line summary for people and, for crashes, the
-//! fingerprint that groups the same crash together (PROTOCOL.md, "report"; STORE.md, "Fingerprints").
+//! What the collector reads from a report's body: a one-line summary for people and, for crashes and
+//! events, the fingerprint that groups the same crash or event together, and the scope's tags (PROTOCOL.md, "report"; STORE.md, "Fingerprints").
 //!
 //! The body's schema belongs to its kind; this module reads only three fields and tolerates anything
 //! else: a body that is not an object, or whose fields have other types, simply has no such field.
@@ -346,11 +346,30 @@ pub fn digest(kind: Kind, body: &str) -> Digest {
     let fields = serde_json::from_str::<Fields>(body).unwrap_or_default();
     let message = fields.message;
     let (app, release) = (fields.context.app.filter(|a| !a.is_empty()), fields.context.release);
-    if kind != Kind::Crash {
+    if kind == Kind::Log {
         let summary = message.as_deref().map(first_line).unwrap_or_default();
         return Digest { fingerprint: None, summary, app, release };
     }
     let functions = fields.functions;
+    if kind == Kind::Event {
+        // The client's own fingerprint (the error type and its in-app frames, or the message
+        // without digits: REPORT.md); for an event without one, the top functions, else the message
+        // without its digits.
+        let summary = message.as_deref().map(first_line).unwrap_or_default();
+        let fingerprint = match fields.fingerprint.filter(|f| !f.is_empty()) {
+            Some(given) => given,
+            None if functions.iter().any(Option::is_some) => {
+                let names: Vec<&str> = functions.iter().map(|f| f.as_deref().unwrap_or("")).collect();
+                hex_sha256("event-frames", &names)
+            }
+            None => {
+                let text: String =
+                    message.as_deref().unwrap_or("").chars().filter(|c| !c.is_ascii_digit()).collect();
+                hex_sha256("event-message", &[&text])
+            }
+        };
+        return Digest { fingerprint: Some(fingerprint), summary, app, release };
+    }
     let summary = match (&message, functions.iter().flatten().next()) {
         (Some(m), _) if !first_line(m).is_empty() => first_line(m),
         (_, Some(f)) => first_line(f),
@@ -367,9 +386,63 @@ pub fn digest(kind: Kind, body: &str) -> Digest {
     Digest { fingerprint: Some(fingerprint), summary, app, release }
 }
 
+/// The most tags of one report the store keeps, and the longest key and value (in characters).
+pub const TAGS_MAX: usize = 64;
+/// See [`TAGS_MAX`].
+pub const TAG_CHARS: usize = 200;
+
+/// The tags of a body's scope (`scope.tags`, REPORT.md "Scope"), for the store's tag index: at most
+/// [`TAGS_MAX`], keys and values cut to [`TAG_CHARS`]. A body whose scope is not of that shape has
+/// none. Never panics.
+pub fn tags(body: &str) -> Vec<(String, String)> {
+    #[derive(serde::Deserialize)]
+    struct Body {
+        #[serde(default)]
+        scope: Option<Scope>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Scope {
+        #[serde(default)]
+        tags: std::collections::BTreeMap<String, String>,
+    }
+    let cut = |s: &str| s.chars().take(TAG_CHARS).collect::<String>();
+    match serde_json::from_str::<Body>(body) {
+        Ok(Body { scope: Some(scope) }) => {
+            let mut tags: Vec<(String, String)> =
+                scope.tags.iter().take(TAGS_MAX).map(|(k, v)| (cut(k), cut(v))).collect();
+            tags.dedup_by(|a, b| a.0 == b.0);
+            tags
+        }
+        _ => Vec::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn events_group_by_their_own_fingerprint_else_by_the_message_without_digits() {
+        let d = digest(Kind::Event, r#"{"type":"event","message":"boom","fingerprint":"5d0c2b7a9e41f3a8"}"#);
+        assert_eq!((d.fingerprint.as_deref(), d.summary.as_str()), (Some("5d0c2b7a9e41f3a8"), "boom"));
+        let a = digest(Kind::Event, r#"{"message":"cache 12 of 40 full"}"#);
+        let b = digest(Kind::Event, r#"{"message":"cache 3 of 7 full","fingerprint":""}"#);
+        assert_eq!(a.fingerprint, b.fingerprint);
+        assert_ne!(a.fingerprint, digest(Kind::Event, r#"{"message":"disk full"}"#).fingerprint);
+        assert_ne!(a.fingerprint, digest(Kind::Crash, r#"{"message":"cache 12 of 40 full"}"#).fingerprint);
+        assert_eq!(digest(Kind::Log, r#"{"message":"m","fingerprint":"x"}"#).fingerprint, None);
+    }
+
+    #[test]
+    fn the_tags_of_a_scope_are_read_and_odd_scopes_have_none() {
+        let body = r#"{"type":"event","scope":{"tags":{"region":"eu","tier":"gold"},"user":{"id":"1"}}}"#;
+        assert_eq!(tags(body), [("region".into(), "eu".into()), ("tier".into(), "gold".into())]);
+        for odd in ["[]", "3", "{}", r#"{"scope":7}"#, r#"{"scope":{"tags":{"a":1}}}"#, "not json"] {
+            assert!(tags(odd).is_empty(), "{odd}");
+        }
+        let long = format!(r#"{{"scope":{{"tags":{{"k":"{}"}}}}}}"#, "v".repeat(500));
+        assert_eq!(tags(&long)[0].1.len(), TAG_CHARS);
+    }
 
     #[test]
     fn the_body_context_names_the_app_and_release() {
@@ -431,8 +504,8 @@ mod tests {
     }
 
     #[test]
-    fn other_kinds_have_a_summary_but_no_fingerprint() {
-        let d = digest(Kind::Event, r#"{"message":"user signed up"}"#);
+    fn log_batches_have_a_summary_but_no_fingerprint() {
+        let d = digest(Kind::Log, r#"{"message":"user signed up"}"#);
         assert_eq!(
             d,
             Digest { fingerprint: None, summary: "user signed up".into(), app: None, release: None }

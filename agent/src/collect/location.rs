@@ -12,7 +12,8 @@ use lastword_spool::EntryId;
 use super::postgres::{self, PostgresStore};
 use super::sqlite::SqliteStore;
 use super::store::{
-    Batch, Group, LossesRow, Outcome, ReportFilter, ReportRow, Store, StoreError, StoredReport,
+    Batch, Group, GroupFilter, KindGroup, LossesRow, Outcome, ReportFilter, ReportRow, Store, StoreError,
+    StoredReport,
 };
 
 /// The value of `--store`.
@@ -120,6 +121,13 @@ impl Store for AnyStore {
         match self {
             Self::Sqlite(s) => s.groups(app, limit).await,
             Self::Postgres(s) => s.groups(app, limit).await,
+        }
+    }
+
+    async fn groups_of(&self, filter: GroupFilter) -> Result<Vec<KindGroup>, StoreError> {
+        match self {
+            Self::Sqlite(s) => s.groups_of(filter).await,
+            Self::Postgres(s) => s.groups_of(filter).await,
         }
     }
 

@@ -22,11 +22,12 @@ use tokio_postgres::types::FromSql;
 use tokio_postgres::{NoTls, Row};
 
 use super::store::{
-    Batch, Group, LossesRow, Outcome, ReportFilter, ReportRow, Store, StoreError, StoredReport,
+    Batch, Group, GroupFilter, KindGroup, LossesRow, Outcome, ReportFilter, ReportRow, Store, StoreError,
+    StoredReport,
 };
 
 /// The schema version this program writes (STORE.md).
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 /// Connections the pool keeps at most: the committer uses one at a time, queries the others.
 pub const POOL_SIZE: usize = 4;
 /// Longest wait for a connection (from the pool or a new one) before the batch is refused.
@@ -82,7 +83,33 @@ CREATE TABLE losses (
     // 2: the web UI's overview counts the reports of the last two days from this index alone (an
     // index-only scan where the visibility map allows it).
     "CREATE INDEX reports_by_received ON reports (received_ms) INCLUDE (app, release, fingerprint);",
+    // 3: the tags of each report's scope, for `lastword store ... --tag KEY=VALUE`. Reports stored
+    // before have none.
+    "CREATE TABLE report_tags (
+        id    TEXT NOT NULL,
+        key   TEXT NOT NULL,
+        value TEXT NOT NULL,
+        PRIMARY KEY (key, value, id)
+    );",
 ];
+
+const INSERT_TAGS: &str = "INSERT INTO report_tags (id, key, value)
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[]) AS t(id, key, value)
+    ORDER BY key, value, id
+    ON CONFLICT DO NOTHING";
+
+/// Groups with the kind of their reports (see the SQLite store's `GROUPS_OF`): app $1, kind $2, a
+/// tag $3 = $4, limit $5.
+const GROUPS_OF: &str = "SELECT app, fingerprint, title, count, first_seen_ms, last_seen_ms, kind FROM (
+        SELECT g.*, (SELECT r.kind FROM reports r WHERE r.app = g.app AND r.fingerprint = g.fingerprint
+                     LIMIT 1) AS kind
+        FROM groups g WHERE ($1::text IS NULL OR g.app = $1)
+    ) AS x
+    WHERE ($2::text IS NULL OR coalesce(x.kind, 'crash') = $2)
+      AND ($3::text IS NULL OR EXISTS (SELECT 1 FROM report_tags t JOIN reports r ON r.id = t.id
+                                       WHERE t.key = $3 AND t.value = $4::text
+                                         AND r.app = x.app AND r.fingerprint = x.fingerprint))
+    ORDER BY last_seen_ms DESC, count DESC LIMIT $5";
 
 /// The key of the advisory lock held while the schema is checked and migrated ("lastword" in ASCII).
 const MIGRATION_LOCK: i64 = 0x6c61_7374_776f_7264;
@@ -362,6 +389,21 @@ async fn write_batch(client: &mut Object, batch: &Batch) -> Result<Vec<Outcome>,
         for row in rows {
             inserted.insert(row.try_get::<_, String>(0)?);
         }
+        // The scope's tags of the rows really inserted, in the same transaction.
+        let (mut tag_ids, mut keys, mut values) = (vec![], vec![], vec![]);
+        for (r, id) in firsts.iter().zip(&ids) {
+            if inserted.contains(id) {
+                for (key, value) in super::fingerprint::tags(&r.body) {
+                    tag_ids.push(id.as_str());
+                    keys.push(key);
+                    values.push(value);
+                }
+            }
+        }
+        if !tag_ids.is_empty() {
+            let insert = tx.prepare_cached(INSERT_TAGS).await?;
+            tx.execute(&insert, &[&tag_ids, &keys, &values]).await?;
+        }
     }
     // Only the rows really inserted raise their group: a duplicate that another collector stored
     // first counts nothing here.
@@ -525,12 +567,21 @@ impl Store for PostgresStore {
             "SELECT {REPORT_COLUMNS} FROM reports
              WHERE ($1::text IS NULL OR app = $1) AND ($2::text IS NULL OR kind = $2)
                 AND ($3::text IS NULL OR fingerprint = $3)
+                AND ($5::text IS NULL OR id IN (SELECT id FROM report_tags WHERE key = $5 AND value = $6::text))
              ORDER BY seq DESC LIMIT $4"
         );
+        let (key, value) = filter.tag.unzip();
         let rows = client
             .query(
                 &sql,
-                &[&filter.app, &filter.kind.map(Kind::as_str), &filter.fingerprint, &i64::from(filter.limit)],
+                &[
+                    &filter.app,
+                    &filter.kind.map(Kind::as_str),
+                    &filter.fingerprint,
+                    &i64::from(filter.limit),
+                    &key,
+                    &value,
+                ],
             )
             .await
             .map_err(backend(OP))?;
@@ -553,6 +604,32 @@ impl Store for PostgresStore {
             .await
             .map_err(backend(OP))?;
         rows.iter().map(|r| group_row(r, OP)).collect()
+    }
+
+    async fn groups_of(&self, filter: GroupFilter) -> Result<Vec<KindGroup>, StoreError> {
+        const OP: &str = "list groups";
+        let client = self.client(OP).await?;
+        let (key, value) = filter.tag.unzip();
+        let rows = client
+            .query(
+                GROUPS_OF,
+                &[&filter.app, &filter.kind.map(Kind::as_str), &key, &value, &i64::from(filter.limit)],
+            )
+            .await
+            .map_err(backend(OP))?;
+        rows.iter()
+            .map(|r| {
+                let kind: Option<String> = col(r, 6, OP)?;
+                // A group whose reports were all purged: groups were only crashes' before events.
+                let kind = match kind {
+                    None => Kind::Crash,
+                    Some(k) => {
+                        k.parse().map_err(|_| StoreError::BadRow { what: "reports.kind", value: k })?
+                    }
+                };
+                Ok(KindGroup { kind, group: group_row(r, OP)? })
+            })
+            .collect()
     }
 
     async fn losses(&self) -> Result<Vec<LossesRow>, StoreError> {

@@ -8,7 +8,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 
 use super::location::StoreLocation;
-use super::store::{ReportFilter, Store, StoreError};
+use super::store::{GroupFilter, ReportFilter, Store, StoreError};
 use crate::crash_view::CrashView;
 
 /// Why a query failed.
@@ -64,15 +64,18 @@ pub enum StoreCommand {
         /// Only this kind (crash, event or log).
         #[arg(long)]
         kind: Option<Kind>,
-        /// Only the crashes of this group.
+        /// Only the crashes (or events) of this group.
         #[arg(long)]
         fingerprint: Option<String>,
+        /// Only reports whose scope has this tag.
+        #[arg(long, value_name = "KEY=VALUE", value_parser = parse_tag)]
+        tag: Option<(String, String)>,
         /// At most this many.
         #[arg(long, default_value_t = 50)]
         limit: u32,
     },
-    /// List crash groups (one application's crashes with one fingerprint) with their counts, the most
-    /// recently seen first.
+    /// List groups (one application's crashes, or events, with one fingerprint) with their kind and
+    /// counts, the most recently seen first.
     Groups {
         /// Where and how.
         #[command(flatten)]
@@ -80,6 +83,12 @@ pub enum StoreCommand {
         /// Only this application's.
         #[arg(long)]
         app: Option<String>,
+        /// Only groups of this kind (crash or event).
+        #[arg(long)]
+        kind: Option<Kind>,
+        /// Only groups with a report whose scope has this tag.
+        #[arg(long, value_name = "KEY=VALUE", value_parser = parse_tag)]
+        tag: Option<(String, String)>,
         /// At most this many.
         #[arg(long, default_value_t = 50)]
         limit: u32,
@@ -104,6 +113,14 @@ pub enum StoreCommand {
     },
 }
 
+/// `KEY=VALUE` as a tag (the value may hold `=`; the key may not be empty).
+fn parse_tag(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
+        _ => Err(format!("{s:?} is not KEY=VALUE")),
+    }
+}
+
 /// Runs a query and prints its answer on `out`.
 pub async fn run(args: StoreArgs, out: &mut impl Write) -> Result<(), QueryError> {
     let output = match &args.command {
@@ -114,8 +131,8 @@ pub async fn run(args: StoreArgs, out: &mut impl Write) -> Result<(), QueryError
     };
     let store = output.store.open_read_only().await?;
     match args.command {
-        StoreCommand::Reports { app, kind, fingerprint, limit, .. } => {
-            let rows = store.reports(ReportFilter { app, kind, fingerprint, limit }).await?;
+        StoreCommand::Reports { app, kind, fingerprint, tag, limit, .. } => {
+            let rows = store.reports(ReportFilter { app, kind, fingerprint, tag, limit }).await?;
             if output.json {
                 return json_line(out, &rows);
             }
@@ -133,15 +150,24 @@ pub async fn run(args: StoreArgs, out: &mut impl Write) -> Result<(), QueryError
             }
             table.print(out, "no reports")
         }
-        StoreCommand::Groups { app, limit, .. } => {
-            let groups = store.groups(app, limit).await?;
+        StoreCommand::Groups { app, kind, tag, limit, .. } => {
+            let groups = store.groups_of(GroupFilter { app, kind, tag, limit }).await?;
             if output.json {
                 return json_line(out, &groups);
             }
-            let mut table =
-                Table::new(["COUNT", "LAST SEEN (UTC)", "FIRST SEEN (UTC)", "APP", "FINGERPRINT", "TITLE"]);
-            for g in &groups {
+            let mut table = Table::new([
+                "KIND",
+                "COUNT",
+                "LAST SEEN (UTC)",
+                "FIRST SEEN (UTC)",
+                "APP",
+                "FINGERPRINT",
+                "TITLE",
+            ]);
+            for kg in &groups {
+                let g = &kg.group;
                 table.row([
+                    kg.kind.to_string(),
                     g.count.to_string(),
                     utc(g.last_seen_ms),
                     utc(g.first_seen_ms),
@@ -150,7 +176,7 @@ pub async fn run(args: StoreArgs, out: &mut impl Write) -> Result<(), QueryError
                     g.title.clone(),
                 ]);
             }
-            table.print(out, "no crash groups")
+            table.print(out, "no groups")
         }
         StoreCommand::Show { id, all, .. } => {
             let report = store.report(id).await?.ok_or(QueryError::NoSuchReport { id })?;

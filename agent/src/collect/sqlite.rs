@@ -14,13 +14,14 @@ use lastword_spool::{EntryId, Kind};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use super::store::{
-    Batch, Group, LossesRow, Outcome, ReportFilter, ReportRow, Store, StoreError, StoredReport,
+    Batch, Group, GroupFilter, KindGroup, LossesRow, Outcome, ReportFilter, ReportRow, Store, StoreError,
+    StoredReport,
 };
 
 /// The file name of the store inside its directory.
 pub const FILE_NAME: &str = "lastword.sqlite";
 /// The schema version this program writes (STORE.md).
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// The schema of version 1. Never edited: later versions are [`MIGRATIONS`].
 const SCHEMA: &str = "
@@ -66,7 +67,18 @@ CREATE TABLE losses (
 const MIGRATIONS: &[&str] = &[
     // 1 -> 2: the web UI's overview counts the reports of the last two days from this index alone.
     "CREATE INDEX reports_by_received ON reports (received_ms, app, release, fingerprint);",
+    // 2 -> 3: the tags of each report's scope, for `lastword store ... --tag KEY=VALUE`. Reports
+    // stored before have none.
+    "CREATE TABLE report_tags (
+        id    TEXT NOT NULL,
+        key   TEXT NOT NULL,
+        value TEXT NOT NULL,
+        PRIMARY KEY (key, value, id)
+    ) WITHOUT ROWID;",
 ];
+
+const INSERT_TAG: &str =
+    "INSERT INTO report_tags (id, key, value) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING";
 
 const INSERT_REPORT: &str = "INSERT INTO reports
     (id, kind, app, release, host, created_ms, received_ms, fingerprint, summary, body)
@@ -85,6 +97,19 @@ const UPSERT_LOSSES: &str = "INSERT INTO losses (app, host, release, agent_name,
         agent_version = excluded.agent_version, logs_dropped = excluded.logs_dropped,
         evicted = excluded.evicted, quarantined = excluded.quarantined,
         crash_loop_suppressed = excluded.crash_loop_suppressed, reported_ms = excluded.reported_ms";
+
+/// Groups with the kind of their reports (any one of them: a fingerprint is of one kind), filtered by
+/// app (?1), kind (?2) and a tag (?3 = ?4) some report of the group has; ?5 the limit.
+const GROUPS_OF: &str = "SELECT app, fingerprint, title, count, first_seen_ms, last_seen_ms, kind FROM (
+        SELECT g.*, (SELECT r.kind FROM reports r WHERE r.app = g.app AND r.fingerprint = g.fingerprint
+                     LIMIT 1) AS kind
+        FROM groups g WHERE (?1 IS NULL OR g.app = ?1)
+    ) AS x
+    WHERE (?2 IS NULL OR coalesce(x.kind, 'crash') = ?2)
+      AND (?3 IS NULL OR EXISTS (SELECT 1 FROM report_tags t JOIN reports r ON r.id = t.id
+                                 WHERE t.key = ?3 AND t.value = ?4
+                                   AND r.app = x.app AND r.fingerprint = x.fingerprint))
+    ORDER BY last_seen_ms DESC, count DESC LIMIT ?5";
 
 const REPORT_COLUMNS: &str = "id, kind, app, release, host, created_ms, received_ms, fingerprint, summary";
 
@@ -215,6 +240,7 @@ fn write_batch(conn: &mut Connection, batch: &Batch) -> rusqlite::Result<Vec<Out
     let mut outcomes = Vec::with_capacity(batch.reports.len());
     {
         let mut insert = tx.prepare_cached(INSERT_REPORT)?;
+        let mut insert_tag = tx.prepare_cached(INSERT_TAG)?;
         // Crashes of one group in one batch raise its row once (same result, fewer B-tree updates).
         let mut gains: HashMap<(&str, &str), GroupGain<'_>> = HashMap::new();
         for r in &batch.reports {
@@ -230,6 +256,11 @@ fn write_batch(conn: &mut Connection, batch: &Batch) -> rusqlite::Result<Vec<Out
                 r.summary,
                 r.body,
             ])? == 1;
+            if inserted {
+                for (key, value) in super::fingerprint::tags(&r.body) {
+                    insert_tag.execute(params![r.id.to_string(), key, value])?;
+                }
+            }
             if inserted && let Some(fingerprint) = &r.fingerprint {
                 let gain = gains.entry((r.origin.app.as_str(), fingerprint.as_str())).or_insert(GroupGain {
                     app: &r.origin.app,
@@ -317,12 +348,14 @@ impl Store for SqliteStore {
             let sql = format!(
                 "SELECT {REPORT_COLUMNS} FROM reports
                  WHERE (?1 IS NULL OR app = ?1) AND (?2 IS NULL OR kind = ?2) AND (?3 IS NULL OR fingerprint = ?3)
+                   AND (?5 IS NULL OR id IN (SELECT id FROM report_tags WHERE key = ?5 AND value = ?6))
                  ORDER BY rowid DESC LIMIT ?4"
             );
             let mut stmt = conn.prepare(&sql).map_err(backend("list reports"))?;
+            let (key, value) = filter.tag.unzip();
             let rows = stmt
                 .query_map(
-                    params![filter.app, filter.kind.map(Kind::as_str), filter.fingerprint, filter.limit],
+                    params![filter.app, filter.kind.map(Kind::as_str), filter.fingerprint, filter.limit, key, value],
                     report_row,
                 )
                 .map_err(backend("list reports"))?;
@@ -364,6 +397,47 @@ impl Store for SqliteStore {
                 })
                 .map_err(backend("list groups"))?;
             rows.collect::<rusqlite::Result<_>>().map_err(backend("list groups"))
+        })
+        .await
+    }
+
+    async fn groups_of(&self, filter: GroupFilter) -> Result<Vec<KindGroup>, StoreError> {
+        const OP: &str = "list groups";
+        self.with_conn(OP, move |conn| {
+            let mut stmt = conn.prepare_cached(GROUPS_OF).map_err(backend(OP))?;
+            let (key, value) = filter.tag.unzip();
+            let rows = stmt
+                .query_map(
+                    params![filter.app, filter.kind.map(Kind::as_str), key, value, filter.limit],
+                    |r| {
+                        Ok((
+                            r.get::<_, Option<String>>(6)?,
+                            Group {
+                                app: r.get(0)?,
+                                fingerprint: r.get(1)?,
+                                title: r.get(2)?,
+                                count: from_sql_int(r.get(3)?),
+                                first_seen_ms: from_sql_int(r.get(4)?),
+                                last_seen_ms: from_sql_int(r.get(5)?),
+                            },
+                        ))
+                    },
+                )
+                .map_err(backend(OP))?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (kind, group) = row.map_err(backend(OP))?;
+                // A group whose reports were purged since has no kind left to tell: a crash group
+                // (groups were only crashes' before events).
+                let kind = match kind {
+                    None => Kind::Crash,
+                    Some(k) => {
+                        k.parse().map_err(|_| StoreError::BadRow { what: "reports.kind", value: k })?
+                    }
+                };
+                out.push(KindGroup { kind, group });
+            }
+            Ok(out)
         })
         .await
     }

@@ -83,7 +83,7 @@ pub struct NewReport {
     pub created_ms: u64,
     /// When the collector read it (ms since the Unix epoch).
     pub received_ms: u64,
-    /// For crashes: the group key (fingerprint.rs).
+    /// For crashes and events: the group key (fingerprint.rs).
     pub fingerprint: Option<String>,
     /// One line for people (the body's `message`, or a crash's top function); may be empty.
     pub summary: String,
@@ -129,8 +129,33 @@ pub struct ReportFilter {
     pub kind: Option<Kind>,
     /// Only this crash group.
     pub fingerprint: Option<String>,
+    /// Only reports whose scope has this tag (key, value).
+    pub tag: Option<(String, String)>,
     /// At most this many, newest (by received time) first.
     pub limit: u32,
+}
+
+/// Which groups to list ([`Store::groups_of`]).
+#[derive(Clone, Debug, Default)]
+pub struct GroupFilter {
+    /// Only this application's.
+    pub app: Option<String>,
+    /// Only groups of this kind (crash or event).
+    pub kind: Option<Kind>,
+    /// Only groups with at least one report whose scope has this tag (key, value).
+    pub tag: Option<(String, String)>,
+    /// At most this many, most recently seen first.
+    pub limit: u32,
+}
+
+/// A group and the kind of its reports (a fingerprint groups reports of one kind).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct KindGroup {
+    /// Crash or event.
+    pub kind: Kind,
+    /// The group.
+    #[serde(flatten)]
+    pub group: Group,
 }
 
 /// A stored report without its body.
@@ -165,7 +190,7 @@ pub struct StoredReport {
     pub body: String,
 }
 
-/// A crash group: the crashes of one application with one fingerprint.
+/// A group: the crashes (or the events) of one application with one fingerprint.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Group {
     /// The application.
@@ -233,6 +258,13 @@ pub trait Store: Send + Sync + 'static {
         app: Option<String>,
         limit: u32,
     ) -> impl Future<Output = Result<Vec<Group>, StoreError>> + Send;
+
+    /// Lists groups of crashes and events, most recently seen first, with their kind, as `filter`
+    /// says.
+    fn groups_of(
+        &self,
+        filter: GroupFilter,
+    ) -> impl Future<Output = Result<Vec<KindGroup>, StoreError>> + Send;
 
     /// The latest loss counters of every agent.
     fn losses(&self) -> impl Future<Output = Result<Vec<LossesRow>, StoreError>> + Send;

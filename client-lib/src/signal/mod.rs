@@ -37,6 +37,7 @@ mod interpose;
 mod maps;
 mod memory;
 mod modules;
+pub(crate) mod scope_line;
 mod stacks;
 mod write;
 
@@ -87,6 +88,7 @@ struct Buffers {
     header: UnsafeCell<[u8; 8192]>,
     crumbs: UnsafeCell<[u8; CRUMBS_BUF]>,
     crumb_line: UnsafeCell<[u8; crumbs::LINE_MAX]>,
+    scope: UnsafeCell<[u8; scope_line::SCOPE_MAX]>,
     maps: UnsafeCell<[u8; maps::MAPS_MAX]>,
     modules: UnsafeCell<[u8; 128 * 1024]>,
     module_line: UnsafeCell<[u8; 4200]>,
@@ -105,6 +107,7 @@ static BUFFERS: Buffers = Buffers {
     header: UnsafeCell::new([0; 8192]),
     crumbs: UnsafeCell::new([0; CRUMBS_BUF]),
     crumb_line: UnsafeCell::new([0; crumbs::LINE_MAX]),
+    scope: UnsafeCell::new([0; scope_line::SCOPE_MAX]),
     maps: UnsafeCell::new([0; maps::MAPS_MAX]),
     modules: UnsafeCell::new([0; 128 * 1024]),
     module_line: UnsafeCell::new([0; 4200]),
@@ -806,11 +809,23 @@ unsafe fn record(
     context: *mut libc::c_void,
 ) {
     // SAFETY: BUSY is held by this thread: nobody else uses the buffers.
-    let (header, crumbs_buf, crumb_line, maps_buf, modules_buf, module_line, elf, stack_line, stack) = unsafe {
+    let (
+        header,
+        crumbs_buf,
+        crumb_line,
+        scope_buf,
+        maps_buf,
+        modules_buf,
+        module_line,
+        elf,
+        stack_line,
+        stack,
+    ) = unsafe {
         (
             &mut *BUFFERS.header.get(),
             &mut *BUFFERS.crumbs.get(),
             &mut *BUFFERS.crumb_line.get(),
+            &mut *BUFFERS.scope.get(),
             &mut *BUFFERS.maps.get(),
             &mut *BUFFERS.modules.get(),
             &mut *BUFFERS.module_line.get(),
@@ -923,9 +938,12 @@ unsafe fn record(
     line.str("stack ").hex(copy_from.unwrap_or(sp) as u64).str(" ").int(copied as i64).str("\n");
     let mut crumb_lines = Writer::new(crumbs_buf);
     crumbs::RING.write_lines(&mut crumb_lines, crumb_line);
-    let parts: [&[u8]; 6] = [
+    // The process-wide scope's line (async-signal-safe: atomic loads and a copy).
+    let scope_len = scope_line::LINE.read(scope_buf);
+    let parts: [&[u8]; 7] = [
         w.written(),
         crumb_lines.written(),
+        scope_buf.get(..scope_len).unwrap_or(&[]),
         &state.context_line,
         modules.written(),
         line.written(),

@@ -162,6 +162,7 @@ fn main() {
         "panic-none-second" => println!("{}", second_lookup()),
         "panic-thread-then-wait" => panic_in_a_thread_then_wait(),
         other if review::run(other) => {}
+        other if scope_cases::run(other) => {}
         other => {
             eprintln!("crash-app: unknown case {other:?}");
             std::process::exit(64);
@@ -1109,5 +1110,48 @@ mod review {
         // SAFETY: nanosleep with a valid timespec; the child then returns and clone's wrapper exits.
         unsafe { libc::nanosleep(&raw const pause, std::ptr::null_mut()) };
         0
+    }
+}
+
+/// The scope's cases (tests/tests/scope.rs): a crash carries the scope of its time.
+mod scope_cases {
+    /// Runs `case` if it is one of these; false otherwise.
+    pub fn run(case: &str) -> bool {
+        match case {
+            "segv-with-scope" => {
+                set_process_scope();
+                // A thread's own block: a fatal signal's report carries the process-wide scope only.
+                lastword::with_scope(
+                    |s| {
+                        s.set_tag("block", "thread-only");
+                    },
+                    super::null_deref,
+                );
+            }
+            "panic-with-scope" => {
+                set_process_scope();
+                lastword::with_scope(
+                    |s| {
+                        s.set_tag("block", "panicking-thread");
+                    },
+                    || panic!("boom in a scoped block"),
+                );
+            }
+            _ => return false,
+        }
+        true
+    }
+
+    fn set_process_scope() {
+        lastword::configure_scope(|s| {
+            s.set_tag("region", "eu-west-1");
+            s.set_user(Some(lastword::report::User {
+                id: Some("42".into()),
+                name: Some("ann".into()),
+                ip: Some("192.0.2.7".into()),
+            }));
+            s.set_extra("build", serde_json::json!({"sha": "abc123"}));
+            s.set_environment(Some("canary".into()));
+        });
     }
 }
