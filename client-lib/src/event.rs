@@ -12,7 +12,7 @@
 
 use std::error::Error;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -226,28 +226,7 @@ pub(crate) fn debug_type_name(error: &dyn Error) -> Option<String> {
 #[inline(never)]
 fn capture() -> Vec<usize> {
     let marker = capture_error_info as fn(Level, String, ErrorInfo) -> EntryId as usize;
-    let mut above = Vec::with_capacity(8);
-    let mut below = Vec::with_capacity(32);
-    let mut found = false;
-    backtrace::trace(|frame| {
-        let ip = frame.ip() as usize;
-        if found {
-            if ip != 0 {
-                below.push(ip);
-            }
-        } else if frame.symbol_address() as usize == marker {
-            found = true;
-        } else if ip != 0 {
-            above.push(ip);
-        }
-        above.len() + below.len() < MAX_FRAMES
-    });
-    if found {
-        below
-    } else {
-        above.extend(below);
-        above
-    }
+    crate::panic::addresses_below(marker, MAX_FRAMES)
 }
 
 enum Msg {
@@ -298,35 +277,14 @@ impl EventPipe {
     /// Writes what is queued now into the spool; waits until `deadline` at most (a full queue is
     /// retried until then rather than blocked on). True when it was written.
     pub fn flush_until(&self, deadline: Instant) -> bool {
-        if std::process::id() != self.pid {
-            return false;
-        }
-        let (ack, done) = mpsc::channel();
-        let mut msg = Msg::Flush(ack);
-        loop {
-            match self.tx.try_send(msg) {
-                Ok(()) => break,
-                Err(TrySendError::Full(m)) if Instant::now() < deadline => {
-                    msg = m;
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                Err(_) => return false,
-            }
-        }
-        done.recv_timeout(deadline.saturating_duration_since(Instant::now())).is_ok()
+        crate::logs::flush_queue(self.pid, &self.tx, Msg::Flush, deadline)
     }
 
     /// Writes what is queued and stops the writer thread, by `deadline` (a writer still busy then
     /// finishes on its own, and is not waited for).
     pub fn stop(&self, deadline: Instant) {
         self.flush_until(deadline);
-        let _ = self.tx.try_send(Msg::Stop);
-        if let Ok(mut writer) = self.writer.lock()
-            && let Some(handle) = writer.take()
-            && handle.is_finished()
-        {
-            let _ = handle.join();
-        }
+        crate::logs::stop_writer(&self.tx, Msg::Stop, &self.writer);
     }
 }
 

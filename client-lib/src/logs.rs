@@ -164,36 +164,54 @@ impl LogPipe {
     /// Writes what is queued now into the spool; waits until `deadline` at most (a full queue is
     /// retried until then rather than blocked on). True when it was written.
     pub fn flush_until(&self, deadline: Instant) -> bool {
-        if std::process::id() != self.pid {
-            // A child forked without the writer thread: nobody would answer.
-            return false;
-        }
-        let (ack, done) = mpsc::channel();
-        let mut msg = Msg::Flush(ack);
-        loop {
-            match self.tx.try_send(msg) {
-                Ok(()) => break,
-                Err(TrySendError::Full(m)) if Instant::now() < deadline => {
-                    msg = m;
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                Err(_) => return false,
-            }
-        }
-        done.recv_timeout(deadline.saturating_duration_since(Instant::now())).is_ok()
+        flush_queue(self.pid, &self.tx, Msg::Flush, deadline)
     }
 
     /// Writes what is queued and stops the writer thread, by `deadline`: a writer still busy then
     /// (a slow disk) finishes on its own, and is not waited for.
     pub fn stop(&self, deadline: Instant) {
         self.flush_until(deadline);
-        let _ = self.tx.try_send(Msg::Stop);
-        if let Ok(mut writer) = self.writer.lock()
-            && let Some(handle) = writer.take()
-            && handle.is_finished()
-        {
-            let _ = handle.join();
+        stop_writer(&self.tx, Msg::Stop, &self.writer);
+    }
+}
+
+/// Asks the writer thread of a queue (logs, events) to write what is queued, with the message
+/// `flush` makes, and waits for its answer until `deadline` at most (a full queue is retried until
+/// then rather than blocked on). False in a child forked without the writer thread (`pid` is the
+/// process that started it): nobody would answer.
+pub(crate) fn flush_queue<M>(
+    pid: u32,
+    tx: &SyncSender<M>,
+    flush: fn(mpsc::Sender<()>) -> M,
+    deadline: Instant,
+) -> bool {
+    if std::process::id() != pid {
+        return false;
+    }
+    let (ack, done) = mpsc::channel();
+    let mut msg = flush(ack);
+    loop {
+        match tx.try_send(msg) {
+            Ok(()) => break,
+            Err(TrySendError::Full(m)) if Instant::now() < deadline => {
+                msg = m;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(_) => return false,
         }
+    }
+    done.recv_timeout(deadline.saturating_duration_since(Instant::now())).is_ok()
+}
+
+/// Tells a queue's writer thread to stop, and joins it if it has finished already (one still busy
+/// finishes on its own, and is not waited for).
+pub(crate) fn stop_writer<M>(tx: &SyncSender<M>, stop: M, writer: &Mutex<Option<JoinHandle<()>>>) {
+    let _ = tx.try_send(stop);
+    if let Ok(mut writer) = writer.lock()
+        && let Some(handle) = writer.take()
+        && handle.is_finished()
+    {
+        let _ = handle.join();
     }
 }
 

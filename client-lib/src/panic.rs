@@ -143,12 +143,20 @@ fn report(shared: &Shared, info: &PanicHookInfo<'_>) {
 }
 
 /// The return addresses of the panicking thread below the hook, innermost first: an unresolved
-/// backtrace, cut at the hook's own frame, which is found by its function's start address (from the
-/// unwind tables, present in every build, stripped ones included). If that frame is not found, every
-/// frame is kept (symbolization then cuts by name).
+/// backtrace, cut at the hook's own frame (see [`addresses_below`]; symbolization cuts by name if
+/// that frame is not found).
 #[inline(never)]
 fn capture() -> Vec<usize> {
-    let hook = panic_hook as fn(&PanicHookInfo<'_>) as usize;
+    addresses_below(panic_hook as fn(&PanicHookInfo<'_>) as usize, MAX_FRAMES)
+}
+
+/// The return addresses of the calling thread below the frame of the function that starts at
+/// `marker`, innermost first, at most `max`: an unresolved backtrace cut at that frame, which is
+/// found by its function's start address (from the unwind tables, present in every build, stripped
+/// ones included). If that frame is not found, every frame is kept. For the panic hook and
+/// `capture_error` (client-lib/src/event.rs).
+#[inline(never)]
+pub(crate) fn addresses_below(marker: usize, max: usize) -> Vec<usize> {
     let mut above = Vec::with_capacity(16);
     let mut below = Vec::with_capacity(64);
     let mut found = false;
@@ -158,12 +166,12 @@ fn capture() -> Vec<usize> {
             if ip != 0 {
                 below.push(ip);
             }
-        } else if frame.symbol_address() as usize == hook {
+        } else if frame.symbol_address() as usize == marker {
             found = true;
         } else if ip != 0 {
             above.push(ip);
         }
-        above.len() + below.len() < MAX_FRAMES
+        above.len() + below.len() < max
     });
     if found {
         below
