@@ -225,8 +225,9 @@ pub(crate) fn debug_type_name(error: &dyn Error) -> Option<String> {
 /// of `capture_error`) first. If that frame is not found, every frame is kept.
 #[inline(never)]
 fn capture() -> Vec<usize> {
+    static SEEN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let marker = capture_error_info as fn(Level, String, ErrorInfo) -> EntryId as usize;
-    crate::panic::addresses_below(marker, MAX_FRAMES)
+    crate::panic::addresses_below(marker, &SEEN, MAX_FRAMES)
 }
 
 enum Msg {

@@ -11,6 +11,7 @@
 
 use std::cell::Cell;
 use std::panic::PanicHookInfo;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 
 use crate::crashloop::CrashLoop;
@@ -147,16 +148,47 @@ fn report(shared: &Shared, info: &PanicHookInfo<'_>) {
 /// that frame is not found).
 #[inline(never)]
 fn capture() -> Vec<usize> {
-    addresses_below(panic_hook as fn(&PanicHookInfo<'_>) as usize, MAX_FRAMES)
+    static SEEN: AtomicUsize = AtomicUsize::new(0);
+    addresses_below(panic_hook as fn(&PanicHookInfo<'_>) as usize, &SEEN, MAX_FRAMES)
 }
 
 /// The return addresses of the calling thread below the frame of the function that starts at
-/// `marker`, innermost first, at most `max`: an unresolved backtrace cut at that frame, which is
-/// found by its function's start address (from the unwind tables, present in every build, stripped
-/// ones included). If that frame is not found, every frame is kept. For the panic hook and
-/// `capture_error` (client-lib/src/event.rs).
+/// `marker`, innermost first, at most `max`: an unresolved backtrace cut at that frame. If that frame
+/// is not found, every frame is kept. For the panic hook and `capture_error` (client-lib/src/event.rs).
+///
+/// The frame is found by its function's start address (from the unwind tables, present in every
+/// build, stripped ones included), which costs a search of those tables for each frame above it:
+/// most of a walk's cost. So `seen` keeps the frame's return address once it was found: the marker
+/// calls its capture from one call site, so the same return address marks the same frame on every
+/// later walk, and comparing it costs nothing. Should a walk not meet it (a marker with two call
+/// sites), the frame is searched by its start address again, and `seen` updated.
 #[inline(never)]
-pub(crate) fn addresses_below(marker: usize, max: usize) -> Vec<usize> {
+pub(crate) fn addresses_below(marker: usize, seen: &AtomicUsize, max: usize) -> Vec<usize> {
+    let known = seen.load(Ordering::Relaxed);
+    if known != 0 {
+        if let (true, addresses) = walk_below(max, |ip, _| ip == known) {
+            return addresses;
+        }
+    }
+    let mut found_at = 0;
+    let (found, addresses) = walk_below(max, |ip, frame| {
+        let is = frame.symbol_address() as usize == marker;
+        if is {
+            found_at = ip;
+        }
+        is
+    });
+    if found {
+        seen.store(found_at, Ordering::Relaxed);
+    }
+    addresses
+}
+
+/// One walk of the calling thread's stack, at most `max` frames: whether a frame `is_marker`
+/// accepted (given its return address and the frame), and then the return addresses below it,
+/// innermost first; otherwise all of them.
+#[inline(always)]
+fn walk_below(max: usize, mut is_marker: impl FnMut(usize, &backtrace::Frame) -> bool) -> (bool, Vec<usize>) {
     let mut above = Vec::with_capacity(16);
     let mut below = Vec::with_capacity(64);
     let mut found = false;
@@ -166,7 +198,7 @@ pub(crate) fn addresses_below(marker: usize, max: usize) -> Vec<usize> {
             if ip != 0 {
                 below.push(ip);
             }
-        } else if frame.symbol_address() as usize == marker {
+        } else if is_marker(ip, frame) {
             found = true;
         } else if ip != 0 {
             above.push(ip);
@@ -174,10 +206,10 @@ pub(crate) fn addresses_below(marker: usize, max: usize) -> Vec<usize> {
         above.len() + below.len() < max
     });
     if found {
-        below
+        (true, below)
     } else {
         above.extend(below);
-        above
+        (false, above)
     }
 }
 
@@ -220,4 +252,54 @@ fn refresh_modules() -> Arc<Vec<LoadedModule>> {
 
 pub(crate) fn thread_id() -> u64 {
     u64::try_from(rustix::thread::gettid().as_raw_nonzero().get()).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The marker: calls the capture from one call site, like the panic hook and `capture_error`.
+    #[inline(never)]
+    fn marker(seen: &AtomicUsize) -> Vec<usize> {
+        std::hint::black_box(grab(seen))
+    }
+
+    #[inline(never)]
+    fn grab(seen: &AtomicUsize) -> Vec<usize> {
+        addresses_below(marker as fn(&AtomicUsize) -> Vec<usize> as usize, seen, MAX_FRAMES)
+    }
+
+    fn name_of(ip: usize) -> String {
+        let mut name = String::new();
+        backtrace::resolve((ip - 1) as *mut std::ffi::c_void, |s| {
+            if name.is_empty() {
+                name = s.name().map(|n| n.to_string()).unwrap_or_default();
+            }
+        });
+        name
+    }
+
+    #[test]
+    fn the_marker_frame_found_by_its_start_is_then_found_by_its_return_address() {
+        let seen = AtomicUsize::new(0);
+        let walks: Vec<Vec<usize>> = (0..3).map(|_| marker(&seen)).collect();
+        assert_ne!(seen.load(Ordering::Relaxed), 0, "the marker's return address is kept");
+        assert_eq!(walks[0], walks[1], "the kept address cuts where the search by start cut");
+        assert_eq!(walks[1], walks[2]);
+        let top = name_of(walks[0][0]);
+        assert!(top.contains("the_marker_frame_found"), "the innermost frame is the marker's caller: {top}");
+        assert!(walks[0].iter().all(|&ip| !name_of(ip).contains("grab")), "nothing above the marker");
+    }
+
+    #[test]
+    fn a_kept_address_that_no_frame_has_is_searched_again_by_start() {
+        let right = AtomicUsize::new(0);
+        let stale = AtomicUsize::new(1);
+        let walks: Vec<(Vec<usize>, Vec<usize>)> = (0..1).map(|_| (marker(&right), marker(&stale))).collect();
+        let (expected, got) = &walks[0];
+        assert_eq!(got.get(1..), expected.get(1..), "the same cut below the marker's caller");
+        assert_eq!(name_of(got[0]), name_of(expected[0]));
+        assert_ne!(stale.load(Ordering::Relaxed), 1, "the stale address is replaced");
+        assert_ne!(stale.load(Ordering::Relaxed), 0);
+    }
 }
