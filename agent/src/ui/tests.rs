@@ -40,6 +40,7 @@ macro_rules! on_both_stores {
 }
 
 mod browser;
+mod events;
 mod reading;
 
 pub(super) const XSS: &str = "<script>alert(1)</script><b>bold</b>";
@@ -335,7 +336,7 @@ async fn each_page_shows_the_stores_content(backend: Backend) {
         ],
     );
     // 3 + 1 + 1 + 55 crashes and 3 log batches in the last 24 hours; the bulk is 10 days old.
-    assert_in(&home.body, &["63 reports in the last 24 hours", "56 crash groups"]);
+    assert_in(&home.body, &["63 reports in the last 24 hours", "56 groups of crashes and events"]);
     assert!(!home.body.contains("bulk 0"), "old groups are not rising");
 
     let groups = get(ui.addr, "/groups?app=shop", "").await;
