@@ -188,15 +188,17 @@ pub fn overview(o: &Overview) -> Markup {
             } @else {
                 div.scroll { table {
                     thead { tr {
-                        th { "App" } th { "Host" } th { "Release" } th.num { "Logs dropped" } th.num { "Evicted" }
+                        th { "App" } th { "Host" } th { "Release" } th.num { "Logs dropped" } th.num { "Events dropped" }
+                        th.num { "Evicted" }
                         th.num { "Quarantined" } th.num { "Crash-loop suppressed" } th { "Reported (UTC)" }
                     } }
                     tbody {
                         @for l in &o.losses {
-                            @let lost = l.losses.logs_dropped + l.losses.evicted + l.losses.quarantined + l.losses.crash_loop_suppressed;
+                            @let lost = l.losses.logs_dropped + l.losses.events_dropped + l.losses.evicted + l.losses.quarantined + l.losses.crash_loop_suppressed;
                             tr class=[(lost > 0).then_some("loss")] {
                                 td { (l.app) } td { (l.host) } td { (l.release.as_deref().unwrap_or("")) }
-                                td.num { (l.losses.logs_dropped) } td.num { (l.losses.evicted) }
+                                td.num { (l.losses.logs_dropped) } td.num { (l.losses.events_dropped) }
+                                td.num { (l.losses.evicted) }
                                 td.num { (l.losses.quarantined) } td.num { (l.losses.crash_loop_suppressed) }
                                 td { (utc(l.reported_ms)) }
                             }

@@ -762,7 +762,8 @@ fn losses(conn: &Connection) -> Result<Vec<LossesRow>, StoreError> {
     let mut stmt = conn
         .prepare(
             "SELECT app, host, release, agent_name, agent_version, logs_dropped, evicted,
-                quarantined, crash_loop_suppressed, reported_ms FROM losses ORDER BY app, host LIMIT 500",
+                quarantined, crash_loop_suppressed, reported_ms, events_dropped
+             FROM losses ORDER BY app, host LIMIT 500",
         )
         .map_err(backend(op))?;
     let rows = stmt
@@ -777,6 +778,7 @@ fn losses(conn: &Connection) -> Result<Vec<LossesRow>, StoreError> {
                     evicted: from_sql_int(r.get(6)?),
                     quarantined: from_sql_int(r.get(7)?),
                     crash_loop_suppressed: from_sql_int(r.get(8)?),
+                    events_dropped: from_sql_int(r.get(10)?),
                 },
                 reported_ms: from_sql_int(r.get(9)?),
             })

@@ -230,7 +230,13 @@ pub(super) async fn filled(backend: Backend) -> Filled {
     ));
     let losses = vec![AgentLosses {
         origin: origin("shop", "1.1"),
-        losses: Losses { logs_dropped: 11, evicted: 3, quarantined: 2, crash_loop_suppressed: 5 },
+        losses: Losses {
+            logs_dropped: 11,
+            evicted: 3,
+            quarantined: 2,
+            crash_loop_suppressed: 5,
+            events_dropped: 9,
+        },
         received_ms: now,
     }];
     // Stored in the order of arrival, as the collector does, with ids made in that order, as the
@@ -325,11 +331,13 @@ async fn each_page_shows_the_stores_content(backend: Backend) {
             "What agents could not deliver",
         ],
     );
-    // The losses: logs dropped, evicted, quarantined, crash-loop suppressed.
+    // The losses: logs dropped and events dropped side by side, evicted, quarantined, crash-loop
+    // suppressed.
     assert_in(
         &home.body,
         &[
-            "<td class=\"num\">11</td>",
+            "<th class=\"num\">Logs dropped</th><th class=\"num\">Events dropped</th>",
+            "<td class=\"num\">11</td><td class=\"num\">9</td>",
             "<td class=\"num\">3</td>",
             "<td class=\"num\">2</td>",
             "<td class=\"num\">5</td>",
