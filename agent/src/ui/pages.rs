@@ -332,11 +332,14 @@ fn frame_item(f: &FrameView, unsymbolized_reason: &str) -> Markup {
 /// A crash's frames, the first thing under its title: the application's own frames emphasized, the
 /// others (std, dependencies, libc) folded behind one `<details>` line that opens them, no script.
 fn crash_frames(view: &CrashView) -> Markup {
+    // An event's frames are those of the code that captured it (REPORT.md "Event").
+    let heading =
+        if view.kind == "event" { "Frames where it was captured" } else { "Frames of the crashing thread" };
     let (shown, folded) = view.split_frames();
     let reason = view.symbolization_error.as_deref().unwrap_or("no symbol for this address");
     html! {
         section.card.stack {
-            h2 { "Frames of the crashing thread" }
+            h2 { (heading) }
             @if let Some(err) = &view.symbolization_error {
                 p.warn { "Partly unsymbolized: " (err) }
             }

@@ -147,6 +147,7 @@ async fn an_event_report_shows_its_error_chain_scope_and_frames(backend: Backend
     // The frames, as a crash's: the app's own first, the rest folded.
     assert_in(&page.body, &["<li class=\"frame app\">", "lastword_event_app::load_config", "event_app.rs:"]);
     assert!(page.body.contains("<details class=\"folded\">"), "std's frames folded");
+    assert_in(&page.body, &["<h2>Frames where it was captured</h2>"]);
     // The scope: the tag as a link to the groups with it, the user, the extra context as JSON.
     assert_eq!(hrefs(&page.body, "tag"), vec!["/groups?tag=region%3Deu-west-1".to_owned()]);
     assert_in(
