@@ -225,7 +225,13 @@ fn losses(now: u64) -> Vec<AgentLosses> {
         .step_by(4)
         .map(|origin| AgentLosses {
             origin,
-            losses: Losses { logs_dropped: 12, evicted: 1, quarantined: 0, crash_loop_suppressed: 2 },
+            losses: Losses {
+                logs_dropped: 12,
+                evicted: 1,
+                quarantined: 0,
+                crash_loop_suppressed: 2,
+                events_dropped: 3,
+            },
             received_ms: now,
         })
         .collect()

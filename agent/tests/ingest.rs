@@ -108,6 +108,11 @@ async fn welcome_states_the_limits_and_a_resent_report_is_a_duplicate() {
     assert_eq!(scalar(dir.path(), "SELECT count(*) FROM reports"), 1);
     assert_eq!(scalar(dir.path(), "SELECT count FROM groups"), 1);
     assert_eq!(scalar(dir.path(), "SELECT evicted FROM losses WHERE app = 'app' AND host = 'test-host'"), 2);
+    assert_eq!(
+        scalar(dir.path(), "SELECT events_dropped FROM losses WHERE app = 'app' AND host = 'test-host'"),
+        5,
+        "the hello's events dropped are stored beside its logs dropped"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

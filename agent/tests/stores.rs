@@ -143,7 +143,7 @@ async fn queries_filter_order_and_limit(store: impl Store) {
 async fn the_latest_losses_per_app_and_host_are_kept(store: impl Store) {
     let losses = |n, host| AgentLosses {
         origin: origin("app", "1.0", host),
-        losses: Losses { evicted: n, ..Losses::default() },
+        losses: Losses { evicted: n, events_dropped: 10 * n, ..Losses::default() },
         received_ms: n,
     };
     let first =
@@ -155,6 +155,8 @@ async fn the_latest_losses_per_app_and_host_are_kept(store: impl Store) {
     assert_eq!((rows[0].host.as_str(), rows[0].losses.evicted, rows[0].reported_ms), ("", 2, 2));
     assert_eq!((rows[1].host.as_str(), rows[1].losses.evicted), ("b", 7));
     assert_eq!(rows[1].agent.name, "lastword");
+    // Events dropped are kept beside the other counters (schema version 4).
+    assert_eq!((rows[0].losses.events_dropped, rows[1].losses.events_dropped), (20, 70));
 }
 
 async fn an_empty_batch_writes_nothing(store: impl Store) {
@@ -208,10 +210,10 @@ async fn postgres_schema_is_migrated_once_and_a_newer_one_is_refused() {
     let again = PostgresStore::open(&url).await.unwrap();
     assert_eq!(again.write(batch(vec![crash(id, "g", 1)])).await.unwrap(), [Outcome::Duplicate]);
     assert!(PostgresStore::open_read_only(&url).await.unwrap().report(id).await.unwrap().is_some());
-    assert_eq!(pg.psql("versions", "SELECT version FROM lastword_schema"), "3");
+    assert_eq!(pg.psql("versions", "SELECT version FROM lastword_schema"), "4");
     pg.psql("versions", "UPDATE lastword_schema SET version = 99");
     let refused = PostgresStore::open(&url).await.unwrap_err();
-    assert!(matches!(refused, StoreError::Version { found: 99, known: 3, .. }), "{refused}");
+    assert!(matches!(refused, StoreError::Version { found: 99, known: 4, .. }), "{refused}");
     let message = refused.to_string();
     assert!(message.contains("99") && !message.contains("password"), "{message}");
     assert!(matches!(PostgresStore::open_read_only(&url).await, Err(StoreError::Version { .. })));
@@ -226,18 +228,20 @@ async fn a_postgres_store_of_schema_version_1_is_migrated_and_keeps_its_reports(
         let store = PostgresStore::open(&url).await.unwrap();
         store.write(batch(vec![crash(id, "g", 1)])).await.unwrap();
     }
-    // What version 1 made: the same tables without the index of version 2 and the tags of 3.
+    // What version 1 made: the same tables without the index of version 2, the tags of 3 and the
+    // events dropped of 4.
     pg.psql(
         "old",
-        "DROP INDEX reports_by_received; DROP TABLE report_tags; UPDATE lastword_schema SET version = 1",
+        "DROP INDEX reports_by_received; DROP TABLE report_tags; ALTER TABLE losses DROP COLUMN events_dropped;
+         UPDATE lastword_schema SET version = 1",
     );
     assert!(matches!(
         PostgresStore::open_read_only(&url).await,
-        Err(StoreError::Version { found: 1, known: 3, .. })
+        Err(StoreError::Version { found: 1, known: 4, .. })
     ));
     let store = PostgresStore::open(&url).await.unwrap();
     assert!(store.report(id).await.unwrap().is_some());
-    assert_eq!(pg.psql("old", "SELECT version FROM lastword_schema"), "3");
+    assert_eq!(pg.psql("old", "SELECT version FROM lastword_schema"), "4");
     assert_eq!(
         pg.psql("old", "SELECT count(*) FROM pg_indexes WHERE indexname = 'reports_by_received'"),
         "1"

@@ -63,6 +63,9 @@ pub struct Losses {
     pub quarantined: u64,
     /// Crash reports not stored because the same crash repeated too often (crash loop).
     pub crash_loop_suppressed: u64,
+    /// Events (`capture_error`, `capture_message`) dropped because the writer's queue was full.
+    /// Optional on the wire (0 when absent: senders before it did not count them).
+    pub events_dropped: u64,
 }
 
 /// The client's first message.

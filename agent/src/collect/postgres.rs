@@ -27,7 +27,7 @@ use super::store::{
 };
 
 /// The schema version this program writes (STORE.md).
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 /// Connections the pool keeps at most: the committer uses one at a time, queries the others.
 pub const POOL_SIZE: usize = 4;
 /// Longest wait for a connection (from the pool or a new one) before the batch is refused.
@@ -91,6 +91,9 @@ CREATE TABLE losses (
         value TEXT NOT NULL,
         PRIMARY KEY (key, value, id)
     );",
+    // 4: the events each agent dropped (queue full), beside its logs dropped. Rows of agents that
+    // have not connected since read 0.
+    "ALTER TABLE losses ADD COLUMN events_dropped BIGINT NOT NULL DEFAULT 0;",
 ];
 
 const INSERT_TAGS: &str = "INSERT INTO report_tags (id, key, value)
@@ -134,16 +137,17 @@ const UPSERT_GROUPS: &str =
         last_seen_ms = greatest(g.last_seen_ms, excluded.last_seen_ms)";
 
 const UPSERT_LOSSES: &str = "INSERT INTO losses (app, host, release, agent_name, agent_version,
-        logs_dropped, evicted, quarantined, crash_loop_suppressed, reported_ms)
+        logs_dropped, evicted, quarantined, crash_loop_suppressed, reported_ms, events_dropped)
     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[],
-        $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[])
+        $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[])
         AS t(app, host, release, agent_name, agent_version, logs_dropped, evicted, quarantined,
-            crash_loop_suppressed, reported_ms)
+            crash_loop_suppressed, reported_ms, events_dropped)
     ORDER BY app, host
     ON CONFLICT (app, host) DO UPDATE SET release = excluded.release, agent_name = excluded.agent_name,
         agent_version = excluded.agent_version, logs_dropped = excluded.logs_dropped,
         evicted = excluded.evicted, quarantined = excluded.quarantined,
-        crash_loop_suppressed = excluded.crash_loop_suppressed, reported_ms = excluded.reported_ms";
+        crash_loop_suppressed = excluded.crash_loop_suppressed, reported_ms = excluded.reported_ms,
+        events_dropped = excluded.events_dropped";
 
 pub(crate) const REPORT_COLUMNS: &str =
     "id, kind, app, release, host, created_ms, received_ms, fingerprint, summary";
@@ -447,7 +451,7 @@ async fn write_batch(client: &mut Object, batch: &Batch) -> Result<Vec<Outcome>,
         }
         let (mut apps, mut hosts, mut releases, mut names, mut versions) =
             (vec![], vec![], vec![], vec![], vec![]);
-        let mut nums: [Vec<i64>; 5] = Default::default();
+        let mut nums: [Vec<i64>; 6] = Default::default();
         for ((app, host), l) in &latest {
             apps.push(*app);
             hosts.push(*host);
@@ -459,11 +463,15 @@ async fn write_batch(client: &mut Object, batch: &Batch) -> Result<Vec<Outcome>,
             nums[2].push(to_sql_int(l.losses.quarantined));
             nums[3].push(to_sql_int(l.losses.crash_loop_suppressed));
             nums[4].push(to_sql_int(l.received_ms));
+            nums[5].push(to_sql_int(l.losses.events_dropped));
         }
         let upsert = tx.prepare_cached(UPSERT_LOSSES).await?;
         tx.execute(
             &upsert,
-            &[&apps, &hosts, &releases, &names, &versions, &nums[0], &nums[1], &nums[2], &nums[3], &nums[4]],
+            &[
+                &apps, &hosts, &releases, &names, &versions, &nums[0], &nums[1], &nums[2], &nums[3],
+                &nums[4], &nums[5],
+            ],
         )
         .await?;
     }
@@ -505,7 +513,7 @@ pub(crate) async fn read_report(
 /// The columns [`losses_row`] reads, in its order.
 pub(crate) const LOSSES_COLUMNS: &str =
     "app, host, release, agent_name, agent_version, logs_dropped, evicted,
-    quarantined, crash_loop_suppressed, reported_ms";
+    quarantined, crash_loop_suppressed, reported_ms, events_dropped";
 
 /// A row of `losses`, selected with [`LOSSES_COLUMNS`].
 pub(crate) fn losses_row(r: &Row, op: &'static str) -> Result<LossesRow, StoreError> {
@@ -519,6 +527,7 @@ pub(crate) fn losses_row(r: &Row, op: &'static str) -> Result<LossesRow, StoreEr
             evicted: from_sql_int(col(r, 6, op)?),
             quarantined: from_sql_int(col(r, 7, op)?),
             crash_loop_suppressed: from_sql_int(col(r, 8, op)?),
+            events_dropped: from_sql_int(col(r, 10, op)?),
         },
         reported_ms: from_sql_int(col(r, 9, op)?),
     })

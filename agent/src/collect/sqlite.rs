@@ -21,7 +21,7 @@ use super::store::{
 /// The file name of the store inside its directory.
 pub const FILE_NAME: &str = "lastword.sqlite";
 /// The schema version this program writes (STORE.md).
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// The schema of version 1. Never edited: later versions are [`MIGRATIONS`].
 const SCHEMA: &str = "
@@ -75,6 +75,9 @@ const MIGRATIONS: &[&str] = &[
         value TEXT NOT NULL,
         PRIMARY KEY (key, value, id)
     ) WITHOUT ROWID;",
+    // 3 -> 4: the events each agent dropped (queue full), beside its logs dropped. Rows of agents
+    // that have not connected since read 0.
+    "ALTER TABLE losses ADD COLUMN events_dropped INTEGER NOT NULL DEFAULT 0;",
 ];
 
 const INSERT_TAG: &str =
@@ -91,12 +94,13 @@ const UPSERT_GROUP: &str = "INSERT INTO groups (app, fingerprint, title, count, 
         last_seen_ms = max(last_seen_ms, excluded.last_seen_ms)";
 
 const UPSERT_LOSSES: &str = "INSERT INTO losses (app, host, release, agent_name, agent_version,
-        logs_dropped, evicted, quarantined, crash_loop_suppressed, reported_ms)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+        logs_dropped, evicted, quarantined, crash_loop_suppressed, reported_ms, events_dropped)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
     ON CONFLICT (app, host) DO UPDATE SET release = excluded.release, agent_name = excluded.agent_name,
         agent_version = excluded.agent_version, logs_dropped = excluded.logs_dropped,
         evicted = excluded.evicted, quarantined = excluded.quarantined,
-        crash_loop_suppressed = excluded.crash_loop_suppressed, reported_ms = excluded.reported_ms";
+        crash_loop_suppressed = excluded.crash_loop_suppressed, reported_ms = excluded.reported_ms,
+        events_dropped = excluded.events_dropped";
 
 /// Groups with the kind of their reports (any one of them: a fingerprint is of one kind), filtered by
 /// app (?1), kind (?2) and a tag (?3 = ?4) some report of the group has; ?5 the limit.
@@ -301,6 +305,7 @@ fn write_batch(conn: &mut Connection, batch: &Batch) -> rusqlite::Result<Vec<Out
                 to_sql_int(l.losses.quarantined),
                 to_sql_int(l.losses.crash_loop_suppressed),
                 to_sql_int(l.received_ms),
+                to_sql_int(l.losses.events_dropped),
             ])?;
         }
     }
@@ -447,7 +452,8 @@ impl Store for SqliteStore {
             let mut stmt = conn
                 .prepare(
                     "SELECT app, host, release, agent_name, agent_version, logs_dropped, evicted,
-                        quarantined, crash_loop_suppressed, reported_ms FROM losses ORDER BY app, host",
+                        quarantined, crash_loop_suppressed, reported_ms, events_dropped
+                     FROM losses ORDER BY app, host",
                 )
                 .map_err(backend("list losses"))?;
             let rows = stmt
@@ -462,6 +468,7 @@ impl Store for SqliteStore {
                             evicted: from_sql_int(r.get(6)?),
                             quarantined: from_sql_int(r.get(7)?),
                             crash_loop_suppressed: from_sql_int(r.get(8)?),
+                            events_dropped: from_sql_int(r.get(10)?),
                         },
                         reported_ms: from_sql_int(r.get(9)?),
                     })

@@ -39,7 +39,7 @@ pub use postgres::PostgresUiStore;
 pub use store::{AnyUiStore, SqliteUiStore, UiStore};
 
 use crate::collect::store::StoreError;
-use store::{GroupQuery, GroupSort, LogQuery};
+use store::{GroupQuery, GroupSort, LogQuery, Tag};
 
 /// The stylesheet, compiled in.
 const STYLE: &str = include_str!("style.css");
@@ -213,26 +213,53 @@ async fn overview<S: UiStore>(State(ui): Shared<S>) -> Response {
     }
 }
 
+/// The kinds of group the groups' page filters by: the `type` of their reports.
+const KINDS: [&str; 3] = ["panic", "signal", "event"];
+
+/// How a tag filter is written in an address and in the pages' forms, for the messages of a page.
+const TAG_USAGE: &str = "A tag filter is tag=KEY=VALUE (e.g. tag=region=eu-west-1), split at the first =.";
+
+/// The tag filter of a page's `tag` parameter (`KEY=VALUE`): none when absent or empty; the text
+/// given when it is not one (for [`bad_tag`]).
+fn tag_param(tag: Option<String>) -> Result<Option<Tag>, String> {
+    match given(tag) {
+        None => Ok(None),
+        Some(text) => Tag::parse(&text).map(Some).ok_or(text),
+    }
+}
+
+/// The 400 page of a `tag` parameter that is not `KEY=VALUE`.
+fn bad_tag(text: &str, usage: &str) -> Response {
+    let message = format!("This address cannot be shown: the tag {text:?} is not KEY=VALUE. {usage}");
+    (StatusCode::BAD_REQUEST, pages::message("Bad address", &message)).into_response()
+}
+
 #[derive(Deserialize, Default)]
 struct GroupsParams {
     app: Option<String>,
     release: Option<String>,
     kind: Option<String>,
+    tag: Option<String>,
     sort: Option<String>,
     order: Option<String>,
     offset: Option<u32>,
 }
 
 impl PageParams for GroupsParams {
-    const USAGE: &'static str = "The crash groups' page takes the filters of its form (app, release, kind, sort, \
-                                  order) and offset, a number of rows.";
+    const USAGE: &'static str = "The groups' page takes the filters of its form (app, release, kind: panic, \
+                                  signal or event, tag: KEY=VALUE, sort, order) and offset, a number of rows.";
 }
 
 async fn groups<S: UiStore>(State(ui): Shared<S>, Params(p): Params<GroupsParams>) -> Response {
+    let tag = match tag_param(p.tag) {
+        Ok(tag) => tag,
+        Err(text) => return bad_tag(&text, TAG_USAGE),
+    };
     let q = GroupQuery {
         app: given(p.app),
         release: given(p.release),
-        kind: given(p.kind).filter(|k| k == "panic" || k == "signal"),
+        kind: given(p.kind).filter(|k| KINDS.contains(&k.as_str())),
+        tag,
         sort: GroupSort::parse(p.sort.as_deref().unwrap_or("")),
         descending: p.order.as_deref() != Some("asc"),
         offset: p.offset.unwrap_or(0),
@@ -248,30 +275,37 @@ async fn groups<S: UiStore>(State(ui): Shared<S>, Params(p): Params<GroupsParams
 struct GroupParams {
     app: String,
     fp: String,
+    tag: Option<String>,
     before: Option<i64>,
 }
 
 impl PageParams for GroupParams {
-    const USAGE: &'static str = "A crash group's page is /group?app=APP&fp=FINGERPRINT (before, if given, a time in \
-                                  ms): open one from the list of crash groups.";
+    const USAGE: &'static str = "A group's page is /group?app=APP&fp=FINGERPRINT (tag, if given, KEY=VALUE: only \
+                                  its occurrences with that tag; before, a position of arrival): open one from \
+                                  the list of groups.";
 }
 
 async fn group<S: UiStore>(State(ui): Shared<S>, Params(p): Params<GroupParams>) -> Response {
+    let tag = match tag_param(p.tag) {
+        Ok(tag) => tag,
+        Err(text) => return bad_tag(&text, GroupParams::USAGE),
+    };
     let result = async {
         let Some(g) = ui.store.group(p.app.clone(), p.fp.clone()).await? else { return Ok(None) };
-        let page = ui.store.group_reports(p.app.clone(), p.fp.clone(), p.before, PAGE).await?;
-        // The latest report: the first of the newest page (one more probe when paging back).
-        let newest = if p.before.is_none() {
+        let page = ui.store.group_reports(p.app.clone(), p.fp.clone(), tag.clone(), p.before, PAGE).await?;
+        // The latest report: the first of the newest page (one more probe when paging back or
+        // filtering by a tag: the latest of the whole group).
+        let newest = if p.before.is_none() && tag.is_none() {
             page.items.first().map(|l| l.row.id)
         } else {
-            ui.store.group_reports(p.app, p.fp, None, 1).await?.items.first().map(|l| l.row.id)
+            ui.store.group_reports(p.app, p.fp, None, None, 1).await?.items.first().map(|l| l.row.id)
         };
         let latest = match newest {
             Some(id) => ui.store.report(id).await?,
             None => None,
         };
         let stats = ui.store.group_stats(g.app.clone(), g.fingerprint.clone(), now_ms()).await?;
-        Ok::<_, StoreError>(Some(pages::group(&g, latest.as_ref(), &stats, &page, p.before)))
+        Ok::<_, StoreError>(Some(pages::group(&g, latest.as_ref(), &stats, &page, tag.as_ref(), p.before)))
     };
     match result.await {
         Ok(Some(page)) => page.into_response(),

@@ -9,7 +9,7 @@ use crate::collect::store::{Group, ReportRow, StoredReport};
 
 use super::store::{
     CHART_HOURS, GROUP_CHART_DAYS, GroupItem, GroupQuery, GroupSort, GroupStats, Listed, ListedBody,
-    LogQuery, Overview, Page, TREND_DAYS,
+    LogQuery, Overview, Page, TREND_DAYS, Tag,
 };
 use crate::crash_view::{CrashView, FrameView, without_fault_address};
 
@@ -24,11 +24,8 @@ pub enum Tab {
 
 /// The frame of every page.
 pub fn layout(title: &str, tab: Tab, content: Markup) -> Markup {
-    let nav = [
-        (Tab::Overview, "/", "Overview"),
-        (Tab::Groups, "/groups", "Crash groups"),
-        (Tab::Logs, "/logs", "Logs"),
-    ];
+    let nav =
+        [(Tab::Overview, "/", "Overview"), (Tab::Groups, "/groups", "Groups"), (Tab::Logs, "/logs", "Logs")];
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -80,9 +77,26 @@ pub fn percent_encode(s: &str) -> String {
     out
 }
 
-/// The link of a crash group's page.
+/// The link of a group's page.
 pub fn group_href(app: &str, fingerprint: &str) -> String {
-    format!("/group{}", query_string(&[("app", Some(app.into())), ("fp", Some(fingerprint.into()))]))
+    group_href_tagged(app, fingerprint, None)
+}
+
+/// The link of a group's page, with only its occurrences that carry `tag` when one is given.
+pub fn group_href_tagged(app: &str, fingerprint: &str, tag: Option<&Tag>) -> String {
+    format!(
+        "/group{}",
+        query_string(&[
+            ("app", Some(app.into())),
+            ("fp", Some(fingerprint.into())),
+            ("tag", tag.map(Tag::as_param)),
+        ])
+    )
+}
+
+/// The link of the groups with a report that carries `tag`.
+pub fn groups_with_tag_href(tag: &Tag) -> String {
+    format!("/groups{}", query_string(&[("tag", Some(tag.as_param()))]))
 }
 
 fn report_href(row: &ReportRow) -> String {
@@ -120,14 +134,14 @@ pub fn overview(o: &Overview) -> Markup {
         h1 { "Overview" }
         section.card {
             h2 { "Reports received per hour, last 24 hours" }
-            p.muted { (total) " reports in the last 24 hours; " (o.group_count) " crash groups in the store." }
+            p.muted { (total) " reports in the last 24 hours; " (o.group_count) " groups of crashes and events in the store." }
             (bars(&o.hourly, &labels, 480, 80, "chart"))
             div.axis { span { "24 h ago" } span { "now" } }
         }
         section.card {
-            h2 { "New or rising crash groups" }
+            h2 { "New or rising groups" }
             @if o.moving.is_empty() {
-                p.muted { "No crash group is new or rising in the last 24 hours." }
+                p.muted { "No group is new or rising in the last 24 hours." }
             } @else {
                 div.scroll { table {
                     thead { tr { th { "Group" } th { "App" } th.num { "Last 24 h" } th.num { "Day before" } th { "" } } }
@@ -174,15 +188,17 @@ pub fn overview(o: &Overview) -> Markup {
             } @else {
                 div.scroll { table {
                     thead { tr {
-                        th { "App" } th { "Host" } th { "Release" } th.num { "Logs dropped" } th.num { "Evicted" }
+                        th { "App" } th { "Host" } th { "Release" } th.num { "Logs dropped" } th.num { "Events dropped" }
+                        th.num { "Evicted" }
                         th.num { "Quarantined" } th.num { "Crash-loop suppressed" } th { "Reported (UTC)" }
                     } }
                     tbody {
                         @for l in &o.losses {
-                            @let lost = l.losses.logs_dropped + l.losses.evicted + l.losses.quarantined + l.losses.crash_loop_suppressed;
+                            @let lost = l.losses.logs_dropped + l.losses.events_dropped + l.losses.evicted + l.losses.quarantined + l.losses.crash_loop_suppressed;
                             tr class=[(lost > 0).then_some("loss")] {
                                 td { (l.app) } td { (l.host) } td { (l.release.as_deref().unwrap_or("")) }
-                                td.num { (l.losses.logs_dropped) } td.num { (l.losses.evicted) }
+                                td.num { (l.losses.logs_dropped) } td.num { (l.losses.events_dropped) }
+                                td.num { (l.losses.evicted) }
                                 td.num { (l.losses.quarantined) } td.num { (l.losses.crash_loop_suppressed) }
                                 td { (utc(l.reported_ms)) }
                             }
@@ -201,7 +217,7 @@ fn title_of(g: &Group) -> String {
     if title.is_empty() { format!("(untitled {})", g.fingerprint) } else { title.to_owned() }
 }
 
-/// The crash groups page.
+/// The groups page: crash and event groups, filtered by app, release, kind and tag.
 pub fn groups(q: &GroupQuery, items: &[GroupItem], more: bool) -> Markup {
     let base = |sort: GroupSort, descending: bool, offset: u32| {
         format!(
@@ -210,6 +226,7 @@ pub fn groups(q: &GroupQuery, items: &[GroupItem], more: bool) -> Markup {
                 ("app", q.app.clone()),
                 ("release", q.release.clone()),
                 ("kind", q.kind.clone()),
+                ("tag", q.tag.as_ref().map(Tag::as_param)),
                 ("sort", Some(sort.as_str().into())),
                 ("order", Some(if descending { "desc" } else { "asc" }.into())),
                 ("offset", (offset > 0).then(|| offset.to_string())),
@@ -231,24 +248,28 @@ pub fn groups(q: &GroupQuery, items: &[GroupItem], more: bool) -> Markup {
     let day_labels: Vec<String> =
         (0..TREND_DAYS).map(|i| format!("{} days ago", TREND_DAYS - 1 - i)).collect();
     let content = html! {
-        h1 { "Crash groups" }
+        h1 { "Groups of crashes and events" }
         form.filters method="get" action="/groups" {
             label { "App " input name="app" value=[q.app.as_deref()]; }
             label { "Release " input name="release" value=[q.release.as_deref()]; }
             label { "Kind "
                 select name="kind" {
                     option value="" { "any" }
-                    @for k in ["panic", "signal"] {
+                    @for k in super::KINDS {
                         option value=(k) selected[q.kind.as_deref() == Some(k)] { (k) }
                     }
                 }
+            }
+            label { "Tag (KEY=VALUE) "
+                input name="tag" placeholder="region=eu-west-1" value=[q.tag.as_ref().map(Tag::as_param)];
             }
             input type="hidden" name="sort" value=(q.sort.as_str());
             input type="hidden" name="order" value=(if q.descending { "desc" } else { "asc" });
             button type="submit" { "Filter" }
         }
+        p.muted.hint { "A tag filter is KEY=VALUE, split at the first =: the groups with a report whose scope has that tag." }
         @if items.is_empty() {
-            p.muted { "No crash group matches." }
+            p.muted { "No group matches." }
         } @else {
             div.scroll { table.groups {
                 thead { tr {
@@ -284,7 +305,7 @@ pub fn groups(q: &GroupQuery, items: &[GroupItem], more: bool) -> Markup {
             }
         }
     };
-    layout("Crash groups", Tab::Groups, content)
+    layout("Groups", Tab::Groups, content)
 }
 
 fn str_field<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
@@ -311,11 +332,14 @@ fn frame_item(f: &FrameView, unsymbolized_reason: &str) -> Markup {
 /// A crash's frames, the first thing under its title: the application's own frames emphasized, the
 /// others (std, dependencies, libc) folded behind one `<details>` line that opens them, no script.
 fn crash_frames(view: &CrashView) -> Markup {
+    // An event's frames are those of the code that captured it (REPORT.md "Event").
+    let heading =
+        if view.kind == "event" { "Frames where it was captured" } else { "Frames of the crashing thread" };
     let (shown, folded) = view.split_frames();
     let reason = view.symbolization_error.as_deref().unwrap_or("no symbol for this address");
     html! {
         section.card.stack {
-            h2 { "Frames of the crashing thread" }
+            h2 { (heading) }
             @if let Some(err) = &view.symbolization_error {
                 p.warn { "Partly unsymbolized: " (err) }
             }
@@ -421,25 +445,139 @@ fn report_facts(row: &ReportRow) -> Markup {
     }
 }
 
-/// A stored report's body, and its reading if it is a crash report.
+/// A stored report's body, and its reading if it is a crash report or an event (read as a crash is:
+/// its message, its frames, its thread and context).
 fn read_body(report: &StoredReport) -> (Value, Option<CrashView>) {
     let body: Value = serde_json::from_str(&report.body).unwrap_or(Value::Null);
-    let view =
-        if report.row.kind == lastword_spool::Kind::Crash { CrashView::from_json(&body) } else { None };
+    let view = match report.row.kind {
+        lastword_spool::Kind::Crash | lastword_spool::Kind::Event => CrashView::from_json(&body),
+        _ => None,
+    };
     (body, view)
 }
 
-/// A report below its frames: its facts and raw JSON, then the crash's facts, breadcrumbs, context
-/// and tags, or a log batch's records, or another body as JSON.
-fn report_rest(report: &StoredReport, body: &Value, view: Option<&CrashView>) -> Markup {
+/// The scope tags of a report body (`scope.tags`), in key order; values that are not strings are
+/// left out (REPORT.md: both are strings).
+fn scope_tags(body: &Value) -> Vec<Tag> {
+    body.pointer("/scope/tags")
+        .and_then(Value::as_object)
+        .map(|tags| {
+            tags.iter()
+                .filter_map(|(k, v)| v.as_str().map(|v| Tag { key: k.clone(), value: v.to_owned() }))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The scope a report carries (REPORT.md "Scope"): its tags, each a link to its filter (`tag_href`),
+/// the user, the environment, and the extra context as JSON (escaped like every value).
+fn scope_card(body: &Value, tag_href: &dyn Fn(&Tag) -> String) -> Markup {
+    let tags = scope_tags(body);
+    let user: Vec<(&str, String)> = ["id", "name", "ip"]
+        .into_iter()
+        .filter_map(|k| {
+            body.pointer(&format!("/scope/user/{k}")).filter(|v| !v.is_null()).map(|v| (k, json_text(v)))
+        })
+        .collect();
+    let environment = body.pointer("/scope/environment").and_then(Value::as_str);
+    let extra = body.pointer("/scope/extra").and_then(Value::as_object).filter(|e| !e.is_empty());
+    html! {
+        section.card.scope {
+            h2 { "Scope" }
+            @if tags.is_empty() && user.is_empty() && environment.is_none() && extra.is_none() {
+                p.muted { "None: no tag, user or extra context was set." }
+            } @else {
+                dl.context {
+                    @if !tags.is_empty() {
+                        dt { "Tags" }
+                        dd.tags {
+                            @for t in &tags {
+                                a.tag href=(tag_href(t)) title="Filter by this tag" { (t.key) "=" (t.value) } " "
+                            }
+                        }
+                    }
+                    @if !user.is_empty() {
+                        dt { "User" }
+                        dd.user { @for (k, v) in &user { span.tag { (k) ": " (v) } " " } }
+                    }
+                    @if let Some(env) = environment { dt { "Environment" } dd { (env) } }
+                    @if let Some(extra) = extra {
+                        dt { "Extra" }
+                        dd { pre.extra { (serde_json::to_string_pretty(extra).unwrap_or_default()) } }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A JSON value as text: a string as it is, anything else as JSON.
+fn json_text(v: &Value) -> String {
+    v.as_str().map_or_else(|| v.to_string(), str::to_owned)
+}
+
+/// An event's level and error chain (REPORT.md "Event"): the error's type and `Display`, then each
+/// of its sources, the error's own backtrace folded; for a message, its level alone.
+fn event_card(body: &Value) -> Markup {
+    let error = body.get("error").filter(|e| e.is_object());
+    let chain =
+        error.and_then(|e| e.get("chain")).and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[]);
+    let counted = |key: &str| body.get(key).and_then(Value::as_u64).filter(|n| *n > 0);
+    html! {
+        section.card.event {
+            h2 { @if error.is_some() { "Error" } @else { "Message" } }
+            dl.crash {
+                @if let Some(level) = str_field(body, "level") { dt { "Level" } dd { (level) } }
+                @if let Some(n) = counted("loop_suppressed") {
+                    dt { "Event-loop suppressed" }
+                    dd { (n) " same events before this one were counted, not stored" }
+                }
+                @if let Some(n) = counted("dropped_before") {
+                    dt { "Dropped before" } dd.warn { (n) " events dropped (queue full) before this one" }
+                }
+            }
+            @if let Some(error) = error {
+                ol.chain {
+                    li {
+                        span.type { (str_field(error, "type").unwrap_or("(unknown type)")) } ": "
+                        span.msg { (str_field(error, "message").unwrap_or("")) }
+                    }
+                    @for cause in chain {
+                        li {
+                            span.muted { "caused by " }
+                            span.type { (str_field(cause, "type").unwrap_or("(unknown type)")) } ": "
+                            span.msg { (str_field(cause, "message").unwrap_or("")) }
+                        }
+                    }
+                }
+                @if let Some(bt) = str_field(error, "backtrace").filter(|b| !b.trim().is_empty()) {
+                    details.folded { summary { "The error's own backtrace" } pre.backtrace { (bt) } }
+                }
+            }
+        }
+    }
+}
+
+/// A report below its frames: its facts and raw JSON, then the crash's or event's facts (an event's
+/// error chain), breadcrumbs, scope, context and tags, or a log batch's records, or another body as
+/// JSON. A scope tag links to `tag_href`.
+fn report_rest(
+    report: &StoredReport,
+    body: &Value,
+    view: Option<&CrashView>,
+    tag_href: &dyn Fn(&Tag) -> String,
+) -> Markup {
+    let event = report.row.kind == lastword_spool::Kind::Event;
     html! {
         section.card {
             (report_facts(&report.row))
             p { a.button href={(report_href(&report.row)) "/raw.json"} download { "Download the raw JSON" } }
         }
         @if let Some(view) = view {
+            @if event { (event_card(body)) }
             (crash_facts(view))
-            (breadcrumbs(view))
+            @if !event || !view.breadcrumbs.is_empty() { (breadcrumbs(view)) }
+            (scope_card(body, tag_href))
             (pairs_card("Context", &view.context))
             @if !view.tags.is_empty() { (pairs_card("Tags", &view.tags)) }
         } @else if str_field(body, "type") == Some("logs") {
@@ -463,7 +601,7 @@ pub fn report(report: &StoredReport) -> Markup {
     let content = html! {
         h1.wrap { (title) }
         @if let Some(v) = &view { (crash_frames(v)) }
-        (report_rest(report, &body, view.as_ref()))
+        (report_rest(report, &body, view.as_ref(), &groups_with_tag_href))
     };
     layout(&title, Tab::None, content)
 }
@@ -513,15 +651,19 @@ fn breakdown(heading: &str, counts: &[(String, u64)], total: u64) -> Markup {
 /// Rows of a group's breakdown by release or host before the rest is summed up.
 const BREAKDOWN_ROWS: usize = 10;
 
-/// A crash group's page: its title, the latest report's frames, its occurrences per day over 30 days
-/// and by release and host, a page of its occurrences, then the rest of the latest report.
+/// A group's page: its title, the latest report's frames, its occurrences per day over 30 days and
+/// by release and host, a page of its occurrences (those with `tag`, when one is given), then the rest
+/// of the latest report, whose tags link to this page filtered by them.
 pub fn group(
     g: &Group,
     latest: Option<&StoredReport>,
     stats: &GroupStats,
     page: &Page<Listed>,
+    tag: Option<&Tag>,
     before: Option<i64>,
 ) -> Markup {
+    let here = group_href_tagged(&g.app, &g.fingerprint, tag);
+    let tag_href = |t: &Tag| group_href_tagged(&g.app, &g.fingerprint, Some(t));
     let latest = latest.map(|r| (r, read_body(r)));
     let title = match latest.as_ref().and_then(|(_, (_, v))| v.as_ref()) {
         Some(v) => v.title(),
@@ -564,18 +706,26 @@ pub fn group(
             }
         }
         section.card.occurrences {
-            h2 { "Occurrences" }
-            (report_list(&page.items))
+            @if let Some(t) = tag {
+                h2 { "Occurrences with the tag " span.tag { (t.key) "=" (t.value) } }
+                p.muted {
+                    a href=(group_href(&g.app, &g.fingerprint)) { "All occurrences" } " · "
+                    a href=(groups_with_tag_href(t)) { "All groups with this tag" }
+                }
+            } @else {
+                h2 { "Occurrences" }
+            }
+            @if page.items.is_empty() { p.muted { "No occurrence matches." } } @else { (report_list(&page.items)) }
             nav.pager {
-                @if before.is_some() { a href=(group_href(&g.app, &g.fingerprint)) { "Newest" } }
+                @if before.is_some() { a href=(here) { "Newest" } }
                 @if let Some(next) = page.next_before {
-                    a rel="next" href={(group_href(&g.app, &g.fingerprint)) "&before=" (next)} { "Older →" }
+                    a rel="next" href={(here) "&before=" (next)} { "Older →" }
                 }
             }
         }
         @if let Some((report, (body, view))) = &latest {
             h2 { "Latest report" }
-            (report_rest(report, body, view.as_ref()))
+            (report_rest(report, body, view.as_ref(), &tag_href))
         }
     };
     layout(&title, Tab::Groups, content)

@@ -19,7 +19,7 @@ use tokio_postgres::Row;
 
 use super::store::{
     self, DETAILS_LIMIT, GROUP_COLUMNS, GROUP_STATS_LIMIT, GroupDetails, GroupItem, GroupQuery, GroupSort,
-    GroupStats, HOUR_MS, Listed, ListedBody, LogQuery, Overview, Page, StatsTally, Tally, UiStore,
+    GroupStats, HOUR_MS, Listed, ListedBody, LogQuery, Overview, Page, StatsTally, Tag, Tally, UiStore,
 };
 use crate::collect::PostgresStore;
 use crate::collect::postgres::{
@@ -81,8 +81,12 @@ fn order_key(sort: GroupSort) -> String {
 
 /// The page of one group's reports: a backward range scan of `reports_by_group (app, fingerprint,
 /// seq)`, in the order of the page. The cursor is a plain bound (no `IS NULL OR`), so the index bounds
-/// the scan whatever the plan.
-const GROUP_REPORTS: &str = "WHERE app = $1 AND fingerprint = $2 AND seq < $3 ORDER BY seq DESC LIMIT $4";
+/// the scan whatever the plan. A tag ($5 = $6) is one probe of report_tags' key (key, value, id) per
+/// report.
+const GROUP_REPORTS: &str = "WHERE app = $1 AND fingerprint = $2 AND seq < $3
+      AND ($5::text IS NULL OR EXISTS (SELECT 1 FROM report_tags t
+           WHERE t.key = $5 AND t.value = $6::text AND t.id = reports.id))
+    ORDER BY seq DESC LIMIT $4";
 
 impl PostgresUiStore {
     /// The UI's reader of the collector's `store`, on a pool of its own
@@ -175,12 +179,27 @@ impl UiStore for PostgresUiStore {
                AND ($2::text IS NULL OR EXISTS (SELECT 1 FROM reports r
                     WHERE r.app = g.app AND r.fingerprint = g.fingerprint AND r.release = $2))
                AND ($3::text IS NULL OR k.kind = $3)
+               AND ($6::text IS NULL OR EXISTS (SELECT 1 FROM report_tags t JOIN reports r ON r.id = t.id
+                    WHERE t.key = $6 AND t.value = $7::text
+                      AND r.app = g.app AND r.fingerprint = g.fingerprint))
              ORDER BY {key} {dir}, g.app, g.fingerprint LIMIT $4 OFFSET $5",
             key = order_key(q.sort),
             dir = if q.descending { "DESC" } else { "ASC" },
         );
+        let (tag_key, tag_value) = q.tag.as_ref().map(|t| (&t.key, &t.value)).unzip();
         let rows = client
-            .query(&sql, &[&q.app, &q.release, &q.kind, &(i64::from(q.limit) + 1), &i64::from(q.offset)])
+            .query(
+                &sql,
+                &[
+                    &q.app,
+                    &q.release,
+                    &q.kind,
+                    &(i64::from(q.limit) + 1),
+                    &i64::from(q.offset),
+                    &tag_key,
+                    &tag_value,
+                ],
+            )
             .await
             .map_err(backend(OP))?;
         let mut found = Vec::with_capacity(rows.len());
@@ -235,14 +254,19 @@ impl UiStore for PostgresUiStore {
         &self,
         app: String,
         fingerprint: String,
+        tag: Option<Tag>,
         before: Option<i64>,
         limit: u32,
     ) -> Result<Page<Listed>, StoreError> {
         const OP: &str = "list a group's reports";
         let client = self.client(OP).await?;
         let sql = format!("SELECT {} FROM reports {GROUP_REPORTS}", listed_columns());
+        let (key, value) = tag.map(|t| (t.key, t.value)).unzip();
         let rows = client
-            .query(&sql, &[&app, &fingerprint, &before.unwrap_or(i64::MAX), &(i64::from(limit) + 1)])
+            .query(
+                &sql,
+                &[&app, &fingerprint, &before.unwrap_or(i64::MAX), &(i64::from(limit) + 1), &key, &value],
+            )
             .await
             .map_err(backend(OP))?;
         let items = rows.iter().map(|r| listed(r, OP)).collect::<Result<Vec<_>, _>>()?;
@@ -394,6 +418,8 @@ mod tests {
                     .replace("$2", "'fp-1'")
                     .replace("$3", "9223372036854775807")
                     .replace("$4", "51")
+                    .replace("$5", "NULL")
+                    .replace("$6", "NULL")
             ),
         )
         .await;

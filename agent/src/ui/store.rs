@@ -114,8 +114,10 @@ pub struct GroupQuery {
     pub app: Option<String>,
     /// Only groups with a report of this release.
     pub release: Option<String>,
-    /// Only `panic` or `signal` crashes (the `type` of the group's reports).
+    /// Only groups of this `type` (of their latest report): `panic`, `signal` or `event`.
     pub kind: Option<String>,
+    /// Only groups with a report that carries this scope tag (key, value).
+    pub tag: Option<Tag>,
     /// The order.
     pub sort: GroupSort,
     /// Largest first (the default of the UI).
@@ -126,12 +128,37 @@ pub struct GroupQuery {
     pub limit: u32,
 }
 
-/// A crash group with what its row in the list shows.
+/// A scope tag a list is filtered by: reports whose scope has `key` set to `value` (the
+/// `report_tags` table of both stores).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tag {
+    /// The tag's key.
+    pub key: String,
+    /// Its value.
+    pub value: String,
+}
+
+impl Tag {
+    /// The tag of `KEY=VALUE` (split at the first `=`; the key not empty), as the pages' forms and
+    /// `lastword store --tag` write it.
+    pub fn parse(text: &str) -> Option<Self> {
+        let (key, value) = text.split_once('=')?;
+        let key = key.trim();
+        (!key.is_empty()).then(|| Self { key: key.to_owned(), value: value.trim().to_owned() })
+    }
+
+    /// `KEY=VALUE`, as [`parse`](Self::parse) reads it.
+    pub fn as_param(&self) -> String {
+        format!("{}={}", self.key, self.value)
+    }
+}
+
+/// A crash or event group with what its row in the list shows.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GroupItem {
     /// The group.
     pub group: Group,
-    /// `panic` or `signal` (of its latest report), if known.
+    /// `panic`, `signal` or `event` (the `type` of its latest report), if known.
     pub kind: Option<String>,
     /// The releases of its reports.
     pub releases: Vec<String>,
@@ -284,11 +311,12 @@ pub trait UiStore: Send + Sync + 'static {
         fingerprint: String,
     ) -> impl Future<Output = Result<Option<Group>, StoreError>> + Send;
 
-    /// A page of a group's reports, newest first.
+    /// A page of a group's reports, newest first; with `tag`, only its reports that carry it.
     fn group_reports(
         &self,
         app: String,
         fingerprint: String,
+        tag: Option<Tag>,
         before: Option<i64>,
         limit: u32,
     ) -> impl Future<Output = Result<Page<Listed>, StoreError>> + Send;
@@ -361,12 +389,13 @@ impl UiStore for AnyUiStore {
         &self,
         app: String,
         fingerprint: String,
+        tag: Option<Tag>,
         before: Option<i64>,
         limit: u32,
     ) -> Result<Page<Listed>, StoreError> {
         match self {
-            Self::Sqlite(s) => s.group_reports(app, fingerprint, before, limit).await,
-            Self::Postgres(s) => s.group_reports(app, fingerprint, before, limit).await,
+            Self::Sqlite(s) => s.group_reports(app, fingerprint, tag, before, limit).await,
+            Self::Postgres(s) => s.group_reports(app, fingerprint, tag, before, limit).await,
         }
     }
 
@@ -733,7 +762,8 @@ fn losses(conn: &Connection) -> Result<Vec<LossesRow>, StoreError> {
     let mut stmt = conn
         .prepare(
             "SELECT app, host, release, agent_name, agent_version, logs_dropped, evicted,
-                quarantined, crash_loop_suppressed, reported_ms FROM losses ORDER BY app, host LIMIT 500",
+                quarantined, crash_loop_suppressed, reported_ms, events_dropped
+             FROM losses ORDER BY app, host LIMIT 500",
         )
         .map_err(backend(op))?;
     let rows = stmt
@@ -748,6 +778,7 @@ fn losses(conn: &Connection) -> Result<Vec<LossesRow>, StoreError> {
                     evicted: from_sql_int(r.get(6)?),
                     quarantined: from_sql_int(r.get(7)?),
                     crash_loop_suppressed: from_sql_int(r.get(8)?),
+                    events_dropped: from_sql_int(r.get(10)?),
                 },
                 reported_ms: from_sql_int(r.get(9)?),
             })
@@ -767,13 +798,16 @@ fn groups(conn: &Connection, q: &GroupQuery, now_ms: u64) -> Result<(Vec<GroupIt
            AND (?2 IS NULL OR EXISTS (SELECT 1 FROM reports r
                 WHERE r.app = g.app AND r.fingerprint = g.fingerprint AND r.release = ?2))
            AND (?3 IS NULL OR kind = ?3)
+           AND (?6 IS NULL OR EXISTS (SELECT 1 FROM report_tags t JOIN reports r ON r.id = t.id
+                WHERE t.key = ?6 AND t.value = ?7 AND r.app = g.app AND r.fingerprint = g.fingerprint))
          ORDER BY {} {}, g.rowid LIMIT ?4 OFFSET ?5",
         q.sort.column(),
         if q.descending { "DESC" } else { "ASC" },
     );
+    let (tag_key, tag_value) = q.tag.as_ref().map(|t| (&t.key, &t.value)).unzip();
     let mut stmt = conn.prepare(&sql).map_err(backend(op))?;
     let rows = stmt
-        .query_map(params![q.app, q.release, q.kind, q.limit + 1, q.offset], |r| {
+        .query_map(params![q.app, q.release, q.kind, q.limit + 1, q.offset, tag_key, tag_value], |r| {
             Ok((group_row(r)?, r.get::<_, Option<String>>(6)?))
         })
         .map_err(backend(op))?;
@@ -800,11 +834,14 @@ fn groups(conn: &Connection, q: &GroupQuery, now_ms: u64) -> Result<(Vec<GroupIt
 }
 
 /// A page of one group's reports. The index reports_by_fingerprint (app, fingerprint) holds the rowid:
-/// a range scan in the order of the page, whatever the size of the store.
+/// a range scan in the order of the page, whatever the size of the store. A tag (?5 = ?6) is one
+/// probe of report_tags' key (key, value, id) per report.
 fn group_reports_sql() -> String {
     format!(
         "SELECT {LISTED_COLUMNS} FROM reports
          WHERE app = ?1 AND fingerprint = ?2 AND (?3 IS NULL OR rowid < ?3)
+           AND (?5 IS NULL OR EXISTS (SELECT 1 FROM report_tags t
+                WHERE t.key = ?5 AND t.value = ?6 AND t.id = reports.id))
          ORDER BY rowid DESC LIMIT ?4"
     )
 }
@@ -881,14 +918,17 @@ impl UiStore for SqliteUiStore {
         &self,
         app: String,
         fingerprint: String,
+        tag: Option<Tag>,
         before: Option<i64>,
         limit: u32,
     ) -> Result<Page<Listed>, StoreError> {
         let op = "list a group's reports";
         self.with_conn(op, move |conn| {
+            let (key, value) = tag.map(|t| (t.key, t.value)).unzip();
             let mut stmt = conn.prepare_cached(&group_reports_sql()).map_err(backend(op))?;
-            let rows =
-                stmt.query_map(params![app, fingerprint, before, limit + 1], listed).map_err(backend(op))?;
+            let rows = stmt
+                .query_map(params![app, fingerprint, before, limit + 1, key, value], listed)
+                .map_err(backend(op))?;
             let mut items = Vec::new();
             for row in rows {
                 items.push(checked(row.map_err(backend(op))?)?);
@@ -960,7 +1000,9 @@ mod tests {
         let plan: Vec<String> = conn
             .prepare(&format!("EXPLAIN QUERY PLAN {}", group_reports_sql()))
             .expect("prepared")
-            .query_map(params!["app", "fp", 10, 50], |r| r.get::<_, String>(3))
+            .query_map(params!["app", "fp", 10, 50, None::<String>, None::<String>], |r| {
+                r.get::<_, String>(3)
+            })
             .expect("planned")
             .collect::<rusqlite::Result<_>>()
             .expect("read");

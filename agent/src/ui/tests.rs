@@ -40,6 +40,7 @@ macro_rules! on_both_stores {
 }
 
 mod browser;
+mod events;
 mod reading;
 
 pub(super) const XSS: &str = "<script>alert(1)</script><b>bold</b>";
@@ -229,7 +230,13 @@ pub(super) async fn filled(backend: Backend) -> Filled {
     ));
     let losses = vec![AgentLosses {
         origin: origin("shop", "1.1"),
-        losses: Losses { logs_dropped: 11, evicted: 3, quarantined: 2, crash_loop_suppressed: 5 },
+        losses: Losses {
+            logs_dropped: 11,
+            evicted: 3,
+            quarantined: 2,
+            crash_loop_suppressed: 5,
+            events_dropped: 9,
+        },
         received_ms: now,
     }];
     // Stored in the order of arrival, as the collector does, with ids made in that order, as the
@@ -324,18 +331,20 @@ async fn each_page_shows_the_stores_content(backend: Backend) {
             "What agents could not deliver",
         ],
     );
-    // The losses: logs dropped, evicted, quarantined, crash-loop suppressed.
+    // The losses: logs dropped and events dropped side by side, evicted, quarantined, crash-loop
+    // suppressed.
     assert_in(
         &home.body,
         &[
-            "<td class=\"num\">11</td>",
+            "<th class=\"num\">Logs dropped</th><th class=\"num\">Events dropped</th>",
+            "<td class=\"num\">11</td><td class=\"num\">9</td>",
             "<td class=\"num\">3</td>",
             "<td class=\"num\">2</td>",
             "<td class=\"num\">5</td>",
         ],
     );
     // 3 + 1 + 1 + 55 crashes and 3 log batches in the last 24 hours; the bulk is 10 days old.
-    assert_in(&home.body, &["63 reports in the last 24 hours", "56 crash groups"]);
+    assert_in(&home.body, &["63 reports in the last 24 hours", "56 groups of crashes and events"]);
     assert!(!home.body.contains("bulk 0"), "old groups are not rising");
 
     let groups = get(ui.addr, "/groups?app=shop", "").await;

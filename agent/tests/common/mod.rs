@@ -83,7 +83,13 @@ pub fn hello_text(app: &str) -> String {
         app: app.into(),
         release: Some("1.0".into()),
         host: Some("test-host".into()),
-        losses: Losses { logs_dropped: 1, evicted: 2, quarantined: 3, crash_loop_suppressed: 4 },
+        losses: Losses {
+            logs_dropped: 1,
+            evicted: 2,
+            quarantined: 3,
+            crash_loop_suppressed: 4,
+            events_dropped: 5,
+        },
     })
     .to_json()
 }

@@ -805,6 +805,8 @@ fn read_losses(view: &lastword_spool::SpoolView, app: &super::LossCounters) -> L
         quarantined: view.quarantined_count().unwrap_or(0),
         // Since the spool was created, by every process on it (PROTOCOL.md).
         crash_loop_suppressed: view.counter(crate::crashloop::SUPPRESSED_COUNTER).unwrap_or(0),
+        // Counted by every process on the spool, by the event writer (REPORT.md "Event").
+        events_dropped: view.counter(crate::event::DROPPED_COUNTER).unwrap_or(0),
     }
 }
 

@@ -47,6 +47,46 @@ fn log_with_tracing() {
     tracing::error!(error = &error as &dyn Error, user = 7, "lookup failed");
 }
 
+/// Events, a log record and a panic made inside nested `tracing` spans, with the layer's
+/// `span_fields_as_tags` (off with `EVENT_APP_NO_SPAN_TAGS`): each carries the fields of the spans
+/// it was made in as tags.
+fn tracing_spans() {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    let span_tags = std::env::var_os("EVENT_APP_NO_SPAN_TAGS").is_none();
+    let layer = lastword::Layer::default().errors_as_events(true).span_fields_as_tags(span_tags);
+    let subscriber = tracing_subscriber::registry().with(layer);
+    tracing::subscriber::with_default(subscriber, || {
+        lastword::configure_scope(|s| {
+            s.set_tag("region", "eu-west-1");
+        });
+        let request = tracing::info_span!("request", request_id = "r-7", attempt = 2);
+        let entered = request.enter();
+        {
+            let db = tracing::info_span!("db", table = "orders", attempt = 3);
+            let _db = db.enter();
+            // A tracing error as an event, a captured message and a log record, inside both spans.
+            log_with_tracing();
+            println!("event {}", lastword::capture_message(lastword::Level::Warn, "inside db"));
+            tracing::warn!("a log record inside db");
+        }
+        println!("event {}", lastword::capture_message(lastword::Level::Info, "inside request"));
+        // A span entered on another thread (its parent given, not entered there): a panic in it
+        // carries both spans' fields.
+        let job = tracing::info_span!(parent: &request, "job", job = "export");
+        let dispatch = tracing::dispatcher::get_default(Clone::clone);
+        let panicked = std::thread::spawn(move || {
+            tracing::dispatcher::with_default(&dispatch, || {
+                let _job = job.enter();
+                panic!("boom in a span");
+            })
+        })
+        .join();
+        assert!(panicked.is_err(), "the job panicked");
+        drop(entered);
+        println!("event {}", lastword::capture_message(lastword::Level::Info, "outside the spans"));
+    });
+}
+
 fn main() {
     let case = std::env::args().nth(1).unwrap_or_default();
     let mut config =
@@ -165,6 +205,7 @@ fn main() {
                 tracing::warn!(error = &e as &dyn Error, "only a warning");
             });
         }
+        "tracing-spans" => tracing_spans(),
         other => {
             eprintln!("event-app: unknown case {other:?}");
             std::process::exit(64);

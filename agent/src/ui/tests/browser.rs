@@ -177,3 +177,48 @@ async fn chromium_shows_real_crashes_folded_titled_and_readable_on_a_phone() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_shows_a_real_events_chain_and_follows_its_tag_to_the_filtered_groups() {
+    let filled = filled(Backend::Sqlite).await;
+    let event = super::events::add_real_event(&filled).await;
+    let ui = serve_ui(&filled, Access::Open).await;
+    let browser = std::sync::Arc::new(Chromium::new(filled.dir.path().join("chromium-profile")));
+    let shots = screenshots_dir();
+    let base = format!("http://{}", ui.addr);
+
+    let url = format!("{base}/reports/{}", event.id);
+    let png = shots.join("event-report.png");
+    let dom = with_browser(&browser, move |b| {
+        let dom = b.dump_dom(&url);
+        b.screenshot(&url, &png, (1280, 900));
+        dom
+    })
+    .await;
+    // The chain as Chromium built it: the error, then its source, in one list.
+    let chain = &dom[dom.find("<ol class=\"chain\">").expect("the error chain in the DOM")..];
+    let chain = &chain[..chain.find("</ol>").expect("its end")];
+    let (error, source) = (chain.find("ConfigError"), chain.find("ParseIntError"));
+    assert!(error.is_some() && error < source, "the error, then its source:\n{chain}");
+    assert!(chain.contains("invalid digit found in string"), "{chain}");
+    assert!(dom.contains("<li class=\"frame app\">"), "the app's frames are shown");
+    assert!(!dom.contains("<script"), "a script element in the event's page");
+
+    // Its tag, a link in the DOM, leads to the groups with that tag: the event's group alone.
+    let link = "<a class=\"tag\" href=\"";
+    let start = dom.find(link).expect("a tag link") + link.len();
+    let href = dom[start..start + dom[start..].find('"').expect("the link ends")].replace("&amp;", "&");
+    assert_eq!(href, "/groups?tag=region%3Deu-west-1");
+    let url = format!("{base}{href}");
+    let png = shots.join("groups-by-tag.png");
+    let groups = with_browser(&browser, move |b| {
+        let dom = b.dump_dom(&url);
+        b.screenshot(&url, &png, (1280, 900));
+        dom
+    })
+    .await;
+    assert_eq!(rows(&groups, "groups"), 1, "{groups}");
+    assert!(groups.contains("bad port in /etc/app-3.toml"), "{groups}");
+    assert!(groups.contains("value=\"region=eu-west-1\""), "the form shows the filter:\n{groups}");
+    assert!(groups.contains(&pages::group_href(&event.app, &event.fingerprint).replace('&', "&amp;")));
+}
