@@ -20,7 +20,8 @@
 //!   crash, event and log batch carries the scope of the time it was made.
 //! - Log records ([`log()`](crate::log()), the `log` and `tracing` features) become breadcrumbs and log batches.
 //! - [`upload`]: the shielded uploader that drains a spool to a collector.
-//! - [`protocol`]: the wire protocol shared with the collector (PROTOCOL.md).
+//! - [`protocol`]: the wire protocol shared with the collector (re-exported `lastword-protocol`,
+//!   client-lib/protocol/PROTOCOL.md).
 //! - [`report`]: the report bodies (REPORT.md); [`symbolize`]: raw reports made readable;
 //!   [`grouping`]: whose code a frame is, and the fingerprints that group crashes.
 //! - [`spool`]: the on-disk spool (re-exported `lastword-spool`).
@@ -35,7 +36,6 @@ mod init;
 mod log_bridge;
 pub mod logs;
 mod panic;
-pub mod protocol;
 pub mod report;
 mod scope;
 mod signal;
@@ -54,6 +54,7 @@ pub use init::default_spools_dir;
 #[doc(hidden)]
 pub use init::store_crash_for_bench;
 pub use init::{Guard, InitError, default_spool, default_spool_app, init, log};
+pub use lastword_protocol as protocol;
 pub use lastword_spool as spool;
 #[cfg(feature = "log")]
 pub use log_bridge::LogBridge;

@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt as _, SinkExt as _, StreamExt as _};
-use lastword::protocol::{
+use lastword_protocol::{
     BodyError, ClientMessage, Encoding, Hello, PROTOCOL_VERSION, RejectReason, Report, ServerMessage,
     Software, Welcome, close,
 };

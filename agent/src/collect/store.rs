@@ -5,7 +5,7 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use lastword::protocol::{Losses, Software};
+use lastword_protocol::{Losses, Software};
 use lastword_spool::{EntryId, Kind};
 use serde::Serialize;
 
