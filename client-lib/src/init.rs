@@ -232,9 +232,7 @@ fn spool_dir_name(app: &str) -> String {
     let digest = sha2::Sha256::digest(app.as_bytes());
     name.truncate(cut.unwrap_or(SPOOL_NAME_KEPT));
     name.push('~');
-    for byte in &digest[..8] {
-        name.push_str(&format!("{byte:02x}"));
-    }
+    name.push_str(&hex::encode(&digest[..8]));
     name
 }
 

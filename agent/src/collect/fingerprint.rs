@@ -328,13 +328,7 @@ fn hex_sha256(domain: &str, parts: &[&str]) -> String {
         hash.update(part.as_bytes());
     }
     // 128 bits of the hash: plenty to keep distinct crashes apart, short enough to read.
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut text = String::with_capacity(32);
-    for b in hash.finalize().iter().take(16) {
-        text.push(char::from(HEX[usize::from(b >> 4)]));
-        text.push(char::from(HEX[usize::from(b & 15)]));
-    }
-    text
+    hex::encode(&hash.finalize()[..16])
 }
 
 fn first_line(text: &str) -> String {
