@@ -28,6 +28,7 @@
 
 mod config;
 mod crashloop;
+mod diagnostics;
 mod event;
 pub mod grouping;
 mod host;
@@ -45,6 +46,7 @@ mod tracing_layer;
 pub mod upload;
 
 pub use config::{BeforeSend, BeforeSendEvent, Config, check_url};
+pub use diagnostics::TARGET as DIAGNOSTICS_TARGET;
 #[cfg(feature = "anyhow")]
 pub use event::capture_anyhow;
 pub use event::{capture_error, capture_message, flush};
