@@ -68,12 +68,25 @@ pub enum InitError {
         /// What is wrong with it.
         reason: String,
     },
-    /// The spool could not be opened.
+    /// The spool could not be opened. Its error is in the message, so it is not also the
+    /// `source()`: a chain printed whole says it once.
     #[error("cannot open the spool: {0}")]
-    Spool(#[from] SpoolError),
-    /// A background thread could not be started.
+    Spool(SpoolError),
+    /// A background thread could not be started (the OS error is in the message, as above).
     #[error("cannot start a lastword thread: {0}")]
-    Thread(#[from] std::io::Error),
+    Thread(std::io::Error),
+}
+
+impl From<SpoolError> for InitError {
+    fn from(error: SpoolError) -> Self {
+        InitError::Spool(error)
+    }
+}
+
+impl From<std::io::Error> for InitError {
+    fn from(error: std::io::Error) -> Self {
+        InitError::Thread(error)
+    }
 }
 
 /// Sets lastword up for this process: the spool, the log writer, the uploader (when a URL is

@@ -8,13 +8,14 @@ use subtle::{Choice, ConstantTimeEq as _};
 /// Why tokens could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
-    /// The token file could not be read.
-    #[error("cannot read the token file {path}: {source}")]
+    /// The token file could not be read. The OS error is in the message, so it is not also the
+    /// `source()`: a chain printed whole says it once.
+    #[error("cannot read the token file {path}: {error}")]
     Read {
         /// The file.
         path: PathBuf,
         /// Why.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// No token was given at all: every client would be refused.
     #[error("no tokens: give --token-file FILE (one token a line) or LASTWORD_TOKENS=t1,t2")]
@@ -52,7 +53,7 @@ impl Tokens {
         let mut tokens = Vec::new();
         if let Some(path) = file {
             let text = std::fs::read_to_string(path)
-                .map_err(|source| TokenError::Read { path: path.to_owned(), source })?;
+                .map_err(|error| TokenError::Read { path: path.to_owned(), error })?;
             let lines = text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#'));
             Self::push_all(&mut tokens, lines, &path.display().to_string())?;
         }
