@@ -92,10 +92,13 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_util::sync::CancellationToken;
 
-#[path = "../../benches-common/stats.rs"]
+#[path = "../../tests/benches-common/stats.rs"]
 mod stats;
 use stats::{median, quantile, verdict};
-#[path = "../../benches-common/disk.rs"]
+#[path = "../../tests/benches-common/mode.rs"]
+mod mode;
+use mode::RunMode;
+#[path = "../../tests/benches-common/disk.rs"]
 mod disk;
 use disk::{put_ready, settle_disk};
 
@@ -125,10 +128,11 @@ const DRAIN_BUDGET: Duration = Duration::from_secs(60);
 const RUN_BOUND: Duration = Duration::from_secs(60);
 
 fn main() {
-    let mode = RunMode::from_args();
-    if mode.list {
+    let run = RunMode::from_args();
+    if run.list {
         return;
     }
+    let mode = Plan::new(run);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime");
     let entries = if mode.dry { ENTRIES_DRY } else { ENTRIES };
     let body = body(BODY_LEN);
@@ -145,28 +149,21 @@ fn main() {
     }
 }
 
-/// What the command line and the environment ask for.
-struct RunMode {
-    /// Test mode (`cargo test --benches`, no `--bench`): one small run of each part.
+/// What the command line and the environment ask for, beyond the mode.
+struct Plan {
+    /// Test mode: one small run of each part.
     dry: bool,
-    /// `--list`: there are no named benchmarks to list.
-    list: bool,
     /// Rounds of the interleaved drain measurements: odd, so the median is one of them.
     rounds: usize,
     /// Length of the idle period.
     idle: Duration,
 }
 
-impl RunMode {
-    fn from_args() -> Self {
-        let args: Vec<String> = std::env::args().skip(1).collect();
-        let has = |flag: &str| args.iter().any(|a| a == flag);
-        // Criterion's rule, kept for a harness-less bench: without `--bench` (cargo test --benches)
-        // or with `--test`, only check that it works.
-        let dry = !has("--bench") || has("--test");
-        let rounds = if dry {
+impl Plan {
+    fn new(mode: RunMode) -> Self {
+        let rounds = if mode.dry {
             1
-        } else if has("--quick") {
+        } else if mode.quick {
             3
         } else {
             5
@@ -176,8 +173,9 @@ impl RunMode {
                 panic!("LASTWORD_IDLE_SECS must be a positive number of seconds, not {s:?}")
             })
         });
-        let idle = Duration::from_secs_f64(idle_secs.unwrap_or(if dry { 1.0 } else { IDLE_TARGET_PERIOD_S }));
-        Self { dry, list: has("--list"), rounds, idle }
+        let idle =
+            Duration::from_secs_f64(idle_secs.unwrap_or(if mode.dry { 1.0 } else { IDLE_TARGET_PERIOD_S }));
+        Self { dry: mode.dry, rounds, idle }
     }
 }
 
@@ -250,7 +248,7 @@ impl Side {
 const SIDES: [Side; 4] =
     [Side::Ingest(FULL_WINDOW), Side::Spool, Side::Drain(SMALL_WINDOW), Side::Drain(DEFAULT_WINDOW)];
 
-fn drain_table(runtime: &Runtime, mode: &RunMode, body: &[u8], messages: &[Message]) -> Vec<String> {
+fn drain_table(runtime: &Runtime, mode: &Plan, body: &[u8], messages: &[Message]) -> Vec<String> {
     let entries = messages.len();
     // One ingest to warm up (allocator, the binary's pages), not counted. No drain warm-up: each drain
     // has a fresh spool anyway, and a round of drains can cost a minute on a bad disk.

@@ -69,6 +69,10 @@ use lastword_agent::ui::{self, Access, AnyUiStore};
 use lastword_spool::{EntryId, Kind};
 use lastword_tests::postgres::TempPostgres;
 use serde_json::json;
+
+#[path = "../../tests/benches-common/mode.rs"]
+mod mode;
+use mode::RunMode;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -353,14 +357,11 @@ fn report(
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let has = |flag: &str| args.iter().any(|a| a == flag);
-    // Criterion's rule, kept for a harness-less bench: without `--bench` (cargo test --benches) run
-    // once, small.
-    let dry = !has("--bench") || has("--test");
-    if has("--list") {
+    let mode = RunMode::from_args();
+    if mode.list {
         return;
     }
+    let dry = mode.dry;
     let (n, rounds) = if dry { (REPORTS_DRY, REQUESTS_DRY) } else { (REPORTS, REQUESTS) };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     let dir = tempfile::tempdir().unwrap();

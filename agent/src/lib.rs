@@ -3,7 +3,7 @@
 //! The library behind the `lastword` binary; `main.rs` is a thin shell over it.
 //!
 //! - [`collect`]: the reference collector (`lastword collect`): the server end of the wire protocol
-//!   (client-lib/PROTOCOL.md), its store (agent/STORE.md) and the queries people run on that store
+//!   (client-lib/protocol/PROTOCOL.md), its store (agent/STORE.md) and the queries people run on that store
 //!   (`lastword store ...`).
 //! - [`ui`]: the collector's read-only web UI (`lastword collect --ui`).
 //! - [`cli`]: the command line's values that clap checks (windows, addresses, URLs).

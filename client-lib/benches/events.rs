@@ -42,9 +42,12 @@ use tracing::Dispatch;
 use tracing_appender::non_blocking::{ErrorCounter, NonBlocking, WorkerGuard};
 use tracing_subscriber::layer::SubscriberExt;
 
-#[path = "../../benches-common/stats.rs"]
+#[path = "../../tests/benches-common/stats.rs"]
 mod stats;
 use stats::{median, quantile, verdict};
+#[path = "../../tests/benches-common/mode.rs"]
+mod mode;
+use mode::RunMode;
 
 /// Target from the issue: capture_error at most twice the appender's cost on the caller's thread.
 const RATIO_TARGET: f64 = 2.0;
@@ -259,10 +262,7 @@ impl Write for LineCounter {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let has = |flag: &str| args.iter().any(|a| a == flag);
-    let measure = has("--bench") && !has("--test") && !has("--list") && !has("--profile-time");
-    let quick = has("--quick");
+    let RunMode { measure, quick, .. } = RunMode::from_args();
     let mut c = Criterion::default()
         .warm_up_time(Duration::from_millis(300))
         .measurement_time(Duration::from_secs(1))

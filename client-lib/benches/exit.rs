@@ -43,9 +43,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-#[path = "../../benches-common/stats.rs"]
+#[path = "../../tests/benches-common/stats.rs"]
 mod stats;
 use stats::{median, quantile, verdict};
+#[path = "../../tests/benches-common/mode.rs"]
+mod mode;
+use mode::RunMode;
 
 /// Target from the issue: exit time with the collector down, minus the exit time without lastword.
 const TARGET_MS: f64 = 20.0;
@@ -58,17 +61,14 @@ fn main() {
         app();
         return;
     }
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let has = |flag: &str| args.iter().any(|a| a == flag);
-    if has("--list") {
+    let mode = RunMode::from_args();
+    if mode.list {
         return;
     }
-    // Criterion's rule, kept for a harness-less bench: without `--bench` (cargo test --benches) or
-    // with `--test`, only check that it works.
-    let dry = !has("--bench") || has("--test");
+    let dry = mode.dry;
     let rounds = if dry {
         1
-    } else if has("--quick") {
+    } else if mode.quick {
         15
     } else {
         41

@@ -50,9 +50,12 @@ use tracing::Dispatch;
 use tracing_appender::non_blocking::{ErrorCounter, NonBlocking, WorkerGuard};
 use tracing_subscriber::layer::SubscriberExt;
 
-#[path = "../../benches-common/stats.rs"]
+#[path = "../../tests/benches-common/stats.rs"]
 mod stats;
 use stats::{median, quantile, verdict};
+#[path = "../../tests/benches-common/mode.rs"]
+mod mode;
+use mode::RunMode;
 
 /// Target from the issue: lastword no slower than the appender on the caller's thread.
 const RATIO_TARGET: f64 = 1.0;
@@ -90,29 +93,6 @@ fn main() {
         for line in table.iter().chain(&losses) {
             println!("  {line}");
         }
-    }
-}
-
-/// What the command line asks for, as far as this file cares.
-struct RunMode {
-    /// Criterion measures (as opposed to test, list or profile mode): also print the table.
-    measure: bool,
-    /// `--quick`: fewer rounds for the table.
-    quick: bool,
-}
-
-impl RunMode {
-    fn from_args() -> Self {
-        let args: Vec<String> = std::env::args().skip(1).collect();
-        let has = |flag: &str| args.iter().any(|a| a == flag || a.starts_with(&format!("{flag}=")));
-        // Criterion's own rule: without `--bench` (cargo test --benches) or with `--test`, it tests.
-        let dry = !has("--bench") || has("--test") || has("--list");
-        Self { measure: !dry && !has("--profile-time"), quick: has("--quick") }
-    }
-
-    /// Rounds of the interleaved table: odd, so the median is one of them.
-    fn rounds(&self, full: usize) -> usize {
-        if self.quick { (full / 3) | 1 } else { full | 1 }
     }
 }
 

@@ -254,9 +254,10 @@ impl Config {
         self
     }
 
-    /// Where the uploader's diagnostics go (connections, failures, and configuration errors such as
-    /// a refused token, at [`crate::upload::Level::Error`]). None by default: then only configuration
-    /// errors are told, once, on stderr.
+    /// Where the library's diagnostics go: the uploader's (connections, failures, and configuration
+    /// errors such as a refused token, at [`crate::upload::Level::Error`]) and a crash report or log
+    /// batch the spool refused. None by default: then they go to `tracing` (the `tracing` feature;
+    /// else `log`) under the target [`crate::DIAGNOSTICS_TARGET`]. The library never prints.
     #[must_use]
     pub fn diagnostics(
         mut self,

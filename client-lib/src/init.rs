@@ -11,7 +11,9 @@ use crate::config::{BeforeSend, Config};
 use crate::crashloop::{Admit, CrashLoop};
 use crate::logs::{BatchPolicy, Level, LogPipe};
 use crate::report::{Context, CrashReport};
-use crate::upload::{FlushError, LossCounters, Uploader, UploaderConfig};
+use crate::upload::{
+    Diagnostics, FlushError, Level as DiagnosticLevel, LossCounters, Uploader, UploaderConfig,
+};
 
 static STARTED: AtomicBool = AtomicBool::new(false);
 static SHARED: OnceLock<Arc<Shared>> = OnceLock::new();
@@ -40,6 +42,8 @@ pub(crate) struct Shared {
     exit_deadline: Duration,
     crash_loop: CrashLoop,
     pub losses: Arc<LossCounters>,
+    /// Where failures to store a crash report go (`Config::diagnostics`, else `tracing`).
+    diagnostics: Option<Diagnostics>,
 }
 
 /// The state, once `init` has run.
@@ -64,12 +68,25 @@ pub enum InitError {
         /// What is wrong with it.
         reason: String,
     },
-    /// The spool could not be opened.
+    /// The spool could not be opened. Its error is in the message, so it is not also the
+    /// `source()`: a chain printed whole says it once.
     #[error("cannot open the spool: {0}")]
-    Spool(#[from] SpoolError),
-    /// A background thread could not be started.
+    Spool(SpoolError),
+    /// A background thread could not be started (the OS error is in the message, as above).
     #[error("cannot start a lastword thread: {0}")]
-    Thread(#[from] std::io::Error),
+    Thread(std::io::Error),
+}
+
+impl From<SpoolError> for InitError {
+    fn from(error: SpoolError) -> Self {
+        InitError::Spool(error)
+    }
+}
+
+impl From<std::io::Error> for InitError {
+    fn from(error: std::io::Error) -> Self {
+        InitError::Thread(error)
+    }
 }
 
 /// Sets lastword up for this process: the spool, the log writer, the uploader (when a URL is
@@ -125,6 +142,7 @@ fn start(config: Config) -> Result<Guard, InitError> {
         config.breadcrumbs,
         policy,
         losses.clone(),
+        config.diagnostics.clone(),
     )?;
     let events = crate::event::EventPipe::start(spool.clone(), config.event_queue, context.clone())?;
     let uploader = if config.urls.is_empty() {
@@ -162,6 +180,7 @@ fn start(config: Config) -> Result<Guard, InitError> {
         panic_delivery: config.panic_delivery,
         exit_deadline: config.exit_deadline,
         losses,
+        diagnostics: config.diagnostics.clone(),
     });
     // Installed from here on. The signal handlers first: their install puts back what it did if
     // `sigaction` fails (it cannot for these signals), before anything else is in place.
@@ -232,9 +251,7 @@ fn spool_dir_name(app: &str) -> String {
     let digest = sha2::Sha256::digest(app.as_bytes());
     name.truncate(cut.unwrap_or(SPOOL_NAME_KEPT));
     name.push('~');
-    for byte in &digest[..8] {
-        name.push_str(&format!("{byte:02x}"));
-    }
+    name.push_str(&hex::encode(&digest[..8]));
     name
 }
 
@@ -300,15 +317,16 @@ impl Shared {
     /// Decides once for a report the panic hook made (the crash-loop limit, then `before_send`),
     /// then stores it durably: flagged `FLAG_UNSYMBOLIZED` when its frames are still addresses, for
     /// the uploader to symbolize, and never decided again. A suppressed crash is counted in the
-    /// spool's `crash_loop_suppressed` counter. Never panics; failures are told on stderr (the spool
-    /// may be what failed).
+    /// spool's `crash_loop_suppressed` counter. Never panics; failures go to the diagnostics
+    /// (`Config::diagnostics`, else `tracing`: not to the spool, which may be what failed).
     pub fn store_crash(&self, mut report: CrashReport) -> Stored {
         match self.crash_loop.admit(&report.fingerprint, crate::now_millis(), None) {
             Admit::Store { suppressed_before } => report.crash_loop_suppressed = suppressed_before,
             Admit::Suppress => {
                 self.losses.crash_loop_suppressed.fetch_add(1, Ordering::Relaxed);
                 if let Err(e) = self.spool.add_to_counter(crate::crashloop::SUPPRESSED_COUNTER, 1) {
-                    eprintln!("lastword: could not count a crash the crash-loop limit suppressed: {e}");
+                    let message = format!("could not count a crash the crash-loop limit suppressed: {e}");
+                    self.tell(DiagnosticLevel::Warn, &message);
                 }
                 return Stored::Decided;
             }
@@ -321,7 +339,7 @@ impl Shared {
         let body = match serde_json::to_vec(&report) {
             Ok(b) => b,
             Err(e) => {
-                eprintln!("lastword: could not encode the crash report: {e}");
+                self.tell(DiagnosticLevel::Error, &format!("could not encode the crash report: {e}"));
                 return Stored::Failed;
             }
         };
@@ -329,10 +347,14 @@ impl Shared {
         match self.spool.write_flagged(Kind::Crash, flags, &body) {
             Ok(id) => Stored::Entry(id),
             Err(e) => {
-                eprintln!("lastword: could not store the crash report: {e}");
+                self.tell(DiagnosticLevel::Error, &format!("could not store the crash report: {e}"));
                 Stored::Failed
             }
         }
+    }
+
+    fn tell(&self, level: DiagnosticLevel, message: &str) {
+        crate::diagnostics::tell(self.diagnostics.as_ref(), level, message);
     }
 
     /// Gives the uploader a bounded time to deliver the crash just stored (the process may be about

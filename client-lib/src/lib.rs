@@ -20,13 +20,15 @@
 //!   crash, event and log batch carries the scope of the time it was made.
 //! - Log records ([`log()`](crate::log()), the `log` and `tracing` features) become breadcrumbs and log batches.
 //! - [`upload`]: the shielded uploader that drains a spool to a collector.
-//! - [`protocol`]: the wire protocol shared with the collector (PROTOCOL.md).
+//! - [`protocol`]: the wire protocol shared with the collector (re-exported `lastword-protocol`,
+//!   client-lib/protocol/PROTOCOL.md).
 //! - [`report`]: the report bodies (REPORT.md); [`symbolize`]: raw reports made readable;
 //!   [`grouping`]: whose code a frame is, and the fingerprints that group crashes.
 //! - [`spool`]: the on-disk spool (re-exported `lastword-spool`).
 
 mod config;
 mod crashloop;
+mod diagnostics;
 mod event;
 pub mod grouping;
 mod host;
@@ -35,7 +37,6 @@ mod init;
 mod log_bridge;
 pub mod logs;
 mod panic;
-pub mod protocol;
 pub mod report;
 mod scope;
 mod signal;
@@ -45,6 +46,7 @@ mod tracing_layer;
 pub mod upload;
 
 pub use config::{BeforeSend, BeforeSendEvent, Config, check_url};
+pub use diagnostics::TARGET as DIAGNOSTICS_TARGET;
 #[cfg(feature = "anyhow")]
 pub use event::capture_anyhow;
 pub use event::{capture_error, capture_message, flush};
@@ -54,6 +56,7 @@ pub use init::default_spools_dir;
 #[doc(hidden)]
 pub use init::store_crash_for_bench;
 pub use init::{Guard, InitError, default_spool, default_spool_app, init, log};
+pub use lastword_protocol as protocol;
 pub use lastword_spool as spool;
 #[cfg(feature = "log")]
 pub use log_bridge::LogBridge;

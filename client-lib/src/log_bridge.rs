@@ -54,7 +54,10 @@ impl log::Log for LogBridge {
             log::Level::Debug => Level::Debug,
             log::Level::Trace => Level::Trace,
         };
-        crate::log(level, record.target(), record.args().to_string());
+        // lastword's own diagnostics (a log batch the spool refused, say) are not logs of the app.
+        if record.target() != crate::diagnostics::TARGET {
+            crate::log(level, record.target(), record.args().to_string());
+        }
         if let Some(inner) = &self.inner {
             inner.log(record);
         }

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use lastword_spool::{Kind, Spool};
 
 use crate::report::{Breadcrumb, Context, LogBatch, Scope};
-use crate::upload::LossCounters;
+use crate::upload::{Diagnostics, Level as DiagnosticLevel, LossCounters};
 
 /// Severity of a log record, most severe first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -119,12 +119,13 @@ impl LogPipe {
         breadcrumbs: usize,
         policy: BatchPolicy,
         losses: Arc<LossCounters>,
+        diagnostics: Option<Diagnostics>,
     ) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::sync_channel(policy.queue.max(1));
         let writer_losses = losses.clone();
-        let writer = std::thread::Builder::new()
-            .name("lastword-logs".into())
-            .spawn(move || write_batches(&spool, &context, &rx, &policy, &writer_losses))?;
+        let writer = std::thread::Builder::new().name("lastword-logs".into()).spawn(move || {
+            write_batches(&spool, &context, &rx, &policy, &writer_losses, diagnostics.as_ref())
+        })?;
         Ok(Self {
             tx,
             level,
@@ -221,6 +222,7 @@ fn write_batches(
     rx: &Receiver<Msg>,
     policy: &BatchPolicy,
     losses: &LossCounters,
+    diagnostics: Option<&Diagnostics>,
 ) {
     let mut batch: Vec<Breadcrumb> = Vec::new();
     // The scope of the records in `batch`: a batch holds the records of one scope.
@@ -249,10 +251,14 @@ fn write_batches(
                 if let Err(e) = spool.write(Kind::Log, &bytes) {
                     // Nothing else can be done with a log batch the spool refuses: count it.
                     losses.logs_dropped.fetch_add(body.records.len() as u64, Ordering::Relaxed);
-                    eprintln!("lastword: could not store {} log records: {e}", body.records.len());
+                    let message = format!("could not store {} log records: {e}", body.records.len());
+                    crate::diagnostics::tell(diagnostics, DiagnosticLevel::Warn, &message);
                 }
             }
-            Err(e) => eprintln!("lastword: could not encode log records: {e}"),
+            Err(e) => {
+                let message = format!("could not encode log records: {e}");
+                crate::diagnostics::tell(diagnostics, DiagnosticLevel::Warn, &message);
+            }
         }
     };
     loop {
@@ -324,8 +330,8 @@ mod tests {
     fn pipe(dir: &std::path::Path, queue: usize, level: Level) -> (Spool, LogPipe) {
         let spool = Spool::open(dir, lastword_spool::SpoolOptions::default()).unwrap();
         let policy = BatchPolicy { queue, max_records: 1000, max_delay: Duration::from_secs(60) };
-        let pipe =
-            LogPipe::start(spool.clone(), Context::default(), level, 3, policy, Arc::default()).unwrap();
+        let pipe = LogPipe::start(spool.clone(), Context::default(), level, 3, policy, Arc::default(), None)
+            .unwrap();
         (spool, pipe)
     }
 

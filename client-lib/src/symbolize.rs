@@ -370,7 +370,7 @@ fn file_build_id(path: &Path) -> Result<Option<String>, String> {
         .map_err(|e| format!("{}: {e}", path.display()))?;
     let file = object::File::parse(&data).map_err(|e| format!("{}: {e}", path.display()))?;
     if let Ok(Some(id)) = file.build_id() {
-        return Ok(Some(id.iter().map(|b| format!("{b:02x}")).collect()));
+        return Ok(Some(::hex::encode(id)));
     }
     // Some linkers put the note in a section only.
     let id = file

@@ -207,6 +207,10 @@ where
 
     fn on_event(&self, event: &tracing::Event<'_>, _ctx: Context<'_, S>) {
         let meta = event.metadata();
+        // lastword's own diagnostics (a log batch the spool refused, say) are not logs of the app.
+        if meta.target() == crate::diagnostics::TARGET {
+            return;
+        }
         let level = match *meta.level() {
             tracing::Level::ERROR => Level::Error,
             tracing::Level::WARN => Level::Warn,

@@ -41,10 +41,13 @@ use criterion::{Criterion, SamplingMode, Throughput};
 use lastword_spool::{EntryState, HEADER_LEN, Kind, Limits, Spool, SpoolOptions, SpoolView};
 use tempfile::TempDir;
 
-#[path = "../../benches-common/stats.rs"]
+#[path = "../../tests/benches-common/stats.rs"]
 mod stats;
 use stats::{median, quantile, verdict};
-#[path = "../../benches-common/disk.rs"]
+#[path = "../../tests/benches-common/mode.rs"]
+mod mode;
+use mode::RunMode;
+#[path = "../../tests/benches-common/disk.rs"]
 mod disk;
 use disk::{BareWriter, fs_name, put_ready, settle_disk, tmpfs_dir};
 
@@ -102,31 +105,6 @@ fn main() {
         for line in &table {
             println!("  {line}");
         }
-    }
-}
-
-/// What the command line asks for, as far as this file cares.
-struct RunMode {
-    /// Criterion measures (as opposed to test, list or profile mode): also print the table.
-    measure: bool,
-    /// Test or list mode: nothing is timed, so the big spool can be small.
-    dry: bool,
-    /// `--quick`: fewer rounds for the table.
-    quick: bool,
-}
-
-impl RunMode {
-    fn from_args() -> Self {
-        let args: Vec<String> = std::env::args().skip(1).collect();
-        let has = |flag: &str| args.iter().any(|a| a == flag || a.starts_with(&format!("{flag}=")));
-        // Criterion's own rule: without `--bench` (cargo test --benches) or with `--test`, it tests.
-        let dry = !has("--bench") || has("--test") || has("--list");
-        Self { measure: !dry && !has("--profile-time"), dry, quick: has("--quick") }
-    }
-
-    /// Rounds of the interleaved table: odd, so the median is one of them.
-    fn rounds(&self, full: usize) -> usize {
-        if self.quick { (full / 3) | 1 } else { full | 1 }
     }
 }
 

@@ -2,16 +2,20 @@
 
 use std::path::{Path, PathBuf};
 
+use sha2::{Digest as _, Sha256};
+use subtle::{Choice, ConstantTimeEq as _};
+
 /// Why tokens could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
-    /// The token file could not be read.
-    #[error("cannot read the token file {path}: {source}")]
+    /// The token file could not be read. The OS error is in the message, so it is not also the
+    /// `source()`: a chain printed whole says it once.
+    #[error("cannot read the token file {path}: {error}")]
     Read {
         /// The file.
         path: PathBuf,
         /// Why.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// No token was given at all: every client would be refused.
     #[error("no tokens: give --token-file FILE (one token a line) or LASTWORD_TOKENS=t1,t2")]
@@ -26,9 +30,15 @@ pub enum TokenError {
     },
 }
 
-/// The set of valid tokens. Several may be valid at once (one per application, say).
+/// The set of valid tokens. Several may be valid at once (one per application, say). Each is kept as
+/// its SHA-256 only: comparisons are between digests of one length, whatever the tokens' lengths.
 #[derive(Clone, Default)]
-pub struct Tokens(Vec<Vec<u8>>);
+pub struct Tokens(Vec<[u8; 32]>);
+
+/// The digest a token is compared by.
+fn digest(token: &[u8]) -> [u8; 32] {
+    Sha256::digest(token).into()
+}
 
 impl std::fmt::Debug for Tokens {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -43,7 +53,7 @@ impl Tokens {
         let mut tokens = Vec::new();
         if let Some(path) = file {
             let text = std::fs::read_to_string(path)
-                .map_err(|source| TokenError::Read { path: path.to_owned(), source })?;
+                .map_err(|error| TokenError::Read { path: path.to_owned(), error })?;
             let lines = text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#'));
             Self::push_all(&mut tokens, lines, &path.display().to_string())?;
         }
@@ -58,7 +68,7 @@ impl Tokens {
     }
 
     fn push_all<'a>(
-        into: &mut Vec<Vec<u8>>,
+        into: &mut Vec<[u8; 32]>,
         items: impl Iterator<Item = &'a str>,
         source_name: &str,
     ) -> Result<(), TokenError> {
@@ -66,29 +76,24 @@ impl Tokens {
             if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
                 return Err(TokenError::Unusable { source_name: source_name.to_owned(), index: i + 1 });
             }
-            into.push(token.as_bytes().to_vec());
+            into.push(digest(token.as_bytes()));
         }
         Ok(())
     }
 
     /// Tokens given directly (for tests and embedders).
     pub fn from_list<I: IntoIterator<Item = S>, S: Into<String>>(tokens: I) -> Self {
-        Self(tokens.into_iter().map(|t| t.into().into_bytes()).collect())
+        Self(tokens.into_iter().map(|t| digest(t.into().as_bytes())).collect())
     }
 
-    /// Whether `token` is one of them. Compares every token in full whatever matches, so the time taken
-    /// says nothing about which bytes were right.
+    /// Whether `token` is one of them. The given token's digest is compared with every valid one in
+    /// full, in constant time (`subtle`), whatever matches: the time taken says nothing about which
+    /// bytes were right, nor, since digests have one length, about a valid token's length.
     pub fn accepts(&self, token: &str) -> bool {
-        let token = token.as_bytes();
-        self.0.iter().fold(false, |found, valid| found | constant_time_eq(valid, token))
+        let given = digest(token.as_bytes());
+        let found = self.0.iter().fold(Choice::from(0), |found, valid| found | valid[..].ct_eq(&given[..]));
+        bool::from(found)
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]
@@ -105,6 +110,7 @@ mod tests {
             assert!(tokens.accepts(t), "{t}");
         }
         assert!(!tokens.accepts("alph"));
+        assert!(!tokens.accepts("alphaa"), "nor a longer one");
         assert!(!tokens.accepts(""));
         assert!(!tokens.accepts("# comment"));
     }

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use lastword::protocol::ServerMessage;
+use lastword_protocol::ServerMessage;
 use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 
 use super::store::{AgentLosses, Batch, NewReport, Outcome, Store};

@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt as _, SinkExt as _, StreamExt as _};
-use lastword::protocol::{
+use lastword_protocol::{
     BodyError, ClientMessage, Encoding, Hello, PROTOCOL_VERSION, RejectReason, Report, ServerMessage,
     Software, Welcome, close,
 };
@@ -135,10 +135,11 @@ fn read_error(e: &WsError) -> End {
     }
 }
 
-/// A message after the hello, read in one pass with the body left as borrowed raw JSON. Equivalent to
-/// [`ClientMessage::from_json`] for what the server needs (an unknown type, a bad id or kind, a missing
-/// field are errors; unknown fields are ignored), without parsing the message twice and copying the
-/// body twice.
+/// A message after the hello, read in one pass with the body left as borrowed raw JSON, without
+/// parsing the message twice and copying the body twice. An unknown type, a bad id or kind are errors
+/// of the message (PROTOCOL.md, "report": without them there is no report to answer); the other fields
+/// are kept raw, so that what is wrong with them is answered for the report alone ([`ReportFields`]).
+/// Unknown fields are ignored.
 #[derive(Deserialize)]
 struct Incoming<'a> {
     #[serde(rename = "type", borrow)]
@@ -147,12 +148,42 @@ struct Incoming<'a> {
     id: Option<EntryId>,
     #[serde(default)]
     kind: Option<Kind>,
-    #[serde(default)]
-    created_ms: Option<u64>,
-    #[serde(default)]
-    encoding: Option<Encoding>,
+    #[serde(default, borrow)]
+    created_ms: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    encoding: Option<&'a RawValue>,
     #[serde(default, borrow)]
     body: Option<&'a RawValue>,
+}
+
+/// The fields of a report besides its id and kind, checked.
+struct ReportFields<'a> {
+    created_ms: u64,
+    encoding: Encoding,
+    body: &'a RawValue,
+}
+
+impl<'a> Incoming<'a> {
+    /// The report's other fields, or why it is rejected: a missing `created_ms` or `body` is
+    /// malformed, an encoding other than `json` and `deflate` unsupported.
+    fn fields(&self) -> Result<ReportFields<'a>, (RejectReason, String)> {
+        let created_ms = self.created_ms.and_then(|raw| serde_json::from_str::<u64>(raw.get()).ok());
+        let (Some(created_ms), Some(body)) = (created_ms, self.body) else {
+            let detail = "a report needs created_ms (an integer of at least 0) and body";
+            return Err((RejectReason::Malformed, detail.into()));
+        };
+        let encoding = match self.encoding {
+            None => Encoding::default(),
+            Some(raw) => serde_json::from_str::<Encoding>(raw.get()).map_err(|_| {
+                let shown: String = raw.get().chars().take(40).collect();
+                (
+                    RejectReason::Unsupported,
+                    format!("unknown encoding {shown}; this server reads json and deflate"),
+                )
+            })?,
+        };
+        Ok(ReportFields { created_ms, encoding, body })
+    }
 }
 
 type Answer = Pin<Box<dyn Future<Output = ServerMessage> + Send>>;
@@ -340,19 +371,12 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
             Ok(incoming) => incoming,
             Err(e) => return Err(End::close(close::INVALID_PAYLOAD, format!("invalid message: {e}"))),
         };
-        let (id, kind, created_ms, body) = match incoming {
-            Incoming {
-                tag,
-                id: Some(id),
-                kind: Some(kind),
-                created_ms: Some(created),
-                body: Some(body),
-                ..
-            } if tag == "report" => (id, kind, created, body),
+        let (id, kind) = match &incoming {
+            Incoming { tag, id: Some(id), kind: Some(kind), .. } if tag == "report" => (*id, *kind),
             Incoming { tag, .. } if tag == "report" => {
                 return Err(End::close(
                     close::INVALID_PAYLOAD,
-                    "invalid message: a report needs id, kind, created_ms and body",
+                    "invalid message: a report needs id and kind",
                 ));
             }
             Incoming { tag, .. } if tag == "hello" => {
@@ -365,6 +389,8 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
                 ));
             }
         };
+        // From here on the report has an id to answer: whatever else is wrong with it costs the client
+        // this report only, never the connection (and the answers of every report in flight on it).
         self.take_slot()?;
         let max = self.limits().max_message_bytes;
         if text.len() > max {
@@ -373,8 +399,16 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
             self.answer_now(reject(id, RejectReason::TooLarge, detail));
             return Ok(());
         }
+        let checked = incoming.fields();
+        drop(incoming);
+        let ReportFields { created_ms, encoding, body } = match checked {
+            Ok(fields) => fields,
+            Err((reason, detail)) => {
+                self.answer_now(reject(id, reason, detail));
+                return Ok(());
+            }
+        };
         let received_ms = now_ms();
-        let encoding = incoming.encoding.unwrap_or_default();
         let prepared = if encoding == Encoding::Deflate {
             // Inflating may take a while (up to MAX_DECOMPRESSED bytes): not on a runtime thread.
             let report = Report { id, kind, created_ms, encoding, body: body.to_owned() };

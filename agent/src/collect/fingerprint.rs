@@ -1,11 +1,17 @@
 //! What the collector reads from a report's body: a one-line summary for people and, for crashes and
 //! events, the fingerprint that groups the same crash or event together, and the scope's tags (PROTOCOL.md, "report"; STORE.md, "Fingerprints").
 //!
-//! The body's schema belongs to its kind; this module reads only three fields and tolerates anything
-//! else: a body that is not an object, or whose fields have other types, simply has no such field.
+//! The body's schema belongs to its kind; this module reads only a few fields (`fingerprint`,
+//! `message`, the `function` of the top `frames`, `context.app` and `context.release`) and tolerates
+//! anything else: a body that is not an object, or whose fields have other types, simply has no such
+//! field.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
 
 use lastword_spool::Kind;
-use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use sha2::{Digest as _, Sha256};
 
 /// How many frames from the top the fingerprint of a crash without one hashes.
@@ -27,296 +33,58 @@ pub struct Digest {
     pub release: Option<String>,
 }
 
-/// The three fields, read in one pass over the body. Anything of another type than expected counts as
-/// absent; the rest of the body is skipped without being built.
+/// A JSON object with each member's value left as raw JSON text, for the few fields this module reads.
+/// Of a key given twice the last one counts (serde's derived structs would refuse the whole body).
+#[derive(Deserialize)]
+#[serde(transparent)]
+struct Object<'a>(#[serde(borrow)] BTreeMap<Cow<'a, str>, &'a RawValue>);
+
+impl<'a> Object<'a> {
+    /// The object that `text` holds, if it holds one.
+    fn parse(text: &'a str) -> Option<Self> {
+        serde_json::from_str(text).ok()
+    }
+
+    /// The field `key` read as a `T`; absent when there is no such field or it has another type.
+    fn field<T: Deserialize<'a>>(&self, key: &str) -> Option<T> {
+        self.0.get(key).and_then(|&raw| serde_json::from_str(raw.get()).ok())
+    }
+
+    /// The object held by the field `key`.
+    fn object(&self, key: &str) -> Option<Object<'a>> {
+        self.0.get(key).and_then(|&raw| Object::parse(raw.get()))
+    }
+}
+
+/// What this module reads of a body; a field of another type than expected counts as absent.
 #[derive(Default)]
 struct Fields {
     fingerprint: Option<String>,
-    /// The function names of the first [`FRAMES_HASHED`] frames (`None` for a frame without one).
-    functions: Vec<Option<String>>,
     message: Option<String>,
-    context: ContextFields,
-}
-
-/// `context.app` and `context.release`.
-#[derive(Default)]
-struct ContextFields {
+    /// The `function` of each of the first [`FRAMES_HASHED`] frames (`None` for a frame without one).
+    functions: Vec<Option<String>>,
+    /// `context.app` and `context.release`.
     app: Option<String>,
     release: Option<String>,
 }
 
-impl<'de> Deserialize<'de> for ContextFields {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = ContextFields;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("any value")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ContextFields, A::Error> {
-                let mut c = ContextFields::default();
-                while let Some(key) = map.next_key::<Key>()? {
-                    match key {
-                        Key::App => c.app = map.next_value::<MaybeString>()?.0,
-                        Key::Release => c.release = map.next_value::<MaybeString>()?.0,
-                        _ => {
-                            map.next_value::<IgnoredAny>()?;
-                        }
-                    }
-                }
-                Ok(c)
-            }
-            // Anything that is not an object has no context fields.
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<ContextFields, A::Error> {
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(ContextFields::default())
-            }
-            fn visit_str<E: de::Error>(self, _: &str) -> Result<ContextFields, E> {
-                Ok(ContextFields::default())
-            }
-            fn visit_bool<E: de::Error>(self, _: bool) -> Result<ContextFields, E> {
-                Ok(ContextFields::default())
-            }
-            fn visit_i64<E: de::Error>(self, _: i64) -> Result<ContextFields, E> {
-                Ok(ContextFields::default())
-            }
-            fn visit_u64<E: de::Error>(self, _: u64) -> Result<ContextFields, E> {
-                Ok(ContextFields::default())
-            }
-            fn visit_f64<E: de::Error>(self, _: f64) -> Result<ContextFields, E> {
-                Ok(ContextFields::default())
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<ContextFields, E> {
-                Ok(ContextFields::default())
-            }
+impl Fields {
+    fn read(body: &str) -> Self {
+        let Some(top) = Object::parse(body) else { return Fields::default() };
+        let frames: Vec<&RawValue> = top.field("frames").unwrap_or_default();
+        let functions = frames
+            .iter()
+            .take(FRAMES_HASHED)
+            .map(|frame| Object::parse(frame.get()).and_then(|f| f.field("function")))
+            .collect();
+        let context = top.object("context");
+        Fields {
+            fingerprint: top.field("fingerprint"),
+            message: top.field("message"),
+            functions,
+            app: context.as_ref().and_then(|c| c.field("app")),
+            release: context.as_ref().and_then(|c| c.field("release")),
         }
-        deserializer.deserialize_any(V)
-    }
-}
-
-impl<'de> Deserialize<'de> for Fields {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_map(FieldsVisitor)
-    }
-}
-
-struct FieldsVisitor;
-
-impl<'de> Visitor<'de> for FieldsVisitor {
-    type Value = Fields;
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("an object")
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fields, A::Error> {
-        let mut fields = Fields::default();
-        while let Some(key) = map.next_key::<Key>()? {
-            match key {
-                Key::Fingerprint => fields.fingerprint = map.next_value::<MaybeString>()?.0,
-                Key::Message => fields.message = map.next_value::<MaybeString>()?.0,
-                Key::Frames => fields.functions = map.next_value::<TopFunctions>()?.0,
-                Key::Context => fields.context = map.next_value::<ContextFields>()?,
-                Key::Function | Key::App | Key::Release | Key::Other => {
-                    map.next_value::<IgnoredAny>()?;
-                }
-            }
-        }
-        Ok(fields)
-    }
-}
-
-/// An object key this module looks for, read without allocating.
-enum Key {
-    Fingerprint,
-    Frames,
-    Message,
-    Function,
-    Context,
-    App,
-    Release,
-    Other,
-}
-
-impl<'de> Deserialize<'de> for Key {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = Key;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a key")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Key, E> {
-                Ok(match v {
-                    "fingerprint" => Key::Fingerprint,
-                    "frames" => Key::Frames,
-                    "message" => Key::Message,
-                    "function" => Key::Function,
-                    "context" => Key::Context,
-                    "app" => Key::App,
-                    "release" => Key::Release,
-                    _ => Key::Other,
-                })
-            }
-        }
-        deserializer.deserialize_str(V)
-    }
-}
-
-/// A string, or `None` for a value of any other type.
-struct MaybeString(Option<String>);
-
-impl<'de> Deserialize<'de> for MaybeString {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(MaybeStringVisitor)
-    }
-}
-
-struct MaybeStringVisitor;
-
-impl<'de> Visitor<'de> for MaybeStringVisitor {
-    type Value = MaybeString;
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("any value")
-    }
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<MaybeString, E> {
-        Ok(MaybeString(Some(v.to_owned())))
-    }
-    fn visit_string<E: de::Error>(self, v: String) -> Result<MaybeString, E> {
-        Ok(MaybeString(Some(v)))
-    }
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<MaybeString, E> {
-        Ok(MaybeString(None))
-    }
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<MaybeString, E> {
-        Ok(MaybeString(None))
-    }
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<MaybeString, E> {
-        Ok(MaybeString(None))
-    }
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<MaybeString, E> {
-        Ok(MaybeString(None))
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<MaybeString, E> {
-        Ok(MaybeString(None))
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<MaybeString, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(MaybeString(None))
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<MaybeString, A::Error> {
-        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-        Ok(MaybeString(None))
-    }
-}
-
-/// The `function` of a frame: `None` if the frame is not an object or has no string `function`.
-struct FrameFunction(Option<String>);
-
-impl<'de> Deserialize<'de> for FrameFunction {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = FrameFunction;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a frame")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<FrameFunction, A::Error> {
-                let mut function = None;
-                while let Some(key) = map.next_key::<Key>()? {
-                    if matches!(key, Key::Function) {
-                        function = map.next_value::<MaybeString>()?.0;
-                    } else {
-                        map.next_value::<IgnoredAny>()?;
-                    }
-                }
-                Ok(FrameFunction(function))
-            }
-        }
-        // Anything but an object: read it whole as nothing.
-        deserializer.deserialize_any(Either(V))
-    }
-}
-
-/// A visitor that hands objects to `V` and reads every other value as its `Default`.
-struct Either<V>(V);
-
-impl<'de, V: Visitor<'de, Value = FrameFunction>> Visitor<'de> for Either<V> {
-    type Value = FrameFunction;
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("any value")
-    }
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<FrameFunction, A::Error> {
-        self.0.visit_map(map)
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<FrameFunction, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(FrameFunction(None))
-    }
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<FrameFunction, E> {
-        Ok(FrameFunction(None))
-    }
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<FrameFunction, E> {
-        Ok(FrameFunction(None))
-    }
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<FrameFunction, E> {
-        Ok(FrameFunction(None))
-    }
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<FrameFunction, E> {
-        Ok(FrameFunction(None))
-    }
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<FrameFunction, E> {
-        Ok(FrameFunction(None))
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<FrameFunction, E> {
-        Ok(FrameFunction(None))
-    }
-}
-
-/// The functions of the first frames of a `frames` array; empty for a value of any other type.
-struct TopFunctions(Vec<Option<String>>);
-
-impl<'de> Deserialize<'de> for TopFunctions {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = TopFunctions;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("an array of frames")
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<TopFunctions, A::Error> {
-                let mut functions = Vec::with_capacity(FRAMES_HASHED);
-                while functions.len() < FRAMES_HASHED {
-                    match seq.next_element::<FrameFunction>()? {
-                        Some(f) => functions.push(f.0),
-                        None => return Ok(TopFunctions(functions)),
-                    }
-                }
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(TopFunctions(functions))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<TopFunctions, A::Error> {
-                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-                Ok(TopFunctions(Vec::new()))
-            }
-            fn visit_str<E: de::Error>(self, _: &str) -> Result<TopFunctions, E> {
-                Ok(TopFunctions(Vec::new()))
-            }
-            fn visit_bool<E: de::Error>(self, _: bool) -> Result<TopFunctions, E> {
-                Ok(TopFunctions(Vec::new()))
-            }
-            fn visit_i64<E: de::Error>(self, _: i64) -> Result<TopFunctions, E> {
-                Ok(TopFunctions(Vec::new()))
-            }
-            fn visit_u64<E: de::Error>(self, _: u64) -> Result<TopFunctions, E> {
-                Ok(TopFunctions(Vec::new()))
-            }
-            fn visit_f64<E: de::Error>(self, _: f64) -> Result<TopFunctions, E> {
-                Ok(TopFunctions(Vec::new()))
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<TopFunctions, E> {
-                Ok(TopFunctions(Vec::new()))
-            }
-        }
-        deserializer.deserialize_any(V)
     }
 }
 
@@ -328,13 +96,7 @@ fn hex_sha256(domain: &str, parts: &[&str]) -> String {
         hash.update(part.as_bytes());
     }
     // 128 bits of the hash: plenty to keep distinct crashes apart, short enough to read.
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut text = String::with_capacity(32);
-    for b in hash.finalize().iter().take(16) {
-        text.push(char::from(HEX[usize::from(b >> 4)]));
-        text.push(char::from(HEX[usize::from(b & 15)]));
-    }
-    text
+    hex::encode(&hash.finalize()[..16])
 }
 
 fn first_line(text: &str) -> String {
@@ -343,9 +105,9 @@ fn first_line(text: &str) -> String {
 
 /// Reads the summary and, for a crash, the fingerprint of a body (JSON text).
 pub fn digest(kind: Kind, body: &str) -> Digest {
-    let fields = serde_json::from_str::<Fields>(body).unwrap_or_default();
+    let fields = Fields::read(body);
     let message = fields.message;
-    let (app, release) = (fields.context.app.filter(|a| !a.is_empty()), fields.context.release);
+    let (app, release) = (fields.app.filter(|a| !a.is_empty()), fields.release);
     if kind == Kind::Log {
         let summary = message.as_deref().map(first_line).unwrap_or_default();
         return Digest { fingerprint: None, summary, app, release };

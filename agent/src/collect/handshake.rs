@@ -1,7 +1,7 @@
 //! The checks made on the HTTP upgrade request, before any websocket message is read (PROTOCOL.md,
 //! "Transport and handshake"): path, bearer token (401), subprotocol (400), capacity (503).
 
-use lastword::protocol::{INGEST_PATH, SUBPROTOCOL, parse_bearer};
+use lastword_protocol::{INGEST_PATH, SUBPROTOCOL, parse_bearer};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode, header};

@@ -1,5 +1,5 @@
 //! The reference collector, `lastword collect`: accepts uploaders' websocket connections, checks them,
-//! stores their reports with a group commit and answers each one (client-lib/PROTOCOL.md).
+//! stores their reports with a group commit and answers each one (client-lib/protocol/PROTOCOL.md).
 //!
 //! - [`run`]: the server; [`Config`] and [`Limits`] say how it behaves. Its shutdown trigger is a
 //!   parameter.

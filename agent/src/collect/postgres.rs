@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
-use lastword::protocol::{Losses, Software};
+use lastword_protocol::{Losses, Software};
 use lastword_spool::{EntryId, Kind};
 use tokio_postgres::types::FromSql;
 use tokio_postgres::{NoTls, Row};

@@ -23,12 +23,25 @@ pub enum QueryError {
         /// The id asked for.
         id: EntryId,
     },
-    /// The output could not be written.
+    /// The output could not be written. (The cause is in the message of this and the next, so it
+    /// is not also their `source()`: a chain printed whole says it once.)
     #[error("cannot write the output: {0}")]
-    Output(#[from] std::io::Error),
+    Output(std::io::Error),
     /// The output could not be encoded.
     #[error("cannot encode the output: {0}")]
-    Json(#[from] serde_json::Error),
+    Json(serde_json::Error),
+}
+
+impl From<std::io::Error> for QueryError {
+    fn from(error: std::io::Error) -> Self {
+        QueryError::Output(error)
+    }
+}
+
+impl From<serde_json::Error> for QueryError {
+    fn from(error: serde_json::Error) -> Self {
+        QueryError::Json(error)
+    }
 }
 
 /// The arguments of `lastword store`.

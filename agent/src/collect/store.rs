@@ -5,7 +5,7 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use lastword::protocol::{Losses, Software};
+use lastword_protocol::{Losses, Software};
 use lastword_spool::{EntryId, Kind};
 use serde::Serialize;
 
@@ -13,10 +13,13 @@ use serde::Serialize;
 pub type BackendError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// Why the store could not do what was asked.
-#[derive(Debug, thiserror::Error)]
+///
+/// The messages of [`StoreError::Open`] and [`StoreError::Backend`] include the backend's, which is
+/// therefore not also their `source()`: a chain printed whole (`{:#}` of anyhow) says it once (as
+/// `SpoolError` does).
+#[derive(Debug)]
 pub enum StoreError {
     /// The store could not be opened or created.
-    #[error("cannot open the store at {path}: {source}")]
     Open {
         /// The store's file or directory.
         path: PathBuf,
@@ -24,13 +27,11 @@ pub enum StoreError {
         source: BackendError,
     },
     /// There is no store where one was expected.
-    #[error("no store at {path} (`lastword collect --store` creates one)")]
     Missing {
         /// Where it was looked for.
         path: PathBuf,
     },
     /// The store was written by a newer program.
-    #[error("the store at {path} has schema version {found}; this program knows versions up to {known}")]
     Version {
         /// The store's file.
         path: PathBuf,
@@ -40,7 +41,6 @@ pub enum StoreError {
         known: i64,
     },
     /// An operation failed; nothing of it was stored.
-    #[error("the store failed to {op}: {source}")]
     Backend {
         /// What was being done.
         op: &'static str,
@@ -48,7 +48,6 @@ pub enum StoreError {
         source: BackendError,
     },
     /// A row read back does not make sense (hand-edited or damaged store).
-    #[error("the store holds a bad row ({what}): {value:?}")]
     BadRow {
         /// The column.
         what: &'static str,
@@ -56,6 +55,28 @@ pub enum StoreError {
         value: String,
     },
 }
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreError::Open { path, source } => {
+                write!(f, "cannot open the store at {}: {source}", path.display())
+            }
+            StoreError::Missing { path } => {
+                write!(f, "no store at {} (`lastword collect --store` creates one)", path.display())
+            }
+            StoreError::Version { path, found, known } => write!(
+                f,
+                "the store at {} has schema version {found}; this program knows versions up to {known}",
+                path.display()
+            ),
+            StoreError::Backend { op, source } => write!(f, "the store failed to {op}: {source}"),
+            StoreError::BadRow { what, value } => write!(f, "the store holds a bad row ({what}): {value:?}"),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
 
 /// Who sent a connection's reports, from its `hello`.
 #[derive(Clone, Debug, PartialEq, Eq)]

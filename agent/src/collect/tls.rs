@@ -27,9 +27,16 @@ pub enum TlsError {
         /// Why.
         detail: String,
     },
-    /// rustls refused the pair (a key that does not match the certificate, say).
+    /// rustls refused the pair (a key that does not match the certificate, say). Its error is in
+    /// the message, so it is not also the `source()`: a chain printed whole says it once.
     #[error("TLS configuration refused: {0}")]
-    Rustls(#[from] rustls::Error),
+    Rustls(rustls::Error),
+}
+
+impl From<rustls::Error> for TlsError {
+    fn from(error: rustls::Error) -> Self {
+        TlsError::Rustls(error)
+    }
 }
 
 /// A server configuration from a PEM certificate chain (leaf first) and a PEM private key.

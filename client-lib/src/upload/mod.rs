@@ -52,7 +52,7 @@ pub use connection::ConnectError;
 pub enum Level {
     /// A configuration error: nothing can be delivered until a person changes the configuration (a
     /// refused token, a wrong path, an unusable CA file). Said once. Without a diagnostics callback
-    /// it goes to stderr, the one thing the library prints.
+    /// it goes to `tracing` (or `log`), like the others.
     Error,
     /// Something failed (a connection, a spool operation).
     Warn,
@@ -143,8 +143,8 @@ pub struct UploaderConfig {
     pub losses: Arc<LossCounters>,
     /// Body transformation before sending.
     pub prepare: Option<Prepare>,
-    /// Where diagnostics go. None by default: then only configuration errors ([`Level::Error`]) are
-    /// told, on stderr.
+    /// Where diagnostics go. None by default: then to `tracing` (or `log`) under the target
+    /// [`crate::DIAGNOSTICS_TARGET`].
     pub diagnostics: Option<Diagnostics>,
 }
 

@@ -207,12 +207,7 @@ impl Worker {
     }
 
     fn diag(&self, level: Level, message: &str) {
-        match &self.config.diagnostics {
-            Some(d) => d(level, message),
-            // The one thing the library prints: nobody else would learn that nothing can be sent.
-            None if level == Level::Error => eprintln!("lastword: {message}"),
-            None => {}
-        }
+        crate::diagnostics::tell(self.config.diagnostics.as_ref(), level, message);
     }
 
     fn record_error(&self, message: String) {

@@ -42,7 +42,14 @@ fn main() {
             .release("1.0.0")
             .environment("test")
             .exit_deadline(Duration::from_secs(3))
-            .log_level(lastword::Level::Warn);
+            .log_level(lastword::Level::Warn)
+            // The library never prints: the application says what it wants said (the tests read
+            // stderr for a crash report that could not be stored).
+            .diagnostics(|level, message| {
+                if level == lastword::upload::Level::Error {
+                    eprintln!("lastword: {message}");
+                }
+            });
         let config = match std::env::var("CRASH_APP_LOOP_LIMIT").ok().and_then(|v| v.parse().ok()) {
             Some(n) => config.crash_loop_per_hour(n),
             None => config,

@@ -1,6 +1,11 @@
-//! The wire protocol between uploaders and collectors, version 1 (see PROTOCOL.md beside this crate).
+//! # lastword-protocol
 //!
-//! Both ends use these types: the uploader in this crate and the collector in `lastword-agent`.
+//! The wire protocol between uploaders and collectors, subprotocol `lastword.v1` (PROTOCOL.md beside
+//! this crate says what each message means and what each side does with it).
+//!
+//! Both ends use these types: the uploader of the client library (`lastword`, which re-exports this
+//! crate as `lastword::protocol`) and the collector of `lastword-agent`. The crate holds the messages
+//! only: no runtime, no websocket, no I/O.
 
 use std::io::{Read, Write};
 

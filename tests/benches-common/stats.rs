@@ -1,5 +1,5 @@
 //! Statistics the benchmarks of every crate share: medians and quantiles of interleaved rounds, and
-//! the verdict word of a target. Included with `#[path = "…/benches-common/stats.rs"] mod stats;`
+//! the verdict word of a target. Included with `#[path = "…/tests/benches-common/stats.rs"] mod stats;`
 //! (a source file, not a crate: the benches of `lastword-spool` cannot depend on the crates built on it).
 
 /// The median (nearest rank) of a non-empty set of values.

@@ -1,6 +1,6 @@
 //! Disk helpers the benchmarks of every crate share: a bare durable write (the baseline of the spool's
 //! write), filling `ready/` without the spool, and writing everything back before a clock starts.
-//! Included with `#[path = "…/benches-common/disk.rs"] mod disk;`, like `stats.rs`.
+//! Included with `#[path = "…/tests/benches-common/disk.rs"] mod disk;`, like `stats.rs`.
 
 #![allow(dead_code, reason = "each bench uses the part it needs")]
 
