@@ -76,6 +76,9 @@ pub type Prepare = Arc<dyn Fn(&mut Claim) -> Result<Prepared, String> + Send + S
 pub enum Prepared {
     /// Send this JSON body.
     Send(Vec<u8>),
+    /// Send the claimed entry's body as it is (it is already the JSON that goes on the wire): what
+    /// most entries are, and it costs no copy.
+    AsIs,
     /// Do not send it: delete it, counted (a crash loop's repeat, or dropped by `before_send`).
     Skip(String),
 }

@@ -185,7 +185,11 @@ mod tests {
         }
         assert_eq!(queued(&fd), Seen::default(), "claims and acks wake nobody");
         spool.write(Kind::Crash, b"{}").unwrap();
-        assert_eq!(queued(&fd), Seen { new_work: 1, other: 0, gone: false }, "a write into ready/ is new work");
+        assert_eq!(
+            queued(&fd),
+            Seen { new_work: 1, other: 0, gone: false },
+            "a write into ready/ is new work"
+        );
     }
 
     #[test]
