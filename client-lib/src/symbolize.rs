@@ -784,6 +784,11 @@ pub(crate) fn prepare_with(
     let symbolizer = Mutex::new(Symbolizer::new());
     Arc::new(move |claim: &mut Claim| {
         let flags = claim.flags();
+        // Most entries (log batches, events and crash reports prepared before): nothing to do, and
+        // nothing to copy or lock.
+        if flags & (FLAG_RAW_SIGNAL | FLAG_UNSYMBOLIZED) == 0 {
+            return Ok(Prepared::AsIs);
+        }
         let mut symbolizer = symbolizer.lock().unwrap_or_else(PoisonError::into_inner);
         let report = if flags & FLAG_RAW_SIGNAL != 0 {
             let raw = parse_raw(claim.body())?;
@@ -832,7 +837,7 @@ pub(crate) fn prepare_with(
             resolve_in(&mut report, &|module| PathBuf::from(&module.path), &mut symbolizer);
             report
         } else {
-            return Ok(Prepared::Send(claim.body().to_vec()));
+            return Ok(Prepared::AsIs);
         };
         drop(symbolizer);
         let body = serde_json::to_vec(&report).map_err(|e| e.to_string())?;
@@ -936,6 +941,33 @@ mod tests {
         let messages: Vec<_> = report.breadcrumbs.iter().map(|b| b.message.as_str()).collect();
         assert_eq!(messages, ["first", "second"]);
         assert_eq!(report.breadcrumbs[1].level, "WARN");
+    }
+
+    #[test]
+    fn entries_without_raw_frames_are_sent_as_they_are_and_raw_ones_are_prepared() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = lastword_spool::Spool::open(dir.path(), lastword_spool::SpoolOptions::default()).unwrap();
+        for kind in [Kind::Crash, Kind::Event, Kind::Log] {
+            spool.write(kind, br#"{"message":"done before"}"#).unwrap();
+        }
+        let prepare = prepare_for_upload(dir.path());
+        let mut claims = Vec::new();
+        while let Some(claim) = spool.claim().unwrap() {
+            claims.push(claim);
+        }
+        assert_eq!(claims.len(), 3);
+        for claim in &mut claims {
+            assert_eq!(prepare(claim), Ok(Prepared::AsIs), "{:?}", claim.kind());
+        }
+        drop(claims);
+        // A panic's raw capture is prepared: its body is made again (here it does not read).
+        let dir = tempfile::tempdir().unwrap();
+        let spool = lastword_spool::Spool::open(dir.path(), lastword_spool::SpoolOptions::default()).unwrap();
+        spool.write_flagged(Kind::Crash, FLAG_UNSYMBOLIZED, b"not json").unwrap();
+        let mut claim = spool.claim().unwrap().unwrap();
+        let prepare = prepare_for_upload(dir.path());
+        assert!(prepare(&mut claim).is_err_and(|e| e.contains("not JSON")));
+        claim.release().unwrap();
     }
 
     #[test]

@@ -76,6 +76,9 @@ pub type Prepare = Arc<dyn Fn(&mut Claim) -> Result<Prepared, String> + Send + S
 pub enum Prepared {
     /// Send this JSON body.
     Send(Vec<u8>),
+    /// Send the claimed entry's body as it is (it is already the JSON that goes on the wire): what
+    /// most entries are, and it costs no copy.
+    AsIs,
     /// Do not send it: delete it, counted (a crash loop's repeat, or dropped by `before_send`).
     Skip(String),
 }
@@ -129,7 +132,7 @@ pub struct UploaderConfig {
     pub rescan_interval: Duration,
     /// Close the connection after this long with nothing to send. Default 10 s.
     pub idle_close: Duration,
-    /// Watch `ready/` for new entries (inotify through `notify`). Default true.
+    /// Watch `ready/` for new entries (an inotify watch on that directory). Default true.
     pub watch: bool,
     /// What the shutdown phases get after the deadline of the answers: putting back what is
     /// unanswered, the deletes of delivered entries and the close handshake, together. Default 500 ms.
@@ -390,12 +393,13 @@ impl Uploader {
         let progress = Arc::new(Progress::new());
         let drop_grace = config.drop_grace;
         let close_bound = config.close_bound;
-        // Made on the uploader's thread, not here: setting up a watch waits for the watcher's own
-        // thread, and `init` (on the application's thread) should not.
+        // Made on the uploader's thread, not here: `init` (on the application's thread) should not
+        // wait for the file system.
         let watch = config.watch.then(|| (spool.path().to_path_buf(), control.clone()));
         let mut worker = worker::Worker::new(spool, config, rx, progress.clone());
         let thread = std::thread::Builder::new().name("lastword-uploader".into()).spawn(move || {
-            let _watcher = watch.and_then(|(path, control)| watch::watch_ready(&path, control));
+            // Before the worker's first look at the spool: an entry that arrives after it is seen.
+            let _watch = watch.and_then(|(path, control)| watch::ReadyWatch::start(&path, control));
             worker.prefetch_losses();
             // A panic in the worker unwinds through its claims, which go back to ready/; the handle
             // then reports an incomplete summary.

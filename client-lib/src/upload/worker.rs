@@ -20,9 +20,9 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::{Instant, sleep_until, timeout};
 use tokio_tungstenite::Connector;
-use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 use super::connection::{self, ConnectError, Connected, Ws, connect};
 use super::machine::{
@@ -681,7 +681,7 @@ impl Worker {
             // Not inside select!: a send is not cancel-safe. Bounded instead: a stalled send ends the
             // connection and the claim goes back. `feed` queues the frame; one flush below sends the
             // whole batch.
-            match tokio::time::timeout_at(limit, conn.sink.feed(Message::text(text))).await {
+            match tokio::time::timeout_at(limit, conn.sink.feed(Message::Text(text))).await {
                 Ok(Ok(())) => outcome.sent.push(claim),
                 Ok(Err(e)) => {
                     outcome.error = Some(format!("send failed: {e}"));
@@ -851,7 +851,8 @@ fn verdict(answer: ServerMessage) -> Option<(EntryId, Verdict)> {
 
 /// A claim made ready for the wire.
 enum Encoded {
-    Text(String),
+    /// The report message. Shared: the send hands tungstenite a reference, not a copy.
+    Text(Utf8Bytes),
     /// The prepare hook decided not to send it (counted), for this reason.
     Skip(String),
 }
@@ -867,11 +868,12 @@ fn prepare(config: &UploaderConfig, claim: &mut Claim) -> Result<Encoded, String
                 prepared = body;
                 prepared.as_slice()
             }
+            Prepared::AsIs => claim.body(),
             Prepared::Skip(reason) => return Ok(Encoded::Skip(reason)),
         },
         None => claim.body(),
     };
     let report =
         Report::new(claim.id(), claim.kind(), claim.created_millis(), body).map_err(|e| e.to_string())?;
-    Ok(Encoded::Text(ClientMessage::Report(report).to_json()))
+    Ok(Encoded::Text(ClientMessage::Report(report).to_json().into()))
 }
