@@ -26,18 +26,26 @@ fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
     pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
 }
 
-#[test]
-fn events_logs_and_a_panic_made_in_spans_carry_the_spans_fields_as_tags() {
+/// Runs the event app's `tracing-spans` case with `env` against a collector that accepts all;
+/// returns its spool's directory and the collector, once the app exited 0.
+fn run_spans_case(env: &[(&str, &str)]) -> (tempfile::TempDir, TestCollector) {
     let dir = tempfile::tempdir().unwrap();
     let collector = TestCollector::start(Behaviour::Accept);
     let out = Command::new(APP)
         .arg("tracing-spans")
+        .envs(env.iter().copied())
         .env("LASTWORD_SPOOL", dir.path().join("spool"))
         .env("LASTWORD_URL", collector.url())
         .env("LASTWORD_TOKEN", TOKEN)
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
+    (dir, collector)
+}
+
+#[test]
+fn events_logs_and_a_panic_made_in_spans_carry_the_spans_fields_as_tags() {
+    let (_dir, collector) = run_spans_case(&[]);
     // The guard's drop delivered: four events, the panic and the log batches.
     collector.wait_for(Duration::from_secs(30), "the events, the panic and the logs", |r| {
         let bodies: String = r.bodies.values().cloned().collect();
@@ -90,17 +98,7 @@ fn events_logs_and_a_panic_made_in_spans_carry_the_spans_fields_as_tags() {
 
 #[test]
 fn without_the_option_spans_add_no_tags() {
-    let dir = tempfile::tempdir().unwrap();
-    let collector = TestCollector::start(Behaviour::Accept);
-    let out = Command::new(APP)
-        .arg("tracing-spans")
-        .env("EVENT_APP_NO_SPAN_TAGS", "1")
-        .env("LASTWORD_SPOOL", dir.path().join("spool"))
-        .env("LASTWORD_URL", collector.url())
-        .env("LASTWORD_TOKEN", TOKEN)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
+    let (_dir, collector) = run_spans_case(&[("EVENT_APP_NO_SPAN_TAGS", "1")]);
     collector.wait_for(Duration::from_secs(30), "the events and the panic", |r| {
         let bodies: String = r.bodies.values().cloned().collect();
         ["inside db", "boom in a span"].iter().all(|m| bodies.contains(m))
