@@ -19,9 +19,10 @@ use std::process::{Command, Stdio};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use lastword::spool::{EntryId, EntryState, SpoolView};
-use lastword_agent::collect::{self, Config, Limits, SqliteStore, Tokens};
-use lastword_agent::crash_view::CrashView;
-use lastword_agent::ui::{self, Access, SqliteUiStore};
+use lastword_collector::crash_view::CrashView;
+use lastword_collector::server::{self as collect, Config, Limits, Tokens};
+use lastword_collector::store::SqliteStore;
+use lastword_collector::ui::{self, Access, SqliteUiStore};
 use tokio_util::sync::CancellationToken;
 
 use crate::exit;

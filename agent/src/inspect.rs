@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::{Result, bail};
 use clap::Args;
 use lastword::spool::{EntryId, EntryState, FLAG_RAW_SIGNAL, FLAG_UNSYMBOLIZED, Kind, Purge, SpoolView};
-use lastword_agent::crash_view::CrashView;
+use lastword_collector::crash_view::CrashView;
 
 use crate::exit;
 use crate::spool_arg::SpoolArg;

@@ -1,5 +1,5 @@
 //! The `lastword` binary: the sidecar uploader, queries on a spool, and the reference collector.
-//! A thin shell over `lastword_agent` (the collector) and `lastword` (the uploader).
+//! A thin shell over `lastword_collector` (the collector) and `lastword` (the uploader).
 
 mod collect_cmd;
 mod demo;
@@ -11,7 +11,6 @@ mod spool_arg;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use lastword_agent::collect::query::StoreArgs;
 
 /// lastword: crash and log reporting: deliver a spool of reports to a collector, look into a spool,
 /// run the collector
@@ -52,7 +51,7 @@ enum Command {
     /// serve a read-only web UI of the store.
     Collect(collect_cmd::CollectCommand),
     /// Query a collector's store: recent reports, crash groups, one report, agents' losses.
-    Store(StoreArgs),
+    Store(collect_cmd::StoreArgs),
     /// The example application of `lastword demo`, which runs it as a child process: it logs, panics
     /// in a thread, then dies of SIGSEGV.
     #[command(name = demo::DEMO_APP_COMMAND, hide = true)]

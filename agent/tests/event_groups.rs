@@ -6,8 +6,8 @@
 use std::sync::Arc;
 
 use lastword::protocol::Software;
-use lastword_agent::collect::store::{Batch, GroupFilter, NewReport, Origin, ReportFilter};
-use lastword_agent::collect::{PostgresStore, SqliteStore, Store};
+use lastword_collector::store::{Batch, GroupFilter, NewReport, Origin, ReportFilter};
+use lastword_collector::store::{PostgresStore, SqliteStore, Store};
 use lastword_spool::{EntryId, Kind};
 use lastword_tests::postgres::TempPostgres;
 
@@ -15,7 +15,7 @@ fn report(kind: Kind, fingerprint: &str, created_ms: u64, tags: &str) -> NewRepo
     let body = format!(
         r#"{{"type":"event","message":"m","fingerprint":"{fingerprint}","scope":{{"tags":{tags}}}}}"#
     );
-    let digest = lastword_agent::collect::fingerprint::digest(kind, &body);
+    let digest = lastword_collector::fingerprint::digest(kind, &body);
     NewReport {
         id: EntryId::generate(),
         kind,

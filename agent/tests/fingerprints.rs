@@ -5,7 +5,7 @@
 //! "Fingerprints"), on ordinary bodies and on odd ones (repeated keys, escaped keys, fields of other
 //! types, bodies that are not objects).
 
-use lastword_agent::collect::fingerprint::{Digest, digest};
+use lastword_collector::fingerprint::{Digest, digest};
 use lastword_spool::Kind;
 
 type Case =

@@ -11,11 +11,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use common::*;
 use futures_util::{SinkExt as _, StreamExt as _};
 use lastword::protocol::{RejectReason, ServerMessage, close};
-use lastword_agent::collect::store::{
+use lastword_collector::server::Limits;
+use lastword_collector::store::SqliteStore;
+use lastword_collector::store::{
     Batch, Group, GroupFilter, KindGroup, LossesRow, Outcome, ReportFilter, ReportRow, Store, StoreError,
     StoredReport,
 };
-use lastword_agent::collect::{Limits, SqliteStore};
 use lastword_spool::{EntryId, Kind};
 use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::Message;

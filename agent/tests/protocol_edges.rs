@@ -9,7 +9,7 @@ mod common;
 use common::*;
 use futures_util::StreamExt as _;
 use lastword::protocol::{RejectReason, ServerMessage, close};
-use lastword_agent::collect::Limits;
+use lastword_collector::server::Limits;
 use lastword_spool::{EntryId, Kind};
 use tokio_tungstenite::tungstenite::Message;
 

@@ -7,10 +7,8 @@
 use std::sync::Arc;
 
 use lastword::protocol::{Losses, Software};
-use lastword_agent::collect::store::{
-    AgentLosses, Batch, NewReport, Origin, Outcome, ReportFilter, StoreError,
-};
-use lastword_agent::collect::{PostgresStore, SqliteStore, Store};
+use lastword_collector::store::{AgentLosses, Batch, NewReport, Origin, Outcome, ReportFilter, StoreError};
+use lastword_collector::store::{PostgresStore, SqliteStore, Store};
 use lastword_spool::{EntryId, Kind};
 use lastword_tests::postgres::TempPostgres;
 

@@ -1,6 +1,6 @@
 //! ARCHITECTURE.md is the map a newcomer reads first: every path it cites must exist, so that the map
 //! cannot drift from the code. A path is there as written from the top of the repository
-//! (`client-lib/src/panic.rs`, `agent/src/ui/`), or, cited beside its folder, as the end of a path of
+//! (`client-lib/src/panic.rs`, `agent/collector/src/ui/`), or, cited beside its folder, as the end of a path of
 //! the repository (`ui/tests/browser.rs`, `worker.rs`).
 
 use std::path::{Path, PathBuf};
@@ -76,6 +76,6 @@ fn a_path_that_is_not_there_is_found_missing() {
     repository_paths(&root(), &root(), &mut all);
     assert!(paths.iter().all(|p| !exists(p, &all)), "{paths:?}");
     assert!(
-        exists("ui/tests/browser.rs", &all) && exists("worker.rs", &all) && exists("agent/src/ui/", &all)
+        exists("ui/tests/browser.rs", &all) && exists("worker.rs", &all) && exists("agent/collector/src/ui/", &all)
     );
 }

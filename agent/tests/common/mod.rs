@@ -16,7 +16,8 @@ use lastword::protocol::{
     ClientMessage, Hello, Losses, PROTOCOL_VERSION, Report, SUBPROTOCOL, ServerMessage, Software, Welcome,
     bearer,
 };
-use lastword_agent::collect::{self, CollectError, Config, Limits, SqliteStore, Store, Tokens};
+use lastword_collector::server::{self as collect, CollectError, Config, Limits, Tokens};
+use lastword_collector::store::{self, SqliteStore, Store};
 use lastword_spool::{EntryId, Kind};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
@@ -202,7 +203,7 @@ impl Server {
 
 /// Opens the store file of `dir` for checks.
 pub fn db(dir: &Path) -> rusqlite::Connection {
-    rusqlite::Connection::open(dir.join(collect::sqlite::FILE_NAME)).unwrap()
+    rusqlite::Connection::open(dir.join(store::sqlite::FILE_NAME)).unwrap()
 }
 
 /// The ids stored in `dir`.

@@ -7,6 +7,10 @@
 //! crate as `lastword::protocol`) and the collector of `lastword-agent`. The crate holds the messages
 //! only: no runtime, no websocket, no I/O.
 
+mod source_path;
+
+pub use source_path::normalize_source_path;
+
 use std::io::{Read, Write};
 
 use base64::Engine as _;

@@ -43,7 +43,7 @@
 //! Before: the overview walked every report of the last two days (SQLite: table rows, bodies and
 //! all; PostgreSQL: 1000 rows a query), and PostgreSQL's planner read and sorted every log batch for
 //! a text filter (it guesses that `ILIKE` keeps almost nothing). After: schema version 2 adds the
-//! index `reports_by_received`, which the overview counts from alone (agent/STORE.md), and
+//! index `reports_by_received`, which the overview counts from alone (agent/collector/STORE.md), and
 //! PostgreSQL's filtered log pages walk back in bounded steps and find the text with `strpos(lower(..))`
 //! instead of `ILIKE` (the same matches, in less than half the time). The groups list still reads the
 //! reports of the page's 50 groups for their releases and trends (up to 10,000 each): it grows with
@@ -62,15 +62,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use lastword::protocol::{Losses, Software};
-use lastword_agent::collect::store::{AgentLosses, Batch, NewReport, Origin};
-use lastword_agent::collect::{AnyStore, PostgresStore, SqliteStore, Store};
-use lastword_agent::ui::{self, Access, AnyUiStore};
+use lastword_collector::store::{AgentLosses, Batch, NewReport, Origin};
+use lastword_collector::store::{AnyStore, PostgresStore, SqliteStore, Store};
+use lastword_collector::ui::{self, Access, AnyUiStore};
+use lastword_protocol::{Losses, Software};
 use lastword_spool::{EntryId, Kind};
 use lastword_tests::postgres::TempPostgres;
 use serde_json::json;
 
-#[path = "../../tests/benches-common/mode.rs"]
+#[path = "../../../tests/benches-common/mode.rs"]
 mod mode;
 use mode::RunMode;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};

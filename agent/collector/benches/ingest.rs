@@ -28,9 +28,10 @@ use std::time::Duration;
 use client::{TOKEN, Ws, connect, round};
 use criterion::{BenchmarkId, Criterion, Throughput};
 use futures_util::{FutureExt as _, SinkExt as _, StreamExt as _};
-use lastword::protocol::SUBPROTOCOL;
-use lastword_agent::collect::store::{Batch, NewReport, Origin};
-use lastword_agent::collect::{self, Config, Limits, SqliteStore, Store as _, Tokens};
+use lastword_collector::server::{self as collect, Config, Limits, Tokens};
+use lastword_collector::store::{Batch, NewReport, Origin};
+use lastword_collector::store::{SqliteStore, Store as _};
+use lastword_protocol::SUBPROTOCOL;
 use lastword_spool::{EntryId, Kind};
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::Message;
@@ -84,7 +85,7 @@ fn store_batch(template: &client::Template, origin: &std::sync::Arc<Origin>, n: 
             let text = template.report();
             let message: serde_json::Value = serde_json::from_str(&text).unwrap();
             let body = message["body"].to_string();
-            let digest = collect::fingerprint::digest(Kind::Crash, &body);
+            let digest = lastword_collector::fingerprint::digest(Kind::Crash, &body);
             let id: EntryId = message["id"].as_str().unwrap().parse().unwrap();
             NewReport {
                 id,
@@ -106,7 +107,7 @@ fn store_batch(template: &client::Template, origin: &std::sync::Arc<Origin>, n: 
 async fn store_round(store: &SqliteStore, total: u64, batch: usize) -> Duration {
     let template = client::Template::new();
     let origin = std::sync::Arc::new(Origin {
-        agent: lastword::protocol::Software { name: "bench".into(), version: "0".into() },
+        agent: lastword_protocol::Software { name: "bench".into(), version: "0".into() },
         app: "bench".into(),
         release: None,
         host: None,

@@ -1,4 +1,4 @@
-//! The reference collector, `lastword collect`: accepts uploaders' websocket connections, checks them,
+//! The ingest server of `lastword collect`: accepts uploaders' websocket connections, checks them,
 //! stores their reports with a group commit and answers each one (client-lib/protocol/PROTOCOL.md).
 //!
 //! - [`run`]: the server; [`Config`] and [`Limits`] say how it behaves. Its shutdown trigger is a
@@ -6,25 +6,15 @@
 //! - `handshake.rs`: the HTTP upgrade checks (path, token, subprotocol, capacity).
 //! - `connection.rs`: one connection, one task: hello, reports, answers, close codes.
 //! - `committer.rs`: the single writer that commits queued reports in batches and answers them.
-//! - [`store`]: the backend-neutral [`Store`] trait; [`sqlite`]: the embedded backend; [`postgres`]: the
-//!   shared one, for several collectors on one database (agent/STORE.md); [`location`]: `--store`, and
-//!   [`AnyStore`], whichever of the two it names.
-//! - [`fingerprint`]: crash groups. [`query`]: `lastword store ...` for people.
+//! - `auth.rs`: the bearer tokens; `tls.rs`: the `wss://` configuration.
 
 mod auth;
 mod committer;
 mod connection;
-pub mod fingerprint;
 mod handshake;
-pub mod location;
-pub mod postgres;
-pub mod query;
-pub mod sqlite;
-pub mod store;
 mod tls;
 
 use std::future::Future;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,11 +25,9 @@ use tokio_rustls::rustls::ServerConfig;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::store::{Store, StoreError};
+
 pub use auth::{TokenError, Tokens};
-pub use location::{AnyStore, StoreLocation};
-pub use postgres::PostgresStore;
-pub use sqlite::SqliteStore;
-pub use store::Store;
 pub use tls::{TlsError, server_config as tls_server_config};
 
 /// Default of [`Limits::max_message_bytes`].
@@ -62,42 +50,31 @@ pub const DEFAULT_QUEUE_BYTES: usize = 256 << 20;
 pub const DEFAULT_RETRY_DELAY_MS: u64 = 1000;
 
 /// The limits the collector enforces against bad or hostile clients, and its batching.
-#[derive(Clone, Debug, clap::Args)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Limits {
     /// Longest report message read and stored; longer ones up to twice this are answered
     /// rejected/too_large, beyond that the connection is closed (1009).
-    #[arg(long, default_value_t = DEFAULT_MAX_MESSAGE_BYTES)]
     pub max_message_bytes: usize,
     /// Connections served at once; the next handshake is refused with HTTP 503.
-    #[arg(long, default_value_t = DEFAULT_MAX_CONNECTIONS)]
     pub max_connections: usize,
     /// Reports a connection may have unanswered; one more closes it (1008).
-    #[arg(long, default_value_t = DEFAULT_MAX_IN_FLIGHT)]
     pub max_in_flight: u32,
     /// Time from TCP accept to the end of the TLS and websocket handshakes.
-    #[arg(long, default_value_t = DEFAULT_STEP_TIMEOUT_MS)]
     pub handshake_timeout_ms: u64,
     /// Time from the handshake to the hello (4408 after it).
-    #[arg(long, default_value_t = DEFAULT_STEP_TIMEOUT_MS)]
     pub hello_timeout_ms: u64,
     /// A connection on which nothing (no message, no ping) arrives for this long is closed (4408).
-    #[arg(long, default_value_t = DEFAULT_IDLE_TIMEOUT_MS)]
     pub idle_timeout_ms: u64,
     /// Time allowed to hand answers to a peer that does not read; after it the connection is dropped.
-    #[arg(long, default_value_t = DEFAULT_STEP_TIMEOUT_MS)]
     pub write_timeout_ms: u64,
     /// Bytes a connection may have waiting to be written.
-    #[arg(long, default_value_t = DEFAULT_MAX_WRITE_BUFFER_BYTES)]
     pub max_write_buffer_bytes: usize,
     /// Most reports committed in one transaction.
-    #[arg(long, default_value_t = DEFAULT_BATCH_MAX)]
     pub batch_max: usize,
     /// Bytes of report bodies waiting for the store, all connections together; beyond it reports are
     /// answered retry_later.
-    #[arg(long, default_value_t = DEFAULT_QUEUE_BYTES)]
     pub queue_bytes: usize,
     /// The delay asked for in retry_later answers.
-    #[arg(long, default_value_t = DEFAULT_RETRY_DELAY_MS)]
     pub retry_delay_ms: u64,
 }
 
@@ -180,54 +157,10 @@ pub enum CollectError {
     Tls(#[from] TlsError),
     /// The store could not be opened.
     #[error(transparent)]
-    Store(#[from] store::StoreError),
+    Store(#[from] StoreError),
     /// The store writer stopped abnormally (a panic in a backend); answers were not sent for its batch.
     #[error("the store writer failed: {0}")]
     Committer(String),
-}
-
-/// The arguments of `lastword collect`.
-#[derive(Clone, Debug, clap::Args)]
-#[command(after_help = "Tokens: --token-file (one a line, # comments) and/or the environment variable \
-LASTWORD_TOKENS (comma-separated). At least one is required.\n\nThe first line on stdout is \
-`listening on ws://ADDR/ingest` (or wss://) with the address actually bound (use port 0 to let the OS \
-choose). SIGINT or SIGTERM: stop accepting, commit and answer what was received, close every connection \
-with 1001, exit 0.")]
-pub struct CollectArgs {
-    /// Address and port to listen on (port 0: any free port).
-    #[arg(long, default_value = "127.0.0.1:8700", value_parser = crate::cli::listen_addr)]
-    pub listen: String,
-    /// The store: a directory (created if missing; the data is DIR/lastword.sqlite), or a
-    /// postgres://user@host/db URL of a database that several collectors may share (schema created or
-    /// migrated at start).
-    #[arg(long, value_name = "DIR|URL", env = "LASTWORD_STORE")]
-    pub store: StoreLocation,
-    /// File of accepted bearer tokens, one a line.
-    #[arg(long, value_name = "FILE")]
-    pub token_file: Option<PathBuf>,
-    /// PEM certificate chain: serve wss:// (needs --tls-key).
-    #[arg(long, value_name = "FILE", requires = "tls_key")]
-    pub tls_cert: Option<PathBuf>,
-    /// PEM private key of --tls-cert.
-    #[arg(long, value_name = "FILE", requires = "tls_cert")]
-    pub tls_key: Option<PathBuf>,
-    /// Limits and batching.
-    #[command(flatten)]
-    pub limits: Limits,
-}
-
-impl CollectArgs {
-    /// The configuration these arguments describe; `env_tokens` is the value of `LASTWORD_TOKENS`.
-    /// Reads the token and TLS files.
-    pub fn config(&self, env_tokens: Option<&str>) -> Result<Config, CollectError> {
-        self.limits.validate()?;
-        let tokens = Tokens::load(self.token_file.as_deref(), env_tokens)?;
-        let tls = match (&self.tls_cert, &self.tls_key) {
-            (Some(cert), Some(key)) => Some(tls::server_config(cert, key)?),
-            _ => None,
-        };
-        Ok(Config { tokens, tls, limits: self.limits.clone() })
-    }
 }
 
 /// How many over-capacity handshakes may be answered 503 at once; beyond that they are dropped.
@@ -295,7 +228,7 @@ pub async fn run<S: Store>(
             Err(e) => {
                 // Out of file descriptors, say: wait a little rather than spin; the connections
                 // already served go on.
-                eprintln!("lastword collect: accept failed: {e}");
+                tracing::warn!("accept failed: {e}");
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }

@@ -1,5 +1,5 @@
 //! The shared store: one PostgreSQL database that several collectors write at once. The schema is
-//! described in agent/STORE.md; its version is the row of `lastword_schema`, and the migrations below
+//! described in agent/collector/STORE.md; its version is the row of `lastword_schema`, and the migrations below
 //! are applied at start, under an advisory lock so that collectors starting together do not race.
 //!
 //! Exactly-once across collectors comes from the database: the report id is the primary key, reports
@@ -21,7 +21,7 @@ use lastword_spool::{EntryId, Kind};
 use tokio_postgres::types::FromSql;
 use tokio_postgres::{NoTls, Row};
 
-use super::store::{
+use super::{
     Batch, Group, GroupFilter, KindGroup, LossesRow, Outcome, ReportFilter, ReportRow, Store, StoreError,
     StoredReport,
 };
@@ -280,7 +280,7 @@ impl PostgresStore {
 
     fn pool(url: &str) -> Result<Self, StoreError> {
         let shown = redacted(url);
-        let fail = |e: super::store::BackendError| StoreError::Open { path: shown.clone().into(), source: e };
+        let fail = |e: super::BackendError| StoreError::Open { path: shown.clone().into(), source: e };
         let mut config: tokio_postgres::Config = url.parse().map_err(|e| fail(Box::new(e)))?;
         config.connect_timeout(CONNECT_TIMEOUT);
         config.application_name("lastword collect");
@@ -334,7 +334,7 @@ impl PostgresStore {
 
 /// A pool of at most `size` connections made with `config`, each waited for at most
 /// [`CONNECT_TIMEOUT`].
-fn build_pool(config: tokio_postgres::Config, size: usize) -> Result<Pool, super::store::BackendError> {
+fn build_pool(config: tokio_postgres::Config, size: usize) -> Result<Pool, super::BackendError> {
     let manager =
         Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
     let pool = Pool::builder(manager)
@@ -397,7 +397,7 @@ async fn write_batch(client: &mut Object, batch: &Batch) -> Result<Vec<Outcome>,
         let (mut tag_ids, mut keys, mut values) = (vec![], vec![], vec![]);
         for (r, id) in firsts.iter().zip(&ids) {
             if inserted.contains(id) {
-                for (key, value) in super::fingerprint::tags(&r.body) {
+                for (key, value) in crate::fingerprint::tags(&r.body) {
                     tag_ids.push(id.as_str());
                     keys.push(key);
                     values.push(value);
@@ -445,7 +445,7 @@ async fn write_batch(client: &mut Object, batch: &Batch) -> Result<Vec<Outcome>,
     }
     if !batch.losses.is_empty() {
         // The latest per app and host: one row each (an upsert may not touch a row twice).
-        let mut latest: HashMap<(&str, &str), &super::store::AgentLosses> = HashMap::new();
+        let mut latest: HashMap<(&str, &str), &super::AgentLosses> = HashMap::new();
         for l in &batch.losses {
             latest.insert((l.origin.app.as_str(), l.origin.host.as_deref().unwrap_or("")), l);
         }

@@ -22,7 +22,8 @@ use std::time::Duration;
 
 use client::{TOKEN, Ws, connect, round};
 use criterion::{BenchmarkId, Criterion, Throughput};
-use lastword_agent::collect::{self, Config, Limits, PostgresStore, SqliteStore, Store, Tokens};
+use lastword_collector::server::{self as collect, Config, Limits, Tokens};
+use lastword_collector::store::{PostgresStore, SqliteStore, Store};
 use lastword_tests::postgres::TempPostgres;
 use tokio::net::TcpListener;
 

@@ -7,9 +7,9 @@ use lastword_spool::{EntryId, Kind};
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use super::location::StoreLocation;
-use super::store::{GroupFilter, ReportFilter, Store, StoreError};
 use crate::crash_view::CrashView;
+use crate::store::location::StoreLocation;
+use crate::store::{GroupFilter, ReportFilter, Store, StoreError};
 
 /// Why a query failed.
 #[derive(Debug, thiserror::Error)]
@@ -44,109 +44,47 @@ impl From<serde_json::Error> for QueryError {
     }
 }
 
-/// The arguments of `lastword store`.
-#[derive(Clone, Debug, clap::Args)]
-pub struct StoreArgs {
-    /// What to show.
-    #[command(subcommand)]
-    pub command: StoreCommand,
-}
-
-/// Where the store is and how to print.
-#[derive(Clone, Debug, clap::Args)]
-pub struct Output {
-    /// The store, as given to `lastword collect --store`: a directory or a postgres:// URL.
-    #[arg(long, value_name = "DIR|URL", env = "LASTWORD_STORE")]
-    pub store: StoreLocation,
-    /// Print JSON instead of a table.
-    #[arg(long)]
-    pub json: bool,
-}
-
-/// The queries.
-#[derive(Clone, Debug, clap::Subcommand)]
-pub enum StoreCommand {
-    /// List reports, the most recently received first.
-    Reports {
-        /// Where and how.
-        #[command(flatten)]
-        output: Output,
-        /// Only this application's.
-        #[arg(long)]
-        app: Option<String>,
-        /// Only this kind (crash, event or log).
-        #[arg(long)]
-        kind: Option<Kind>,
-        /// Only the crashes (or events) of this group.
-        #[arg(long)]
-        fingerprint: Option<String>,
-        /// Only reports whose scope has this tag.
-        #[arg(long, value_name = "KEY=VALUE", value_parser = parse_tag)]
-        tag: Option<(String, String)>,
-        /// At most this many.
-        #[arg(long, default_value_t = 50)]
-        limit: u32,
-    },
-    /// List groups (one application's crashes, or events, with one fingerprint) with their kind and
-    /// counts, the most recently seen first.
-    Groups {
-        /// Where and how.
-        #[command(flatten)]
-        output: Output,
-        /// Only this application's.
-        #[arg(long)]
-        app: Option<String>,
-        /// Only groups of this kind (crash or event).
-        #[arg(long)]
-        kind: Option<Kind>,
-        /// Only groups with a report whose scope has this tag.
-        #[arg(long, value_name = "KEY=VALUE", value_parser = parse_tag)]
-        tag: Option<(String, String)>,
-        /// At most this many.
-        #[arg(long, default_value_t = 50)]
-        limit: u32,
-    },
-    /// Show one report: a crash as a readable report (the application's frames first, the others
-    /// folded), another kind with its body; `--json` gives the stored row and the raw body.
+/// A question people ask of a store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Query {
+    /// Reports, the most recently received first.
+    Reports(ReportFilter),
+    /// Groups with their kind and counts, the most recently seen first.
+    Groups(GroupFilter),
+    /// One report: a crash as a readable report, another kind with its body; as JSON, the stored row
+    /// and the raw body.
     Show {
         /// The report id.
         id: EntryId,
         /// Every frame of a crash, not only the application's.
-        #[arg(long)]
         all: bool,
-        /// Where and how.
-        #[command(flatten)]
-        output: Output,
     },
-    /// Show what each agent (app and host) last said it could not deliver.
-    Losses {
-        /// Where and how.
-        #[command(flatten)]
-        output: Output,
-    },
+    /// What each agent (app and host) last said it could not deliver.
+    Losses,
 }
 
-/// `KEY=VALUE` as a tag (the value may hold `=`; the key may not be empty).
-fn parse_tag(s: &str) -> Result<(String, String), String> {
-    match s.split_once('=') {
-        Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
-        _ => Err(format!("{s:?} is not KEY=VALUE")),
-    }
+/// How an answer is printed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// Readable tables.
+    Table,
+    /// JSON: one array, or one object for [`Query::Show`].
+    Json,
 }
 
-/// Runs a query and prints its answer on `out`.
-pub async fn run(args: StoreArgs, out: &mut impl Write) -> Result<(), QueryError> {
-    let output = match &args.command {
-        StoreCommand::Reports { output, .. }
-        | StoreCommand::Groups { output, .. }
-        | StoreCommand::Show { output, .. }
-        | StoreCommand::Losses { output } => output.clone(),
-    };
-    let store = output.store.open_read_only().await?;
-    match args.command {
-        StoreCommand::Reports { app, kind, fingerprint, tag, limit, .. } => {
-            let rows = store.reports(ReportFilter { app, kind, fingerprint, tag, limit }).await?;
-            if output.json {
+/// Runs `query` on the store at `location` (opened read-only) and prints its answer on `out`.
+pub async fn run(
+    location: &StoreLocation,
+    query: Query,
+    format: Format,
+    out: &mut impl Write,
+) -> Result<(), QueryError> {
+    let store = location.open_read_only().await?;
+    let json = format == Format::Json;
+    match query {
+        Query::Reports(filter) => {
+            let rows = store.reports(filter).await?;
+            if json {
                 return json_line(out, &rows);
             }
             let mut table = Table::new(["RECEIVED (UTC)", "KIND", "APP", "RELEASE", "HOST", "ID", "SUMMARY"]);
@@ -163,9 +101,9 @@ pub async fn run(args: StoreArgs, out: &mut impl Write) -> Result<(), QueryError
             }
             table.print(out, "no reports")
         }
-        StoreCommand::Groups { app, kind, tag, limit, .. } => {
-            let groups = store.groups_of(GroupFilter { app, kind, tag, limit }).await?;
-            if output.json {
+        Query::Groups(filter) => {
+            let groups = store.groups_of(filter).await?;
+            if json {
                 return json_line(out, &groups);
             }
             let mut table = Table::new([
@@ -191,14 +129,14 @@ pub async fn run(args: StoreArgs, out: &mut impl Write) -> Result<(), QueryError
             }
             table.print(out, "no groups")
         }
-        StoreCommand::Show { id, all, .. } => {
+        Query::Show { id, all } => {
             let report = store.report(id).await?.ok_or(QueryError::NoSuchReport { id })?;
             let body = RawValue::from_string(report.body.clone())?;
-            if output.json {
+            if json {
                 #[derive(Serialize)]
                 struct Shown<'a> {
                     #[serde(flatten)]
-                    row: &'a super::store::ReportRow,
+                    row: &'a crate::store::ReportRow,
                     body: &'a RawValue,
                 }
                 return json_line(out, &Shown { row: &report.row, body: &body });
@@ -226,9 +164,9 @@ pub async fn run(args: StoreArgs, out: &mut impl Write) -> Result<(), QueryError
             }
             Ok(())
         }
-        StoreCommand::Losses { .. } => {
+        Query::Losses => {
             let rows = store.losses().await?;
-            if output.json {
+            if json {
                 return json_line(out, &rows);
             }
             let mut table = Table::new([

@@ -10,10 +10,10 @@
 
 use std::fmt::Write as _;
 
-use lastword::grouping::normalize_source_path;
+use lastword_protocol::normalize_source_path;
 use serde_json::Value;
 
-use crate::collect::query::utc;
+use crate::query::utc;
 
 /// Whose code a frame is (REPORT.md, "Frames"); an absent or unknown category reads as `Unknown`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use lastword_protocol::ServerMessage;
 use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 
-use super::store::{AgentLosses, Batch, NewReport, Outcome, Store};
+use crate::store::{AgentLosses, Batch, NewReport, Outcome, Store};
 
 /// Work for the writer.
 pub(crate) enum Job {
@@ -53,14 +53,14 @@ pub(crate) async fn run<S: Store>(
         let outcomes = match store.write(batch).await {
             Ok(outcomes) if outcomes.len() == count => Some(outcomes),
             Ok(outcomes) => {
-                eprintln!(
-                    "lastword collect: the store answered {} outcomes for {count} reports; asking for a retry",
+                tracing::error!(
+                    "the store answered {} outcomes for {count} reports; asking for a retry",
                     outcomes.len()
                 );
                 None
             }
             Err(e) => {
-                eprintln!("lastword collect: {e}; {count} reports answered retry_later");
+                tracing::error!("{e}; {count} reports answered retry_later");
                 None
             }
         };

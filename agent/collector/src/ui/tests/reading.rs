@@ -36,7 +36,7 @@ pub(in crate::ui) async fn add_real_crashes(filled: &Filled) -> Vec<RealCrash> {
     let mut reports = Vec::new();
     let mut crashes = Vec::new();
     for (name, body, culprit, location) in FIXTURES {
-        let digest = crate::collect::fingerprint::digest(Kind::Crash, body);
+        let digest = crate::fingerprint::digest(Kind::Crash, body);
         let fingerprint = digest.fingerprint.clone().expect("a crash has a fingerprint");
         let r = NewReport {
             id: EntryId::generate(),

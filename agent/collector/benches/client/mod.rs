@@ -7,8 +7,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use futures_util::{FutureExt as _, SinkExt as _, StreamExt as _};
-use lastword::protocol::{SUBPROTOCOL, bearer};
-use lastword_agent::collect;
+use lastword_collector::server as collect;
+use lastword_protocol::{SUBPROTOCOL, bearer};
 use lastword_spool::EntryId;
 use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;

@@ -33,10 +33,10 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 
 use super::committer::Job;
-use super::fingerprint;
 use super::handshake::{self, Admission};
-use super::store::{AgentLosses, NewReport, Origin};
 use super::{Limits, Shared};
+use crate::fingerprint;
+use crate::store::{AgentLosses, NewReport, Origin};
 
 /// How long the server waits for the peer's side of a close before it drops the connection.
 const CLOSE_LINGER: Duration = Duration::from_secs(5);
@@ -476,7 +476,7 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
             End::Close(code, reason) => {
                 let reason = truncate(reason);
                 if code != close::GOING_AWAY {
-                    eprintln!("lastword collect: closing {peer}: {code} {reason}");
+                    tracing::info!("closing {peer}: {code} {reason}");
                 }
                 let frame = CloseFrame { code: CloseCode::from(code), reason: Utf8Bytes::from(reason) };
                 if !matches!(timeout(CLOSE_LINGER, ws.send(Message::Close(Some(frame)))).await, Ok(Ok(()))) {

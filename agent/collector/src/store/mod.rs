@@ -1,5 +1,15 @@
 //! Where the collector keeps what it received: the backend-neutral [`Store`] trait and the rows it deals
-//! in. The SQLite backend is in `sqlite.rs`; the layout it writes is described in agent/STORE.md.
+//! in; [`sqlite`]: the embedded backend; [`postgres`]: the shared one, for several collectors on one
+//! database (both formats: agent/collector/STORE.md); [`location`]: `--store`, and [`AnyStore`],
+//! whichever of the two it names.
+
+pub mod location;
+pub mod postgres;
+pub mod sqlite;
+
+pub use location::{AnyStore, StoreLocation};
+pub use postgres::PostgresStore;
+pub use sqlite::SqliteStore;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -142,7 +152,7 @@ pub enum Outcome {
 }
 
 /// Which reports to list.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ReportFilter {
     /// Only this application's.
     pub app: Option<String>,
@@ -157,7 +167,7 @@ pub struct ReportFilter {
 }
 
 /// Which groups to list ([`Store::groups_of`]).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct GroupFilter {
     /// Only this application's.
     pub app: Option<String>,

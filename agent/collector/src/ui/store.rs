@@ -14,13 +14,13 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use lastword::protocol::{Losses, Software};
+use lastword_protocol::{Losses, Software};
 use lastword_spool::{EntryId, Kind};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use super::postgres::PostgresUiStore;
-use crate::collect::AnyStore;
-use crate::collect::store::{Group, LossesRow, ReportRow, StoreError, StoredReport};
+use crate::store::AnyStore;
+use crate::store::{Group, LossesRow, ReportRow, StoreError, StoredReport};
 
 /// Hours in the overview's chart.
 pub const CHART_HOURS: usize = 24;
@@ -687,7 +687,7 @@ impl SqliteUiStore {
         .map_err(fail)?;
         conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(fail)?;
         let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(fail)?;
-        let known = crate::collect::sqlite::SCHEMA_VERSION;
+        let known = crate::store::sqlite::SCHEMA_VERSION;
         if version != known {
             return Err(StoreError::Version { path: path.to_owned(), found: version, known });
         }
@@ -994,7 +994,7 @@ mod tests {
     #[test]
     fn a_page_of_a_group_reads_its_index_without_sorting() {
         let dir = tempfile::tempdir().expect("a temporary directory");
-        let store = crate::collect::SqliteStore::open(dir.path()).expect("a new store");
+        let store = crate::store::SqliteStore::open(dir.path()).expect("a new store");
         let ui = SqliteUiStore::open(store.path()).expect("opened read-only");
         let conn = ui.conn.lock().expect("not poisoned");
         let plan: Vec<String> = conn
@@ -1014,7 +1014,7 @@ mod tests {
     #[test]
     fn the_overview_counts_from_the_covering_index_alone() {
         let dir = tempfile::tempdir().expect("a temporary directory");
-        let store = crate::collect::SqliteStore::open(dir.path()).expect("a new store");
+        let store = crate::store::SqliteStore::open(dir.path()).expect("a new store");
         let ui = SqliteUiStore::open(store.path()).expect("opened read-only");
         let conn = ui.conn.lock().expect("not poisoned");
         let plan: Vec<String> = conn

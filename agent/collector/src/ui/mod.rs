@@ -38,7 +38,7 @@ use tokio::net::TcpListener;
 pub use postgres::PostgresUiStore;
 pub use store::{AnyUiStore, SqliteUiStore, UiStore};
 
-use crate::collect::store::StoreError;
+use crate::store::StoreError;
 use store::{GroupQuery, GroupSort, LogQuery, Tag};
 
 /// The stylesheet, compiled in.
@@ -52,18 +52,6 @@ const COOKIE: &str = "lastword_ui";
 const PAGE: u32 = 50;
 /// The environment variable that may hold the UI token.
 pub const TOKEN_ENV: &str = "LASTWORD_UI_TOKEN";
-
-/// The arguments of `lastword collect` about the UI.
-#[derive(Clone, Debug, clap::Args)]
-pub struct UiArgs {
-    /// Serve the read-only web UI on this address (e.g. 127.0.0.1:8701). Off loopback it requires a
-    /// login: a token from --ui-token-file or LASTWORD_UI_TOKEN.
-    #[arg(long, value_name = "ADDR", value_parser = crate::cli::listen_addr)]
-    pub ui: Option<String>,
-    /// File whose first line (not empty, not a # comment) is the UI token.
-    #[arg(long, value_name = "FILE")]
-    pub ui_token_file: Option<PathBuf>,
-}
 
 /// Why the UI cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -162,7 +150,7 @@ fn now_ms() -> u64 {
 }
 
 fn error_page(e: &StoreError) -> Response {
-    eprintln!("lastword collect: web UI: {e}");
+    tracing::error!("web UI: {e}");
     (StatusCode::INTERNAL_SERVER_ERROR, pages::message("Error", &format!("The store could not be read: {e}")))
         .into_response()
 }

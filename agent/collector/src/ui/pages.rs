@@ -4,8 +4,8 @@
 use maud::{DOCTYPE, Markup, html};
 use serde_json::Value;
 
-use crate::collect::query::utc;
-use crate::collect::store::{Group, ReportRow, StoredReport};
+use crate::query::utc;
+use crate::store::{Group, ReportRow, StoredReport};
 
 use super::store::{
     CHART_HOURS, GROUP_CHART_DAYS, GroupItem, GroupQuery, GroupSort, GroupStats, Listed, ListedBody,

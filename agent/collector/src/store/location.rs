@@ -11,7 +11,7 @@ use lastword_spool::EntryId;
 
 use super::postgres::{self, PostgresStore};
 use super::sqlite::SqliteStore;
-use super::store::{
+use super::{
     Batch, Group, GroupFilter, KindGroup, LossesRow, Outcome, ReportFilter, ReportRow, Store, StoreError,
     StoredReport,
 };

@@ -6,7 +6,7 @@
 //! server-side [`UI_STATEMENT_TIMEOUT`]. People's page loads never take the committer's connections.
 //!
 //! Lists of reports are paged by `seq` (the order of arrival), through the indexes of the schema
-//! (agent/STORE.md): `reports_by_group` for a group's reports and its latest kind, `reports_by_kind`
+//! (agent/collector/STORE.md): `reports_by_group` for a group's reports and its latest kind, `reports_by_kind`
 //! for log batches (walked back in bounded steps when a filter is given), `reports_by_received` for the
 //! overview's counts of the last two days, aggregated by the server. Bodies are `TEXT`; the JSON fields
 //! the UI filters on are read with `body::jsonb`.
@@ -21,12 +21,12 @@ use super::store::{
     self, DETAILS_LIMIT, GROUP_COLUMNS, GROUP_STATS_LIMIT, GroupDetails, GroupItem, GroupQuery, GroupSort,
     GroupStats, HOUR_MS, Listed, ListedBody, LogQuery, Overview, Page, StatsTally, Tag, Tally, UiStore,
 };
-use crate::collect::PostgresStore;
-use crate::collect::postgres::{
+use crate::store::PostgresStore;
+use crate::store::postgres::{
     LOSSES_COLUMNS, REPORT_COLUMNS, col, from_sql_int, group_row, losses_row, read_report, report_row,
     to_sql_int,
 };
-use crate::collect::store::{Group, LossesRow, StoreError, StoredReport};
+use crate::store::{Group, LossesRow, StoreError, StoredReport};
 
 /// Connections the UI's pool keeps at most.
 pub const UI_POOL_SIZE: usize = 2;
@@ -364,12 +364,12 @@ impl UiStore for PostgresUiStore {
 mod tests {
     use std::sync::Arc;
 
-    use lastword::protocol::Software;
+    use lastword_protocol::Software;
     use lastword_spool::Kind;
     use lastword_tests::postgres::TempPostgres;
 
     use super::*;
-    use crate::collect::store::{Batch, NewReport, Origin, Store};
+    use crate::store::{Batch, NewReport, Origin, Store};
     use crate::ui::store::LogQuery;
 
     fn reports(n: u64) -> Vec<NewReport> {

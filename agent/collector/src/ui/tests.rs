@@ -4,15 +4,15 @@
 
 use std::sync::Arc;
 
-use lastword::protocol::{Losses, Software};
+use lastword_protocol::{Losses, Software};
 use lastword_spool::{EntryId, Kind};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
 
 use super::*;
-use crate::collect::store::{AgentLosses, Batch, NewReport, Origin, Store};
-use crate::collect::{AnyStore, PostgresStore, SqliteStore};
+use crate::store::{AgentLosses, Batch, NewReport, Origin, Store};
+use crate::store::{AnyStore, PostgresStore, SqliteStore};
 use lastword_tests::postgres::TempPostgres;
 
 /// Each case as a test on each backend: `sqlite::case` and `postgres::case` (defined before the
@@ -495,7 +495,7 @@ on_both_stores!(
 );
 
 fn utc_input(ms: u64) -> String {
-    crate::collect::query::utc(ms).replacen(' ', "T", 1).replace(':', "%3A")
+    crate::query::utc(ms).replacen(' ', "T", 1).replace(':', "%3A")
 }
 
 #[test]

@@ -19,7 +19,7 @@ pub(in crate::ui) struct RealEvent {
 
 /// Stores `body` (an event's JSON) as the collector would, received `ago_ms` before now.
 fn event_report(body: &str, release: &str, ago_ms: u64) -> (NewReport, String) {
-    let digest = crate::collect::fingerprint::digest(Kind::Event, body);
+    let digest = crate::fingerprint::digest(Kind::Event, body);
     let fingerprint = digest.fingerprint.clone().expect("an event has a fingerprint");
     let now = now_ms();
     let r = NewReport {

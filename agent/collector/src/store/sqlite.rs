@@ -1,6 +1,6 @@
 //! The embedded store: one SQLite file, `DIR/lastword.sqlite`, in WAL mode with `synchronous=FULL`, so a
 //! committed transaction survives a crash of the process and of the machine. The schema is described in
-//! agent/STORE.md; its version is SQLite's `user_version`.
+//! agent/collector/STORE.md; its version is SQLite's `user_version`.
 //!
 //! One connection, behind a mutex, used from blocking threads (`spawn_blocking`): the collector's
 //! committer is the only writer, so the mutex is not contended on the ingest path.
@@ -13,7 +13,7 @@ use lastword_protocol::{Losses, Software};
 use lastword_spool::{EntryId, Kind};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
-use super::store::{
+use super::{
     Batch, Group, GroupFilter, KindGroup, LossesRow, Outcome, ReportFilter, ReportRow, Store, StoreError,
     StoredReport,
 };
@@ -219,7 +219,7 @@ impl SqliteStore {
     }
 }
 
-type BackendError = super::store::BackendError;
+type BackendError = super::BackendError;
 
 fn to_sql_int(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
@@ -261,7 +261,7 @@ fn write_batch(conn: &mut Connection, batch: &Batch) -> rusqlite::Result<Vec<Out
                 r.body,
             ])? == 1;
             if inserted {
-                for (key, value) in super::fingerprint::tags(&r.body) {
+                for (key, value) in crate::fingerprint::tags(&r.body) {
                     insert_tag.execute(params![r.id.to_string(), key, value])?;
                 }
             }
@@ -483,7 +483,7 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::collect::store::{AgentLosses, NewReport, Origin};
+    use crate::store::{AgentLosses, NewReport, Origin};
 
     fn origin(app: &str, host: Option<&str>) -> Arc<Origin> {
         Arc::new(Origin {
