@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use lastword_collector::query::{self, Format, Query};
 use lastword_collector::server::{self, CollectError, Config, Limits, Tokens, tls_server_config};
 use lastword_collector::store::{GroupFilter, ReportFilter, StoreLocation};
-use lastword_collector::ui::{self, Access, AnyUiStore};
+use lastword_collector::ui::{self, Access};
 use lastword_spool::{EntryId, Kind};
 use tokio_util::sync::CancellationToken;
 
@@ -296,7 +296,7 @@ pub fn collect_command(CollectCommand { collect: args, ui: ui_args }: CollectCom
                     ),
                 }
                 // Its own read-only connection (SQLite) or pool (PostgreSQL): never the collector's.
-                let ui_store = AnyUiStore::for_store(&store).await?;
+                let ui_store = store.reader().await?;
                 let stopped = stop.clone().cancelled_owned();
                 let server = tokio::spawn(ui::serve(ui_listener, ui_store, access, stopped));
                 Some((ui_bound, server))

@@ -22,7 +22,7 @@ use lastword::spool::{EntryId, EntryState, SpoolView};
 use lastword_collector::crash_view::CrashView;
 use lastword_collector::server::{self as collect, Config, Limits, Tokens};
 use lastword_collector::store::SqliteStore;
-use lastword_collector::ui::{self, Access, SqliteUiStore};
+use lastword_collector::ui::{self, Access};
 use tokio_util::sync::CancellationToken;
 
 use crate::exit;
@@ -69,7 +69,7 @@ pub fn demo(args: &DemoArgs) -> Result<u8> {
     let stop = CancellationToken::new();
     let store = SqliteStore::open(&store_dir)?;
     // The UI reads the store on a read-only connection of its own, never the collector's.
-    let ui_store = SqliteUiStore::open(store.path())?;
+    let ui_store = store.reader()?;
     let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
     let url = format!("ws://{}/ingest", listener.local_addr()?);
     let ui_listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;

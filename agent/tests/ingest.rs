@@ -13,6 +13,9 @@ use futures_util::{SinkExt as _, StreamExt as _};
 use lastword::protocol::{RejectReason, ServerMessage, close};
 use lastword_collector::server::Limits;
 use lastword_collector::store::SqliteStore;
+use lastword_collector::store::reads::{
+    GroupItem, GroupQuery, GroupStats, Listed, ListedBody, LogQuery, Overview, Page, Tag,
+};
 use lastword_collector::store::{
     Batch, Group, GroupFilter, KindGroup, LossesRow, Outcome, ReportFilter, ReportRow, Store, StoreError,
     StoredReport,
@@ -56,29 +59,91 @@ impl Store for Gated {
     async fn losses(&self) -> Result<Vec<LossesRow>, StoreError> {
         self.inner.losses().await
     }
+    async fn overview(&self, now_ms: u64) -> Result<Overview, StoreError> {
+        self.inner.overview(now_ms).await
+    }
+    async fn group_page(&self, query: GroupQuery, now_ms: u64) -> Result<(Vec<GroupItem>, bool), StoreError> {
+        self.inner.group_page(query, now_ms).await
+    }
+    async fn group(&self, app: String, fingerprint: String) -> Result<Option<Group>, StoreError> {
+        self.inner.group(app, fingerprint).await
+    }
+    async fn group_reports(
+        &self,
+        app: String,
+        fingerprint: String,
+        tag: Option<Tag>,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Page<Listed>, StoreError> {
+        self.inner.group_reports(app, fingerprint, tag, before, limit).await
+    }
+    async fn group_stats(
+        &self,
+        app: String,
+        fingerprint: String,
+        now_ms: u64,
+    ) -> Result<GroupStats, StoreError> {
+        self.inner.group_stats(app, fingerprint, now_ms).await
+    }
+    async fn logs(&self, query: LogQuery) -> Result<Page<ListedBody>, StoreError> {
+        self.inner.logs(query).await
+    }
 }
 
-/// A store whose disk is broken: every write fails.
-struct Broken;
+/// A store whose disk is broken: every write fails (reads go to an empty store).
+struct Broken {
+    inner: SqliteStore,
+}
 
 impl Store for Broken {
     async fn write(&self, _: Batch) -> Result<Vec<Outcome>, StoreError> {
         Err(StoreError::Backend { op: "write a batch", source: "disk I/O error".into() })
     }
-    async fn reports(&self, _: ReportFilter) -> Result<Vec<ReportRow>, StoreError> {
-        Ok(Vec::new())
+    async fn reports(&self, filter: ReportFilter) -> Result<Vec<ReportRow>, StoreError> {
+        self.inner.reports(filter).await
     }
-    async fn report(&self, _: EntryId) -> Result<Option<StoredReport>, StoreError> {
-        Ok(None)
+    async fn report(&self, id: EntryId) -> Result<Option<StoredReport>, StoreError> {
+        self.inner.report(id).await
     }
-    async fn groups(&self, _: Option<String>, _: u32) -> Result<Vec<Group>, StoreError> {
-        Ok(Vec::new())
+    async fn groups(&self, app: Option<String>, limit: u32) -> Result<Vec<Group>, StoreError> {
+        self.inner.groups(app, limit).await
     }
-    async fn groups_of(&self, _: GroupFilter) -> Result<Vec<KindGroup>, StoreError> {
-        Ok(Vec::new())
+    async fn groups_of(&self, filter: GroupFilter) -> Result<Vec<KindGroup>, StoreError> {
+        self.inner.groups_of(filter).await
     }
     async fn losses(&self) -> Result<Vec<LossesRow>, StoreError> {
-        Ok(Vec::new())
+        self.inner.losses().await
+    }
+    async fn overview(&self, now_ms: u64) -> Result<Overview, StoreError> {
+        self.inner.overview(now_ms).await
+    }
+    async fn group_page(&self, query: GroupQuery, now_ms: u64) -> Result<(Vec<GroupItem>, bool), StoreError> {
+        self.inner.group_page(query, now_ms).await
+    }
+    async fn group(&self, app: String, fingerprint: String) -> Result<Option<Group>, StoreError> {
+        self.inner.group(app, fingerprint).await
+    }
+    async fn group_reports(
+        &self,
+        app: String,
+        fingerprint: String,
+        tag: Option<Tag>,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Page<Listed>, StoreError> {
+        self.inner.group_reports(app, fingerprint, tag, before, limit).await
+    }
+    async fn group_stats(
+        &self,
+        app: String,
+        fingerprint: String,
+        now_ms: u64,
+    ) -> Result<GroupStats, StoreError> {
+        self.inner.group_stats(app, fingerprint, now_ms).await
+    }
+    async fn logs(&self, query: LogQuery) -> Result<Page<ListedBody>, StoreError> {
+        self.inner.logs(query).await
     }
 }
 
@@ -355,7 +420,8 @@ async fn pings_are_answered_with_pongs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_store_is_answered_retry_later_never_accepted() {
-    let server = Server::start(limits(), Broken).await;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(limits(), Broken { inner: SqliteStore::open(dir.path()).unwrap() }).await;
     let mut ws = connect(server.addr, Some(TOKEN)).await.unwrap();
     hello(&mut ws, "app").await;
     let id = EntryId::generate();

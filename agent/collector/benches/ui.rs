@@ -50,7 +50,7 @@
 //! the size of those groups, not of the store.
 //!
 //! A group's page then gained its occurrences per day over 30 days and its breakdown by release and
-//! host (`UiStore::group_stats`: the group's newest 10,000 reports). One run after that change, same
+//! host (`Store::group_stats`: the group's newest 10,000 reports). One run after that change, same
 //! machine and load: group (largest) 8.2 / 10.0 ms, 12.0 × the report page (0.7 ms) on SQLite; 16.0 /
 //! 26.3 ms, 13.7 × (1.2 ms) on PostgreSQL; the other pages as before within the noise (that run's
 //! PostgreSQL overview: 103.0 / 176.9 ms).
@@ -64,7 +64,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use lastword_collector::store::{AgentLosses, Batch, NewReport, Origin};
 use lastword_collector::store::{AnyStore, PostgresStore, SqliteStore, Store};
-use lastword_collector::ui::{self, Access, AnyUiStore};
+use lastword_collector::ui::{self, Access};
 use lastword_protocol::{Losses, Software};
 use lastword_spool::{EntryId, Kind};
 use lastword_tests::postgres::TempPostgres;
@@ -272,7 +272,7 @@ fn next_link(body: &str) -> String {
         .replace("&amp;", "&")
 }
 
-async fn serve(store: AnyUiStore) -> SocketAddr {
+async fn serve(store: AnyStore) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(ui::serve(listener, store, Access::Open, std::future::pending()));
@@ -386,7 +386,7 @@ fn main() {
         for (name, store) in
             [("sqlite", AnyStore::Sqlite(sqlite)), ("postgres", AnyStore::Postgres(postgres))]
         {
-            let addr = serve(AnyUiStore::for_store(&store).await.unwrap()).await;
+            let addr = serve(store.reader().await.unwrap()).await;
             let pages = pages(addr, crash).await;
             let mut times = measure(addr, &pages, rounds).await;
             missed.extend(report(name, &pages, &mut times, !dry));

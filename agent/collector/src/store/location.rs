@@ -10,6 +10,7 @@ use std::str::FromStr;
 use lastword_spool::EntryId;
 
 use super::postgres::{self, PostgresStore};
+use super::reads::{GroupItem, GroupQuery, GroupStats, Listed, ListedBody, LogQuery, Overview, Page, Tag};
 use super::sqlite::SqliteStore;
 use super::{
     Batch, Group, GroupFilter, KindGroup, LossesRow, Outcome, ReportFilter, ReportRow, Store, StoreError,
@@ -95,47 +96,93 @@ pub enum AnyStore {
     Postgres(PostgresStore),
 }
 
+impl AnyStore {
+    /// A reader of the same store for the web UI, never the collector's own connections: the SQLite
+    /// file opened read-only on a connection of its own, or a pool of read-only sessions of its own on
+    /// the PostgreSQL database (which connects at the first page load).
+    pub async fn reader(&self) -> Result<AnyStore, StoreError> {
+        match self {
+            Self::Sqlite(sqlite) => {
+                let sqlite = sqlite.clone();
+                let reader = tokio::task::spawn_blocking(move || sqlite.reader())
+                    .await
+                    .map_err(|e| StoreError::Backend { op: "open the store", source: Box::new(e) })??;
+                Ok(Self::Sqlite(reader))
+            }
+            Self::Postgres(postgres) => Ok(Self::Postgres(postgres.reader()?)),
+        }
+    }
+}
+
+/// `$call` on whichever backend `$store` holds, bound to `$s`: the one dispatch of [`AnyStore`].
+macro_rules! on_backend {
+    ($store:expr, $s:ident => $call:expr) => {
+        match $store {
+            AnyStore::Sqlite($s) => $call,
+            AnyStore::Postgres($s) => $call,
+        }
+    };
+}
+
 impl Store for AnyStore {
     async fn write(&self, batch: Batch) -> Result<Vec<Outcome>, StoreError> {
-        match self {
-            Self::Sqlite(s) => s.write(batch).await,
-            Self::Postgres(s) => s.write(batch).await,
-        }
+        on_backend!(self, s => s.write(batch).await)
     }
 
     async fn reports(&self, filter: ReportFilter) -> Result<Vec<ReportRow>, StoreError> {
-        match self {
-            Self::Sqlite(s) => s.reports(filter).await,
-            Self::Postgres(s) => s.reports(filter).await,
-        }
+        on_backend!(self, s => s.reports(filter).await)
     }
 
     async fn report(&self, id: EntryId) -> Result<Option<StoredReport>, StoreError> {
-        match self {
-            Self::Sqlite(s) => s.report(id).await,
-            Self::Postgres(s) => s.report(id).await,
-        }
+        on_backend!(self, s => s.report(id).await)
     }
 
     async fn groups(&self, app: Option<String>, limit: u32) -> Result<Vec<Group>, StoreError> {
-        match self {
-            Self::Sqlite(s) => s.groups(app, limit).await,
-            Self::Postgres(s) => s.groups(app, limit).await,
-        }
+        on_backend!(self, s => s.groups(app, limit).await)
     }
 
     async fn groups_of(&self, filter: GroupFilter) -> Result<Vec<KindGroup>, StoreError> {
-        match self {
-            Self::Sqlite(s) => s.groups_of(filter).await,
-            Self::Postgres(s) => s.groups_of(filter).await,
-        }
+        on_backend!(self, s => s.groups_of(filter).await)
     }
 
     async fn losses(&self) -> Result<Vec<LossesRow>, StoreError> {
-        match self {
-            Self::Sqlite(s) => s.losses().await,
-            Self::Postgres(s) => s.losses().await,
-        }
+        on_backend!(self, s => s.losses().await)
+    }
+
+    async fn overview(&self, now_ms: u64) -> Result<Overview, StoreError> {
+        on_backend!(self, s => s.overview(now_ms).await)
+    }
+
+    async fn group_page(&self, query: GroupQuery, now_ms: u64) -> Result<(Vec<GroupItem>, bool), StoreError> {
+        on_backend!(self, s => s.group_page(query, now_ms).await)
+    }
+
+    async fn group(&self, app: String, fingerprint: String) -> Result<Option<Group>, StoreError> {
+        on_backend!(self, s => s.group(app, fingerprint).await)
+    }
+
+    async fn group_reports(
+        &self,
+        app: String,
+        fingerprint: String,
+        tag: Option<Tag>,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Page<Listed>, StoreError> {
+        on_backend!(self, s => s.group_reports(app, fingerprint, tag, before, limit).await)
+    }
+
+    async fn group_stats(
+        &self,
+        app: String,
+        fingerprint: String,
+        now_ms: u64,
+    ) -> Result<GroupStats, StoreError> {
+        on_backend!(self, s => s.group_stats(app, fingerprint, now_ms).await)
+    }
+
+    async fn logs(&self, query: LogQuery) -> Result<Page<ListedBody>, StoreError> {
+        on_backend!(self, s => s.logs(query).await)
     }
 }
 

@@ -5,6 +5,7 @@
 
 pub mod location;
 pub mod postgres;
+pub mod reads;
 pub mod sqlite;
 
 pub use location::{AnyStore, StoreLocation};
@@ -18,6 +19,8 @@ use std::sync::Arc;
 use lastword_protocol::{Losses, Software};
 use lastword_spool::{EntryId, Kind};
 use serde::Serialize;
+
+use reads::{GroupItem, GroupQuery, GroupStats, Listed, ListedBody, LogQuery, Overview, Page, Tag};
 
 /// Any error of a backend, boxed so that the trait names no backend's types.
 pub type BackendError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -255,15 +258,16 @@ pub struct LossesRow {
     pub reported_ms: u64,
 }
 
-/// A place to keep reports: SQLite now, others later. Every method may be called from async code; a
-/// backend that blocks does its work on a blocking thread.
+/// A place to keep reports, and the one interface of every backend (SQLite, PostgreSQL): what the
+/// collector writes, what `lastword store` queries, and what the web UI reads (paged, read-only). Every
+/// method may be called from async code; a backend that blocks does its work on a blocking thread.
 ///
 /// The promise the collector builds on: [`Store::write`] returns `Ok` only once the whole batch is
 /// durable (committed and synced), and then each report's [`Outcome`] says whether its id was new. On
 /// `Err` nothing of the batch is stored. A report id is stored at most once, whatever is written later,
 /// and a crash group's count is raised exactly when a crash of that group is inserted.
 ///
-/// The query methods change nothing and are cancel safe.
+/// The query and read methods change nothing and are cancel safe.
 pub trait Store: Send + Sync + 'static {
     /// Writes a batch in one transaction and makes it durable. Returns one outcome per report, in the
     /// batch's order.
@@ -299,4 +303,60 @@ pub trait Store: Send + Sync + 'static {
 
     /// The latest loss counters of every agent.
     fn losses(&self) -> impl Future<Output = Result<Vec<LossesRow>, StoreError>> + Send;
+
+    /// The web UI's overview at `now_ms` (collector's clock).
+    fn overview(&self, now_ms: u64) -> impl Future<Output = Result<Overview, StoreError>> + Send;
+
+    /// A page of the web UI's list of groups; the flag says whether more follow.
+    fn group_page(
+        &self,
+        query: GroupQuery,
+        now_ms: u64,
+    ) -> impl Future<Output = Result<(Vec<GroupItem>, bool), StoreError>> + Send;
+
+    /// One group.
+    fn group(
+        &self,
+        app: String,
+        fingerprint: String,
+    ) -> impl Future<Output = Result<Option<Group>, StoreError>> + Send;
+
+    /// A page of a group's reports, newest first; with `tag`, only its reports that carry it.
+    fn group_reports(
+        &self,
+        app: String,
+        fingerprint: String,
+        tag: Option<Tag>,
+        before: Option<i64>,
+        limit: u32,
+    ) -> impl Future<Output = Result<Page<Listed>, StoreError>> + Send;
+
+    /// A group's occurrences per day over [`reads::GROUP_CHART_DAYS`] days up to `now_ms`, and by
+    /// release and host: of its newest [`reads::GROUP_STATS_LIMIT`] reports.
+    fn group_stats(
+        &self,
+        app: String,
+        fingerprint: String,
+        now_ms: u64,
+    ) -> impl Future<Output = Result<GroupStats, StoreError>> + Send;
+
+    /// A page of log batches, newest first.
+    fn logs(&self, query: LogQuery) -> impl Future<Output = Result<Page<ListedBody>, StoreError>> + Send;
+}
+
+/// `v` as an SQL `INTEGER`/`BIGINT` (saturated).
+pub(crate) fn to_sql_int(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// An SQL count or time as `u64` (a negative one, which the store never writes, as 0).
+pub(crate) fn from_sql_int(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+/// The [`StoreError::Backend`] of a failed `op`, whatever the backend's error type.
+pub(crate) fn backend<E: std::error::Error + Send + Sync + 'static>(
+    op: &'static str,
+) -> impl FnOnce(E) -> StoreError {
+    move |e| StoreError::Backend { op, source: Box::new(e) }
 }

@@ -21,9 +21,14 @@ use lastword_spool::{EntryId, Kind};
 use tokio_postgres::types::FromSql;
 use tokio_postgres::{NoTls, Row};
 
+mod reads;
+
+pub use reads::{UI_POOL_SIZE, UI_STATEMENT_TIMEOUT};
+
+use super::reads::{GroupItem, GroupQuery, GroupStats, Listed, ListedBody, LogQuery, Overview, Page, Tag};
 use super::{
     Batch, Group, GroupFilter, KindGroup, LossesRow, Outcome, ReportFilter, ReportRow, Store, StoreError,
-    StoredReport,
+    StoredReport, backend, from_sql_int, to_sql_int,
 };
 
 /// The schema version this program writes (STORE.md).
@@ -201,20 +206,6 @@ pub fn redacted(url: &str) -> String {
     format!("{scheme}://{authority}{tail}")
 }
 
-fn backend(op: &'static str) -> impl FnOnce(tokio_postgres::Error) -> StoreError {
-    move |e| StoreError::Backend { op, source: Box::new(e) }
-}
-
-/// `v` as a `BIGINT` (saturated).
-pub(crate) fn to_sql_int(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
-/// A `BIGINT` count or time as `u64` (a negative one, which the store never writes, as 0).
-pub(crate) fn from_sql_int(v: i64) -> u64 {
-    u64::try_from(v).unwrap_or(0)
-}
-
 impl PostgresStore {
     /// Connects to the database at `url` for the collector: creates the schema or migrates it to
     /// [`SCHEMA_VERSION`], and refuses a schema newer than that.
@@ -276,6 +267,15 @@ impl PostgresStore {
         );
         config.options(options.trim_start());
         build_pool(config, size).map_err(|e| StoreError::Open { path: self.shown.clone().into(), source: e })
+    }
+
+    /// The web UI's reader of this store: the same database on a pool of its own
+    /// ([`read_only_pool`](Self::read_only_pool), [`reads::UI_POOL_SIZE`] read-only sessions whose
+    /// statements the server cancels after [`reads::UI_STATEMENT_TIMEOUT`]). Connects lazily: the
+    /// first page load connects.
+    pub fn reader(&self) -> Result<Self, StoreError> {
+        let pool = self.read_only_pool(reads::UI_POOL_SIZE, reads::UI_STATEMENT_TIMEOUT)?;
+        Ok(Self { pool, ..self.clone() })
     }
 
     fn pool(url: &str) -> Result<Self, StoreError> {
@@ -642,13 +642,43 @@ impl Store for PostgresStore {
     }
 
     async fn losses(&self) -> Result<Vec<LossesRow>, StoreError> {
-        const OP: &str = "list losses";
-        let client = self.client(OP).await?;
-        let rows = client
-            .query(&format!("SELECT {LOSSES_COLUMNS} FROM losses ORDER BY app, host"), &[])
-            .await
-            .map_err(backend(OP))?;
-        rows.iter().map(|r| losses_row(r, OP)).collect()
+        reads::losses(&self.client("list losses").await?, i64::MAX).await
+    }
+
+    async fn overview(&self, now_ms: u64) -> Result<Overview, StoreError> {
+        reads::overview(self, now_ms).await
+    }
+
+    async fn group_page(&self, query: GroupQuery, now_ms: u64) -> Result<(Vec<GroupItem>, bool), StoreError> {
+        reads::groups(self, query, now_ms).await
+    }
+
+    async fn group(&self, app: String, fingerprint: String) -> Result<Option<Group>, StoreError> {
+        reads::group(self, app, fingerprint).await
+    }
+
+    async fn group_reports(
+        &self,
+        app: String,
+        fingerprint: String,
+        tag: Option<Tag>,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Page<Listed>, StoreError> {
+        reads::group_reports(self, app, fingerprint, tag, before, limit).await
+    }
+
+    async fn group_stats(
+        &self,
+        app: String,
+        fingerprint: String,
+        now_ms: u64,
+    ) -> Result<GroupStats, StoreError> {
+        reads::group_stats(self, app, fingerprint, now_ms).await
+    }
+
+    async fn logs(&self, query: LogQuery) -> Result<Page<ListedBody>, StoreError> {
+        reads::logs(self, query).await
     }
 }
 

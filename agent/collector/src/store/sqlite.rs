@@ -3,19 +3,24 @@
 //! agent/collector/STORE.md; its version is SQLite's `user_version`.
 //!
 //! One connection, behind a mutex, used from blocking threads (`spawn_blocking`): the collector's
-//! committer is the only writer, so the mutex is not contended on the ingest path.
+//! committer is the only writer, so the mutex is not contended on the ingest path. Readers (`lastword
+//! store`, the web UI) open the file read-only on a connection of their own. The web UI's queries are
+//! in `sqlite/reads.rs`; this file holds the schema, its migrations, the write and the
+//! `lastword store` queries.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use lastword_protocol::{Losses, Software};
 use lastword_spool::{EntryId, Kind};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
+mod reads;
+
+use super::reads::{GroupItem, GroupQuery, GroupStats, Listed, ListedBody, LogQuery, Overview, Page, Tag};
 use super::{
     Batch, Group, GroupFilter, KindGroup, LossesRow, Outcome, ReportFilter, ReportRow, Store, StoreError,
-    StoredReport,
+    StoredReport, backend, from_sql_int, to_sql_int,
 };
 
 /// The file name of the store inside its directory.
@@ -130,10 +135,6 @@ impl std::fmt::Debug for SqliteStore {
     }
 }
 
-fn backend(op: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
-    move |e| StoreError::Backend { op, source: Box::new(e) }
-}
-
 impl SqliteStore {
     /// Opens the store in `dir` for the collector, creating the directory, the file and the schema when
     /// they are missing. Blocking: call it before serving, or from a blocking thread.
@@ -178,7 +179,16 @@ impl SqliteStore {
 
     /// Opens an existing store in `dir` read-only, for queries. Blocking.
     pub fn open_read_only(dir: &Path) -> Result<Self, StoreError> {
-        let path = dir.join(FILE_NAME);
+        Self::read_only_file(dir.join(FILE_NAME))
+    }
+
+    /// The same store opened again, read-only, on a connection of its own: the web UI's reader, whose
+    /// reads never wait for the collector's writer (WAL readers do not block it). Blocking.
+    pub fn reader(&self) -> Result<Self, StoreError> {
+        Self::read_only_file(self.path.clone())
+    }
+
+    fn read_only_file(path: PathBuf) -> Result<Self, StoreError> {
         if !path.is_file() {
             return Err(StoreError::Missing { path });
         }
@@ -220,14 +230,6 @@ impl SqliteStore {
 }
 
 type BackendError = super::BackendError;
-
-fn to_sql_int(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
-fn from_sql_int(v: i64) -> u64 {
-    u64::try_from(v).unwrap_or(0)
-}
 
 /// One crash group's share of a batch: what its row gains.
 struct GroupGain<'a> {
@@ -448,40 +450,56 @@ impl Store for SqliteStore {
     }
 
     async fn losses(&self) -> Result<Vec<LossesRow>, StoreError> {
-        self.with_conn("list losses", move |conn| {
-            let mut stmt = conn
-                .prepare(
-                    "SELECT app, host, release, agent_name, agent_version, logs_dropped, evicted,
-                        quarantined, crash_loop_suppressed, reported_ms, events_dropped
-                     FROM losses ORDER BY app, host",
-                )
-                .map_err(backend("list losses"))?;
-            let rows = stmt
-                .query_map([], |r| {
-                    Ok(LossesRow {
-                        app: r.get(0)?,
-                        host: r.get(1)?,
-                        release: r.get(2)?,
-                        agent: Software { name: r.get(3)?, version: r.get(4)? },
-                        losses: Losses {
-                            logs_dropped: from_sql_int(r.get(5)?),
-                            evicted: from_sql_int(r.get(6)?),
-                            quarantined: from_sql_int(r.get(7)?),
-                            crash_loop_suppressed: from_sql_int(r.get(8)?),
-                            events_dropped: from_sql_int(r.get(10)?),
-                        },
-                        reported_ms: from_sql_int(r.get(9)?),
-                    })
-                })
-                .map_err(backend("list losses"))?;
-            rows.collect::<rusqlite::Result<_>>().map_err(backend("list losses"))
+        self.with_conn("list losses", move |conn| reads::losses(conn, u32::MAX)).await
+    }
+
+    async fn overview(&self, now_ms: u64) -> Result<Overview, StoreError> {
+        self.with_conn("read the overview", move |conn| reads::overview(conn, now_ms)).await
+    }
+
+    async fn group_page(&self, query: GroupQuery, now_ms: u64) -> Result<(Vec<GroupItem>, bool), StoreError> {
+        self.with_conn("list crash groups", move |conn| reads::groups(conn, &query, now_ms)).await
+    }
+
+    async fn group(&self, app: String, fingerprint: String) -> Result<Option<Group>, StoreError> {
+        self.with_conn("read a crash group", move |conn| reads::group(conn, &app, &fingerprint)).await
+    }
+
+    async fn group_reports(
+        &self,
+        app: String,
+        fingerprint: String,
+        tag: Option<Tag>,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Page<Listed>, StoreError> {
+        self.with_conn("list a group's reports", move |conn| {
+            reads::group_reports(conn, &app, &fingerprint, tag, before, limit)
         })
         .await
+    }
+
+    async fn group_stats(
+        &self,
+        app: String,
+        fingerprint: String,
+        now_ms: u64,
+    ) -> Result<GroupStats, StoreError> {
+        self.with_conn("count a group's occurrences", move |conn| {
+            reads::group_stats(conn, &app, &fingerprint, now_ms)
+        })
+        .await
+    }
+
+    async fn logs(&self, query: LogQuery) -> Result<Page<ListedBody>, StoreError> {
+        self.with_conn("list log batches", move |conn| reads::logs(conn, &query)).await
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use lastword_protocol::{Losses, Software};
+
     use super::*;
     use crate::store::{AgentLosses, NewReport, Origin};
 

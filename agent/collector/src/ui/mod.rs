@@ -2,8 +2,8 @@
 //! groups, reports and logs of the store, served on a listener of its own.
 //!
 //! - [`serve`]: the server; its shutdown trigger is a parameter. [`router`]: the routes.
-//! - [`store`]: the [`UiStore`] read queries, their SQLite implementation and [`AnyUiStore`], either
-//!   backend; [`postgres`]: their PostgreSQL implementation.
+//! - What it reads: the read methods of the one [`Store`] interface, on a reader of its own
+//!   ([`AnyStore::reader`](crate::store::AnyStore::reader)); their SQL is in each backend's `reads.rs`.
 //! - `pages.rs`: the HTML (maud templates, escaped); `style.css`: compiled into the binary.
 //! - [`Access`]: open on loopback, a token (cookie or HTTP basic auth) anywhere else.
 //!
@@ -11,8 +11,6 @@
 //! only, so even markup that escaped escaping could not run.
 
 mod pages;
-pub mod postgres;
-pub mod store;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -35,11 +33,8 @@ use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 
-pub use postgres::PostgresUiStore;
-pub use store::{AnyUiStore, SqliteUiStore, UiStore};
-
-use crate::store::StoreError;
-use store::{GroupQuery, GroupSort, LogQuery, Tag};
+use crate::store::reads::{GroupQuery, GroupSort, LogQuery, Tag};
+use crate::store::{Store, StoreError};
 
 /// The stylesheet, compiled in.
 const STYLE: &str = include_str!("style.css");
@@ -194,7 +189,7 @@ fn given(v: Option<String>) -> Option<String> {
     v.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty())
 }
 
-async fn overview<S: UiStore>(State(ui): Shared<S>) -> Response {
+async fn overview<S: Store>(State(ui): Shared<S>) -> Response {
     match ui.store.overview(now_ms()).await {
         Ok(o) => pages::overview(&o).into_response(),
         Err(e) => error_page(&e),
@@ -238,7 +233,7 @@ impl PageParams for GroupsParams {
                                   signal or event, tag: KEY=VALUE, sort, order) and offset, a number of rows.";
 }
 
-async fn groups<S: UiStore>(State(ui): Shared<S>, Params(p): Params<GroupsParams>) -> Response {
+async fn groups<S: Store>(State(ui): Shared<S>, Params(p): Params<GroupsParams>) -> Response {
     let tag = match tag_param(p.tag) {
         Ok(tag) => tag,
         Err(text) => return bad_tag(&text, TAG_USAGE),
@@ -253,7 +248,7 @@ async fn groups<S: UiStore>(State(ui): Shared<S>, Params(p): Params<GroupsParams
         offset: p.offset.unwrap_or(0),
         limit: PAGE,
     };
-    match ui.store.groups(q.clone(), now_ms()).await {
+    match ui.store.group_page(q.clone(), now_ms()).await {
         Ok((items, more)) => pages::groups(&q, &items, more).into_response(),
         Err(e) => error_page(&e),
     }
@@ -273,7 +268,7 @@ impl PageParams for GroupParams {
                                   the list of groups.";
 }
 
-async fn group<S: UiStore>(State(ui): Shared<S>, Params(p): Params<GroupParams>) -> Response {
+async fn group<S: Store>(State(ui): Shared<S>, Params(p): Params<GroupParams>) -> Response {
     let tag = match tag_param(p.tag) {
         Ok(tag) => tag,
         Err(text) => return bad_tag(&text, GroupParams::USAGE),
@@ -302,7 +297,7 @@ async fn group<S: UiStore>(State(ui): Shared<S>, Params(p): Params<GroupParams>)
     }
 }
 
-async fn report<S: UiStore>(State(ui): Shared<S>, UrlPath(id): UrlPath<String>) -> Response {
+async fn report<S: Store>(State(ui): Shared<S>, UrlPath(id): UrlPath<String>) -> Response {
     let Ok(id) = id.parse::<EntryId>() else { return not_found("That is not a report id.") };
     match ui.store.report(id).await {
         Ok(Some(r)) => pages::report(&r).into_response(),
@@ -311,7 +306,7 @@ async fn report<S: UiStore>(State(ui): Shared<S>, UrlPath(id): UrlPath<String>) 
     }
 }
 
-async fn raw_report<S: UiStore>(State(ui): Shared<S>, UrlPath(id): UrlPath<String>) -> Response {
+async fn raw_report<S: Store>(State(ui): Shared<S>, UrlPath(id): UrlPath<String>) -> Response {
     let Ok(id) = id.parse::<EntryId>() else { return not_found("That is not a report id.") };
     match ui.store.report(id).await {
         Ok(Some(r)) => (
@@ -344,7 +339,7 @@ impl PageParams for LogsParams {
 
 const LEVELS: [&str; 5] = ["ERROR", "WARN", "INFO", "DEBUG", "TRACE"];
 
-async fn logs<S: UiStore>(State(ui): Shared<S>, Params(p): Params<LogsParams>) -> Response {
+async fn logs<S: Store>(State(ui): Shared<S>, Params(p): Params<LogsParams>) -> Response {
     let form = pages::LogForm {
         app: given(p.app),
         level: given(p.level).map(|l| l.to_ascii_uppercase()),
@@ -409,7 +404,7 @@ struct LoginForm {
     token: String,
 }
 
-async fn login<S: UiStore>(State(ui): Shared<S>, Form(f): Form<LoginForm>) -> Response {
+async fn login<S: Store>(State(ui): Shared<S>, Form(f): Form<LoginForm>) -> Response {
     match &ui.access {
         Access::Token(token) if same(f.token.trim().as_bytes(), token.as_bytes()) => {
             let cookie = format!("{COOKIE}={}; Path=/; HttpOnly; SameSite=Strict", session_value(token));
@@ -425,7 +420,7 @@ async fn login<S: UiStore>(State(ui): Shared<S>, Form(f): Form<LoginForm>) -> Re
 }
 
 /// Lets through who may read; answers 401 (basic auth challenge and the login form) to others.
-async fn guard<S: UiStore>(State(ui): Shared<S>, request: Request, next: Next) -> Response {
+async fn guard<S: Store>(State(ui): Shared<S>, request: Request, next: Next) -> Response {
     let path = request.uri().path();
     let free = path == "/login" || path == "/static/style.css";
     match &ui.access {
@@ -454,7 +449,7 @@ async fn headers(request: Request, next: Next) -> Response {
 }
 
 /// The UI's routes over `store`.
-pub fn router<S: UiStore>(store: S, access: Access) -> Router {
+pub fn router<S: Store>(store: S, access: Access) -> Router {
     let ui = Arc::new(Ui { store, access });
     Router::new()
         .route("/", get(overview::<S>))
@@ -478,7 +473,7 @@ pub fn router<S: UiStore>(store: S, access: Access) -> Router {
 ///
 /// Dropping the future drops the connections in progress (the UI only reads, so nothing is lost); to
 /// stop cleanly, complete `shutdown` and await it.
-pub async fn serve<S: UiStore>(
+pub async fn serve<S: Store>(
     listener: TcpListener,
     store: S,
     access: Access,

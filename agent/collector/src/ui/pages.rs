@@ -7,11 +7,11 @@ use serde_json::Value;
 use crate::query::utc;
 use crate::store::{Group, ReportRow, StoredReport};
 
-use super::store::{
+use crate::crash_view::{CrashView, FrameView, without_fault_address};
+use crate::store::reads::{
     CHART_HOURS, GROUP_CHART_DAYS, GroupItem, GroupQuery, GroupSort, GroupStats, Listed, ListedBody,
     LogQuery, Overview, Page, TREND_DAYS, Tag,
 };
-use crate::crash_view::{CrashView, FrameView, without_fault_address};
 
 /// Which tab is highlighted.
 #[derive(Clone, Copy, PartialEq, Eq)]

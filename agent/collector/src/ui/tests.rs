@@ -263,7 +263,7 @@ pub(super) struct Served {
 
 pub(super) async fn serve_ui(filled: &Filled, access: Access) -> Served {
     // As `lastword collect --ui` does: the UI's own reader of the collector's store.
-    let ui_store = AnyUiStore::for_store(&filled.store).await.expect("the store opens read-only");
+    let ui_store = filled.store.reader().await.expect("the store opens read-only");
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("a loopback port");
     let addr = listener.local_addr().expect("its address");
     let (stop, stopped) = oneshot::channel::<()>();

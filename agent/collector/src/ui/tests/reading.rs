@@ -104,7 +104,7 @@ async fn a_group_page_charts_30_days_and_breaks_down_by_release_and_host(backend
     let filled = filled(backend).await;
     let ui = serve_ui(&filled, Access::Open).await;
     // fp-parse: 3 reports, 3, 2 and 1 hours ago, releases 1.0, 1.1, 1.1, all from web-3.
-    let ui_store = AnyUiStore::for_store(&filled.store).await.expect("the store opens read-only");
+    let ui_store = filled.store.reader().await.expect("the store opens read-only");
     let now = now_ms();
     let stats = ui_store.group_stats("shop".into(), "fp-parse".into(), now).await.expect("the stats");
     assert_eq!(stats.daily.len(), 30);
