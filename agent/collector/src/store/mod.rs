@@ -3,6 +3,7 @@
 //! database (both formats: agent/collector/STORE.md); [`location`]: `--store`, and [`AnyStore`],
 //! whichever of the two it names.
 
+mod batch;
 pub mod location;
 pub mod postgres;
 pub mod reads;

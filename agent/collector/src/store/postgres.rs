@@ -11,7 +11,7 @@
 //! takes longer than [`WRITE_TIMEOUT`], makes `write` fail: the committer answers `retry_later`, and the
 //! next batch tries a new connection, so the collector recovers by itself when the database returns.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,6 +25,7 @@ mod reads;
 
 pub use reads::{UI_POOL_SIZE, UI_STATEMENT_TIMEOUT};
 
+use super::batch;
 use super::reads::{GroupItem, GroupQuery, GroupStats, Listed, ListedBody, LogQuery, Overview, Page, Tag};
 use super::{
     Batch, Group, GroupFilter, KindGroup, LossesRow, Outcome, ReportFilter, ReportRow, Store, StoreError,
@@ -347,14 +348,6 @@ fn build_pool(config: tokio_postgres::Config, size: usize) -> Result<Pool, super
     Ok(pool)
 }
 
-/// One crash group's share of a batch: what its row gains.
-struct GroupGain<'a> {
-    title: &'a str,
-    count: i64,
-    first_ms: u64,
-    last_ms: u64,
-}
-
 async fn write_batch(client: &mut Object, batch: &Batch) -> Result<Vec<Outcome>, tokio_postgres::Error> {
     // A report id twice in one batch: only its first occurrence is sent; the others are duplicates.
     let mut seen = HashSet::with_capacity(batch.reports.len());
@@ -411,30 +404,13 @@ async fn write_batch(client: &mut Object, batch: &Batch) -> Result<Vec<Outcome>,
     }
     // Only the rows really inserted raise their group: a duplicate that another collector stored
     // first counts nothing here.
-    let mut gains: HashMap<(&str, &str), GroupGain<'_>> = HashMap::new();
-    let mut outcomes = Vec::with_capacity(batch.reports.len());
-    let mut answered = HashSet::with_capacity(batch.reports.len());
-    for r in &batch.reports {
-        let new = answered.insert(r.id) && inserted.contains(&r.id.to_string());
-        if new && let Some(fingerprint) = &r.fingerprint {
-            let gain = gains.entry((r.origin.app.as_str(), fingerprint.as_str())).or_insert(GroupGain {
-                title: &r.summary,
-                count: 0,
-                first_ms: r.created_ms,
-                last_ms: r.created_ms,
-            });
-            gain.count += 1;
-            gain.first_ms = gain.first_ms.min(r.created_ms);
-            gain.last_ms = gain.last_ms.max(r.created_ms);
-        }
-        outcomes.push(if new { Outcome::Inserted } else { Outcome::Duplicate });
-    }
-    if !gains.is_empty() {
+    let effects = batch::effects(&batch.reports, |i| inserted.contains(&batch.reports[i].id.to_string()));
+    if !effects.gains.is_empty() {
         let (mut apps, mut fps, mut titles, mut counts, mut firsts, mut lasts) =
             (vec![], vec![], vec![], vec![], vec![], vec![]);
-        for ((app, fp), g) in &gains {
-            apps.push(*app);
-            fps.push(*fp);
+        for g in &effects.gains {
+            apps.push(g.app);
+            fps.push(g.fingerprint);
             titles.push(g.title);
             counts.push(g.count);
             firsts.push(to_sql_int(g.first_ms));
@@ -444,17 +420,12 @@ async fn write_batch(client: &mut Object, batch: &Batch) -> Result<Vec<Outcome>,
         tx.execute(&upsert, &[&apps, &fps, &titles, &counts, &firsts, &lasts]).await?;
     }
     if !batch.losses.is_empty() {
-        // The latest per app and host: one row each (an upsert may not touch a row twice).
-        let mut latest: HashMap<(&str, &str), &super::AgentLosses> = HashMap::new();
-        for l in &batch.losses {
-            latest.insert((l.origin.app.as_str(), l.origin.host.as_deref().unwrap_or("")), l);
-        }
         let (mut apps, mut hosts, mut releases, mut names, mut versions) =
             (vec![], vec![], vec![], vec![], vec![]);
         let mut nums: [Vec<i64>; 6] = Default::default();
-        for ((app, host), l) in &latest {
-            apps.push(*app);
-            hosts.push(*host);
+        for l in batch::latest_losses(&batch.losses) {
+            apps.push(l.origin.app.as_str());
+            hosts.push(l.origin.host.as_deref().unwrap_or(""));
             releases.push(l.origin.release.as_deref());
             names.push(l.origin.agent.name.as_str());
             versions.push(l.origin.agent.version.as_str());
@@ -476,7 +447,7 @@ async fn write_batch(client: &mut Object, batch: &Batch) -> Result<Vec<Outcome>,
         .await?;
     }
     tx.commit().await?;
-    Ok(outcomes)
+    Ok(effects.outcomes)
 }
 
 /// Column `i` of `r`; a value of another type than the schema's is an error, not a panic.

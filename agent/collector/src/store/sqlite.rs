@@ -8,7 +8,6 @@
 //! in `sqlite/reads.rs`; this file holds the schema, its migrations, the write and the
 //! `lastword store` queries.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -17,6 +16,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 mod reads;
 
+use super::batch;
 use super::reads::{GroupItem, GroupQuery, GroupStats, Listed, ListedBody, LogQuery, Overview, Page, Tag};
 use super::{
     Batch, Group, GroupFilter, KindGroup, LossesRow, Outcome, ReportFilter, ReportRow, Store, StoreError,
@@ -231,26 +231,14 @@ impl SqliteStore {
 
 type BackendError = super::BackendError;
 
-/// One crash group's share of a batch: what its row gains.
-struct GroupGain<'a> {
-    app: &'a str,
-    fingerprint: &'a str,
-    title: &'a str,
-    count: i64,
-    first_ms: u64,
-    last_ms: u64,
-}
-
 fn write_batch(conn: &mut Connection, batch: &Batch) -> rusqlite::Result<Vec<Outcome>> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let mut outcomes = Vec::with_capacity(batch.reports.len());
-    {
+    let effects = {
         let mut insert = tx.prepare_cached(INSERT_REPORT)?;
         let mut insert_tag = tx.prepare_cached(INSERT_TAG)?;
-        // Crashes of one group in one batch raise its row once (same result, fewer B-tree updates).
-        let mut gains: HashMap<(&str, &str), GroupGain<'_>> = HashMap::new();
+        let mut inserted = Vec::with_capacity(batch.reports.len());
         for r in &batch.reports {
-            let inserted = insert.execute(params![
+            let new = insert.execute(params![
                 r.id.to_string(),
                 r.kind.as_str(),
                 r.origin.app,
@@ -262,28 +250,17 @@ fn write_batch(conn: &mut Connection, batch: &Batch) -> rusqlite::Result<Vec<Out
                 r.summary,
                 r.body,
             ])? == 1;
-            if inserted {
+            if new {
                 for (key, value) in crate::fingerprint::tags(&r.body) {
                     insert_tag.execute(params![r.id.to_string(), key, value])?;
                 }
             }
-            if inserted && let Some(fingerprint) = &r.fingerprint {
-                let gain = gains.entry((r.origin.app.as_str(), fingerprint.as_str())).or_insert(GroupGain {
-                    app: &r.origin.app,
-                    fingerprint,
-                    title: &r.summary,
-                    count: 0,
-                    first_ms: r.created_ms,
-                    last_ms: r.created_ms,
-                });
-                gain.count += 1;
-                gain.first_ms = gain.first_ms.min(r.created_ms);
-                gain.last_ms = gain.last_ms.max(r.created_ms);
-            }
-            outcomes.push(if inserted { Outcome::Inserted } else { Outcome::Duplicate });
+            inserted.push(new);
         }
+        let effects = batch::effects(&batch.reports, |i| inserted[i]);
+        // Crashes of one group in one batch raise its row once (same result, fewer B-tree updates).
         let mut group = tx.prepare_cached(UPSERT_GROUP)?;
-        for g in gains.values() {
+        for g in &effects.gains {
             group.execute(params![
                 g.app,
                 g.fingerprint,
@@ -294,7 +271,7 @@ fn write_batch(conn: &mut Connection, batch: &Batch) -> rusqlite::Result<Vec<Out
             ])?;
         }
         let mut losses = tx.prepare_cached(UPSERT_LOSSES)?;
-        for l in &batch.losses {
+        for l in batch::latest_losses(&batch.losses) {
             let o = &l.origin;
             losses.execute(params![
                 o.app,
@@ -310,9 +287,10 @@ fn write_batch(conn: &mut Connection, batch: &Batch) -> rusqlite::Result<Vec<Out
                 to_sql_int(l.losses.events_dropped),
             ])?;
         }
-    }
+        effects
+    };
     tx.commit()?;
-    Ok(outcomes)
+    Ok(effects.outcomes)
 }
 
 fn report_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(String, String, ReportRow)> {
