@@ -245,26 +245,26 @@ impl<const N: usize> Table<N> {
     }
 }
 
-/// `YYYY-MM-DD HH:MM:SS` in UTC of milliseconds since the Unix epoch.
+/// `YYYY-MM-DD HH:MM:SS` in UTC of milliseconds since the Unix epoch (the latest instant a date can
+/// show for one beyond year 9999).
 pub fn utc(ms: u64) -> String {
-    let secs = ms / 1000;
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (y, m, d) = civil_from_days(i64::try_from(days).unwrap_or(i64::MAX));
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
+    let ts = i64::try_from(ms)
+        .ok()
+        .and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
+        .unwrap_or(jiff::Timestamp::MAX);
+    ts.strftime("%Y-%m-%d %H:%M:%S").to_string()
 }
 
-/// The proleptic Gregorian date of a day count since 1970-01-01 (H. Hinnant's `civil_from_days`).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = u32::try_from(doy - (153 * mp + 2) / 5 + 1).unwrap_or(1);
-    let m = u32::try_from(if mp < 10 { mp + 3 } else { mp - 9 }).unwrap_or(1);
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
+/// Milliseconds since the Unix epoch of `YYYY-MM-DD`, `YYYY-MM-DDTHH:MM[:SS]` or the same with a space,
+/// read as UTC (what an HTML `datetime-local` input sends); `None` for anything else or before 1970.
+pub fn parse_utc(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let civil: jiff::civil::DateTime = match s.parse() {
+        Ok(dt) => dt,
+        Err(_) => s.parse::<jiff::civil::Date>().ok()?.to_datetime(jiff::civil::Time::midnight()),
+    };
+    let ts = civil.to_zoned(jiff::tz::TimeZone::UTC).ok()?.timestamp();
+    u64::try_from(ts.as_millisecond()).ok()
 }
 
 #[cfg(test)]
@@ -276,6 +276,20 @@ mod tests {
         assert_eq!(utc(0), "1970-01-01 00:00:00");
         assert_eq!(utc(951_782_400_000), "2000-02-29 00:00:00");
         assert_eq!(utc(1_764_165_000_123), "2025-11-26 13:50:00");
+        // Beyond what a date can show: the latest instant one can (jiff's `Timestamp::MAX`).
+        assert_eq!(utc(u64::MAX), "9999-12-30 22:00:00");
+    }
+
+    #[test]
+    fn parse_utc_reads_what_datetime_local_inputs_send() {
+        assert_eq!(parse_utc("1970-01-01T00:00"), Some(0));
+        assert_eq!(parse_utc("2025-11-26T13:50"), Some(1_764_165_000_000));
+        assert_eq!(parse_utc("2000-02-29 00:00:01"), Some(951_782_401_000));
+        assert_eq!(parse_utc("2000-02-29"), Some(951_782_400_000));
+        assert_eq!(parse_utc("2000-13-01T00:00"), None);
+        assert_eq!(parse_utc("1969-12-31T23:59"), None);
+        assert_eq!(parse_utc("yesterday"), None);
+        assert_eq!(parse_utc(&utc(1_764_165_000_000)), Some(1_764_165_000_000));
     }
 
     #[test]

@@ -354,8 +354,8 @@ async fn logs<S: Store>(State(ui): Shared<S>, Params(p): Params<LogsParams>) -> 
     let query = LogQuery {
         app: form.app.clone(),
         levels,
-        from_ms: form.from.as_deref().and_then(parse_utc),
-        to_ms: form.to.as_deref().and_then(parse_utc),
+        from_ms: form.from.as_deref().and_then(crate::query::parse_utc),
+        to_ms: form.to.as_deref().and_then(crate::query::parse_utc),
         text: form.q.clone(),
         before: p.before,
         limit: PAGE,
@@ -364,30 +364,6 @@ async fn logs<S: Store>(State(ui): Shared<S>, Params(p): Params<LogsParams>) -> 
         Ok(page) => pages::logs(&form, &query, &page).into_response(),
         Err(e) => error_page(&e),
     }
-}
-
-/// Milliseconds since the Unix epoch of `YYYY-MM-DDTHH:MM[:SS]` (or with a space), read as UTC.
-fn parse_utc(s: &str) -> Option<u64> {
-    let s = s.trim();
-    let (date, time) = s.split_once(['T', ' ']).unwrap_or((s, "00:00"));
-    let mut d = date.splitn(3, '-').map(str::parse::<i64>);
-    let (y, m, day) = (d.next()?.ok()?, d.next()?.ok()?, d.next()?.ok()?);
-    let mut t = time.splitn(3, ':').map(str::parse::<i64>);
-    let (hh, mm) = (t.next()?.ok()?, t.next().unwrap_or(Ok(0)).ok()?);
-    let ss = t.next().unwrap_or(Ok(0)).ok()?;
-    if !(1..=12).contains(&m) || !(1..=31).contains(&day) || !(0..24).contains(&hh) || !(0..60).contains(&mm)
-    {
-        return None;
-    }
-    // H. Hinnant's days_from_civil.
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    u64::try_from(((days * 24 + hh) * 60 + mm) * 60 + ss).ok().map(|s| s * 1000)
 }
 
 async fn style() -> Response {

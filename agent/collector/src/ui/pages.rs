@@ -2,6 +2,7 @@
 //! text from reports (messages, log lines, frame names) is shown as text, never as markup.
 
 use maud::{DOCTYPE, Markup, html};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::Value;
 
 use crate::query::utc;
@@ -64,17 +65,12 @@ pub fn query_string(pairs: &[(&str, Option<String>)]) -> String {
     out
 }
 
-/// Percent-encodes everything but unreserved characters.
+/// What [`percent_encode`] leaves as it is: the unreserved characters of RFC 3986.
+const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+
+/// Percent-encodes everything but unreserved characters (a query value, a path segment).
 pub fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    utf8_percent_encode(s, UNRESERVED).to_string()
 }
 
 /// The link of a group's page.

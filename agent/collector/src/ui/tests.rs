@@ -498,15 +498,6 @@ fn utc_input(ms: u64) -> String {
     crate::query::utc(ms).replacen(' ', "T", 1).replace(':', "%3A")
 }
 
-#[test]
-fn parse_utc_reads_what_datetime_local_inputs_send() {
-    assert_eq!(parse_utc("1970-01-01T00:00"), Some(0));
-    assert_eq!(parse_utc("2025-11-26T13:50"), Some(1_764_165_000_000));
-    assert_eq!(parse_utc("2000-02-29 00:00:01"), Some(951_782_401_000));
-    assert_eq!(parse_utc("2000-13-01T00:00"), None);
-    assert_eq!(parse_utc("yesterday"), None);
-}
-
 async fn off_loopback_the_ui_requires_a_login(backend: Backend) {
     let anywhere: SocketAddr = "0.0.0.0:8701".parse().expect("an address");
     assert!(matches!(Access::for_addr(anywhere, None), Err(UiError::NoToken { .. })));
