@@ -5,7 +5,7 @@
 //! "Fingerprints"), on ordinary bodies and on odd ones (repeated keys, escaped keys, fields of other
 //! types, bodies that are not objects).
 
-use lastword_collector::fingerprint::{Digest, digest};
+use lastword_collector::fingerprint::{Derived, digest};
 use lastword_spool::Kind;
 
 type Case =
@@ -224,7 +224,7 @@ const CASES: &[Case] = &[
 fn fingerprints_and_summaries_are_those_computed_before_the_derived_reader() {
     let mut wrong = Vec::new();
     for &(kind, body, fingerprint, summary, app, release) in CASES {
-        let expected = Digest {
+        let expected = Derived {
             fingerprint: fingerprint.map(str::to_owned),
             summary: summary.to_owned(),
             app: app.map(str::to_owned),

@@ -27,24 +27,20 @@
 
 use std::error::Error;
 use std::fmt;
-use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use criterion::{Criterion, Throughput};
 use lastword::report::EventReport;
 use lastword::spool::{Kind, Limits};
 use lastword::{Config, Guard, Level};
 use tempfile::TempDir;
-use tracing::Dispatch;
-use tracing_appender::non_blocking::{ErrorCounter, NonBlocking, WorkerGuard};
-use tracing_subscriber::layer::SubscriberExt;
 
 #[path = "../../tests/benches-common/stats.rs"]
 mod stats;
 use stats::{median, quantile, verdict};
+#[path = "../../tests/benches-common/appender.rs"]
+mod appender;
+use appender::{Appender, time};
 #[path = "../../tests/benches-common/mode.rs"]
 mod mode;
 use mode::RunMode;
@@ -114,12 +110,7 @@ struct Sides {
     lastword_sent: u64,
     lastword_stored: u64,
     lastword_dropped: u64,
-    appender_dispatch: Dispatch,
-    appender_worker: Option<WorkerGuard>,
-    appender_errors: ErrorCounter,
-    appender_written: Arc<AtomicU64>,
-    appender_sent: u64,
-    appender_file: File,
+    appender: Appender,
 }
 
 impl Sides {
@@ -140,33 +131,8 @@ impl Sides {
                 .limits(Limits { max_bytes: u64::MAX, max_entries: u64::MAX }),
         )
         .expect("lastword::init runs once, at the start of the bench");
-        let path = dir.path().join("appender.log");
-        let appender_file =
-            OpenOptions::new().create(true).append(true).open(&path).expect("create the appender's file");
-        let appender_written = Arc::new(AtomicU64::new(0));
-        let writer = LineCounter {
-            file: appender_file.try_clone().expect("clone the appender's file handle"),
-            lines: appender_written.clone(),
-        };
-        let (non_blocking, worker): (NonBlocking, WorkerGuard) = tracing_appender::non_blocking(writer);
-        let appender_errors = non_blocking.error_counter();
-        let appender_dispatch = Dispatch::new(
-            tracing_subscriber::registry()
-                .with(tracing_subscriber::fmt::layer().with_ansi(false).with_writer(non_blocking)),
-        );
-        Self {
-            _dir: dir,
-            lastword,
-            lastword_sent: 0,
-            lastword_stored: 0,
-            lastword_dropped: 0,
-            appender_dispatch,
-            appender_worker: Some(worker),
-            appender_errors,
-            appender_written,
-            appender_sent: 0,
-            appender_file,
-        }
+        let appender = Appender::new(dir.path());
+        Self { _dir: dir, lastword, lastword_sent: 0, lastword_stored: 0, lastword_dropped: 0, appender }
     }
 
     fn run(&mut self, side: Side, n: u64) -> Duration {
@@ -177,15 +143,15 @@ impl Sides {
             let end = (next + CHUNK).min(n);
             let chunk = &errors[..usize::try_from(end - next).unwrap_or(0)];
             timed += match side {
-                Side::Appender => tracing::dispatcher::with_default(&self.appender_dispatch, || {
+                Side::Appender => tracing::dispatcher::with_default(&self.appender.dispatch, || {
                     time(|| chunk.iter().for_each(with_tracing))
                 }),
                 Side::Lastword => time(|| chunk.iter().for_each(with_lastword)),
             };
             match side {
                 Side::Appender => {
-                    self.appender_sent += end - next;
-                    self.drain_appender();
+                    self.appender.sent += end - next;
+                    self.appender.drain(DRAIN_TIMEOUT);
                 }
                 Side::Lastword => {
                     self.lastword_sent += end - next;
@@ -210,54 +176,15 @@ impl Sides {
         }
     }
 
-    fn drain_appender(&mut self) {
-        let deadline = Instant::now() + DRAIN_TIMEOUT;
-        let dropped = || self.appender_errors.dropped_lines() as u64;
-        while self.appender_written.load(Ordering::Acquire) + dropped() < self.appender_sent {
-            assert!(Instant::now() < deadline, "the appender's worker did not catch up");
-            std::thread::sleep(Duration::from_micros(200));
-        }
-        self.appender_file.set_len(0).expect("empty the appender's file");
-    }
-
     fn finish(mut self) -> Vec<String> {
-        drop(self.appender_worker.take());
+        let appender = self.appender.finish();
         vec![
             format!(
                 "lastword: {} events captured, {} stored, {} dropped (queue full)",
                 self.lastword_sent, self.lastword_stored, self.lastword_dropped
             ),
-            format!(
-                "appender: {} lines sent, {} written, {} dropped (queue full)",
-                self.appender_sent,
-                self.appender_written.load(Ordering::Acquire),
-                self.appender_errors.dropped_lines()
-            ),
+            appender,
         ]
-    }
-}
-
-fn time(f: impl FnOnce()) -> Duration {
-    let start = Instant::now();
-    f();
-    start.elapsed()
-}
-
-struct LineCounter {
-    file: File,
-    lines: Arc<AtomicU64>,
-}
-
-impl Write for LineCounter {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.file.write(buf)?;
-        let lines = buf[..n].iter().filter(|&&b| b == b'\n').count() as u64;
-        self.lines.fetch_add(lines, Ordering::Release);
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.file.flush()
     }
 }
 

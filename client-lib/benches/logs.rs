@@ -35,11 +35,7 @@
 //! Under `cargo test --benches` (criterion's test mode), `--list` and `--profile-time` the table is
 //! skipped.
 
-use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use criterion::{Criterion, Throughput};
 use lastword::report::LogBatch;
@@ -47,12 +43,14 @@ use lastword::spool::{Kind, Limits};
 use lastword::{Config, Guard, Level};
 use tempfile::TempDir;
 use tracing::Dispatch;
-use tracing_appender::non_blocking::{ErrorCounter, NonBlocking, WorkerGuard};
 use tracing_subscriber::layer::SubscriberExt;
 
 #[path = "../../tests/benches-common/stats.rs"]
 mod stats;
 use stats::{median, quantile, verdict};
+#[path = "../../tests/benches-common/appender.rs"]
+mod appender;
+use appender::{Appender, time};
 #[path = "../../tests/benches-common/mode.rs"]
 mod mode;
 use mode::RunMode;
@@ -124,14 +122,7 @@ struct Sides {
     lastword_sent: u64,
     lastword_stored: u64,
     lastword_dropped: u64,
-    appender_dispatch: Dispatch,
-    appender_worker: Option<WorkerGuard>,
-    appender_errors: ErrorCounter,
-    /// Lines the appender's worker has written to the file.
-    appender_written: Arc<AtomicU64>,
-    appender_sent: u64,
-    /// The appender's file (opened in append mode), emptied between chunks.
-    appender_file: File,
+    appender: Appender,
 }
 
 impl Sides {
@@ -155,20 +146,7 @@ impl Sides {
         let lastword_dispatch =
             Dispatch::new(tracing_subscriber::registry().with(lastword::Layer::default()));
 
-        let path = dir.path().join("appender.log");
-        let appender_file =
-            OpenOptions::new().create(true).append(true).open(&path).expect("create the appender's file");
-        let appender_written = Arc::new(AtomicU64::new(0));
-        let writer = LineCounter {
-            file: appender_file.try_clone().expect("clone the appender's file handle"),
-            lines: appender_written.clone(),
-        };
-        let (non_blocking, worker): (NonBlocking, WorkerGuard) = tracing_appender::non_blocking(writer);
-        let appender_errors = non_blocking.error_counter();
-        let appender_dispatch = Dispatch::new(
-            tracing_subscriber::registry()
-                .with(tracing_subscriber::fmt::layer().with_ansi(false).with_writer(non_blocking)),
-        );
+        let appender = Appender::new(dir.path());
         Self {
             _dir: dir,
             lastword,
@@ -176,12 +154,7 @@ impl Sides {
             lastword_sent: 0,
             lastword_stored: 0,
             lastword_dropped: 0,
-            appender_dispatch,
-            appender_worker: Some(worker),
-            appender_errors,
-            appender_written,
-            appender_sent: 0,
-            appender_file,
+            appender,
         }
     }
 
@@ -193,7 +166,7 @@ impl Sides {
         while next < n {
             let end = (next + CHUNK).min(n);
             timed += match side {
-                Side::Appender => tracing::dispatcher::with_default(&self.appender_dispatch, || {
+                Side::Appender => tracing::dispatcher::with_default(&self.appender.dispatch, || {
                     time(|| (next..end).for_each(emit))
                 }),
                 Side::LastwordLayer => tracing::dispatcher::with_default(&self.lastword_dispatch, || {
@@ -203,8 +176,8 @@ impl Sides {
             };
             match side {
                 Side::Appender => {
-                    self.appender_sent += end - next;
-                    self.drain_appender();
+                    self.appender.sent += end - next;
+                    self.appender.drain(DRAIN_TIMEOUT);
                 }
                 Side::LastwordLayer | Side::LastwordLog => {
                     self.lastword_sent += end - next;
@@ -230,57 +203,16 @@ impl Sides {
         }
     }
 
-    /// Waits until the appender's worker has written every line sent, then empties its file.
-    fn drain_appender(&mut self) {
-        let deadline = Instant::now() + DRAIN_TIMEOUT;
-        let dropped = || self.appender_errors.dropped_lines() as u64;
-        while self.appender_written.load(Ordering::Acquire) + dropped() < self.appender_sent {
-            assert!(Instant::now() < deadline, "the appender's worker did not catch up");
-            std::thread::sleep(Duration::from_micros(200));
-        }
-        self.appender_file.set_len(0).expect("empty the appender's file");
-    }
-
     /// Stops both writers; returns the lines that say what each lost.
     fn finish(mut self) -> Vec<String> {
-        drop(self.appender_worker.take());
+        let appender = self.appender.finish();
         vec![
             format!(
                 "lastword: {} records sent, {} stored, {} dropped (queue full)",
                 self.lastword_sent, self.lastword_stored, self.lastword_dropped
             ),
-            format!(
-                "appender: {} lines sent, {} written, {} dropped (queue full)",
-                self.appender_sent,
-                self.appender_written.load(Ordering::Acquire),
-                self.appender_errors.dropped_lines()
-            ),
+            appender,
         ]
-    }
-}
-
-fn time(f: impl FnOnce()) -> Duration {
-    let start = Instant::now();
-    f();
-    start.elapsed()
-}
-
-/// The appender's file, counting the lines its worker writes.
-struct LineCounter {
-    file: File,
-    lines: Arc<AtomicU64>,
-}
-
-impl Write for LineCounter {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.file.write(buf)?;
-        let lines = buf[..n].iter().filter(|&&b| b == b'\n').count() as u64;
-        self.lines.fetch_add(lines, Ordering::Release);
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.file.flush()
     }
 }
 

@@ -21,7 +21,7 @@ pub const SUMMARY_CHARS: usize = 200;
 
 /// What the collector keeps from a body besides the body itself.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Digest {
+pub struct Derived {
     /// For crashes, the group key; `None` for other kinds.
     pub fingerprint: Option<String>,
     /// The first line of the body's `message`, else (crashes) the top frame's function, else empty.
@@ -104,13 +104,13 @@ fn first_line(text: &str) -> String {
 }
 
 /// Reads the summary and, for a crash, the fingerprint of a body (JSON text).
-pub fn digest(kind: Kind, body: &str) -> Digest {
+pub fn digest(kind: Kind, body: &str) -> Derived {
     let fields = Fields::read(body);
     let message = fields.message;
     let (app, release) = (fields.app.filter(|a| !a.is_empty()), fields.release);
     if kind == Kind::Log {
         let summary = message.as_deref().map(first_line).unwrap_or_default();
-        return Digest { fingerprint: None, summary, app, release };
+        return Derived { fingerprint: None, summary, app, release };
     }
     let functions = fields.functions;
     if kind == Kind::Event {
@@ -130,7 +130,7 @@ pub fn digest(kind: Kind, body: &str) -> Digest {
                 hex_sha256("event-message", &[&text])
             }
         };
-        return Digest { fingerprint: Some(fingerprint), summary, app, release };
+        return Derived { fingerprint: Some(fingerprint), summary, app, release };
     }
     let summary = match (&message, functions.iter().flatten().next()) {
         (Some(m), _) if !first_line(m).is_empty() => first_line(m),
@@ -145,7 +145,7 @@ pub fn digest(kind: Kind, body: &str) -> Digest {
         }
         None => hex_sha256("message", &[message.as_deref().unwrap_or("")]),
     };
-    Digest { fingerprint: Some(fingerprint), summary, app, release }
+    Derived { fingerprint: Some(fingerprint), summary, app, release }
 }
 
 /// The most tags of one report the store keeps, and the longest key and value (in characters).
@@ -270,7 +270,7 @@ mod tests {
         let d = digest(Kind::Log, r#"{"message":"user signed up"}"#);
         assert_eq!(
             d,
-            Digest { fingerprint: None, summary: "user signed up".into(), app: None, release: None }
+            Derived { fingerprint: None, summary: "user signed up".into(), app: None, release: None }
         );
         assert_eq!(digest(Kind::Log, "[1,2]").summary, "");
     }
