@@ -27,7 +27,8 @@ pub struct CollectArgs {
     /// postgres://user@host/db URL of a database that several collectors may share (schema created or
     /// migrated at start).
     #[arg(long, value_name = "DIR|URL", env = "LASTWORD_STORE")]
-    pub store: StoreLocation,
+    #[arg(value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    pub store: String,
     /// File of accepted bearer tokens, one a line.
     #[arg(long, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
@@ -154,7 +155,8 @@ pub struct StoreArgs {
 pub struct Output {
     /// The store, as given to `lastword collect --store`: a directory or a postgres:// URL.
     #[arg(long, value_name = "DIR|URL", env = "LASTWORD_STORE")]
-    pub store: StoreLocation,
+    #[arg(value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    pub store: String,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -265,7 +267,8 @@ pub fn collect_command(CollectCommand { collect: args, ui: ui_args }: CollectCom
         Access::load_token(ui_args.ui_token_file.as_deref(), std::env::var(ui::TOKEN_ENV).ok().as_deref())?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
-        let store = args.store.open().await?;
+        let location = store_location(&args.store)?;
+        let store = location.open().await?;
         // Signal handlers first: a SIGTERM right after the listening line must find them in place.
         let shutdown = shutdown_signal("lastword collect")?;
         let listener = tokio::net::TcpListener::bind(&args.listen)
@@ -279,7 +282,7 @@ pub fn collect_command(CollectCommand { collect: args, ui: ui_args }: CollectCom
                  text (give --tls-cert and --tls-key for wss://)"
             );
         }
-        eprintln!("lastword collect: store {}", args.store);
+        eprintln!("lastword collect: store {location}");
         let stop = CancellationToken::new();
         let web = match &ui_args.ui {
             Some(ui_addr) => {
@@ -347,6 +350,12 @@ pub(crate) fn shutdown_signal(who: &'static str) -> anyhow::Result<impl Future<O
     })
 }
 
+/// What `--store` names. Parsed here rather than by clap, whose message of a refused value repeats
+/// the value, password and all.
+fn store_location(given: &str) -> anyhow::Result<StoreLocation> {
+    Ok(given.parse()?)
+}
+
 /// Answers one query on a store.
 pub fn store_command(args: StoreArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
@@ -354,7 +363,7 @@ pub fn store_command(args: StoreArgs) -> anyhow::Result<()> {
         let (output, query) = args.command.into_query();
         let format = if output.json { Format::Json } else { Format::Table };
         let mut stdout = std::io::stdout().lock();
-        query::run(&output.store, query, format, &mut stdout).await?;
+        query::run(&store_location(&output.store)?, query, format, &mut stdout).await?;
         stdout.flush()?;
         Ok(())
     })

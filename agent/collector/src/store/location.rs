@@ -2,7 +2,6 @@
 //! store, or a `postgres://` URL for a PostgreSQL database that several collectors may share. And
 //! [`AnyStore`], the store opened there.
 
-use std::convert::Infallible;
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -26,11 +25,31 @@ pub enum StoreLocation {
     Postgres(String),
 }
 
-impl FromStr for StoreLocation {
-    type Err = Infallible;
+/// A `--store` URL of a scheme the collector does not speak.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown scheme {scheme}:// of a store: give a directory (the SQLite store) or a postgres:// URL")]
+pub struct UnknownScheme {
+    /// The scheme given.
+    pub scheme: String,
+}
 
-    fn from_str(s: &str) -> Result<Self, Infallible> {
-        Ok(if postgres::is_url(s) { Self::Postgres(s.to_owned()) } else { Self::Dir(PathBuf::from(s)) })
+impl FromStr for StoreLocation {
+    type Err = UnknownScheme;
+
+    /// A `postgres://` or `postgresql://` URL, else any other `SCHEME://` is refused (a typo or another
+    /// database must not become a directory named `sqlite:`), else a directory.
+    fn from_str(s: &str) -> Result<Self, UnknownScheme> {
+        if postgres::is_url(s) {
+            return Ok(Self::Postgres(s.to_owned()));
+        }
+        if let Some((scheme, _)) = s.split_once("://")
+            && let mut chars = scheme.chars()
+            && chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+            && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+        {
+            return Err(UnknownScheme { scheme: scheme.to_owned() });
+        }
+        Ok(Self::Dir(PathBuf::from(s)))
     }
 }
 
@@ -192,12 +211,16 @@ mod tests {
 
     #[test]
     fn a_postgres_url_names_the_shared_store_and_anything_else_a_directory() {
-        let url: StoreLocation = "postgres://u:pw@db/lastword".parse().unwrap_or_else(|e| match e {});
+        let url: StoreLocation = "postgres://u:pw@db/lastword".parse().expect("a store");
         assert_eq!(url, StoreLocation::Postgres("postgres://u:pw@db/lastword".into()));
         assert_eq!(url.to_string(), "postgres://u:***@db/lastword");
-        let long: StoreLocation = "postgresql://db/x".parse().unwrap_or_else(|e| match e {});
+        let long: StoreLocation = "postgresql://db/x".parse().expect("a store");
         assert!(matches!(long, StoreLocation::Postgres(_)));
-        let dir: StoreLocation = "/var/lib/lastword".parse().unwrap_or_else(|e| match e {});
+        let dir: StoreLocation = "/var/lib/lastword".parse().expect("a store");
         assert_eq!(dir, StoreLocation::Dir("/var/lib/lastword".into()));
+        let colon: StoreLocation = "backup:2026/x://y".parse().expect("not a URL: a directory");
+        assert_eq!(colon, StoreLocation::Dir("backup:2026/x://y".into()));
+        let err = "sqlite:///var/lib/x".parse::<StoreLocation>().expect_err("an unknown scheme");
+        assert_eq!(err.scheme, "sqlite");
     }
 }
