@@ -4,11 +4,18 @@
 //! through this module, so that tests (and the `fault-injection` feature) can make a chosen call fail
 //! on the calling thread: a full disk in the middle of a write, a failed fsync, a failed rename. The
 //! signal-safe path (`signal.rs`) does not come through here: it makes raw system calls only.
+//!
+//! The calls of the claim, ack, release and write paths are made relative to a directory held open
+//! ([`Dir`]: `openat`, `renameat`, `unlinkat` with a bare entry name), so that the kernel does not walk
+//! the spool's whole path again for every entry.
 
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
+use rustix::fs::{AtFlags, CWD, Mode, OFlags};
 
 /// Mode of every file the spool creates.
 pub(crate) const FILE_MODE: u32 = 0o600;
@@ -30,13 +37,121 @@ pub enum Op {
     Rename,
     /// Deleting a file.
     Unlink,
-    /// Reading a whole file (recovery reads what a dead session left).
+    /// Reading a whole file (a claim reads its entry; recovery reads what a dead session left).
     Read,
     /// Listing a directory.
     ListDir,
     /// Making a directory that is not there yet (an existing one is found, as the OS finds it before
     /// it looks for space).
     CreateDir,
+}
+
+/// A directory held open, and its path (for messages, and for faults planned by path).
+#[derive(Debug)]
+pub(crate) struct Dir {
+    fd: OwnedFd,
+    path: PathBuf,
+}
+
+impl Dir {
+    /// Opens the directory at `path` (`O_DIRECTORY`: anything else is an error).
+    pub fn open(path: &Path) -> io::Result<Self> {
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        let fd = rustix::fs::openat(CWD, path, flags, Mode::empty())?;
+        Ok(Self { fd, path: path.to_path_buf() })
+    }
+
+    /// Where it is.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The path of `name` in it.
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+}
+
+impl AsFd for Dir {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+/// Creates the new file `name` in `dir` (`O_EXCL`).
+pub(crate) fn create_new_at(dir: &Dir, name: &str) -> io::Result<File> {
+    faults::check_in(Op::Create, dir, name)?;
+    let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC;
+    Ok(File::from(rustix::fs::openat(dir, name, flags, Mode::from_raw_mode(FILE_MODE))?))
+}
+
+/// Renames `from_name` in `from` to `to_name` in `to`.
+pub(crate) fn rename_at(from: &Dir, from_name: &str, to: &Dir, to_name: &str) -> io::Result<()> {
+    faults::check_in(Op::Rename, from, from_name)?;
+    rustix::fs::renameat(from, from_name, to, to_name).map_err(io::Error::from)
+}
+
+/// Deletes the file `name` in `dir`.
+pub(crate) fn unlink_at(dir: &Dir, name: &str) -> io::Result<()> {
+    faults::check_in(Op::Unlink, dir, name)?;
+    rustix::fs::unlinkat(dir, name, AtFlags::empty()).map_err(io::Error::from)
+}
+
+/// Deletes the file `name` in `dir`, outside the fault seam: the clean-up of a failed step, whose
+/// failure changes nothing (as `std::fs::remove_file` after a failed write).
+pub(crate) fn remove_quietly_at(dir: &Dir, name: &str) {
+    let _ = rustix::fs::unlinkat(dir, name, AtFlags::empty());
+}
+
+/// Entries up to this size are read with one `read` into a buffer of the size their name gives.
+const ONE_READ_MAX: usize = 1 << 20;
+
+/// Reads the entry `name` of `dir` whose name says it is `size` bytes long, as [`read`] does (a
+/// regular file only, never a FIFO, device, directory or link), with fewer calls: its name gives the
+/// size, so no `fstat` comes before the read, and a read that returns exactly `size` bytes of the
+/// `size + 1` asked for has met the end of a regular file (a read returns less than asked of a
+/// regular file only at its end). Whatever else happens (a shorter or longer file, an error: a
+/// directory, a FIFO) is looked at with `fstat` and read as [`read`] reads, so the entry's checks see
+/// the file as it is and a reason says what it is.
+pub(crate) fn read_entry_at(dir: &Dir, name: &str, size: u64) -> io::Result<Vec<u8>> {
+    use rustix::io::Errno;
+    faults::check_in(Op::Read, dir, name)?;
+    let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOFOLLOW | OFlags::NOCTTY | OFlags::CLOEXEC;
+    let mut file = match rustix::fs::openat(dir, name, flags, Mode::empty()) {
+        Ok(fd) => File::from(fd),
+        Err(e) => {
+            // As in `read`: a symbolic link (ELOOP) or a socket (ENXIO) is said for what it is.
+            if matches!(e, Errno::LOOP | Errno::NXIO)
+                && let Ok(meta) = fs::symlink_metadata(dir.join(name))
+                && !meta.is_file()
+            {
+                return Err(not_a_regular_file(meta.file_type()));
+            }
+            return Err(e.into());
+        }
+    };
+    let mut bytes = Vec::new();
+    if let Some(len) = usize::try_from(size).ok().filter(|len| *len <= ONE_READ_MAX) {
+        bytes.try_reserve_exact(len + 1).map_err(|e| io::Error::new(io::ErrorKind::OutOfMemory, e))?;
+        bytes.resize(len + 1, 0);
+        match file.read(&mut bytes) {
+            Ok(n) if n == len => {
+                bytes.truncate(len);
+                return Ok(bytes);
+            }
+            Ok(n) => bytes.truncate(n),
+            Err(_) => bytes.clear(),
+        }
+    }
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(not_a_regular_file(meta.file_type()));
+    }
+    let rest = usize::try_from(meta.len()).unwrap_or(usize::MAX).saturating_sub(bytes.len());
+    bytes.try_reserve_exact(rest).map_err(|e| io::Error::new(io::ErrorKind::OutOfMemory, e))?;
+    // What the first read took is kept: the file is read on from where it stopped.
+    file.read_to_end(&mut bytes)?;
+    Ok(bytes)
 }
 
 pub(crate) fn create_new(path: &Path) -> io::Result<File> {
@@ -57,9 +172,9 @@ pub(crate) fn sync(file: &File) -> io::Result<()> {
     file.sync_all()
 }
 
-pub(crate) fn sync_dir(dir: &File) -> io::Result<()> {
+pub(crate) fn sync_dir(dir: impl AsFd) -> io::Result<()> {
     faults::check(Op::SyncDir)?;
-    dir.sync_all()
+    rustix::fs::fsync(dir).map_err(io::Error::from)
 }
 
 pub(crate) fn rename(from: &Path, to: &Path) -> io::Result<()> {
@@ -160,7 +275,7 @@ pub(crate) fn create_dir(path: &Path) -> io::Result<bool> {
 /// this way never replaces one that another thread made an instant ago.
 pub(crate) fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
     faults::check_at(Op::Rename, from)?;
-    use rustix::fs::{CWD, RenameFlags, renameat_with};
+    use rustix::fs::{RenameFlags, renameat_with};
     renameat_with(CWD, from, CWD, to, RenameFlags::NOREPLACE).map_err(io::Error::from)
 }
 
@@ -220,6 +335,15 @@ pub mod faults {
         })
     }
 
+    /// [`check_at`] for `name` in `dir` (its path is made only when a fault is planned by path).
+    pub(crate) fn check_in(op: Op, dir: &super::Dir, name: &str) -> io::Result<()> {
+        check(op)?;
+        if AT.with(|p| p.borrow().is_empty()) {
+            return Ok(());
+        }
+        check_at(op, &dir.join(name))
+    }
+
     pub(crate) fn check(op: Op) -> io::Result<()> {
         PLAN.with(|p| {
             let mut plan = p.borrow_mut();
@@ -244,5 +368,33 @@ mod faults {
     #[inline(always)]
     pub(crate) fn check_at(_: Op, _: &std::path::Path) -> std::io::Result<()> {
         Ok(())
+    }
+    #[inline(always)]
+    pub(crate) fn check_in(_: Op, _: &super::Dir, _: &str) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_entry_is_read_whole_whatever_size_its_name_gives() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = Dir::open(tmp.path()).unwrap();
+        let bytes: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(tmp.path().join("e"), &bytes).unwrap();
+        // Exactly (one read), shorter and longer than the file, and a size too large to read at once:
+        // the checks must see the file as it is.
+        for size in [5000, 0, 48, 4999, 5001, 1 << 40] {
+            assert_eq!(read_entry_at(&dir, "e", size).unwrap(), bytes, "size {size}");
+        }
+        std::fs::create_dir(tmp.path().join("d")).unwrap();
+        let e = read_entry_at(&dir, "d", 5000).unwrap_err();
+        assert_eq!(e.to_string(), "not a regular file (a directory)");
+        std::os::unix::fs::symlink(tmp.path().join("e"), tmp.path().join("l")).unwrap();
+        let e = read_entry_at(&dir, "l", 5000).unwrap_err();
+        assert_eq!(e.to_string(), "not a regular file (a symbolic link)");
     }
 }

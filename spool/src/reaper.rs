@@ -1,19 +1,18 @@
 //! Acked entries, deleted in the background (FORMAT.md, "Ack").
 //!
 //! An ack renames the claimed entry to `claimed/<sid>/.acked.<name>` (a rename inside one directory:
-//! no block is freed, so no discard is issued) and hands the new path to this session's reaper, a
-//! thread that unlinks acked files one after the other. The unlink, which on a file system mounted
+//! no block is freed, so no discard is issued) and hands the new name to this session's reaper,
+//! threads that unlink acked files one after the other (relative to the directory held open). The unlink, which on a file system mounted
 //! with `discard` waits for a synchronous discard of the entry's blocks (100–180 µs on ext4), is then
 //! off the path of whoever acks. An acked file is never sent again: names starting with `.` are not
 //! entries to any reader (also one of format 1.0), and recovery deletes what a dead session acked.
 
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
-use crate::fsio;
+use crate::fsio::{self, Dir};
 
 /// What an acked entry's name starts with, in its session's `claimed/<sid>/`.
 pub(crate) const ACKED_PREFIX: &str = ".acked.";
@@ -23,10 +22,13 @@ pub(crate) const ACKED_PREFIX: &str = ".acked.";
 /// session never waits long for a disk that deletes slowly.
 pub(crate) const CLOSE_BOUND: Duration = Duration::from_secs(1);
 
-/// Where an acked entry of `claimed_dir` named `file_name` goes.
-pub(crate) fn acked_path(claimed_dir: &Path, file_name: &str) -> PathBuf {
-    claimed_dir.join(format!("{ACKED_PREFIX}{file_name}"))
+/// The name an acked entry named `file_name` takes in its `claimed/<sid>/`.
+pub(crate) fn acked_name(file_name: &str) -> String {
+    format!("{ACKED_PREFIX}{file_name}")
 }
+
+/// An acked file to delete: its directory and its name.
+pub(crate) type Acked = (Arc<Dir>, String);
 
 /// Whether a file name in a `claimed/<sid>/` directory is an acked entry.
 pub(crate) fn is_acked(file_name: &[u8]) -> bool {
@@ -69,7 +71,7 @@ struct Queue {
 
 #[derive(Debug, Default)]
 struct Pending {
-    paths: Vec<PathBuf>,
+    paths: Vec<Acked>,
     finish: bool,
     /// Delete nothing before `finish` (a test hook).
     held: bool,
@@ -101,10 +103,10 @@ impl Reaper {
         self.running.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Hands an acked file to the thread, starting it first if need be. Returns the path back when
-    /// there is no thread to take it (a forked child, a thread that cannot be started): the caller
-    /// deletes it then.
-    pub fn delete_later(&self, path: PathBuf) -> Result<(), PathBuf> {
+    /// Hands an acked file to the thread, starting it first if need be. Returns it back when there
+    /// is no thread to take it (a forked child, a thread that cannot be started): the caller deletes
+    /// it then.
+    pub fn delete_later(&self, path: Acked) -> Result<(), Acked> {
         let pid = std::process::id();
         let queue = {
             let mut running = self.lock();
@@ -215,10 +217,10 @@ fn reap(queue: &Queue, done: &mpsc::Sender<()>) {
             queue.wake.notify_one();
         }
         drop(pending);
-        for path in batch {
+        for (dir, name) in batch {
             // A failure leaves the file where the session's close or the next recovery deletes it;
             // an acked file is never an entry again, wherever it stays.
-            let _ = fsio::unlink(&path);
+            let _ = fsio::unlink_at(&dir, &name);
         }
         pending = queue.lock();
     }

@@ -7,13 +7,14 @@ use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use rustix::fs::{FlockOperation, flock};
 
 use crate::entry::{self, CorruptReason, EntryName};
 use crate::error::{Result, SpoolError};
-use crate::fsio;
+use crate::fsio::{self, Dir};
 use crate::id::EntryId;
 use crate::layout::{Layout, names_in};
 use crate::quarantine::quarantine;
@@ -53,11 +54,15 @@ impl SessionDir {
 /// when the session starts if it can be; else taken over from a dead session whose directory recovery
 /// emptied (a rename, which needs no block); else made at its first use (a write or a signal slot
 /// for `writing/`, a claim for `claimed/`), where failing is that use's error.
+///
+/// Each is held open from its first use ([`Dir`]), so that the entries' calls are relative to it.
 #[derive(Debug)]
 pub(crate) struct OwnDirs {
     sid: String,
     writing: AtomicBool,
     claimed: AtomicBool,
+    writing_dir: OnceLock<Arc<Dir>>,
+    claimed_dir: OnceLock<Arc<Dir>>,
 }
 
 impl OwnDirs {
@@ -65,6 +70,13 @@ impl OwnDirs {
         match which {
             SessionDir::Writing => &self.writing,
             SessionDir::Claimed => &self.claimed,
+        }
+    }
+
+    fn open_slot(&self, which: SessionDir) -> &OnceLock<Arc<Dir>> {
+        match which {
+            SessionDir::Writing => &self.writing_dir,
+            SessionDir::Claimed => &self.claimed_dir,
         }
     }
 
@@ -78,19 +90,36 @@ impl OwnDirs {
         self.flag(which).load(Ordering::Acquire)
     }
 
-    /// The directory, made now (and fsynced into its parent) if it is not there yet.
-    pub fn ensure(&self, layout: &Layout, which: SessionDir) -> Result<PathBuf> {
-        let path = self.path(layout, which);
-        if self.has(which) {
-            return Ok(path);
+    /// The directory, made now (and fsynced into its parent) if it is not there yet, held open.
+    pub fn ensure(&self, layout: &Layout, which: SessionDir) -> Result<&Arc<Dir>> {
+        if let Some(dir) = self.open_slot(which).get() {
+            return Ok(dir);
         }
-        // fsynced into its parent: an entry renamed into `claimed/<sid>/` must not vanish with its
-        // directory after a power loss (claims themselves are not fsynced, FORMAT.md).
-        let parent = which.parent(layout);
-        fsio::create_dir(&path).map_err(|e| SpoolError::io("create directory", &path, e))?;
-        fsio::sync_dir_at(parent).map_err(|e| SpoolError::io("fsync", parent, e))?;
-        self.flag(which).store(true, Ordering::Release);
-        Ok(path)
+        let path = self.path(layout, which);
+        if !self.has(which) {
+            // fsynced into its parent: an entry renamed into `claimed/<sid>/` must not vanish with
+            // its directory after a power loss (claims themselves are not fsynced, FORMAT.md).
+            let parent = which.parent(layout);
+            fsio::create_dir(&path).map_err(|e| SpoolError::io("create directory", &path, e))?;
+            fsio::sync_dir_at(parent).map_err(|e| SpoolError::io("fsync", parent, e))?;
+            self.flag(which).store(true, Ordering::Release);
+        }
+        self.opened(which, &path)
+    }
+
+    /// The directory held open, if it is there: never made here (a claim's settle, which needs the
+    /// directory its claim is in).
+    pub fn existing(&self, layout: &Layout, which: SessionDir) -> Result<&Arc<Dir>> {
+        if let Some(dir) = self.open_slot(which).get() {
+            return Ok(dir);
+        }
+        self.opened(which, &self.path(layout, which))
+    }
+
+    fn opened(&self, which: SessionDir, path: &Path) -> Result<&Arc<Dir>> {
+        let dir = Dir::open(path).map_err(|e| SpoolError::io("open", path, e))?;
+        // Two threads may open it at once: one of the two is kept.
+        Ok(self.open_slot(which).get_or_init(|| Arc::new(dir)))
     }
 
     /// Takes over `dead`, an emptied directory of a dead session, as this session's own, if this
@@ -131,6 +160,8 @@ impl Session {
                 sid: sid.clone(),
                 writing: AtomicBool::new(false),
                 claimed: AtomicBool::new(false),
+                writing_dir: OnceLock::new(),
+                claimed_dir: OnceLock::new(),
             };
             for which in [SessionDir::Writing, SessionDir::Claimed] {
                 // A directory that cannot be made (a full disk) is taken over from a dead session by

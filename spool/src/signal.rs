@@ -115,7 +115,8 @@ impl SignalSlot {
 
     /// Makes this session's `writing/<sid>/` if needed, and the empty slot file in it.
     fn prepare(inner: &Inner) -> Result<Prepared> {
-        let writing_path = inner.own.ensure(&inner.layout, SessionDir::Writing)?;
+        let writing_path = inner.own.ensure(&inner.layout, SessionDir::Writing)?.path().to_path_buf();
+        // The slot holds a descriptor of its own, which its commit uses.
         let writing_dir = open_dir_at(CWD, &writing_path)?;
         let slot_name = format!(".slot-{}", EntryId::generate());
         let file = openat(

@@ -1,7 +1,6 @@
 //! The spool handle: open, durable write, claim, rescan, limits and eviction.
 
 use std::collections::BTreeSet;
-use std::fs::File;
 use std::io;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -12,7 +11,7 @@ use crate::claim::Claim;
 use crate::counters;
 use crate::entry::{self, CorruptReason, EntryName, HEADER_LEN, Header};
 use crate::error::{Result, SpoolError};
-use crate::fsio;
+use crate::fsio::{self, Dir};
 use crate::id::{EntryId, now_millis};
 use crate::kind::Kind;
 use crate::layout::{Layout, names_in};
@@ -90,7 +89,8 @@ pub struct Spool {
 pub(crate) struct Inner {
     pub layout: Layout,
     pub sid: String,
-    ready_dir: File,
+    /// `ready/`, held open: claims, releases and writes name their entries relative to it.
+    ready: Dir,
     limits: Limits,
     rescan_interval: Duration,
     index: Mutex<Index>,
@@ -163,19 +163,18 @@ impl Spool {
             // Opening for work needs the state directories; a spool made by `create` has them.
             layout.create_state_dirs(false)?;
         }
-        let ready_dir =
-            fsio::open_dir(&layout.ready).map_err(|e| SpoolError::io("open", &layout.ready, e))?;
+        let ready = Dir::open(&layout.ready).map_err(|e| SpoolError::io("open", &layout.ready, e))?;
         let (session, own) = Session::start(&layout)?;
         let defer_deletes = match options.deletes {
             Deletes::Background => true,
             Deletes::Inline => false,
-            Deletes::Auto => !frees_no_blocks(&ready_dir),
+            Deletes::Auto => !frees_no_blocks(&ready),
         };
         let inner = Inner {
             own,
             sid: session.sid.clone(),
             layout,
-            ready_dir,
+            ready,
             limits: options.limits,
             rescan_interval: options.rescan_interval,
             index: Mutex::new(Index::default()),
@@ -256,25 +255,24 @@ impl Spool {
         let header = Header { kind, flags, id, created_millis: now_millis(), body_len: body.len() as u64 };
         let name = EntryName::new(kind, id, size);
         let file_name = name.to_string();
-        let tmp = inner.own.ensure(&inner.layout, SessionDir::Writing)?.join(&file_name);
-        let target = inner.layout.ready.join(&file_name);
+        let writing = inner.own.ensure(&inner.layout, SessionDir::Writing)?;
         let written = (|| -> io::Result<()> {
-            let mut file = fsio::create_new(&tmp)?;
+            let mut file = fsio::create_new_at(writing, &file_name)?;
             fsio::write_all(&mut file, &header.encode(&[body]))?;
             fsio::write_all(&mut file, body)?;
             fsio::sync(&file)?;
             drop(file);
-            fsio::rename(&tmp, &target)
+            fsio::rename_at(writing, &file_name, &inner.ready, &file_name)
         })();
         if let Err(e) = written {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(SpoolError::io("write", &tmp, e));
+            fsio::remove_quietly_at(writing, &file_name);
+            return Err(SpoolError::io("write", writing.join(&file_name), e));
         }
-        if let Err(e) = fsio::sync_dir(&inner.ready_dir) {
+        if let Err(e) = fsio::sync_dir(&inner.ready) {
             // The rename may not survive a crash, and the caller is told the entry was not written:
             // take it out of ready/ again so that it is not delivered behind the caller's back (a
             // claimer that took it in the meantime keeps it; a failed fsync is never retried).
-            let _ = std::fs::remove_file(&target);
+            fsio::remove_quietly_at(&inner.ready, &file_name);
             return Err(SpoolError::io("fsync", &inner.layout.ready, e));
         }
         inner.lock_index().insert_ready(name);
@@ -339,7 +337,7 @@ impl Spool {
     pub fn claim(&self) -> Result<Option<Claim>> {
         let inner = &self.inner;
         loop {
-            let name = {
+            let taken = {
                 let mut index = inner.lock_index();
                 let stale = index.scanned.is_none_or(|t| t.elapsed() >= inner.rescan_interval);
                 if stale || index.ready.is_empty() {
@@ -357,11 +355,11 @@ impl Spool {
                     }
                 };
                 let file_name = name.to_string();
-                match fsio::rename(&inner.layout.ready.join(&file_name), &claimed_dir.join(&file_name)) {
+                match fsio::rename_at(&inner.ready, &file_name, claimed_dir, &file_name) {
                     Ok(()) => {
                         index.claimed_entries += 1;
                         index.claimed_bytes += name.size();
-                        name
+                        (name, file_name, claimed_dir)
                     }
                     // Another claimer took it, or it was evicted: it is not ours.
                     Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
@@ -371,14 +369,15 @@ impl Spool {
                     }
                 }
             };
-            let path = inner.own.path(&inner.layout, SessionDir::Claimed).join(name.to_string());
-            let bytes = match fsio::read(&path) {
+            let (name, file_name, claimed_dir) = taken;
+            // The name gives the size: one read, no fstat (fsio::read_entry_at).
+            let bytes = match fsio::read_entry_at(claimed_dir, &file_name, name.size()) {
                 Ok(bytes) => bytes,
                 Err(e) if fsio::is_transient(&e) => {
                     // Says nothing about the entry (no file descriptor or memory left for a moment):
                     // it goes back, and the caller tries again later.
                     let _ = inner.settle(&name, Settle::Release);
-                    return Err(SpoolError::io("read", &path, e));
+                    return Err(SpoolError::io("read", claimed_dir.join(&file_name), e));
                 }
                 Err(e) => {
                     // An entry that cannot be read (an I/O error, a directory under an entry name)
@@ -628,22 +627,23 @@ impl Inner {
         index.claimed_bytes = index.claimed_bytes.saturating_sub(old.size()) + new.size();
     }
 
-    /// Acks the claimed entry at `path`: renames it to its acked name, for the reaper to delete in the
-    /// background (FORMAT.md, "Ack"). Where that cannot be done (the rename fails, no reaper thread in
-    /// this process), the entry is deleted here, as a format 1.0 ack does.
-    fn ack(&self, path: &Path, file_name: &str) -> io::Result<()> {
+    /// Acks the claimed entry `file_name` of `claimed` (this session's `claimed/<sid>/`): renames it
+    /// to its acked name, for the reaper to delete in the background (FORMAT.md, "Ack"). Where that
+    /// cannot be done (the rename fails, no reaper thread in this process), the entry is deleted
+    /// here, as a format 1.0 ack does.
+    fn ack(&self, claimed: &Arc<Dir>, file_name: &str) -> io::Result<()> {
         if !self.defer_deletes {
-            return fsio::unlink(path);
+            return fsio::unlink_at(claimed, file_name);
         }
-        let acked = reaper::acked_path(&self.layout.claimed.join(&self.sid), file_name);
-        if fsio::rename(path, &acked).is_err() {
-            return fsio::unlink(path);
+        let acked = reaper::acked_name(file_name);
+        if fsio::rename_at(claimed, file_name, claimed, &acked).is_err() {
+            return fsio::unlink_at(claimed, file_name);
         }
-        match self.reaper.delete_later(acked) {
+        match self.reaper.delete_later((claimed.clone(), acked)) {
             Ok(()) => Ok(()),
             // Acked already: from here on it is never an entry again, whether or not this succeeds.
-            Err(acked) => {
-                let _ = fsio::unlink(&acked);
+            Err((dir, acked)) => {
+                let _ = fsio::unlink_at(&dir, &acked);
                 Ok(())
             }
         }
@@ -652,13 +652,15 @@ impl Inner {
     /// Moves one of this session's claims: acked (deleted), released (back to ready) or quarantined.
     pub(crate) fn settle(&self, name: &EntryName, how: Settle<'_>) -> Result<()> {
         let file_name = name.to_string();
-        let path = self.layout.claimed.join(&self.sid).join(&file_name);
+        let claimed = self.own.existing(&self.layout, SessionDir::Claimed)?;
         let result = match how {
-            Settle::Ack => self.ack(&path, &file_name).map_err(|e| SpoolError::io("ack", &path, e)),
-            Settle::Release => fsio::rename(&path, &self.layout.ready.join(&file_name))
-                .map_err(|e| SpoolError::io("release", &path, e)),
+            Settle::Ack => {
+                self.ack(claimed, &file_name).map_err(|e| SpoolError::io("ack", claimed.join(&file_name), e))
+            }
+            Settle::Release => fsio::rename_at(claimed, &file_name, &self.ready, &file_name)
+                .map_err(|e| SpoolError::io("release", claimed.join(&file_name), e)),
             Settle::Quarantine(reason) => {
-                quarantine(&self.layout, &path, file_name.as_ref(), reason).map(|_| ())
+                quarantine(&self.layout, &claimed.join(&file_name), file_name.as_ref(), reason).map(|_| ())
             }
         };
         if result.is_ok() {
@@ -675,7 +677,7 @@ impl Inner {
 
 /// Whether the file system of `dir` keeps files in memory only (tmpfs, ramfs): an unlink there frees
 /// no blocks and issues no discard. Unknown is no.
-fn frees_no_blocks(dir: &File) -> bool {
+fn frees_no_blocks(dir: &Dir) -> bool {
     const TMPFS_MAGIC: u64 = 0x0102_1994;
     const RAMFS_MAGIC: u64 = 0x8584_58f6;
     #[allow(clippy::useless_conversion, reason = "f_type is i64 on some targets, u32 or i32 on others")]

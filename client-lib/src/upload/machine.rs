@@ -15,8 +15,9 @@
 //! ARCHITECTURE.md are properties of this file:
 //!
 //! - at most `window` claims are held (in flight, being sent, or being claimed: a claim task counts
-//!   its `want` from the moment it starts), and no claim starts while the bodies held reach
-//!   `window_bytes` (one always may, when nothing is held);
+//!   its `want` from the moment it starts, and what [`Action::ExtendClaim`] adds from the moment it
+//!   is added), and no claim starts or is extended while the bodies held reach `window_bytes` (one
+//!   always may, when nothing is held);
 //! - nothing is sent after a shutdown began; every unanswered claim is put back by the deadline;
 //! - a flush is answered Ok only when nothing is left to send: no claim held, no delete pending, and a
 //!   look at `ready/` *after* the last reason to look again (a wake-up, a put-back, a flush, a rescan)
@@ -32,8 +33,10 @@ use super::Level;
 use super::backoff::Backoff;
 use crate::protocol::Losses;
 
-/// The most entries one claim task takes: a window is filled in chunks of a quarter of it, at most
-/// this many, so that sending starts while the rest of the window is still being read from disk.
+/// The most entries a claim task starts with: a quarter of the window, at most this many. The task
+/// hands on what it takes as it goes ([`Event::ClaimedSome`]), so sending starts while the rest is
+/// still being read from disk, and it goes on as long as the window has room
+/// ([`Action::ExtendClaim`]): one task claims without a pause while answers keep coming.
 pub(crate) const MAX_CLAIM_CHUNK: usize = 64;
 
 /// How long to wait before looking at the spool again after it failed a scan or a claim.
@@ -187,6 +190,9 @@ pub(crate) enum Event<C> {
     /// The result of [`Action::Claim`]: the claims, whether `ready/` was found empty, and whether the
     /// next entry waiting is a crash report.
     Claimed { claims: Vec<C>, empty: bool, first_crash: bool },
+    /// Claims the claim task under way took so far; it goes on (its [`Event::Claimed`] comes at its
+    /// end, with the rest).
+    ClaimedSome(Vec<C>),
     /// [`Action::Claim`] failed (the spool): whatever it took was put back.
     ClaimFailed(String),
     /// The result of [`Action::Send`].
@@ -210,8 +216,12 @@ pub(crate) enum Action<C> {
     /// the spool) in the hello: answer [`Event::Connected`] or [`Event::ConnectFailed`].
     Connect { url: usize, losses: Losses },
     /// Start a claim task for up to `want` entries, stopping once their bodies reach `bytes` (the
-    /// first is always taken): answer [`Event::Claimed`] or [`Event::ClaimFailed`].
+    /// first is always taken): answer [`Event::ClaimedSome`] as it goes, then [`Event::Claimed`] or
+    /// [`Event::ClaimFailed`].
     Claim { want: usize, bytes: usize },
+    /// Let the claim task under way take up to `more` entries beyond its `want`, if it has not
+    /// stopped taking yet (if it has, this is dropped: its [`Event::Claimed`] is on its way).
+    ExtendClaim { more: usize },
     /// Encode and send these claims, with one flush: answer [`Event::Sent`]. Never inside `select!`.
     Send(Vec<C>),
     /// Settle these claims in the background: answer [`Event::Settled`] as they finish.
@@ -441,7 +451,7 @@ impl<C: Held> Machine<C> {
         if matches!(self.phase, Phase::Stopped) {
             // Nothing is done any more; a claim that still arrives goes back.
             match event {
-                Event::Claimed { claims, .. } => self.put_back(claims, out),
+                Event::Claimed { claims, .. } | Event::ClaimedSome(claims) => self.put_back(claims, out),
                 Event::Sent(outcome) => {
                     self.put_back(outcome.sent.into_iter().chain(outcome.unsent).collect(), out);
                 }
@@ -491,6 +501,13 @@ impl<C: Held> Machine<C> {
                 let started = self.claiming.take().map_or(self.generation, |(g, _)| g);
                 self.claimed(claims, Seen { generation: started, ready: !empty, first_crash }, now, out);
                 // `claimed` ran the step (so that the next claim starts before this send).
+                return;
+            }
+            Event::ClaimedSome(claims) => {
+                if let Some((generation, want)) = self.claiming {
+                    self.claiming = Some((generation, want.saturating_sub(claims.len())));
+                }
+                self.take_claims(claims, now, out);
                 return;
             }
             Event::ClaimFailed(e) => {
@@ -616,6 +633,11 @@ impl<C: Held> Machine<C> {
 
     fn claimed(&mut self, claims: Vec<C>, seen: Seen, now: Instant, out: &mut Vec<Action<C>>) {
         self.seen = Some(seen);
+        self.take_claims(claims, now, out);
+    }
+
+    /// Claims that a claim task took: sent, or put back when they cannot be. Runs the step.
+    fn take_claims(&mut self, claims: Vec<C>, now: Instant, out: &mut Vec<Action<C>>) {
         let paused = self.pause_until.is_some_and(|p| now < p);
         let sendable = matches!(self.phase, Phase::Connected(_)) && self.stopping.is_none() && !paused;
         if !sendable {
@@ -634,9 +656,11 @@ impl<C: Held> Machine<C> {
             self.step(now, out);
             return;
         }
-        let bytes = claims.iter().map(Held::size).sum();
+        let bytes: usize = claims.iter().map(Held::size).sum();
         let crash = claims.iter().any(Held::is_crash);
-        self.sending = Some((claims.len(), bytes, crash));
+        // One send at a time: the shell carries each out (and reports it) before the next event.
+        let (n0, b0, c0) = self.sending.unwrap_or_default();
+        self.sending = Some((n0 + claims.len(), b0 + bytes, c0 || crash));
         // The next claim task (if there is room) reads the disk while these are sent.
         self.step(now, out);
         out.push(Action::Send(claims));
@@ -847,20 +871,31 @@ impl<C: Held> Machine<C> {
         let exhausted = self.seen.is_some_and(|s| s.generation == self.generation && !s.ready);
         let paused = self.pause_until.is_some();
         let (sending, sending_bytes) = self.sending.map_or((0, 0), |(n, b, _)| (n, b));
-        let held = self.in_flight.len() + sending;
+        // A claim task under way holds its want.
+        let claiming = self.claiming.map_or(0, |(_, want)| want);
+        let held = self.in_flight.len() + sending + claiming;
         let held_bytes = self.held_bytes + sending_bytes;
-        if self.claiming.is_none()
-            && !exhausted
+        let room = !exhausted
             && !paused
             && self.spool_retry_at.is_none()
             && held < session.window
-            && (held_bytes < self.s.window_bytes || held == 0)
-        {
-            // In chunks, so that the first reports leave while the next ones are read.
-            let chunk = (session.window / 4).clamp(1, MAX_CLAIM_CHUNK);
-            let want = (session.window - held).min(chunk);
-            self.claiming = Some((self.generation, want));
-            out.push(Action::Claim { want, bytes: self.s.window_bytes.saturating_sub(held_bytes) });
+            && (held_bytes < self.s.window_bytes || held == 0);
+        match self.claiming {
+            Some((generation, want)) if room => {
+                // The task under way goes on: it claims while answers free the window, without the
+                // pause between two tasks. (Its byte bound stays the one it started with.)
+                let more = session.window - held;
+                self.claiming = Some((generation, want + more));
+                out.push(Action::ExtendClaim { more });
+            }
+            None if room => {
+                // A first chunk, so that the first reports leave while the next ones are read.
+                let chunk = (session.window / 4).clamp(1, MAX_CLAIM_CHUNK);
+                let want = (session.window - held).min(chunk);
+                self.claiming = Some((self.generation, want));
+                out.push(Action::Claim { want, bytes: self.s.window_bytes.saturating_sub(held_bytes) });
+            }
+            _ => {}
         }
         let idle = held == 0 && self.claiming.is_none() && (exhausted || paused);
         if idle && now >= session.last_work + self.s.idle_close {

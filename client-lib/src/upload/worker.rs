@@ -11,12 +11,12 @@ use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, mpsc};
+use std::sync::{Arc, Mutex, MutexGuard, mpsc};
 
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use lastword_spool::{Claim, EntryId, Kind, Spool};
-use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::{Instant, sleep_until, timeout};
 use tokio_tungstenite::Connector;
@@ -39,6 +39,10 @@ const MAX_SETTLE_TASKS: usize = 6;
 
 /// The most messages read in one go, so that their deletes share one disk batch.
 const MAX_READ_BATCH: usize = 1024;
+
+/// A claim task hands on what it took every this many claims ([`Event::ClaimedSome`]), so that they
+/// are sent while it goes on.
+const CLAIM_PART: usize = 16;
 
 /// A claim, and what the prepare step made of it. Prepared on the blocking pool right after it was
 /// claimed, inside the claim task: preparing may symbolize a crash report and rewrite its entry
@@ -79,6 +83,22 @@ struct ClaimProgress {
     taken: AtomicUsize,
     /// A claim is under way (set before the stop flag is read).
     busy: AtomicBool,
+    /// How many more claims the task may take (its want, and what [`Action::ExtendClaim`] adds).
+    credit: Mutex<Credit>,
+}
+
+#[derive(Default)]
+struct Credit {
+    left: usize,
+    /// The task took its last claim: an extension now comes too late, and is dropped (the machine
+    /// learns of the end from the task's [`Event::Claimed`]).
+    closed: bool,
+}
+
+impl ClaimProgress {
+    fn credit(&self) -> MutexGuard<'_, Credit> {
+        self.credit.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 /// What a claim task took.
@@ -90,27 +110,50 @@ struct Claimed {
     first_crash: bool,
 }
 
-/// Claims being taken from the spool on the blocking pool (one at a time).
+/// Claims being taken from the spool on the blocking pool (one task at a time), handed on as they
+/// are taken.
 struct ClaimTask {
     handle: JoinHandle<Result<Claimed, String>>,
     progress: Arc<ClaimProgress>,
+    /// What the task took so far, in parts of [`CLAIM_PART`].
+    parts: UnboundedReceiver<Vec<Taken>>,
+    /// Claims received in parts (the machine has them).
+    received: usize,
 }
 
 impl ClaimTask {
-    /// Waits for the task in `slot` and empties the slot.
+    /// Waits for the next part the task in `slot` hands on ([`Event::ClaimedSome`]) or for its end;
+    /// at the end, empties the slot, and the parts it handed on that were not received yet come
+    /// first.
     ///
     /// # Cancel safety
-    /// Cancel-safe: the slot is emptied in the same poll that takes the result, so if this future is
-    /// dropped first the task goes on and is still in the slot.
-    async fn finish(slot: &mut Option<ClaimTask>) -> Event<Taken> {
+    /// Cancel-safe: a part is taken from the channel only in the poll that returns it, and the slot is
+    /// emptied in the same poll that takes the task's result, so if this future is dropped first the
+    /// task goes on and is still in the slot.
+    async fn next(slot: &mut Option<ClaimTask>) -> Vec<Event<Taken>> {
         let Some(task) = slot.as_mut() else { return std::future::pending().await };
-        let result = (&mut task.handle).await;
+        let result = tokio::select! {
+            biased;
+            Some(part) = task.parts.recv() => {
+                task.received += part.len();
+                return vec![Event::ClaimedSome(part)];
+            }
+            result = &mut task.handle => result,
+        };
+        let mut early = Vec::new();
+        while let Ok(part) = task.parts.try_recv() {
+            early.extend(part);
+        }
         *slot = None;
         match result {
-            Ok(Ok(Claimed { claims, empty, first_crash })) => Event::Claimed { claims, empty, first_crash },
-            Ok(Err(e)) => Event::ClaimFailed(e),
+            Ok(Ok(Claimed { claims, empty, first_crash })) => {
+                early.extend(claims);
+                vec![Event::Claimed { claims: early, empty, first_crash }]
+            }
+            Ok(Err(e)) if early.is_empty() => vec![Event::ClaimFailed(e)],
+            Ok(Err(e)) => vec![Event::ClaimedSome(early), Event::ClaimFailed(e)],
             // A failed task dropped its claims, which put them back.
-            Err(e) => Event::ClaimFailed(format!("claim task failed: {e}")),
+            Err(e) => vec![Event::ClaimFailed(format!("claim task failed: {e}"))],
         }
     }
 }
@@ -131,6 +174,7 @@ struct Connection {
 enum Got {
     Control(Option<Control>),
     Event(Event<Taken>),
+    Events(Vec<Event<Taken>>),
     Settled(Result<(tokio::task::Id, SettleResults), tokio::task::JoinError>),
     /// Boxed: an open websocket is large.
     Connected(Box<(Result<Connected, ConnectError>, Losses)>),
@@ -306,7 +350,7 @@ impl Worker {
         let Self { rx, claiming, settles, connecting, conn, .. } = self;
         let got = tokio::select! {
             c = rx.recv() => Got::Control(c),
-            e = ClaimTask::finish(claiming), if claiming.is_some() => Got::Event(e),
+            e = ClaimTask::next(claiming), if claiming.is_some() => Got::Events(e),
             Some(r) = settles.join_next_with_id(), if !settles.is_empty() => Got::Settled(r),
             (r, losses) = async { connecting.as_mut().expect("guarded by the condition").await },
                 if connecting.is_some() => Got::Connected(Box::new((r, losses))),
@@ -316,6 +360,7 @@ impl Worker {
         match got {
             Got::Control(c) => vec![self.control(c)],
             Got::Event(e) => vec![e],
+            Got::Events(e) => e,
             Got::Settled(r) => vec![self.settled(r)],
             Got::Connected(connected) => {
                 let (r, losses) = *connected;
@@ -444,6 +489,15 @@ impl Worker {
                 self.claiming = Some(self.start_claims(want, bytes));
                 Vec::new()
             }
+            Action::ExtendClaim { more } => {
+                if let Some(task) = &self.claiming {
+                    let mut credit = task.progress.credit();
+                    if !credit.closed {
+                        credit.left += more;
+                    }
+                }
+                Vec::new()
+            }
             Action::Send(claims) => vec![Event::Sent(self.send_claims(claims).await)],
             Action::Settle(settles) => self.settle(settles).await,
             Action::PutBack(claims) => {
@@ -481,7 +535,9 @@ impl Worker {
                     task.progress.stop.store(true, Ordering::SeqCst);
                     // A claim under way counts too: it may be taking an entry now.
                     let busy = u64::from(task.progress.busy.load(Ordering::SeqCst));
-                    let taken = task.progress.taken.load(Ordering::SeqCst) as u64;
+                    // Those received in parts are the machine's (put back by it), not lingering.
+                    let taken =
+                        task.progress.taken.load(Ordering::SeqCst).saturating_sub(task.received) as u64;
                     self.lingering += taken + busy;
                     self.record_error(format!(
                         "a claim task was still running at the deadline; its {} entries go back when it ends",
@@ -596,50 +652,20 @@ impl Worker {
         None
     }
 
-    /// Starts claiming up to `want` entries on the blocking pool, stopping once their bodies reach
-    /// `bytes` (the first is always taken), or when told to stop. Each claim is prepared there too,
-    /// as soon as it is taken ([`Taken`]).
+    /// Starts claiming up to `want` entries on the blocking pool, and as many more as
+    /// [`Action::ExtendClaim`] allows while it runs, stopping once their bodies reach `bytes` (the
+    /// first is always taken), or when told to stop. Each claim is prepared there too, as soon as it
+    /// is taken ([`Taken`]), and handed on every [`CLAIM_PART`] claims.
     fn start_claims(&self, want: usize, bytes: usize) -> ClaimTask {
         let spool = self.spool.clone();
         let config = self.config.clone();
         let progress = Arc::new(ClaimProgress::default());
+        progress.credit().left = want;
         let shared = progress.clone();
-        let handle = tokio::task::spawn_blocking(move || {
-            let mut claims: Vec<Taken> = Vec::with_capacity(want);
-            let mut taken = 0usize;
-            let mut empty = false;
-            while claims.len() < want && (claims.is_empty() || taken < bytes) {
-                // Busy before the stop flag is read: whoever sets the flag and then reads `busy`
-                // counts a claim that starts now.
-                shared.busy.store(true, Ordering::SeqCst);
-                if shared.stop.load(Ordering::SeqCst) {
-                    shared.busy.store(false, Ordering::SeqCst);
-                    break;
-                }
-                let claimed = spool.claim();
-                if let Ok(Some(c)) = &claimed {
-                    taken += c.body().len();
-                    shared.taken.fetch_add(1, Ordering::SeqCst);
-                }
-                shared.busy.store(false, Ordering::SeqCst);
-                match claimed {
-                    Ok(Some(mut claim)) => {
-                        let prepared = prepare(&config, &mut claim);
-                        claims.push(Taken { claim, prepared });
-                    }
-                    Ok(None) => {
-                        empty = true;
-                        break;
-                    }
-                    Err(e) if claims.is_empty() => return Err(format!("spool: {e}")),
-                    // Send what was taken; the next task meets the error again if it lasts.
-                    Err(_) => break,
-                }
-            }
-            let first_crash = spool.first_ready_kind() == Some(Kind::Crash);
-            Ok(Claimed { claims, empty, first_crash })
-        });
-        ClaimTask { handle, progress }
+        let (parts_tx, parts) = unbounded_channel();
+        let handle =
+            tokio::task::spawn_blocking(move || claim_task(&spool, &config, &shared, bytes, &parts_tx));
+        ClaimTask { handle, progress, parts, received: 0 }
     }
 
     /// Sends prepared claims with one flush. On a failed send the rest are returned unsent.
@@ -789,6 +815,69 @@ impl Worker {
             deferred.retain(|id| waiting.contains(id));
         }
     }
+}
+
+/// A claim task's work (see [`Worker::start_claims`]), on the blocking pool.
+fn claim_task(
+    spool: &Spool,
+    config: &UploaderConfig,
+    shared: &ClaimProgress,
+    bytes: usize,
+    parts: &UnboundedSender<Vec<Taken>>,
+) -> Result<Claimed, String> {
+    let mut claims: Vec<Taken> = Vec::with_capacity(CLAIM_PART);
+    let mut count = 0usize;
+    let mut taken = 0usize;
+    let mut empty = false;
+    loop {
+        {
+            let mut credit = shared.credit();
+            if credit.left == 0 || (count > 0 && taken >= bytes) {
+                credit.closed = true;
+                break;
+            }
+            credit.left -= 1;
+        }
+        // Busy before the stop flag is read: whoever sets the flag and then reads `busy` counts a
+        // claim that starts now.
+        shared.busy.store(true, Ordering::SeqCst);
+        if shared.stop.load(Ordering::SeqCst) {
+            shared.busy.store(false, Ordering::SeqCst);
+            break;
+        }
+        let claimed = spool.claim();
+        if let Ok(Some(c)) = &claimed {
+            taken += c.body().len();
+            count += 1;
+            shared.taken.fetch_add(1, Ordering::SeqCst);
+        }
+        shared.busy.store(false, Ordering::SeqCst);
+        match claimed {
+            Ok(Some(mut claim)) => {
+                let prepared = prepare(config, &mut claim);
+                claims.push(Taken { claim, prepared });
+                if claims.len() == CLAIM_PART
+                    && parts.send(std::mem::replace(&mut claims, Vec::with_capacity(CLAIM_PART))).is_err()
+                {
+                    // Nobody receives them any more (the task was let go): they go back as they drop.
+                    break;
+                }
+            }
+            Ok(None) => {
+                empty = true;
+                break;
+            }
+            Err(e) if claims.is_empty() => {
+                shared.credit().closed = true;
+                return Err(format!("spool: {e}"));
+            }
+            // Send what was taken; the next task meets the error again if it lasts.
+            Err(_) => break,
+        }
+    }
+    shared.credit().closed = true;
+    let first_crash = spool.first_ready_kind() == Some(Kind::Crash);
+    Ok(Claimed { claims, empty, first_crash })
 }
 
 /// The loss counters to send in hello: the application's, and the spool's evictions and quarantined

@@ -355,6 +355,48 @@ fn claims_that_arrive_during_a_pause_go_back_unsent() {
     assert!(t.m.deferred().contains(&id), "the deferred one stays deferred");
 }
 
+fn extension_of(actions: &[Action<Fake>]) -> Option<usize> {
+    actions.iter().find_map(|a| match a {
+        Action::ExtendClaim { more } => Some(*more),
+        _ => None,
+    })
+}
+
+#[test]
+fn a_claim_task_hands_on_what_it_took_and_goes_on_as_answers_free_the_window() {
+    let (mut t, want) = T::connected(settings());
+    assert_eq!(want, 2);
+    // The first claim of the task: sent at once, and the task may take the rest of the window.
+    let a = t.on(Event::ClaimedSome(vec![fake(10)]));
+    assert!(claim_of(&a).is_none(), "one claim task at a time");
+    assert_eq!(extension_of(&a), Some(6), "{a:?}");
+    let sent = sends(a);
+    assert_eq!(sent.len(), 1);
+    let a = t.on(sent_all(sent.clone()));
+    assert_eq!(extension_of(&a), None, "the window is held: 1 in flight, 7 being claimed");
+    // An answer while the task runs: the task is let take one more, no new task waits for its end.
+    let a = t.on(Event::Received(vec![(sent[0].id, Verdict::Accepted)]));
+    assert!(claim_of(&a).is_none(), "{a:?}");
+    assert_eq!(extension_of(&a), Some(1), "{a:?}");
+    // The task's end carries the rest; a new task starts only then.
+    let rest: Vec<Fake> = (0..8).map(|_| fake(10)).collect();
+    let a = t.on(Event::Claimed { claims: rest, empty: false, first_crash: false });
+    assert_eq!(sends(a).len(), 8);
+    assert_eq!(t.m.outstanding().len(), 9, "every claim handed on is counted once");
+}
+
+#[test]
+fn claims_handed_on_after_the_shutdown_began_go_back_unsent_and_the_task_is_not_extended() {
+    let (mut t, _) = T::connected(settings());
+    let deadline = t.now + Duration::from_secs(2);
+    t.on(Event::Shutdown { deadline, hard: deadline + Duration::from_millis(500) });
+    let unsent = fake(10);
+    let a = t.on(Event::ClaimedSome(vec![unsent.clone()]));
+    assert_eq!(extension_of(&a), None, "{a:?}");
+    assert!(has(&a, |a| matches!(a, Action::PutBack(_))) && sends(a).is_empty());
+    assert!(!t.m.outstanding().contains(&unsent.id), "given back as it was found: not counted");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Flush answers
 // ---------------------------------------------------------------------------------------------
@@ -621,13 +663,31 @@ fn shutdown_while_connecting_stops_trying_and_answers_flushes_stopped() {
 
 #[derive(Clone, Debug)]
 enum Op {
-    Write { size: usize, crash: bool },
-    FinishClaim { fail: bool },
+    Write {
+        size: usize,
+        crash: bool,
+    },
+    FinishClaim {
+        fail: bool,
+    },
+    /// The claim task hands on up to this many of what it takes, and goes on.
+    PartClaim(usize),
     FinishConnect(u8),
-    Answer { pick: usize, verdict: u8, delay_ms: u64 },
-    FinishSettle { pick: usize, fail: bool },
+    Answer {
+        pick: usize,
+        verdict: u8,
+        delay_ms: u64,
+    },
+    FinishSettle {
+        pick: usize,
+        fail: bool,
+    },
     Advance(u64),
-    Flush { at_exit: bool, crashes: bool, timeout_ms: u64 },
+    Flush {
+        at_exit: bool,
+        crashes: bool,
+        timeout_ms: u64,
+    },
     StreamEnd,
 }
 
@@ -635,6 +695,7 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         3 => (1usize..600, any::<bool>()).prop_map(|(size, crash)| Op::Write { size, crash }),
         4 => (prop::bool::weighted(0.1)).prop_map(|fail| Op::FinishClaim { fail }),
+        2 => (1usize..4).prop_map(Op::PartClaim),
         2 => (0u8..4).prop_map(Op::FinishConnect),
         4 => (any::<usize>(), 0u8..5, 0u64..3000).prop_map(|(pick, verdict, delay_ms)| Op::Answer { pick, verdict, delay_ms }),
         3 => (any::<usize>(), prop::bool::weighted(0.1)).prop_map(|(pick, fail)| Op::FinishSettle { pick, fail }),
@@ -648,7 +709,10 @@ fn op() -> impl Strategy<Value = Op> {
 struct Sim {
     t: T,
     ready: BTreeMap<EntryId, Fake>,
+    /// The claim task under way: how many more it may take, and the bytes left of its bound.
     claim_task: Option<(usize, usize)>,
+    /// What the task under way took so far (its first claim is always taken).
+    claim_took: usize,
     connecting: bool,
     connected: bool,
     unanswered: Vec<EntryId>,
@@ -668,6 +732,7 @@ impl Sim {
             t,
             ready: BTreeMap::new(),
             claim_task: None,
+            claim_took: 0,
             connecting: false,
             connected: false,
             unanswered: Vec::new(),
@@ -715,6 +780,21 @@ impl Sim {
                     assert!(held + want <= m.s.window, "window: {held} held + {want}");
                     assert!(held == 0 || m.held_bytes + sending.1 < m.s.window_bytes, "window_bytes");
                     self.claim_task = Some((want, bytes));
+                    self.claim_took = 0;
+                    None
+                }
+                Action::ExtendClaim { more } => {
+                    assert!(!self.stopping, "no claim after the shutdown began");
+                    // An extension of a task that ended is dropped, as the shell drops it.
+                    if let Some((want, bytes)) = self.claim_task {
+                        let held = m.in_flight.len() + m.sending.map_or(0, |s| s.0) + want;
+                        assert!(held + more <= m.s.window, "window: {held} held + {more} more");
+                        assert!(
+                            m.held_bytes + m.sending.map_or(0, |s| s.1) < m.s.window_bytes,
+                            "window_bytes"
+                        );
+                        self.claim_task = Some((want + more, bytes));
+                    }
                     None
                 }
                 Action::Send(claims) => {
@@ -784,6 +864,21 @@ impl Sim {
         self.check_conservation();
     }
 
+    /// What the claim task takes next: up to `want` entries, crashes first (as the spool's order has
+    /// it), until their bodies reach `bytes` (its first claim is always taken).
+    fn take_ready(&mut self, want: usize, bytes: usize) -> Vec<Fake> {
+        let mut claims = Vec::new();
+        let mut taken = 0;
+        while claims.len() < want && ((self.claim_took == 0 && claims.is_empty()) || taken < bytes) {
+            let next = self.ready.values().find(|f| f.crash).or_else(|| self.ready.values().next());
+            let Some(id) = next.map(|f| f.id) else { break };
+            let f = self.ready.remove(&id).expect("listed");
+            taken += f.size;
+            claims.push(f);
+        }
+        claims
+    }
+
     /// Every entry is in exactly one place.
     fn check_conservation(&self) {
         let mut seen = HashSet::new();
@@ -813,19 +908,21 @@ impl Sim {
                     self.event(Event::ClaimFailed("EIO".into()));
                     return;
                 }
-                let mut claims = Vec::new();
-                let mut taken = 0;
-                while claims.len() < want && (claims.is_empty() || taken < bytes) {
-                    // Crashes first, as the spool's order has it.
-                    let next = self.ready.values().find(|f| f.crash).or_else(|| self.ready.values().next());
-                    let Some(id) = next.map(|f| f.id) else { break };
-                    let f = self.ready.remove(&id).expect("listed");
-                    taken += f.size;
-                    claims.push(f);
-                }
+                let claims = self.take_ready(want, bytes);
                 let empty = self.ready.is_empty();
                 let first_crash = self.ready.values().any(|f| f.crash);
                 self.event(Event::Claimed { claims, empty, first_crash });
+            }
+            Op::PartClaim(n) => {
+                let Some((want, bytes)) = self.claim_task else { return };
+                let claims = self.take_ready(want.min(n), bytes);
+                if claims.is_empty() {
+                    return;
+                }
+                let size: usize = claims.iter().map(|c| c.size).sum();
+                self.claim_task = Some((want - claims.len(), bytes.saturating_sub(size)));
+                self.claim_took += claims.len();
+                self.event(Event::ClaimedSome(claims));
             }
             Op::FinishConnect(how) => {
                 if !self.connecting {
