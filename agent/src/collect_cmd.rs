@@ -64,14 +64,19 @@ pub struct LimitsArgs {
     /// rejected/too_large, beyond that the connection is closed (1009).
     #[arg(long, default_value_t = server::DEFAULT_MAX_MESSAGE_BYTES)]
     pub max_message_bytes: usize,
-    /// Connections served at once; the next handshake is refused with HTTP 503.
+    /// Authenticated sessions served at once (counted from an upgrade request with a valid token); the
+    /// next one is refused with HTTP 503.
     #[arg(long, default_value_t = server::DEFAULT_MAX_CONNECTIONS)]
     pub max_connections: usize,
+    /// Connections in their unauthenticated part (TLS and websocket handshakes) at once; one more is
+    /// closed at once. Each takes a file descriptor: keep it and --max-connections under `ulimit -n`.
+    #[arg(long, default_value_t = server::DEFAULT_MAX_HANDSHAKES)]
+    pub max_handshakes: usize,
     /// Reports a connection may have unanswered; one more closes it (1008).
     #[arg(long, default_value_t = server::DEFAULT_MAX_IN_FLIGHT)]
     pub max_in_flight: u32,
-    /// Time from TCP accept to the end of the TLS and websocket handshakes.
-    #[arg(long, default_value_t = server::DEFAULT_STEP_TIMEOUT_MS)]
+    /// Time from TCP accept to the end of the TLS and websocket handshakes (the unauthenticated part).
+    #[arg(long, default_value_t = server::DEFAULT_HANDSHAKE_TIMEOUT_MS)]
     pub handshake_timeout_ms: u64,
     /// Time from the handshake to the hello (4408 after it).
     #[arg(long, default_value_t = server::DEFAULT_STEP_TIMEOUT_MS)]
@@ -103,6 +108,7 @@ impl LimitsArgs {
         let Self {
             max_message_bytes,
             max_connections,
+            max_handshakes,
             max_in_flight,
             handshake_timeout_ms,
             hello_timeout_ms,
@@ -116,6 +122,7 @@ impl LimitsArgs {
         Limits {
             max_message_bytes,
             max_connections,
+            max_handshakes,
             max_in_flight,
             handshake_timeout_ms,
             hello_timeout_ms,

@@ -24,7 +24,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::TcpStream;
-use tokio::sync::oneshot;
+use tokio::sync::{OwnedSemaphorePermit, oneshot};
 use tokio::time::{Instant, timeout, timeout_at};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::error::ProtocolError;
@@ -33,7 +33,7 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 
 use super::committer::Job;
-use super::handshake::{self, Admission};
+use super::handshake;
 use super::{Limits, Shared};
 use crate::fingerprint;
 use crate::store::{AgentLosses, NewReport, Origin};
@@ -43,8 +43,14 @@ const CLOSE_LINGER: Duration = Duration::from_secs(5);
 /// The longest close reason (RFC 6455: 125 bytes of payload, 2 of them the code).
 const MAX_REASON: usize = 123;
 
-/// Serves one accepted TCP connection to its end. Never panics on anything the peer sends.
-pub(crate) async fn handle(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>, admission: Admission) {
+/// Serves one accepted TCP connection to its end. Never panics on anything the peer sends. `place` is
+/// its handshake place (`Limits::max_handshakes`), given back when the handshake ends, whichever way.
+pub(crate) async fn handle(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    place: OwnedSemaphorePermit,
+) {
     // Answers are small and latency matters more than packet count.
     let _ = tcp.set_nodelay(true);
     let deadline = Instant::now() + Duration::from_millis(shared.limits.handshake_timeout_ms);
@@ -56,22 +62,32 @@ pub(crate) async fn handle(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>
                 accepted = timeout_at(deadline, acceptor.accept(tcp)) => accepted,
             };
             if let Ok(Ok(tls)) = accepted {
-                upgrade(tls, peer, &shared, admission, deadline).await;
+                upgrade(tls, peer, &shared, place, deadline).await;
             }
         }
-        None => upgrade(tcp, peer, &shared, admission, deadline).await,
+        None => upgrade(tcp, peer, &shared, place, deadline).await,
     }
 }
 
-async fn upgrade<S>(stream: S, peer: SocketAddr, shared: &Shared, admission: Admission, deadline: Instant)
-where
+async fn upgrade<S>(
+    stream: S,
+    peer: SocketAddr,
+    shared: &Shared,
+    place: OwnedSemaphorePermit,
+    deadline: Instant,
+) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let admitted = matches!(admission, Admission::Admitted(_));
     let tokens = &shared.tokens;
+    // The session slot, taken when the request presents a valid token.
+    let mut session = None;
     // The error type is tungstenite's, whose Callback trait fixes it.
     #[allow(clippy::result_large_err)]
-    let callback = |request: &_, response| handshake::check(request, response, tokens, admitted);
+    let callback = |request: &_, response| {
+        let (response, slot) = handshake::check(request, response, tokens, &shared.sessions)?;
+        session = Some(slot);
+        Ok(response)
+    };
     let config = ws_config(&shared.limits);
     // A refused handshake has had its HTTP error response written by tungstenite: nothing more to do.
     let handshake = tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(config));
@@ -80,10 +96,12 @@ where
         () = shared.shutdown.cancelled() => return,
         upgraded = timeout_at(deadline, handshake) => upgraded,
     };
-    if let Ok(Ok(ws)) = upgraded {
+    // The unauthenticated part is over: its place goes to the next socket.
+    drop(place);
+    if let (Ok(Ok(ws)), Some(slot)) = (upgraded, session) {
         Connection::new(ws, peer, shared).serve().await;
+        drop(slot);
     }
-    drop(admission);
 }
 
 fn ws_config(limits: &Limits) -> WebSocketConfig {

@@ -34,6 +34,13 @@ pub use tls::{TlsError, server_config as tls_server_config};
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1 << 20;
 /// Default of [`Limits::max_connections`].
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// Default of [`Limits::max_handshakes`]: four times the sessions. An unauthenticated socket costs one
+/// file descriptor and a few KiB for at most [`DEFAULT_HANDSHAKE_TIMEOUT_MS`]; 4096 of them and the
+/// 1024 sessions fit in the 8192 descriptors of a typical service unit (`LimitNOFILE`), and a flood
+/// that fills the pool must sustain 800 new sockets a second to keep it full.
+pub const DEFAULT_MAX_HANDSHAKES: usize = 4096;
+/// Default of [`Limits::handshake_timeout_ms`]: the unauthenticated part of a connection is short.
+pub const DEFAULT_HANDSHAKE_TIMEOUT_MS: u64 = 5_000;
 /// Default of [`Limits::max_in_flight`].
 pub const DEFAULT_MAX_IN_FLIGHT: u32 = 256;
 /// Default of the handshake, hello and write timeouts, in milliseconds.
@@ -55,11 +62,16 @@ pub struct Limits {
     /// Longest report message read and stored; longer ones up to twice this are answered
     /// rejected/too_large, beyond that the connection is closed (1009).
     pub max_message_bytes: usize,
-    /// Connections served at once; the next handshake is refused with HTTP 503.
+    /// Authenticated sessions served at once (a connection counts from the moment its upgrade request
+    /// presented a valid token); the next one is refused with HTTP 503.
     pub max_connections: usize,
+    /// Connections in their unauthenticated part at once (from TCP accept to the end of the TLS and
+    /// websocket handshakes); a connection accepted beyond it is closed at once, without an answer.
+    pub max_handshakes: usize,
     /// Reports a connection may have unanswered; one more closes it (1008).
     pub max_in_flight: u32,
-    /// Time from TCP accept to the end of the TLS and websocket handshakes.
+    /// Time from TCP accept to the end of the TLS and websocket handshakes: how long an
+    /// unauthenticated socket may hold a place among the `max_handshakes`.
     pub handshake_timeout_ms: u64,
     /// Time from the handshake to the hello (4408 after it).
     pub hello_timeout_ms: u64,
@@ -83,8 +95,9 @@ impl Default for Limits {
         Self {
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_handshakes: DEFAULT_MAX_HANDSHAKES,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
-            handshake_timeout_ms: DEFAULT_STEP_TIMEOUT_MS,
+            handshake_timeout_ms: DEFAULT_HANDSHAKE_TIMEOUT_MS,
             hello_timeout_ms: DEFAULT_STEP_TIMEOUT_MS,
             idle_timeout_ms: DEFAULT_IDLE_TIMEOUT_MS,
             write_timeout_ms: DEFAULT_STEP_TIMEOUT_MS,
@@ -105,6 +118,9 @@ impl Limits {
         }
         if self.max_connections == 0 || self.max_connections > Semaphore::MAX_PERMITS {
             return bad("max-connections", "must be at least 1");
+        }
+        if self.max_handshakes == 0 || self.max_handshakes > Semaphore::MAX_PERMITS {
+            return bad("max-handshakes", "must be at least 1");
         }
         if self.max_in_flight == 0 {
             return bad("max-in-flight", "must be at least 1");
@@ -163,9 +179,6 @@ pub enum CollectError {
     Committer(String),
 }
 
-/// How many over-capacity handshakes may be answered 503 at once; beyond that they are dropped.
-const REFUSALS_AT_ONCE: usize = 64;
-
 /// What every connection task shares.
 struct Shared {
     limits: Limits,
@@ -173,7 +186,23 @@ struct Shared {
     tls: Option<TlsAcceptor>,
     jobs: mpsc::UnboundedSender<committer::Job>,
     queue_bytes: Arc<Semaphore>,
+    /// The authenticated sessions' slots ([`Limits::max_connections`]), taken in the upgrade.
+    sessions: Arc<Semaphore>,
     shutdown: CancellationToken,
+}
+
+/// Says (tracing, warn) when the handshakes and sessions allowed could take more file descriptors than
+/// the process may open: accepts would then fail before the limits are reached.
+fn warn_if_short_of_descriptors(limits: &Limits) {
+    let soft = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
+    let wanted = limits.max_handshakes.saturating_add(limits.max_connections).saturating_add(64);
+    let soft = soft.and_then(|s| usize::try_from(s).ok());
+    if let Some(soft) = soft.filter(|&soft| soft < wanted) {
+        tracing::warn!(
+            "the process may open {soft} file descriptors, fewer than max-handshakes + max-connections \
+             ({wanted} with a margin): raise `ulimit -n` or lower the limits"
+        );
+    }
 }
 
 /// Serves the collector on `listener` until `shutdown` completes, then stops accepting, lets every
@@ -202,10 +231,13 @@ pub async fn run<S: Store>(
         tokens: config.tokens,
         tls: config.tls.map(TlsAcceptor::from),
         jobs,
+        sessions: Arc::new(Semaphore::new(limits.max_connections)),
         shutdown: cancel.clone(),
     });
-    let connections = Arc::new(Semaphore::new(limits.max_connections));
-    let refusals = Arc::new(Semaphore::new(REFUSALS_AT_ONCE));
+    warn_if_short_of_descriptors(&limits);
+    // Two stages: every accepted socket takes one of the many handshake places, for the handshake
+    // deadline at most; only a valid token takes one of the few session slots (handshake.rs).
+    let handshakes = Arc::new(Semaphore::new(limits.max_handshakes));
     let tracker = TaskTracker::new();
     tokio::pin!(shutdown);
     loop {
@@ -215,15 +247,12 @@ pub async fn run<S: Store>(
         };
         match accepted {
             Ok((tcp, peer)) => {
-                let admission = match Arc::clone(&connections).try_acquire_owned() {
-                    Ok(permit) => handshake::Admission::Admitted(permit),
-                    Err(_) => match Arc::clone(&refusals).try_acquire_owned() {
-                        Ok(permit) => handshake::Admission::Full(permit),
-                        // Too many refusals in progress already: a flood; drop it without a word.
-                        Err(_) => continue,
-                    },
+                let Ok(place) = Arc::clone(&handshakes).try_acquire_owned() else {
+                    // Every handshake place is taken: a flood; close this one without a word.
+                    drop(tcp);
+                    continue;
                 };
-                tracker.spawn(connection::handle(tcp, peer, Arc::clone(&shared), admission));
+                tracker.spawn(connection::handle(tcp, peer, Arc::clone(&shared), place));
             }
             Err(e) => {
                 // Out of file descriptors, say: wait a little rather than spin; the connections

@@ -1,0 +1,111 @@
+//! The collector against hostile networks (issue 17, ingest): sockets that never authenticate do not
+//! keep an agent with a token out, a compression bomb costs its sender one report and the collector
+//! no more than the inflated limit, and a nonsensical limit stops the binary before it serves.
+
+#![allow(clippy::unwrap_used, reason = "test helpers: a failure is a test failure")]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use lastword::upload::{Uploader, UploaderConfig};
+use lastword_collector::server::Limits;
+use lastword_spool::{Kind, Spool, SpoolOptions};
+use tokio::io::AsyncWriteExt as _;
+use tokio::net::TcpStream;
+
+/// Idle sockets (TCP connected, nothing sent) and slow ones (half an upgrade request, then silence).
+const IDLE: usize = 200;
+const SLOW: usize = 100;
+/// Reports the real uploader delivers while they are held.
+const REPORTS: usize = 50;
+
+/// Opens `IDLE` silent sockets and `SLOW` sockets that send half an upgrade request; each is held
+/// open by the returned vector.
+async fn attackers(addr: std::net::SocketAddr) -> Vec<TcpStream> {
+    let mut held = Vec::new();
+    for i in 0..IDLE + SLOW {
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        if i >= IDLE {
+            tcp.write_all(b"GET /ingest HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n").await.unwrap();
+        }
+        held.push(tcp);
+    }
+    held
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unauthenticated_sockets_do_not_keep_an_agent_with_a_token_out() {
+    let dir = tempfile::tempdir().unwrap();
+    // The attackers' deadline is longer than the test: they are held all along.
+    let limits = Limits { max_connections: 4, handshake_timeout_ms: 60_000, ..Limits::default() };
+    let server = Server::start_sqlite(limits, dir.path()).await;
+    let held = attackers(server.addr).await;
+    // Give the accept loop the time to take them all in before the agent comes.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let spool_dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(spool_dir.path(), SpoolOptions::default()).unwrap();
+    for n in 0..REPORTS {
+        spool.write(Kind::Crash, crash_body(n % 3, n).as_bytes()).unwrap();
+    }
+    let mut config = UploaderConfig::new([format!("ws://{}/ingest", server.addr)], "agent").token(TOKEN);
+    config.backoff_initial = Duration::from_millis(20);
+    config.backoff_max = Duration::from_millis(200);
+    config.connect_timeout = Duration::from_secs(2);
+    let uploader = Uploader::start(spool.clone(), config).unwrap();
+    let flushed = tokio::task::spawn_blocking(move || {
+        let flushed = uploader.flush(STEP);
+        (flushed, uploader.shutdown(Duration::from_secs(1)))
+    })
+    .await
+    .unwrap();
+    assert!(flushed.0.is_ok(), "the agent delivers while {} sockets are held: {flushed:?}", held.len());
+    assert_eq!(flushed.1.delivered, REPORTS as u64);
+    assert!(spool.view().list().unwrap().is_empty());
+    drop(held);
+    server.stop().await.unwrap();
+    assert_eq!(scalar(dir.path(), "SELECT count(*) FROM reports"), REPORTS as i64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_the_session_limit_a_token_gets_503_and_no_token_401_while_attackers_wait() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = Limits { max_connections: 1, handshake_timeout_ms: 60_000, ..Limits::default() };
+    let server = Server::start_sqlite(limits, dir.path()).await;
+    let held = attackers(server.addr).await;
+    let mut first = connect(server.addr, Some(TOKEN)).await.expect("the attackers take no session slot");
+    hello(&mut first, "first").await;
+    let (status, retry_after) = refused_status(connect(server.addr, Some(TOKEN_2)).await);
+    assert_eq!((status, retry_after.as_deref()), (503, Some("1")), "the session limit holds");
+    assert_eq!(refused_status(connect(server.addr, None).await).0, 401, "nor is it told the server is full");
+    bye(first).await;
+    drop(held);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_the_handshake_limit_a_socket_is_closed_at_once_until_the_deadline_frees_places() {
+    use tokio::io::AsyncReadExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let limits = Limits { max_handshakes: 8, handshake_timeout_ms: 3_000, ..Limits::default() };
+    let server = Server::start_sqlite(limits, dir.path()).await;
+    let mut held = Vec::new();
+    for _ in 0..8 {
+        held.push(TcpStream::connect(server.addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut ninth = TcpStream::connect(server.addr).await.unwrap();
+    let mut buf = [0u8; 16];
+    // Closed long before the held ones' deadline.
+    let read = tokio::time::timeout(Duration::from_millis(2_000), ninth.read(&mut buf)).await;
+    assert!(matches!(read, Ok(Ok(0) | Err(_))), "the ninth socket is closed at once: {read:?}");
+    // The held ones are dropped at their deadline; then a real client gets in.
+    for tcp in &mut held {
+        let read = tokio::time::timeout(STEP, tcp.read(&mut buf)).await.expect("dropped at the deadline");
+        assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    }
+    assert_served(server.addr).await;
+    server.stop().await.unwrap();
+}
