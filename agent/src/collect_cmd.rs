@@ -64,6 +64,10 @@ pub struct LimitsArgs {
     /// rejected/too_large, beyond that the connection is closed (1009).
     #[arg(long, default_value_t = server::DEFAULT_MAX_MESSAGE_BYTES)]
     pub max_message_bytes: usize,
+    /// Longest body a compressed report may inflate to (stated in the welcome); longer ones are
+    /// answered rejected/too_large. At least --max-message-bytes, at most --queue-bytes.
+    #[arg(long, default_value_t = server::DEFAULT_MAX_INFLATED_BYTES)]
+    pub max_inflated_bytes: usize,
     /// Authenticated sessions served at once (counted from an upgrade request with a valid token); the
     /// next one is refused with HTTP 503.
     #[arg(long, default_value_t = server::DEFAULT_MAX_CONNECTIONS)]
@@ -107,6 +111,7 @@ impl LimitsArgs {
     pub fn to_limits(&self) -> Limits {
         let Self {
             max_message_bytes,
+            max_inflated_bytes,
             max_connections,
             max_handshakes,
             max_in_flight,
@@ -121,6 +126,7 @@ impl LimitsArgs {
         } = *self;
         Limits {
             max_message_bytes,
+            max_inflated_bytes,
             max_connections,
             max_handshakes,
             max_in_flight,

@@ -109,3 +109,66 @@ async fn over_the_handshake_limit_a_socket_is_closed_at_once_until_the_deadline_
     assert_served(server.addr).await;
     server.stop().await.unwrap();
 }
+
+/// Runs `lastword collect` with `flag value` and returns its exit code, stdout and stderr, or `None`
+/// if it was still running (serving) after a while.
+fn collect_with(flag: &str, value: &str) -> Option<(Option<i32>, String, String)> {
+    use std::process::{Command, Stdio};
+    let store = tempfile::tempdir().unwrap();
+    let mut child = Command::new(binary())
+        .args(["collect", "--listen", "127.0.0.1:0", "--store"])
+        .arg(store.path())
+        .args([flag, value])
+        .env("LASTWORD_TOKENS", TOKEN)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + STEP;
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    Some((
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+#[test]
+fn every_nonsensical_limit_stops_the_binary_before_it_serves() {
+    let bad = [
+        ("--retry-delay-ms", "0"),
+        ("--retry-delay-ms", "86400000"),
+        ("--max-connections", "0"),
+        ("--max-handshakes", "0"),
+        ("--max-in-flight", "0"),
+        ("--batch-max", "0"),
+        ("--queue-bytes", "100"),
+        ("--max-message-bytes", "10"),
+        ("--max-write-buffer-bytes", "1"),
+        ("--max-inflated-bytes", "1000"),
+        ("--max-in-flight", "1000000"),
+        ("--handshake-timeout-ms", "0"),
+        ("--handshake-timeout-ms", "3600000"),
+        ("--hello-timeout-ms", "0"),
+        ("--idle-timeout-ms", "0"),
+        ("--write-timeout-ms", "0"),
+    ];
+    for (flag, value) in bad {
+        let Some((code, stdout, stderr)) = collect_with(flag, value) else {
+            panic!("lastword collect {flag} {value} served instead of refusing to start");
+        };
+        assert_eq!(code, Some(1), "{flag} {value}: {stderr}");
+        assert!(!stdout.contains("listening"), "{flag} {value} served: {stdout}");
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "{flag} {value}: one clear line, got {stderr:?}");
+        assert!(lines[0].contains(flag), "{flag} {value}: the line names the flag: {stderr:?}");
+    }
+}
