@@ -172,3 +172,47 @@ fn every_nonsensical_limit_stops_the_binary_before_it_serves() {
         assert!(lines[0].contains(flag), "{flag} {value}: the line names the flag: {stderr:?}");
     }
 }
+
+/// A JSON string of `len` bytes, all `a` inside the quotes: compresses a thousandfold.
+fn compressible_json(len: usize) -> Vec<u8> {
+    let mut body = vec![b'a'; len];
+    body[0] = b'"';
+    body[len - 1] = b'"';
+    body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compression_bomb_is_rejected_too_large_and_the_connection_goes_on() {
+    use lastword::protocol::{ClientMessage, RejectReason, Report, ServerMessage};
+    let dir = tempfile::tempdir().unwrap();
+    let limits = Limits { max_message_bytes: 512 * 1024, max_inflated_bytes: 4 << 20, ..Limits::default() };
+    let server = Server::start_sqlite(limits, dir.path()).await;
+    let mut ws = connect(server.addr, Some(TOKEN)).await.unwrap();
+    let welcome = hello(&mut ws, "bomber").await;
+    assert_eq!(welcome.max_inflated_bytes, Some(4 << 20), "the welcome states the inflated limit");
+    let report = |len: usize| {
+        let id = lastword_spool::EntryId::generate();
+        let report = Report::new(id, Kind::Log, 1, &compressible_json(len)).unwrap();
+        let text = ClientMessage::Report(report).to_json();
+        assert!(text.len() < 512 * 1024, "the message itself is within max_message_bytes");
+        (id, text)
+    };
+    // 32 MiB once inflated: under the old fixed 64 MiB, over this server's 4 MiB.
+    let (bomb, text) = report(32 << 20);
+    send(&mut ws, text).await;
+    match recv(&mut ws).await {
+        ServerMessage::Rejected { id, reason: RejectReason::TooLarge, detail } => {
+            assert_eq!(id, bomb);
+            assert!(detail.contains("4194304"), "{detail}");
+        }
+        other => panic!("expected rejected/too_large, got {other:?}"),
+    }
+    // The connection goes on: a body just within the limit is stored.
+    let (fits, text) = report(4 << 20);
+    send(&mut ws, text).await;
+    assert_eq!(recv(&mut ws).await, ServerMessage::Accepted { id: fits });
+    bye(ws).await;
+    server.stop().await.unwrap();
+    assert_eq!(scalar(dir.path(), "SELECT count(*) FROM reports"), 1);
+    assert_eq!(scalar(dir.path(), "SELECT length(body) FROM reports"), 4 << 20);
+}
