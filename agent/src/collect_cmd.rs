@@ -65,14 +65,23 @@ pub struct LimitsArgs {
     /// rejected/too_large, beyond that the connection is closed (1009).
     #[arg(long, default_value_t = server::DEFAULT_MAX_MESSAGE_BYTES)]
     pub max_message_bytes: usize,
-    /// Connections served at once; the next handshake is refused with HTTP 503.
+    /// Longest body a compressed report may inflate to (stated in the welcome); longer ones are
+    /// answered rejected/too_large. At least --max-message-bytes, at most --queue-bytes.
+    #[arg(long, default_value_t = server::DEFAULT_MAX_INFLATED_BYTES)]
+    pub max_inflated_bytes: usize,
+    /// Authenticated sessions served at once (counted from an upgrade request with a valid token); the
+    /// next one is refused with HTTP 503.
     #[arg(long, default_value_t = server::DEFAULT_MAX_CONNECTIONS)]
     pub max_connections: usize,
+    /// Connections in their unauthenticated part (TLS and websocket handshakes) at once; one more is
+    /// closed at once. Each takes a file descriptor: keep it and --max-connections under `ulimit -n`.
+    #[arg(long, default_value_t = server::DEFAULT_MAX_HANDSHAKES)]
+    pub max_handshakes: usize,
     /// Reports a connection may have unanswered; one more closes it (1008).
     #[arg(long, default_value_t = server::DEFAULT_MAX_IN_FLIGHT)]
     pub max_in_flight: u32,
-    /// Time from TCP accept to the end of the TLS and websocket handshakes.
-    #[arg(long, default_value_t = server::DEFAULT_STEP_TIMEOUT_MS)]
+    /// Time from TCP accept to the end of the TLS and websocket handshakes (the unauthenticated part).
+    #[arg(long, default_value_t = server::DEFAULT_HANDSHAKE_TIMEOUT_MS)]
     pub handshake_timeout_ms: u64,
     /// Time from the handshake to the hello (4408 after it).
     #[arg(long, default_value_t = server::DEFAULT_STEP_TIMEOUT_MS)]
@@ -103,7 +112,9 @@ impl LimitsArgs {
     pub fn to_limits(&self) -> Limits {
         let Self {
             max_message_bytes,
+            max_inflated_bytes,
             max_connections,
+            max_handshakes,
             max_in_flight,
             handshake_timeout_ms,
             hello_timeout_ms,
@@ -116,7 +127,9 @@ impl LimitsArgs {
         } = *self;
         Limits {
             max_message_bytes,
+            max_inflated_bytes,
             max_connections,
+            max_handshakes,
             max_in_flight,
             handshake_timeout_ms,
             hello_timeout_ms,

@@ -180,6 +180,7 @@ async fn serve(tcp: tokio::net::TcpStream, record: Arc<Mutex<Record>>, behaviour
                     max_message_bytes: 1 << 20,
                     max_in_flight: 64,
                     idle_timeout_ms: 60_000,
+                    max_inflated_bytes: None,
                 }));
             }
             ClientMessage::Report(r) => {

@@ -26,8 +26,11 @@ pub const PROTOCOL_VERSION: u32 = 1;
 pub const INGEST_PATH: &str = "/ingest";
 /// Bodies longer than this are sent with the `deflate` encoding.
 pub const COMPRESS_ABOVE: usize = 8 * 1024;
-/// Decompressed bodies may not be longer than this (a defence against compression bombs).
+/// Decompressed bodies may not be longer than this unless the server's welcome says otherwise
+/// ([`Welcome::max_inflated_bytes`]; a defence against compression bombs).
 pub const MAX_DECOMPRESSED: usize = 64 << 20;
+/// The buffer a `deflate` body is inflated through, beside the body itself.
+const INFLATE_CHUNK: usize = 16 * 1024;
 
 /// WebSocket close codes used by the protocol (PROTOCOL.md, "Close codes").
 pub mod close {
@@ -143,9 +146,19 @@ pub enum BodyError {
     /// The deflate stream is broken.
     #[error("deflate body cannot be inflated: {0}")]
     Inflate(std::io::Error),
-    /// The inflated body is larger than [`MAX_DECOMPRESSED`].
-    #[error("inflated body is larger than {MAX_DECOMPRESSED} bytes")]
-    TooLarge,
+    /// The inflated body is larger than the limit it was read with ([`MAX_DECOMPRESSED`] for
+    /// [`Report::body_json`]).
+    #[error("inflated body is larger than {max} bytes")]
+    TooLarge {
+        /// The limit.
+        max: usize,
+    },
+    /// The caller did not grant the memory for the body ([`Report::body_json_within`]).
+    #[error("no room for a body of {len} bytes")]
+    NoRoom {
+        /// The body's length.
+        len: usize,
+    },
 }
 
 impl Report {
@@ -167,29 +180,84 @@ impl Report {
         Ok(Self { id, kind, created_ms, encoding: Encoding::Deflate, body })
     }
 
-    /// The body as JSON text, inflated if it was compressed.
+    /// The body as JSON text, inflated if it was compressed, at most [`MAX_DECOMPRESSED`] bytes.
     pub fn body_json(&self) -> Result<String, BodyError> {
+        self.body_json_within(MAX_DECOMPRESSED, |_| true)
+    }
+
+    /// The body as JSON text, inflated if it was compressed, at most `max` bytes long. `grant` is
+    /// called once, with the body's length, before the body is allocated; `false` stops with
+    /// [`BodyError::NoRoom`] (a server charges its memory budget there).
+    ///
+    /// A `deflate` body is inflated twice: once to count its length, with nothing allocated but a
+    /// buffer of 16 KiB, stopping with [`BodyError::TooLarge`] as soon as it passes `max`; then into a
+    /// string of exactly that length. So a compression bomb costs CPU for `max` bytes at most, and no
+    /// memory beyond the buffer; a body within the limit costs its own length.
+    pub fn body_json_within(
+        &self,
+        max: usize,
+        grant: impl FnOnce(usize) -> bool,
+    ) -> Result<String, BodyError> {
         match self.encoding {
-            Encoding::Json => Ok(self.body.get().to_owned()),
+            Encoding::Json => {
+                let len = self.body.get().len();
+                if len > max {
+                    return Err(BodyError::TooLarge { max });
+                }
+                if !grant(len) {
+                    return Err(BodyError::NoRoom { len });
+                }
+                Ok(self.body.get().to_owned())
+            }
             Encoding::Deflate => {
                 let b64: String = serde_json::from_str(self.body.get()).map_err(|_| BodyError::NotBase64)?;
                 let compressed = base64::engine::general_purpose::STANDARD
                     .decode(b64)
                     .map_err(|_| BodyError::NotBase64)?;
-                let mut out = Vec::new();
-                flate2::read::DeflateDecoder::new(compressed.as_slice())
-                    .take(MAX_DECOMPRESSED as u64 + 1)
-                    .read_to_end(&mut out)
-                    .map_err(BodyError::Inflate)?;
-                if out.len() > MAX_DECOMPRESSED {
-                    return Err(BodyError::TooLarge);
+                let mut chunk = vec![0u8; INFLATE_CHUNK];
+                let mut len = 0usize;
+                inflate(&compressed, &mut chunk, |bytes| {
+                    len += bytes.len();
+                    if len > max { Err(BodyError::TooLarge { max }) } else { Ok(()) }
+                })?;
+                if !grant(len) {
+                    return Err(BodyError::NoRoom { len });
                 }
+                let mut out = Vec::new();
+                out.try_reserve_exact(len).map_err(|_| BodyError::NoRoom { len })?;
+                inflate(&compressed, &mut chunk, |bytes| {
+                    // The same stream inflates to the same bytes: this never passes `len`, and so
+                    // never reallocates.
+                    if out.len() + bytes.len() > len {
+                        return Err(BodyError::TooLarge { max });
+                    }
+                    out.extend_from_slice(bytes);
+                    Ok(())
+                })?;
                 let text = String::from_utf8(out).map_err(|e| {
                     BodyError::NotJson(serde::de::Error::custom(format_args!("body is not UTF-8: {e}")))
                 })?;
                 serde_json::from_str::<&RawValue>(&text)?;
                 Ok(text)
             }
+        }
+    }
+}
+
+/// Inflates the raw DEFLATE `compressed` through `chunk`, handing each piece to `sink`; stops at the
+/// first error of either.
+fn inflate(
+    compressed: &[u8],
+    chunk: &mut [u8],
+    mut sink: impl FnMut(&[u8]) -> Result<(), BodyError>,
+) -> Result<(), BodyError> {
+    let mut decoder = flate2::read::DeflateDecoder::new(compressed);
+    loop {
+        match decoder.read(chunk) {
+            Ok(0) => return Ok(()),
+            Ok(n) => sink(&chunk[..n])?,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(BodyError::Inflate(e)),
         }
     }
 }
@@ -256,6 +324,10 @@ pub struct Welcome {
     pub max_in_flight: u32,
     /// After how long without a message the server closes the connection.
     pub idle_timeout_ms: u64,
+    /// The longest a `deflate` body may be once inflated; [`MAX_DECOMPRESSED`] when absent (servers
+    /// before protocol 1.2 do not send it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_inflated_bytes: Option<u64>,
 }
 
 /// Why the server will never store a report.
@@ -391,6 +463,62 @@ mod tests {
             other => panic!("{other:?}"),
         };
         assert_eq!(back.body_json().unwrap(), body);
+    }
+
+    fn deflated(body: &[u8]) -> Report {
+        let mut encoder = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
+        encoder.write_all(body).unwrap();
+        let b64 = base64::engine::general_purpose::STANDARD.encode(encoder.finish().unwrap());
+        let body = RawValue::from_string(serde_json::to_string(&b64).unwrap()).unwrap();
+        Report { id: EntryId::generate(), kind: Kind::Log, created_ms: 1, encoding: Encoding::Deflate, body }
+    }
+
+    #[test]
+    fn a_body_over_the_inflated_limit_is_too_large_and_never_granted() {
+        // 32 MiB of one character inside a JSON string: a bomb of a few KiB.
+        let mut bomb = vec![b'a'; 32 << 20];
+        bomb[0] = b'"';
+        *bomb.last_mut().unwrap() = b'"';
+        let report = deflated(&bomb);
+        assert!(report.body.get().len() < 100 * 1024);
+        let mut asked = None;
+        let result = report.body_json_within(1 << 20, |len| {
+            asked = Some(len);
+            true
+        });
+        assert!(matches!(result, Err(BodyError::TooLarge { max: 1_048_576 })), "{result:?}");
+        assert_eq!(asked, None, "nothing is granted, so nothing allocated, for a body over the limit");
+    }
+
+    #[test]
+    fn a_body_within_the_limit_is_granted_its_exact_length_once() {
+        let body = serde_json::to_string(&vec!["a log line that repeats"; 2000]).unwrap();
+        let report = deflated(body.as_bytes());
+        let mut asked = Vec::new();
+        let text = report
+            .body_json_within(body.len(), |len| {
+                asked.push(len);
+                true
+            })
+            .unwrap();
+        assert_eq!((text.len(), text == body, asked), (body.len(), true, vec![body.len()]));
+        assert!(matches!(report.body_json_within(body.len() - 1, |_| true), Err(BodyError::TooLarge { .. })));
+        let refused = report.body_json_within(body.len(), |_| false);
+        assert!(matches!(refused, Err(BodyError::NoRoom { len }) if len == body.len()), "{refused:?}");
+        let plain = Report::new(EntryId::generate(), Kind::Event, 1, br#"{"a":1}"#).unwrap();
+        assert!(matches!(plain.body_json_within(3, |_| true), Err(BodyError::TooLarge { max: 3 })));
+        assert_eq!(plain.body_json_within(7, |_| true).unwrap(), r#"{"a":1}"#);
+    }
+
+    #[test]
+    fn a_welcome_without_the_inflated_limit_still_reads() {
+        let old = r#"{"type":"welcome","protocol":1,"server":{"name":"s","version":"1"},"max_message_bytes":1048576,"max_in_flight":256,"idle_timeout_ms":60000}"#;
+        let ServerMessage::Welcome(w) = serde_json::from_str(old).unwrap() else { panic!() };
+        assert_eq!(w.max_inflated_bytes, None);
+        let new = ServerMessage::Welcome(Welcome { max_inflated_bytes: Some(5), ..w });
+        let text = serde_json::to_string(&new).unwrap();
+        assert!(text.contains(r#""max_inflated_bytes":5"#), "{text}");
+        assert_eq!(round_trip_server(&new), new);
     }
 
     #[test]

@@ -24,7 +24,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::TcpStream;
-use tokio::sync::oneshot;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use tokio::time::{Instant, timeout, timeout_at};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::error::ProtocolError;
@@ -33,7 +33,7 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 
 use super::committer::Job;
-use super::handshake::{self, Admission};
+use super::handshake;
 use super::{Limits, Shared};
 use crate::fingerprint;
 use crate::store::{AgentLosses, NewReport, Origin};
@@ -43,8 +43,14 @@ const CLOSE_LINGER: Duration = Duration::from_secs(5);
 /// The longest close reason (RFC 6455: 125 bytes of payload, 2 of them the code).
 const MAX_REASON: usize = 123;
 
-/// Serves one accepted TCP connection to its end. Never panics on anything the peer sends.
-pub(crate) async fn handle(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>, admission: Admission) {
+/// Serves one accepted TCP connection to its end. Never panics on anything the peer sends. `place` is
+/// its handshake place (`Limits::max_handshakes`), given back when the handshake ends, whichever way.
+pub(crate) async fn handle(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    place: OwnedSemaphorePermit,
+) {
     // Answers are small and latency matters more than packet count.
     let _ = tcp.set_nodelay(true);
     let deadline = Instant::now() + Duration::from_millis(shared.limits.handshake_timeout_ms);
@@ -56,22 +62,32 @@ pub(crate) async fn handle(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>
                 accepted = timeout_at(deadline, acceptor.accept(tcp)) => accepted,
             };
             if let Ok(Ok(tls)) = accepted {
-                upgrade(tls, peer, &shared, admission, deadline).await;
+                upgrade(tls, peer, &shared, place, deadline).await;
             }
         }
-        None => upgrade(tcp, peer, &shared, admission, deadline).await,
+        None => upgrade(tcp, peer, &shared, place, deadline).await,
     }
 }
 
-async fn upgrade<S>(stream: S, peer: SocketAddr, shared: &Shared, admission: Admission, deadline: Instant)
-where
+async fn upgrade<S>(
+    stream: S,
+    peer: SocketAddr,
+    shared: &Shared,
+    place: OwnedSemaphorePermit,
+    deadline: Instant,
+) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let admitted = matches!(admission, Admission::Admitted(_));
     let tokens = &shared.tokens;
+    // The session slot, taken when the request presents a valid token.
+    let mut session = None;
     // The error type is tungstenite's, whose Callback trait fixes it.
     #[allow(clippy::result_large_err)]
-    let callback = |request: &_, response| handshake::check(request, response, tokens, admitted);
+    let callback = |request: &_, response| {
+        let (response, slot) = handshake::check(request, response, tokens, &shared.sessions)?;
+        session = Some(slot);
+        Ok(response)
+    };
     let config = ws_config(&shared.limits);
     // A refused handshake has had its HTTP error response written by tungstenite: nothing more to do.
     let handshake = tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(config));
@@ -80,10 +96,12 @@ where
         () = shared.shutdown.cancelled() => return,
         upgraded = timeout_at(deadline, handshake) => upgraded,
     };
-    if let Ok(Ok(ws)) = upgraded {
+    // The unauthenticated part is over: its place goes to the next socket.
+    drop(place);
+    if let (Ok(Ok(ws)), Some(slot)) = (upgraded, session) {
         Connection::new(ws, peer, shared).serve().await;
+        drop(slot);
     }
-    drop(admission);
 }
 
 fn ws_config(limits: &Limits) -> WebSocketConfig {
@@ -297,6 +315,7 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
             max_message_bytes: limits.max_message_bytes as u64,
             max_in_flight: limits.max_in_flight,
             idle_timeout_ms: limits.idle_timeout_ms,
+            max_inflated_bytes: Some(limits.max_inflated_bytes as u64),
         });
         self.send_all([to_message(&welcome)]).await?;
         Ok(origin)
@@ -409,33 +428,44 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
             }
         };
         let received_ms = now_ms();
+        let retry = ServerMessage::RetryLater { id, delay_ms: self.limits().retry_delay_ms };
+        let budget = Arc::clone(&self.shared.queue_bytes);
+        let max_inflated = self.limits().max_inflated_bytes;
+        let queue_bytes = self.limits().queue_bytes;
+        // The byte budget is charged for the body's real length before the body is allocated: a
+        // compressed one is measured by a first pass of the inflater (lastword_protocol).
         let prepared = if encoding == Encoding::Deflate {
-            // Inflating may take a while (up to MAX_DECOMPRESSED bytes): not on a runtime thread.
             let report = Report { id, kind, created_ms, encoding, body: body.to_owned() };
+            drop(text);
             let origin = Arc::clone(origin);
-            tokio::task::spawn_blocking(move || prepare(&report, origin, received_ms))
-                .await
-                .unwrap_or_else(|e| Err(reject(id, RejectReason::Malformed, format!("cannot inflate: {e}"))))
+            // Inflating may take a while (up to max_inflated_bytes, twice): not on a runtime thread.
+            let prepare = move || prepare(&report, origin, received_ms, max_inflated, &budget, queue_bytes);
+            tokio::task::spawn_blocking(prepare).await.unwrap_or_else(|e| {
+                Err(Unprepared::Answer(reject(id, RejectReason::Malformed, format!("cannot inflate: {e}"))))
+            })
         } else {
-            let body = body.get().to_owned();
-            Ok(new_report(id, kind, created_ms, body, Arc::clone(origin), received_ms))
+            // Within max_message_bytes, so within max_inflated_bytes.
+            let prepared = match budget.try_acquire_many_owned(cost(body.get().len(), queue_bytes)) {
+                Ok(permit) => {
+                    let body = body.get().to_owned();
+                    Ok((new_report(id, kind, created_ms, body, Arc::clone(origin), received_ms), permit))
+                }
+                Err(_) => Err(Unprepared::NoRoom),
+            };
+            drop(text);
+            prepared
         };
-        drop(text);
-        let report = match prepared {
-            Ok(report) => report,
-            Err(answer) => {
+        let (report, budget) = match prepared {
+            Ok(prepared) => prepared,
+            // The store is behind: postpone, never drop.
+            Err(Unprepared::NoRoom) => {
+                self.answer_now(retry);
+                return Ok(());
+            }
+            Err(Unprepared::Answer(answer)) => {
                 self.answer_now(answer);
                 return Ok(());
             }
-        };
-        let retry = ServerMessage::RetryLater { id, delay_ms: self.limits().retry_delay_ms };
-        let budget = &self.shared.queue_bytes;
-        let cost = u32::try_from(report.body.len().saturating_add(512).min(self.limits().queue_bytes))
-            .unwrap_or(u32::MAX);
-        let Ok(budget) = Arc::clone(budget).try_acquire_many_owned(cost) else {
-            // The store is behind: postpone, never drop.
-            self.answer_now(retry);
-            return Ok(());
         };
         let (answer, answered) = oneshot::channel();
         if self.shared.jobs.send(Job::Report { report, answer, budget }).is_err() {
@@ -516,15 +546,46 @@ fn reject(id: EntryId, reason: RejectReason, detail: String) -> ServerMessage {
     ServerMessage::Rejected { id, reason, detail }
 }
 
-/// Inflates and reads a report's body; the answer to send instead if it cannot be stored.
-fn prepare(report: &Report, origin: Arc<Origin>, received_ms: u64) -> Result<NewReport, ServerMessage> {
+/// Why a report was not made ready for the store.
+enum Unprepared {
+    /// The byte budget has no room for its body: answer retry_later.
+    NoRoom,
+    /// Answer this instead (rejected).
+    Answer(ServerMessage),
+}
+
+/// What a body of `len` bytes costs the byte budget (its bookkeeping beside it), never more than the
+/// whole budget, so that a body within the limits can always be taken once the queue is empty.
+fn cost(len: usize, queue_bytes: usize) -> u32 {
+    u32::try_from(len.saturating_add(512).min(queue_bytes)).unwrap_or(u32::MAX)
+}
+
+/// Inflates (at most `max_inflated` bytes) and reads a report's body, with its share of the byte
+/// budget taken before the body is allocated.
+fn prepare(
+    report: &Report,
+    origin: Arc<Origin>,
+    received_ms: u64,
+    max_inflated: usize,
+    budget: &Arc<Semaphore>,
+    queue_bytes: usize,
+) -> Result<(NewReport, OwnedSemaphorePermit), Unprepared> {
     let id = report.id;
-    let body = match report.body_json() {
-        Ok(body) => body,
-        Err(e @ BodyError::TooLarge) => return Err(reject(id, RejectReason::TooLarge, e.to_string())),
-        Err(e) => return Err(reject(id, RejectReason::Malformed, e.to_string())),
+    let mut permit = None;
+    let granted = |len| {
+        permit = Arc::clone(budget).try_acquire_many_owned(cost(len, queue_bytes)).ok();
+        permit.is_some()
     };
-    Ok(new_report(id, report.kind, report.created_ms, body, origin, received_ms))
+    let body = match report.body_json_within(max_inflated, granted) {
+        Ok(body) => body,
+        Err(BodyError::NoRoom { .. }) => return Err(Unprepared::NoRoom),
+        Err(e @ BodyError::TooLarge { .. }) => {
+            return Err(Unprepared::Answer(reject(id, RejectReason::TooLarge, e.to_string())));
+        }
+        Err(e) => return Err(Unprepared::Answer(reject(id, RejectReason::Malformed, e.to_string()))),
+    };
+    let permit = permit.ok_or(Unprepared::NoRoom)?;
+    Ok((new_report(id, report.kind, report.created_ms, body, origin, received_ms), permit))
 }
 
 /// A report ready for the store, with its summary and fingerprint.

@@ -32,8 +32,17 @@ pub use tls::{TlsError, server_config as tls_server_config};
 
 /// Default of [`Limits::max_message_bytes`].
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1 << 20;
+/// Default of [`Limits::max_inflated_bytes`].
+pub const DEFAULT_MAX_INFLATED_BYTES: usize = lastword_protocol::MAX_DECOMPRESSED;
 /// Default of [`Limits::max_connections`].
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// Default of [`Limits::max_handshakes`]: four times the sessions. An unauthenticated socket costs one
+/// file descriptor and a few KiB for at most [`DEFAULT_HANDSHAKE_TIMEOUT_MS`]; 4096 of them and the
+/// 1024 sessions fit in the 8192 descriptors of a typical service unit (`LimitNOFILE`), and a flood
+/// that fills the pool must sustain 800 new sockets a second to keep it full.
+pub const DEFAULT_MAX_HANDSHAKES: usize = 4096;
+/// Default of [`Limits::handshake_timeout_ms`]: the unauthenticated part of a connection is short.
+pub const DEFAULT_HANDSHAKE_TIMEOUT_MS: u64 = 5_000;
 /// Default of [`Limits::max_in_flight`].
 pub const DEFAULT_MAX_IN_FLIGHT: u32 = 256;
 /// Default of the handshake, hello and write timeouts, in milliseconds.
@@ -55,11 +64,20 @@ pub struct Limits {
     /// Longest report message read and stored; longer ones up to twice this are answered
     /// rejected/too_large, beyond that the connection is closed (1009).
     pub max_message_bytes: usize,
-    /// Connections served at once; the next handshake is refused with HTTP 503.
+    /// Longest body a `deflate` report may inflate to; a longer one is answered rejected/too_large,
+    /// found out while inflating, with no more than this (and a small buffer) allocated for it. Stated
+    /// in the welcome.
+    pub max_inflated_bytes: usize,
+    /// Authenticated sessions served at once (a connection counts from the moment its upgrade request
+    /// presented a valid token); the next one is refused with HTTP 503.
     pub max_connections: usize,
+    /// Connections in their unauthenticated part at once (from TCP accept to the end of the TLS and
+    /// websocket handshakes); a connection accepted beyond it is closed at once, without an answer.
+    pub max_handshakes: usize,
     /// Reports a connection may have unanswered; one more closes it (1008).
     pub max_in_flight: u32,
-    /// Time from TCP accept to the end of the TLS and websocket handshakes.
+    /// Time from TCP accept to the end of the TLS and websocket handshakes: how long an
+    /// unauthenticated socket may hold a place among the `max_handshakes`.
     pub handshake_timeout_ms: u64,
     /// Time from the handshake to the hello (4408 after it).
     pub hello_timeout_ms: u64,
@@ -82,9 +100,11 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            max_inflated_bytes: DEFAULT_MAX_INFLATED_BYTES,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_handshakes: DEFAULT_MAX_HANDSHAKES,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
-            handshake_timeout_ms: DEFAULT_STEP_TIMEOUT_MS,
+            handshake_timeout_ms: DEFAULT_HANDSHAKE_TIMEOUT_MS,
             hello_timeout_ms: DEFAULT_STEP_TIMEOUT_MS,
             idle_timeout_ms: DEFAULT_IDLE_TIMEOUT_MS,
             write_timeout_ms: DEFAULT_STEP_TIMEOUT_MS,
@@ -97,35 +117,70 @@ impl Default for Limits {
 }
 
 impl Limits {
-    /// Checks that every limit can work.
+    /// Checks that every limit can work: a value that would stop the collector serving (a 0), make it
+    /// a danger to its clients (a `retry_later` delay of 0 ms is a retry storm) or hold what it
+    /// protects for unreasonably long is an error, naming the flag, before anything is served.
     pub fn validate(&self) -> Result<(), CollectError> {
         let bad = |what: &'static str, why: &'static str| Err(CollectError::Limit { what, why });
-        if self.max_message_bytes < 1024 || self.max_message_bytes > (1 << 30) {
+        let within = |v: u64, lo: u64, hi: u64| (lo..=hi).contains(&v);
+        let count = |v: usize| (1..=Semaphore::MAX_PERMITS).contains(&v);
+        if !within(self.max_message_bytes as u64, 1024, 1 << 30) {
             return bad("max-message-bytes", "must be between 1 KiB and 1 GiB");
         }
-        if self.max_connections == 0 || self.max_connections > Semaphore::MAX_PERMITS {
+        if !within(self.max_inflated_bytes as u64, self.max_message_bytes as u64, 1 << 30) {
+            return bad("max-inflated-bytes", "must be between max-message-bytes and 1 GiB");
+        }
+        if !count(self.max_connections) {
             return bad("max-connections", "must be at least 1");
         }
-        if self.max_in_flight == 0 {
-            return bad("max-in-flight", "must be at least 1");
+        if !count(self.max_handshakes) {
+            return bad("max-handshakes", "must be at least 1");
         }
-        if self.batch_max == 0 {
-            return bad("batch-max", "must be at least 1");
+        if self.max_in_flight == 0 || self.max_in_flight > MAX_IN_FLIGHT {
+            return bad("max-in-flight", "must be between 1 and 65536");
         }
-        if self.queue_bytes < self.max_message_bytes || self.queue_bytes > Semaphore::MAX_PERMITS {
-            return bad("queue-bytes", "must be at least max-message-bytes");
+        if self.batch_max == 0 || self.batch_max > MAX_BATCH {
+            return bad("batch-max", "must be between 1 and 65536");
         }
-        if self.max_write_buffer_bytes < 64 * 1024 {
-            return bad("max-write-buffer-bytes", "must be at least 64 KiB");
+        if self.queue_bytes < self.max_inflated_bytes || self.queue_bytes > Semaphore::MAX_PERMITS {
+            return bad("queue-bytes", "must be at least max-inflated-bytes");
         }
-        if [self.handshake_timeout_ms, self.hello_timeout_ms, self.idle_timeout_ms, self.write_timeout_ms]
-            .contains(&0)
-        {
-            return bad("timeouts", "must be at least 1 ms");
+        if !within(self.max_write_buffer_bytes as u64, 64 * 1024, 1 << 30) {
+            return bad("max-write-buffer-bytes", "must be between 64 KiB and 1 GiB");
+        }
+        if !within(self.handshake_timeout_ms, 1, MAX_HANDSHAKE_TIMEOUT_MS) {
+            return bad(
+                "handshake-timeout-ms",
+                "must be between 1 and 60000 (an unauthenticated socket holds a place for it)",
+            );
+        }
+        if !within(self.hello_timeout_ms, 1, MAX_STEP_TIMEOUT_MS) {
+            return bad("hello-timeout-ms", "must be between 1 and 600000");
+        }
+        if !within(self.write_timeout_ms, 1, MAX_STEP_TIMEOUT_MS) {
+            return bad("write-timeout-ms", "must be between 1 and 600000");
+        }
+        if !within(self.idle_timeout_ms, 1, MAX_IDLE_TIMEOUT_MS) {
+            return bad("idle-timeout-ms", "must be between 1 and 86400000 (a day)");
+        }
+        if !within(self.retry_delay_ms, MIN_RETRY_DELAY_MS, MAX_RETRY_DELAY_MS) {
+            return bad(
+                "retry-delay-ms",
+                "must be between 10 and 3600000 (clients cap the delay at an hour; under 10 ms every client would retry at once)",
+            );
         }
         Ok(())
     }
 }
+
+/// Bounds checked by [`Limits::validate`].
+const MAX_IN_FLIGHT: u32 = 1 << 16;
+const MAX_BATCH: usize = 1 << 16;
+const MAX_HANDSHAKE_TIMEOUT_MS: u64 = 60_000;
+const MAX_STEP_TIMEOUT_MS: u64 = 600_000;
+const MAX_IDLE_TIMEOUT_MS: u64 = 86_400_000;
+const MIN_RETRY_DELAY_MS: u64 = 10;
+const MAX_RETRY_DELAY_MS: u64 = 3_600_000;
 
 /// How the collector serves.
 #[derive(Clone, Debug)]
@@ -163,9 +218,6 @@ pub enum CollectError {
     Committer(String),
 }
 
-/// How many over-capacity handshakes may be answered 503 at once; beyond that they are dropped.
-const REFUSALS_AT_ONCE: usize = 64;
-
 /// What every connection task shares.
 struct Shared {
     limits: Limits,
@@ -173,7 +225,23 @@ struct Shared {
     tls: Option<TlsAcceptor>,
     jobs: mpsc::UnboundedSender<committer::Job>,
     queue_bytes: Arc<Semaphore>,
+    /// The authenticated sessions' slots ([`Limits::max_connections`]), taken in the upgrade.
+    sessions: Arc<Semaphore>,
     shutdown: CancellationToken,
+}
+
+/// Says (tracing, warn) when the handshakes and sessions allowed could take more file descriptors than
+/// the process may open: accepts would then fail before the limits are reached.
+fn warn_if_short_of_descriptors(limits: &Limits) {
+    let soft = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
+    let wanted = limits.max_handshakes.saturating_add(limits.max_connections).saturating_add(64);
+    let soft = soft.and_then(|s| usize::try_from(s).ok());
+    if let Some(soft) = soft.filter(|&soft| soft < wanted) {
+        tracing::warn!(
+            "the process may open {soft} file descriptors, fewer than max-handshakes + max-connections \
+             ({wanted} with a margin): raise `ulimit -n` or lower the limits"
+        );
+    }
 }
 
 /// Serves the collector on `listener` until `shutdown` completes, then stops accepting, lets every
@@ -202,10 +270,13 @@ pub async fn run<S: Store>(
         tokens: config.tokens,
         tls: config.tls.map(TlsAcceptor::from),
         jobs,
+        sessions: Arc::new(Semaphore::new(limits.max_connections)),
         shutdown: cancel.clone(),
     });
-    let connections = Arc::new(Semaphore::new(limits.max_connections));
-    let refusals = Arc::new(Semaphore::new(REFUSALS_AT_ONCE));
+    warn_if_short_of_descriptors(&limits);
+    // Two stages: every accepted socket takes one of the many handshake places, for the handshake
+    // deadline at most; only a valid token takes one of the few session slots (handshake.rs).
+    let handshakes = Arc::new(Semaphore::new(limits.max_handshakes));
     let tracker = TaskTracker::new();
     tokio::pin!(shutdown);
     loop {
@@ -215,15 +286,12 @@ pub async fn run<S: Store>(
         };
         match accepted {
             Ok((tcp, peer)) => {
-                let admission = match Arc::clone(&connections).try_acquire_owned() {
-                    Ok(permit) => handshake::Admission::Admitted(permit),
-                    Err(_) => match Arc::clone(&refusals).try_acquire_owned() {
-                        Ok(permit) => handshake::Admission::Full(permit),
-                        // Too many refusals in progress already: a flood; drop it without a word.
-                        Err(_) => continue,
-                    },
+                let Ok(place) = Arc::clone(&handshakes).try_acquire_owned() else {
+                    // Every handshake place is taken: a flood; close this one without a word.
+                    drop(tcp);
+                    continue;
                 };
-                tracker.spawn(connection::handle(tcp, peer, Arc::clone(&shared), admission));
+                tracker.spawn(connection::handle(tcp, peer, Arc::clone(&shared), place));
             }
             Err(e) => {
                 // Out of file descriptors, say: wait a little rather than spin; the connections
