@@ -76,6 +76,8 @@ fn a_path_that_is_not_there_is_found_missing() {
     repository_paths(&root(), &root(), &mut all);
     assert!(paths.iter().all(|p| !exists(p, &all)), "{paths:?}");
     assert!(
-        exists("ui/tests/browser.rs", &all) && exists("worker.rs", &all) && exists("agent/collector/src/ui/", &all)
+        exists("ui/tests/browser.rs", &all)
+            && exists("worker.rs", &all)
+            && exists("agent/collector/src/ui/", &all)
     );
 }
