@@ -231,3 +231,64 @@ async fn slowloris_on_the_ui_stops_neither_pages_nor_ingest() {
     attack_delivery.expect("the sidecar delivers under attack");
     assert_eq!(stored(&store), 2 * REPORTS);
 }
+
+/// `--ui-tls-cert`/`--ui-tls-key` and `--ui-host` on the command line: the UI line says https, a TLS
+/// client is served for the name given and for localhost, and a foreign name gets 421.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ui_flags_serve_https_for_the_names_given() {
+    use tokio_rustls::rustls::{self, pki_types::ServerName};
+    let dir = tempfile::tempdir().unwrap();
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+    let mut child = Command::new(BIN)
+        .args(["collect", "--listen", "127.0.0.1:0", "--ui", "127.0.0.1:0", "--store"])
+        .arg(dir.path().join("store"))
+        .arg("--ui-tls-cert")
+        .arg(&cert)
+        .arg("--ui-tls-key")
+        .arg(&key)
+        .args(["--ui-host", "crash.example.com"])
+        .env("LASTWORD_TOKENS", TOKEN)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let _collector = Killed(child);
+    let _listening = lines.next().unwrap().unwrap();
+    let line = lines.next().unwrap().unwrap();
+    let ui: SocketAddr = line
+        .trim()
+        .strip_prefix("web UI on https://")
+        .and_then(|r| r.strip_suffix('/'))
+        .unwrap_or_else(|| panic!("an https UI line: {line:?}"))
+        .parse()
+        .unwrap();
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(certified.cert.der().clone()).unwrap();
+    let config =
+        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let status = |host: String| {
+        let connector = connector.clone();
+        async move {
+            let tcp = tokio::net::TcpStream::connect(ui).await.unwrap();
+            let mut tls = connector.connect(ServerName::try_from("localhost").unwrap(), tcp).await.unwrap();
+            tls.write_all(format!("GET / HTTP/1.0\r\nHost: {host}\r\n\r\n").as_bytes()).await.unwrap();
+            let mut raw = Vec::new();
+            let _ = tokio::time::timeout(Duration::from_secs(15), tls.read_to_end(&mut raw)).await;
+            let text = String::from_utf8_lossy(&raw).into_owned();
+            text.split(' ').nth(1).and_then(|s| s.parse::<u16>().ok()).unwrap_or_else(|| panic!("{text}"))
+        }
+    };
+    assert_eq!(status(format!("localhost:{}", ui.port())).await, 200);
+    assert_eq!(status("crash.example.com".into()).await, 200);
+    assert_eq!(status(format!("attacker.example:{}", ui.port())).await, 421);
+}
