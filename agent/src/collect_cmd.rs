@@ -153,6 +153,17 @@ pub struct UiArgs {
     /// File whose first line (not empty, not a # comment) is the UI token.
     #[arg(long, value_name = "FILE")]
     pub ui_token_file: Option<PathBuf>,
+    /// A host name people reach the UI by (NAME or NAME:PORT; without a port, any port), besides IP
+    /// addresses and localhost with the bound port; requests for any other name get 421 (DNS
+    /// rebinding). Repeatable.
+    #[arg(long, value_name = "NAME")]
+    pub ui_host: Vec<String>,
+    /// PEM certificate chain: serve the UI over HTTPS (needs --ui-tls-key).
+    #[arg(long, value_name = "FILE", requires = "ui_tls_key")]
+    pub ui_tls_cert: Option<PathBuf>,
+    /// PEM private key of --ui-tls-cert.
+    #[arg(long, value_name = "FILE", requires = "ui_tls_cert")]
+    pub ui_tls_key: Option<PathBuf>,
 }
 
 /// The arguments of `lastword store`.
@@ -278,6 +289,10 @@ pub fn collect_command(CollectCommand { collect: args, ui: ui_args }: CollectCom
     let config = args.config(env_tokens.as_deref())?;
     let ui_token =
         Access::load_token(ui_args.ui_token_file.as_deref(), std::env::var(ui::TOKEN_ENV).ok().as_deref())?;
+    let ui_tls = match (&ui_args.ui_tls_cert, &ui_args.ui_tls_key) {
+        (Some(cert), Some(key)) => Some(tls_server_config(cert, key).context("the web UI's TLS")?),
+        _ => None,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
         let location = store_location(&args.store)?;
@@ -304,25 +319,28 @@ pub fn collect_command(CollectCommand { collect: args, ui: ui_args }: CollectCom
                     .with_context(|| format!("cannot listen on {ui_addr} for the web UI"))?;
                 let ui_bound = ui_listener.local_addr()?;
                 let access = Access::for_addr(ui_bound, ui_token)?;
+                let over = if ui_tls.is_some() { "over TLS" } else { "without TLS" };
                 match access {
-                    Access::Open => eprintln!("lastword collect: web UI open to anyone on loopback"),
+                    Access::Open => eprintln!("lastword collect: web UI open to anyone on loopback, {over}"),
                     Access::Token(_) => eprintln!(
                         "lastword collect: web UI requires a login (the UI token, as HTTP basic auth password \
-                         or through /login); served without TLS"
+                         or through /login); served {over}"
                     ),
                 }
+                let config = ui::UiConfig { hosts: ui_args.ui_host.clone(), tls: ui_tls, ..ui::UiConfig::new(access) };
+                let ui_scheme = if config.tls.is_some() { "https" } else { "http" };
                 // Its own read-only connection (SQLite) or pool (PostgreSQL): never the collector's.
                 let ui_store = store.reader().await?;
                 let stopped = stop.clone().cancelled_owned();
-                let server = tokio::spawn(ui::serve(ui_listener, ui_store, access, stopped));
-                Some((ui_bound, server))
+                let server = tokio::spawn(ui::serve_with(ui_listener, ui_store, config, stopped));
+                Some((ui_bound, ui_scheme, server))
             }
             None => None,
         };
         let mut stdout = std::io::stdout().lock();
         writeln!(stdout, "listening on {scheme}://{addr}/ingest")?;
-        if let Some((ui_bound, _)) = &web {
-            writeln!(stdout, "web UI on http://{ui_bound}/")?;
+        if let Some((ui_bound, ui_scheme, _)) = &web {
+            writeln!(stdout, "web UI on {ui_scheme}://{ui_bound}/")?;
         }
         stdout.flush()?;
         drop(stdout);
@@ -334,7 +352,7 @@ pub fn collect_command(CollectCommand { collect: args, ui: ui_args }: CollectCom
         .await;
         // The UI stops with the collector, whatever ended it.
         stop.cancel();
-        if let Some((_, server)) = web {
+        if let Some((_, _, server)) = web {
             match server.await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => eprintln!("lastword collect: the web UI failed: {e}"),

@@ -309,7 +309,7 @@ async fn a_database_too_slow_to_commit_means_retry_later_and_the_resend_is_store
 async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    tcp.write_all(format!("GET {path} HTTP/1.0\r\nHost: ui\r\n\r\n").as_bytes()).await.unwrap();
+    tcp.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes()).await.unwrap();
     let mut raw = Vec::new();
     tokio::time::timeout(STEP, tcp.read_to_end(&mut raw)).await.unwrap().unwrap();
     let raw = String::from_utf8(raw).unwrap();

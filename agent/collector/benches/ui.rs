@@ -254,7 +254,7 @@ async fn fill(store: &impl Store, reports: &[NewReport], now: u64) {
 async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
     let mut tcp = TcpStream::connect(addr).await.unwrap();
     tcp.set_nodelay(true).unwrap();
-    tcp.write_all(format!("GET {path} HTTP/1.0\r\nHost: ui\r\n\r\n").as_bytes()).await.unwrap();
+    tcp.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes()).await.unwrap();
     let mut raw = Vec::new();
     tcp.read_to_end(&mut raw).await.unwrap();
     let raw = String::from_utf8(raw).unwrap();

@@ -5,36 +5,48 @@
 //! - What it reads: the read methods of the one [`Store`] interface, on a reader of its own
 //!   ([`AnyStore::reader`](crate::store::AnyStore::reader)); their SQL is in each backend's `reads.rs`.
 //! - `pages.rs`: the HTML (maud templates, escaped); `style.css`: compiled into the binary.
-//! - [`Access`]: open on loopback, a token (cookie or HTTP basic auth) anywhere else.
+//! - [`Access`]: open on loopback, a token (cookie of a login or HTTP basic auth) anywhere else;
+//!   `session.rs`: the logins (random ids kept here, with an expiry) and the limit on wrong passwords.
+//! - `serve.rs`: the connection loop (header-read timeout, connection limits, TLS); [`UiConfig`] and
+//!   [`UiLimits`] say how it is served.
 //!
 //! Every answer carries a strict Content-Security-Policy: no script at all, styles from this server
-//! only, so even markup that escaped escaping could not run.
+//! only, so even markup that escaped escaping could not run. A request whose `Host` is not this
+//! server's (DNS rebinding) gets 421; a state-changing request (POST) from another origin gets 403
+//! (the CSRF rule of ARCHITECTURE.md).
 
 mod pages;
+mod serve;
+mod session;
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Form, FromRequestParts, Path as UrlPath, Query, Request, State};
+use axum::extract::{
+    ConnectInfo, DefaultBodyLimit, Form, FromRequestParts, Path as UrlPath, Query, Request, State,
+};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use base64::Engine as _;
 use lastword_spool::EntryId;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls::ServerConfig;
 
 use crate::store::reads::{GroupQuery, GroupSort, LogQuery, Tag};
 use crate::store::{Store, StoreError};
+use serve::OverTls;
+use session::{Sessions, Throttle, token_matches};
 
 /// The stylesheet, compiled in.
 const STYLE: &str = include_str!("style.css");
@@ -47,6 +59,66 @@ const COOKIE: &str = "lastword_ui";
 const PAGE: u32 = 50;
 /// The environment variable that may hold the UI token.
 pub const TOKEN_ENV: &str = "LASTWORD_UI_TOKEN";
+
+/// The limits of the UI's listener and logins. [`UiLimits::default`] holds the defaults that
+/// SECURITY.md lists.
+#[derive(Clone, Copy, Debug)]
+pub struct UiLimits {
+    /// How long a client has to send a request's head (line and headers), counted from when the
+    /// server starts waiting for it (a new connection, or the next request of a kept-alive one); also
+    /// the time a TLS handshake may take. Default 10 s.
+    pub header_timeout: Duration,
+    /// Connections open at once; one more is closed as soon as it is accepted. Default 256.
+    pub max_connections: usize,
+    /// Connections open at once from one client address. Default 32.
+    pub max_connections_per_address: usize,
+    /// The largest request body read (the login form), in bytes; a larger one gets 413. Default 16 KiB.
+    pub max_body_bytes: usize,
+    /// How long a login lasts. Default 12 h.
+    pub session_ttl: Duration,
+    /// Wrong passwords (login form or basic auth) one address may give within
+    /// [`Self::login_window`]; past them every password from it is refused (429) until the window,
+    /// counted from its first failure, ends. Default 10.
+    pub login_failures: u32,
+    /// See [`Self::login_failures`]. Default 5 min.
+    pub login_window: Duration,
+}
+
+impl Default for UiLimits {
+    fn default() -> Self {
+        Self {
+            header_timeout: Duration::from_secs(10),
+            max_connections: 256,
+            max_connections_per_address: 32,
+            max_body_bytes: 16 * 1024,
+            session_ttl: Duration::from_secs(12 * 3600),
+            login_failures: 10,
+            login_window: Duration::from_secs(300),
+        }
+    }
+}
+
+/// How the UI is served: who may read it, under which names, over TLS or not, with which limits.
+#[derive(Clone, Debug)]
+pub struct UiConfig {
+    /// Who may read.
+    pub access: Access,
+    /// Host names (with or without a port) the UI answers to besides IP literals and `localhost`
+    /// with its bound port: the names people use to reach it (`--ui-host`). A name without a port
+    /// matches any port (behind a proxy the port people use is not the bound one).
+    pub hosts: Vec<String>,
+    /// The certificate and key to serve HTTPS with; plain HTTP when `None`.
+    pub tls: Option<Arc<ServerConfig>>,
+    /// The limits.
+    pub limits: UiLimits,
+}
+
+impl UiConfig {
+    /// Plain HTTP, no extra host name, the default limits.
+    pub fn new(access: Access) -> Self {
+        Self { access, hosts: Vec::new(), tls: None, limits: UiLimits::default() }
+    }
+}
 
 /// Why the UI cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -102,38 +174,98 @@ impl Access {
     }
 }
 
-/// The cookie value of a login: a digest of the token, so the cookie is not the token itself.
-fn session_value(token: &str) -> String {
-    let digest = Sha256::digest(format!("lastword-ui-session\n{token}").as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Compares without stopping at the first difference.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-fn authorized(headers: &HeaderMap, token: &str) -> bool {
-    let cookie_ok = headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).any(|v| {
+/// The session id of `headers`' login cookie, if there is one.
+fn session_cookie(headers: &HeaderMap) -> Option<&str> {
+    headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).find_map(|v| {
         v.split(';')
             .filter_map(|c| c.trim().split_once('='))
-            .any(|(name, value)| name == COOKIE && same(value.as_bytes(), session_value(token).as_bytes()))
-    });
-    let basic_ok = headers
+            .find(|(name, _)| *name == COOKIE)
+            .map(|(_, v)| v)
+    })
+}
+
+/// The password of `headers`' HTTP basic auth, if there is one.
+fn basic_password(headers: &HeaderMap) -> Option<String> {
+    headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Basic "))
         .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b.trim()).ok())
         .and_then(|raw| String::from_utf8(raw).ok())
-        .is_some_and(|pair| {
-            pair.split_once(':').is_some_and(|(_, pw)| same(pw.as_bytes(), token.as_bytes()))
-        });
-    cookie_ok || basic_ok
+        .and_then(|pair| pair.split_once(':').map(|(_, pw)| pw.to_owned()))
+}
+
+/// The client address of a request (from the connection loop), the unspecified address when the
+/// router is driven some other way.
+fn client_ip(request_extensions: &axum::http::Extensions) -> std::net::IpAddr {
+    request_extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |ConnectInfo(addr)| addr.ip())
+}
+
+/// The `Host` of a request split into a lowercase name (IPv6 in brackets, no trailing dot) and a
+/// port, if it says one.
+fn host_of(request: &Request) -> Option<(String, Option<u16>)> {
+    let text = match request.headers().get(header::HOST) {
+        Some(v) => v.to_str().ok()?.to_owned(),
+        None => request.uri().authority()?.as_str().to_owned(),
+    };
+    split_host(&text)
+}
+
+fn split_host(text: &str) -> Option<(String, Option<u16>)> {
+    let text = text.trim().to_ascii_lowercase();
+    let (name, port) = if text.starts_with('[') {
+        let end = text.find(']')?;
+        let port = match &text[end + 1..] {
+            "" => None,
+            rest => Some(rest.strip_prefix(':')?.parse().ok()?),
+        };
+        (text[..=end].to_owned(), port)
+    } else {
+        match text.rsplit_once(':') {
+            Some((name, port)) => (name.to_owned(), Some(port.parse().ok()?)),
+            None => (text.clone(), None),
+        }
+    };
+    let name = name.trim_end_matches('.').to_owned();
+    (!name.is_empty()).then_some((name, port))
+}
+
+/// The names a request's `Host` may carry: see [`UiConfig::hosts`].
+#[derive(Debug)]
+struct Hosts {
+    /// The bound port.
+    port: u16,
+    /// The port a `Host` without one means: 443 over TLS, else 80.
+    default_port: u16,
+    /// `--ui-host` names, parsed.
+    extra: Vec<(String, Option<u16>)>,
+}
+
+impl Hosts {
+    /// Whether a request for `name`:`port` is for this server. IP literals cannot be rebound (DNS
+    /// rebinding needs a name the attacker controls), so any with the bound port is accepted.
+    fn accepts(&self, name: &str, port: Option<u16>) -> bool {
+        let port_or_default = port.unwrap_or(self.default_port);
+        let ip_literal = name.parse::<std::net::Ipv4Addr>().is_ok()
+            || name
+                .strip_prefix('[')
+                .and_then(|n| n.strip_suffix(']'))
+                .is_some_and(|n| n.parse::<std::net::Ipv6Addr>().is_ok());
+        if (ip_literal || name == "localhost") && port_or_default == self.port {
+            return true;
+        }
+        self.extra.iter().any(|(n, p)| n == name && p.is_none_or(|p| p == port_or_default))
+    }
 }
 
 struct Ui<S> {
     store: S,
     access: Access,
+    hosts: Hosts,
+    sessions: Sessions,
+    throttle: Throttle,
 }
 
 type Shared<S> = State<Arc<Ui<S>>>;
@@ -380,34 +512,135 @@ struct LoginForm {
     token: String,
 }
 
-async fn login<S: Store>(State(ui): Shared<S>, Form(f): Form<LoginForm>) -> Response {
-    match &ui.access {
-        Access::Token(token) if same(f.token.trim().as_bytes(), token.as_bytes()) => {
-            let cookie = format!("{COOKIE}={}; Path=/; HttpOnly; SameSite=Strict", session_value(token));
-            let mut response = Redirect::to("/").into_response();
-            if let Ok(v) = HeaderValue::from_str(&cookie) {
-                response.headers_mut().insert(header::SET_COOKIE, v);
-            }
-            response
-        }
-        Access::Token(_) => (StatusCode::UNAUTHORIZED, pages::login(true)).into_response(),
-        Access::Open => Redirect::to("/").into_response(),
+/// The answer to a client address past its wrong passwords.
+fn throttled() -> Response {
+    let text = "Too many wrong tokens from this address: wait a few minutes before trying again.";
+    (StatusCode::TOO_MANY_REQUESTS, pages::message("Too many attempts", text)).into_response()
+}
+
+/// The `Set-Cookie` value of session `id` (empty and expired to log out).
+fn session_set_cookie(id: &str, max_age: Duration, over_tls: bool) -> Option<HeaderValue> {
+    let secure = if over_tls { "; Secure" } else { "" };
+    let cookie =
+        format!("{COOKIE}={id}; Path=/; Max-Age={}; HttpOnly; SameSite=Strict{secure}", max_age.as_secs());
+    HeaderValue::from_str(&cookie).ok()
+}
+
+fn over_tls(request_extensions: &axum::http::Extensions) -> bool {
+    request_extensions.get::<OverTls>().is_some_and(|t| t.0)
+}
+
+async fn login<S: Store>(
+    State(ui): Shared<S>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    tls: Option<axum::Extension<OverTls>>,
+    Form(f): Form<LoginForm>,
+) -> Response {
+    let Access::Token(token) = &ui.access else { return Redirect::to("/").into_response() };
+    if !ui.throttle.allows(peer.ip()) {
+        return throttled();
+    }
+    if !token_matches(f.token.trim(), token) {
+        ui.throttle.failed(peer.ip());
+        return (StatusCode::UNAUTHORIZED, pages::login(true)).into_response();
+    }
+    let Some(id) = ui.sessions.open() else {
+        let text = "No session could be opened (no randomness): use HTTP basic auth.";
+        return (StatusCode::INTERNAL_SERVER_ERROR, pages::message("Error", text)).into_response();
+    };
+    let mut response = Redirect::to("/").into_response();
+    if let Some(v) = session_set_cookie(&id, ui.sessions.ttl(), tls.is_some_and(|t| t.0.0)) {
+        response.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    response
+}
+
+/// Ends the session of the request's cookie and clears the cookie.
+async fn logout<S: Store>(State(ui): Shared<S>, request: Request) -> Response {
+    if let Some(id) = session_cookie(request.headers()) {
+        ui.sessions.close(id);
+    }
+    let mut response = Redirect::to("/login").into_response();
+    if let Some(v) = session_set_cookie("", Duration::ZERO, over_tls(request.extensions())) {
+        response.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    response
+}
+
+/// The answer to give instead of the page, unless the request may read: a live session cookie, or
+/// the right basic-auth password from an address not past its wrong ones (a wrong one counts).
+fn refusal<S>(ui: &Ui<S>, token: &str, request: &Request) -> Option<Response> {
+    if session_cookie(request.headers()).is_some_and(|id| ui.sessions.valid(id)) {
+        return None;
+    }
+    let challenge = || {
+        (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Basic realm=\"lastword\", charset=\"UTF-8\"")],
+            pages::login(false),
+        )
+            .into_response()
+    };
+    let Some(password) = basic_password(request.headers()) else { return Some(challenge()) };
+    let ip = client_ip(request.extensions());
+    if !ui.throttle.allows(ip) {
+        return Some(throttled());
+    }
+    if token_matches(&password, token) {
+        None
+    } else {
+        ui.throttle.failed(ip);
+        Some(challenge())
     }
 }
 
 /// Lets through who may read; answers 401 (basic auth challenge and the login form) to others.
 async fn guard<S: Store>(State(ui): Shared<S>, request: Request, next: Next) -> Response {
     let path = request.uri().path();
-    let free = path == "/login" || path == "/static/style.css";
-    match &ui.access {
-        Access::Token(token) if !free && !authorized(request.headers(), token) => (
-            StatusCode::UNAUTHORIZED,
-            [(header::WWW_AUTHENTICATE, "Basic realm=\"lastword\", charset=\"UTF-8\"")],
-            pages::login(false),
-        )
-            .into_response(),
-        _ => next.run(request).await,
+    let free = path == "/login" || path == "/logout" || path == "/static/style.css";
+    if let Access::Token(token) = &ui.access
+        && !free
+        && let Some(answer) = refusal(&ui, token, &request)
+    {
+        return answer;
     }
+    next.run(request).await
+}
+
+/// Answers 421 to a request whose `Host` is not this server's (a page of another name that DNS
+/// rebinding points at this address), and 403 to a state-changing request from another origin
+/// (CSRF): the rule is in ARCHITECTURE.md.
+async fn origin_check<S: Store>(State(ui): Shared<S>, request: Request, next: Next) -> Response {
+    let Some((name, port)) = host_of(&request).filter(|(n, p)| ui.hosts.accepts(n, *p)) else {
+        let text = "This server does not answer to that host name. Give it with --ui-host to allow it.";
+        return (StatusCode::MISDIRECTED_REQUEST, pages::message("Wrong host", text)).into_response();
+    };
+    let safe = matches!(*request.method(), axum::http::Method::GET | axum::http::Method::HEAD);
+    if !safe && !same_origin(request.headers(), over_tls(request.extensions()), &name, port) {
+        let text = "A form of another site cannot be sent here.";
+        return (StatusCode::FORBIDDEN, pages::message("Refused", text)).into_response();
+    }
+    next.run(request).await
+}
+
+/// Whether a state-changing request comes from a page of this server: its `Sec-Fetch-Site`, if
+/// given, is `same-origin`, and its `Origin`, if given, is this server's scheme and `Host`. A
+/// request with neither comes from no browser, so from no page (CSRF needs a browser).
+fn same_origin(headers: &HeaderMap, over_tls: bool, name: &str, port: Option<u16>) -> bool {
+    if let Some(site) = headers.get("sec-fetch-site")
+        && site.as_bytes() != b"same-origin"
+    {
+        return false;
+    }
+    let Some(origin) = headers.get(header::ORIGIN) else { return true };
+    let Some(rest) =
+        origin.to_str().ok().and_then(|o| o.strip_prefix(if over_tls { "https://" } else { "http://" }))
+    else {
+        return false;
+    };
+    let default_port = if over_tls { 443 } else { 80 };
+    split_host(rest)
+        .is_some_and(|(n, p)| n == name && p.unwrap_or(default_port) == port.unwrap_or(default_port))
 }
 
 /// Adds the security headers to every answer.
@@ -417,16 +650,26 @@ async fn headers(request: Request, next: Next) -> Response {
     h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    // Not `no-referrer`: under it a browser sends `Origin: null` with this server's own forms, which
+    // the CSRF check could not tell from another site's.
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
     if !h.contains_key(header::CACHE_CONTROL) {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
     response
 }
 
-/// The UI's routes over `store`.
-pub fn router<S: Store>(store: S, access: Access) -> Router {
-    let ui = Arc::new(Ui { store, access });
+/// The UI's routes over `store`, for a listener bound to `bound`.
+fn router<S: Store>(store: S, config: &UiConfig, bound: SocketAddr) -> Router {
+    let extra = config.hosts.iter().filter_map(|h| split_host(h)).collect();
+    let default_port = if config.tls.is_some() { 443 } else { 80 };
+    let ui = Arc::new(Ui {
+        store,
+        access: config.access.clone(),
+        hosts: Hosts { port: bound.port(), default_port, extra },
+        sessions: Sessions::new(config.limits.session_ttl),
+        throttle: Throttle::new(config.limits.login_failures, config.limits.login_window),
+    });
     Router::new()
         .route("/", get(overview::<S>))
         .route("/groups", get(groups::<S>))
@@ -435,27 +678,47 @@ pub fn router<S: Store>(store: S, access: Access) -> Router {
         .route("/reports/{id}/raw.json", get(raw_report::<S>))
         .route("/logs", get(logs::<S>))
         .route("/login", get(login_form).post(login::<S>))
+        .route("/logout", post(logout::<S>))
         .route("/static/style.css", get(style))
         .fallback(|| async { not_found("No such page.") })
+        .layer(DefaultBodyLimit::max(config.limits.max_body_bytes))
         .layer(middleware::from_fn_with_state(Arc::clone(&ui), guard::<S>))
+        .layer(middleware::from_fn_with_state(Arc::clone(&ui), origin_check::<S>))
         .layer(middleware::from_fn(headers))
         .with_state(ui)
 }
 
-/// Serves the UI on `listener` until `shutdown` completes; then stops accepting, lets the requests in
-/// progress finish and returns.
+/// Serves the UI on `listener` with `access`, plain HTTP and the default limits: [`serve_with`].
 ///
 /// # Cancel safety
 ///
-/// Dropping the future drops the connections in progress (the UI only reads, so nothing is lost); to
-/// stop cleanly, complete `shutdown` and await it.
+/// As [`serve_with`].
 pub async fn serve<S: Store>(
     listener: TcpListener,
     store: S,
     access: Access,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(store, access)).with_graceful_shutdown(shutdown).await
+    serve_with(listener, store, UiConfig::new(access), shutdown).await
+}
+
+/// Serves the UI on `listener` as `config` says until `shutdown` completes; then stops accepting,
+/// lets the requests in progress finish (at most 5 s), closes the idle connections and returns.
+///
+/// # Cancel safety
+///
+/// Dropping the future drops the connections in progress (the UI only reads, so nothing is lost); to
+/// stop cleanly, complete `shutdown` and await it.
+pub async fn serve_with<S: Store>(
+    listener: TcpListener,
+    store: S,
+    config: UiConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let bound = listener.local_addr()?;
+    let app = router(store, &config, bound);
+    let tls = config.tls.clone().map(TlsAcceptor::from);
+    serve::run(listener, app, tls, config.limits, shutdown).await
 }
 
 #[cfg(test)]

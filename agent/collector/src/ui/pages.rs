@@ -44,6 +44,8 @@ pub fn layout(title: &str, tab: Tab, content: Markup) -> Markup {
                             a href=(href) class=[(t == tab).then_some("active")] { (name) }
                         }
                     }
+                    // A POST (state-changing, so under the CSRF check); harmless without a login.
+                    form.logout method="post" action="/logout" { button type="submit" { "Log out" } }
                 }
                 main { (content) }
             }

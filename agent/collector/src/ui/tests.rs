@@ -41,6 +41,7 @@ macro_rules! on_both_stores {
 
 mod browser;
 mod events;
+mod hostile;
 mod reading;
 
 pub(super) const XSS: &str = "<script>alert(1)</script><b>bold</b>";
@@ -281,10 +282,10 @@ pub(super) struct Answer {
 
 /// One HTTP/1.0 request (no chunked answers, the connection closes at the end).
 pub(super) async fn get(addr: std::net::SocketAddr, path: &str, extra: &str) -> Answer {
-    request(addr, &format!("GET {path} HTTP/1.0\r\nHost: ui\r\n{extra}\r\n")).await
+    request(addr, &format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n{extra}\r\n")).await
 }
 
-async fn request(addr: std::net::SocketAddr, text: &str) -> Answer {
+pub(super) async fn request(addr: std::net::SocketAddr, text: &str) -> Answer {
     let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("the UI accepts");
     tcp.write_all(text.as_bytes()).await.expect("the request is sent");
     let mut raw = Vec::new();
@@ -521,9 +522,9 @@ async fn off_loopback_the_ui_requires_a_login(backend: Backend) {
     let right = base64::engine::general_purpose::STANDARD.encode("me:s3cret");
     assert_eq!(get(ui.addr, "/", &format!("Authorization: Basic {right}\r\n")).await.status, 200);
 
-    let bad = request(ui.addr, &login_request("token=nope")).await;
+    let bad = request(ui.addr, &login_request(ui.addr, "token=nope")).await;
     assert_eq!(bad.status, 401);
-    let good = request(ui.addr, &login_request("token=s3cret")).await;
+    let good = request(ui.addr, &login_request(ui.addr, "token=s3cret")).await;
     assert_eq!(good.status, 303);
     let cookie = good
         .head
@@ -537,9 +538,9 @@ async fn off_loopback_the_ui_requires_a_login(backend: Backend) {
     assert_eq!(get(ui.addr, "/groups", "Cookie: lastword_ui=forged\r\n").await.status, 401);
 }
 
-fn login_request(form: &str) -> String {
+pub(super) fn login_request(addr: std::net::SocketAddr, form: &str) -> String {
     format!(
-        "POST /login HTTP/1.0\r\nHost: ui\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+        "POST /login HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
          Content-Length: {}\r\n\r\n{form}",
         form.len()
     )
