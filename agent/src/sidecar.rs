@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use lastword::spool::Spool;
-use lastword::upload::{FlushError, Level, Summary, Uploader, UploaderConfig};
+use lastword::upload::{DiagnosticLevel, FlushError, Summary, Uploader, UploaderConfig};
 
 use crate::exit;
 use crate::spool_arg::UploadSpoolArgs;
@@ -95,13 +95,13 @@ fn start(args: &UploadArgs, verbose: u8) -> Result<(Spool, Uploader)> {
     config.agent.name = "lastword-agent".into();
     config.prepare = Some(lastword::prepare_for_upload(&spool_path));
     let min_level = match verbose {
-        0 => Level::Warn,
-        1 => Level::Info,
-        _ => Level::Debug,
+        0 => DiagnosticLevel::Warn,
+        1 => DiagnosticLevel::Info,
+        _ => DiagnosticLevel::Debug,
     };
     config.diagnostics = Some(Arc::new(move |level, message: &str| {
         // A configuration error ends the command with its own line (see `misconfigured`).
-        if level != Level::Error && level <= min_level {
+        if level != DiagnosticLevel::Error && level <= min_level {
             eprintln!("lastword: {message}");
         }
     }));

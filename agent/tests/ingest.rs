@@ -28,77 +28,40 @@ fn limits() -> Limits {
     Limits { max_message_bytes: 64 * 1024, ..Limits::default() }
 }
 
-/// A SQLite store whose writes of reports wait until the test opens the gate.
-struct Gated {
+/// A SQLite store whose writes of reports wait until the test opens the gate, or (`broken`) fail as
+/// on a broken disk; reads go to the SQLite store.
+struct Faulty {
     inner: SqliteStore,
-    gate: Arc<Semaphore>,
+    /// `None`: every write fails.
+    gate: Option<Arc<Semaphore>>,
     /// How many reports have reached the gate.
     waiting: Arc<AtomicUsize>,
 }
 
-impl Store for Gated {
+impl Faulty {
+    fn gated(dir: &std::path::Path, gate: &Arc<Semaphore>, waiting: &Arc<AtomicUsize>) -> Self {
+        Self {
+            inner: SqliteStore::open(dir).unwrap(),
+            gate: Some(Arc::clone(gate)),
+            waiting: Arc::clone(waiting),
+        }
+    }
+
+    fn broken(dir: &std::path::Path) -> Self {
+        Self { inner: SqliteStore::open(dir).unwrap(), gate: None, waiting: Arc::default() }
+    }
+}
+
+impl Store for Faulty {
     async fn write(&self, batch: Batch) -> Result<Vec<Outcome>, StoreError> {
+        let Some(gate) = &self.gate else {
+            return Err(StoreError::Backend { op: "write a batch", source: "disk I/O error".into() });
+        };
         if !batch.reports.is_empty() {
             self.waiting.fetch_add(batch.reports.len(), Ordering::SeqCst);
-            self.gate.acquire().await.expect("gate open").forget();
+            gate.acquire().await.expect("gate open").forget();
         }
         self.inner.write(batch).await
-    }
-    async fn reports(&self, filter: ReportFilter) -> Result<Vec<ReportRow>, StoreError> {
-        self.inner.reports(filter).await
-    }
-    async fn report(&self, id: EntryId) -> Result<Option<StoredReport>, StoreError> {
-        self.inner.report(id).await
-    }
-    async fn groups(&self, app: Option<String>, limit: u32) -> Result<Vec<Group>, StoreError> {
-        self.inner.groups(app, limit).await
-    }
-    async fn groups_of(&self, filter: GroupFilter) -> Result<Vec<KindGroup>, StoreError> {
-        self.inner.groups_of(filter).await
-    }
-    async fn losses(&self) -> Result<Vec<LossesRow>, StoreError> {
-        self.inner.losses().await
-    }
-    async fn overview(&self, now_ms: u64) -> Result<Overview, StoreError> {
-        self.inner.overview(now_ms).await
-    }
-    async fn group_page(&self, query: GroupQuery, now_ms: u64) -> Result<(Vec<GroupItem>, bool), StoreError> {
-        self.inner.group_page(query, now_ms).await
-    }
-    async fn group(&self, app: String, fingerprint: String) -> Result<Option<Group>, StoreError> {
-        self.inner.group(app, fingerprint).await
-    }
-    async fn group_reports(
-        &self,
-        app: String,
-        fingerprint: String,
-        tag: Option<Tag>,
-        before: Option<i64>,
-        limit: u32,
-    ) -> Result<Page<Listed>, StoreError> {
-        self.inner.group_reports(app, fingerprint, tag, before, limit).await
-    }
-    async fn group_stats(
-        &self,
-        app: String,
-        fingerprint: String,
-        now_ms: u64,
-    ) -> Result<GroupStats, StoreError> {
-        self.inner.group_stats(app, fingerprint, now_ms).await
-    }
-    async fn logs(&self, query: LogQuery) -> Result<Page<ListedBody>, StoreError> {
-        self.inner.logs(query).await
-    }
-}
-
-/// A store whose disk is broken: every write fails (reads go to an empty store).
-struct Broken {
-    inner: SqliteStore,
-}
-
-impl Store for Broken {
-    async fn write(&self, _: Batch) -> Result<Vec<Outcome>, StoreError> {
-        Err(StoreError::Backend { op: "write a batch", source: "disk I/O error".into() })
     }
     async fn reports(&self, filter: ReportFilter) -> Result<Vec<ReportRow>, StoreError> {
         self.inner.reports(filter).await
@@ -342,11 +305,7 @@ async fn deflated_bodies_are_stored_inflated_and_broken_ones_rejected_malformed(
 async fn too_many_unanswered_reports_close_1008_and_others_are_still_served() {
     let dir = tempfile::tempdir().unwrap();
     let gate = Arc::new(Semaphore::new(0));
-    let store = Gated {
-        inner: SqliteStore::open(dir.path()).unwrap(),
-        gate: Arc::clone(&gate),
-        waiting: Arc::default(),
-    };
+    let store = Faulty::gated(dir.path(), &gate, &Arc::default());
     let server = Server::start(Limits { max_in_flight: 2, ..limits() }, store).await;
     let mut ws = connect(server.addr, Some(TOKEN)).await.unwrap();
     assert_eq!(hello(&mut ws, "greedy").await.max_in_flight, 2);
@@ -421,7 +380,7 @@ async fn pings_are_answered_with_pongs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_store_is_answered_retry_later_never_accepted() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(limits(), Broken { inner: SqliteStore::open(dir.path()).unwrap() }).await;
+    let server = Server::start(limits(), Faulty::broken(dir.path())).await;
     let mut ws = connect(server.addr, Some(TOKEN)).await.unwrap();
     hello(&mut ws, "app").await;
     let id = EntryId::generate();
@@ -479,11 +438,7 @@ async fn shutdown_answers_what_was_read_then_closes_1001() {
     let dir = tempfile::tempdir().unwrap();
     let gate = Arc::new(Semaphore::new(0));
     let waiting = Arc::new(AtomicUsize::new(0));
-    let store = Gated {
-        inner: SqliteStore::open(dir.path()).unwrap(),
-        gate: Arc::clone(&gate),
-        waiting: Arc::clone(&waiting),
-    };
+    let store = Faulty::gated(dir.path(), &gate, &waiting);
     let server = Server::start(limits(), store).await;
     let mut ws = connect(server.addr, Some(TOKEN)).await.unwrap();
     hello(&mut ws, "app").await;

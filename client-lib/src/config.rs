@@ -255,13 +255,13 @@ impl Config {
     }
 
     /// Where the library's diagnostics go: the uploader's (connections, failures, and configuration
-    /// errors such as a refused token, at [`crate::upload::Level::Error`]) and a crash report or log
+    /// errors such as a refused token, at [`crate::upload::DiagnosticLevel::Error`]) and a crash report or log
     /// batch the spool refused. None by default: then they go to `tracing` (the `tracing` feature;
     /// else `log`) under the target [`crate::DIAGNOSTICS_TARGET`]. The library never prints.
     #[must_use]
     pub fn diagnostics(
         mut self,
-        callback: impl Fn(crate::upload::Level, &str) + Send + Sync + 'static,
+        callback: impl Fn(crate::upload::DiagnosticLevel, &str) + Send + Sync + 'static,
     ) -> Self {
         self.diagnostics = Some(std::sync::Arc::new(callback));
         self

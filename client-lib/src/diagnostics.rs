@@ -4,7 +4,7 @@
 //! the `tracing` feature) or `log` (with the `log` feature only) under the target [`TARGET`], else
 //! nowhere.
 
-use crate::upload::{Diagnostics, Level};
+use crate::upload::{DiagnosticLevel, Diagnostics};
 
 /// The `tracing` or `log` target of the library's diagnostics. lastword's own [`crate::Layer`] and
 /// [`crate::LogBridge`] leave these records out: a diagnostic about a failed log write must not
@@ -12,25 +12,25 @@ use crate::upload::{Diagnostics, Level};
 pub const TARGET: &str = "lastword";
 
 /// Tells `message` to the callback, else to `tracing` or `log`.
-pub(crate) fn tell(callback: Option<&Diagnostics>, level: Level, message: &str) {
+pub(crate) fn tell(callback: Option<&Diagnostics>, level: DiagnosticLevel, message: &str) {
     if let Some(callback) = callback {
         callback(level, message);
         return;
     }
     #[cfg(feature = "tracing")]
     match level {
-        Level::Error => tracing::error!(target: TARGET, "{message}"),
-        Level::Warn => tracing::warn!(target: TARGET, "{message}"),
-        Level::Info => tracing::info!(target: TARGET, "{message}"),
-        Level::Debug => tracing::debug!(target: TARGET, "{message}"),
+        DiagnosticLevel::Error => tracing::error!(target: TARGET, "{message}"),
+        DiagnosticLevel::Warn => tracing::warn!(target: TARGET, "{message}"),
+        DiagnosticLevel::Info => tracing::info!(target: TARGET, "{message}"),
+        DiagnosticLevel::Debug => tracing::debug!(target: TARGET, "{message}"),
     }
     #[cfg(all(feature = "log", not(feature = "tracing")))]
     {
         let level = match level {
-            Level::Error => log::Level::Error,
-            Level::Warn => log::Level::Warn,
-            Level::Info => log::Level::Info,
-            Level::Debug => log::Level::Debug,
+            DiagnosticLevel::Error => log::DiagnosticLevel::Error,
+            DiagnosticLevel::Warn => log::DiagnosticLevel::Warn,
+            DiagnosticLevel::Info => log::DiagnosticLevel::Info,
+            DiagnosticLevel::Debug => log::DiagnosticLevel::Debug,
         };
         log::log!(target: TARGET, level, "{message}");
     }

@@ -11,9 +11,7 @@ use crate::config::{BeforeSend, Config};
 use crate::crashloop::{Admit, CrashLoop};
 use crate::logs::{BatchPolicy, Level, LogPipe};
 use crate::report::{Context, CrashReport};
-use crate::upload::{
-    Diagnostics, FlushError, Level as DiagnosticLevel, LossCounters, Uploader, UploaderConfig,
-};
+use crate::upload::{DiagnosticLevel, Diagnostics, FlushError, LossCounters, Uploader, UploaderConfig};
 
 static STARTED: AtomicBool = AtomicBool::new(false);
 static SHARED: OnceLock<Arc<Shared>> = OnceLock::new();

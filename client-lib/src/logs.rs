@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use lastword_spool::{Kind, Spool};
 
 use crate::report::{Breadcrumb, Context, LogBatch, Scope};
-use crate::upload::{Diagnostics, Level as DiagnosticLevel, LossCounters};
+use crate::upload::{DiagnosticLevel, Diagnostics, LossCounters};
 
 /// Severity of a log record, most severe first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

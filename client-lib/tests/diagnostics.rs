@@ -7,7 +7,7 @@
 use std::sync::{Arc, Mutex};
 
 use lastword::spool::{Spool, SpoolOptions};
-use lastword::upload::Level;
+use lastword::upload::DiagnosticLevel;
 use lastword_spool::fsio::Op;
 use lastword_spool::fsio::faults;
 
@@ -15,7 +15,7 @@ use lastword_spool::fsio::faults;
 fn a_crash_report_the_spool_refuses_reaches_the_diagnostics_callback() {
     let dir = tempfile::tempdir().unwrap();
     let spool = dir.path().join("spool");
-    let said: Arc<Mutex<Vec<(Level, String)>>> = Arc::default();
+    let said: Arc<Mutex<Vec<(DiagnosticLevel, String)>>> = Arc::default();
     let sink = Arc::clone(&said);
     let config = lastword::Config::new("diagnostics-test")
         .spool(&spool)
@@ -37,7 +37,7 @@ fn a_crash_report_the_spool_refuses_reaches_the_diagnostics_callback() {
         .iter()
         .find(|(_, m)| m.contains("could not store the crash report"))
         .unwrap_or_else(|| panic!("the failed store is told: {said:?}"));
-    assert_eq!(*level, Level::Error, "{message}");
+    assert_eq!(*level, DiagnosticLevel::Error, "{message}");
     assert_eq!(message.matches("os error 5").count(), 1, "the OS cause once: {message}");
     let stored = Spool::open(&spool, SpoolOptions::default()).unwrap().view().list().unwrap();
     assert!(stored.iter().all(|e| e.kind != Some(lastword::spool::Kind::Crash)), "no crash stored");

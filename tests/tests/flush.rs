@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use lastword::spool::{EntryState, Kind, Spool, SpoolOptions};
-use lastword::upload::{FlushError, Level, Prepared, Uploader, UploaderConfig};
+use lastword::upload::{DiagnosticLevel, FlushError, Prepared, Uploader, UploaderConfig};
 use lastword_tests::scripted::{Behaviour, TOKEN, TestCollector};
 
 fn spool_with(dir: &std::path::Path, n: usize, kind: Kind) -> Spool {
@@ -45,7 +45,7 @@ fn silent_listener() -> (std::net::TcpListener, String) {
 }
 
 /// Diagnostics collected in memory.
-fn collect_diagnostics(config: &mut UploaderConfig) -> Arc<Mutex<Vec<(Level, String)>>> {
+fn collect_diagnostics(config: &mut UploaderConfig) -> Arc<Mutex<Vec<(DiagnosticLevel, String)>>> {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let s = seen.clone();
     config.diagnostics = Some(Arc::new(move |level, message: &str| {

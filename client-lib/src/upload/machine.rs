@@ -28,8 +28,8 @@ use std::time::{Duration, Instant};
 
 use lastword_spool::EntryId;
 
+use super::DiagnosticLevel;
 use super::FlushError;
-use super::Level;
 use super::backoff::Backoff;
 use crate::protocol::Losses;
 
@@ -240,7 +240,7 @@ pub(crate) enum Action<C> {
     /// Answer flush `id`.
     Reply(u64, Result<(), FlushError>),
     /// A diagnostic.
-    Say(Level, String),
+    Say(DiagnosticLevel, String),
     /// A failure to record as the last error (and say at `Warn`).
     Error(String),
     /// The shutdown phases are over: return the summary.
@@ -472,7 +472,7 @@ impl<C: Held> Machine<C> {
                     None => Stopping { deadline, hard },
                 };
                 self.stopping = Some(stop);
-                out.push(Action::Say(Level::Info, "shutting down".into()));
+                out.push(Action::Say(DiagnosticLevel::Info, "shutting down".into()));
             }
             Event::Broken(reason) => {
                 self.say_config_error(&reason, out);
@@ -584,7 +584,7 @@ impl<C: Held> Machine<C> {
             last_work: now,
             progressed: false,
         });
-        out.push(Action::Say(Level::Info, format!("connected (window {window})")));
+        out.push(Action::Say(DiagnosticLevel::Info, format!("connected (window {window})")));
     }
 
     fn connect_failed(&mut self, failure: Failure, reason: String, now: Instant, out: &mut Vec<Action<C>>) {
@@ -624,9 +624,9 @@ impl<C: Held> Machine<C> {
     /// Says a configuration error once (again only if it changes).
     fn say_config_error(&mut self, reason: &str, out: &mut Vec<Action<C>>) {
         if self.said.as_deref() == Some(reason) {
-            out.push(Action::Say(Level::Debug, reason.to_owned()));
+            out.push(Action::Say(DiagnosticLevel::Debug, reason.to_owned()));
         } else {
-            out.push(Action::Say(Level::Error, format!("configuration error: {reason}")));
+            out.push(Action::Say(DiagnosticLevel::Error, format!("configuration error: {reason}")));
             self.said = Some(reason.to_owned());
         }
     }
@@ -670,7 +670,7 @@ impl<C: Held> Machine<C> {
         self.sending = None;
         let mut settles: Vec<(C, Settle)> = Vec::new();
         for (claim, reason) in outcome.skipped {
-            out.push(Action::Say(Level::Info, format!("not sending {}: {reason}", claim.id())));
+            out.push(Action::Say(DiagnosticLevel::Info, format!("not sending {}: {reason}", claim.id())));
             settles.push((claim, Settle::Skip(reason)));
         }
         for (claim, reason) in outcome.unsendable {
@@ -703,7 +703,10 @@ impl<C: Held> Machine<C> {
         let mut back = Vec::new();
         for (id, verdict) in answers {
             let Some(claim) = self.in_flight.remove(&id) else {
-                out.push(Action::Say(Level::Debug, format!("answer for an id not in flight: {id}")));
+                out.push(Action::Say(
+                    DiagnosticLevel::Debug,
+                    format!("answer for an id not in flight: {id}"),
+                ));
                 continue;
             };
             self.held_bytes -= claim.size();
@@ -919,7 +922,7 @@ impl<C: Held> Machine<C> {
         self.held_bytes = 0;
         if !unanswered.is_empty() {
             out.push(Action::Say(
-                Level::Info,
+                DiagnosticLevel::Info,
                 format!("putting back {} unanswered entries", unanswered.len()),
             ));
         }
@@ -974,7 +977,7 @@ impl<C: Held> Machine<C> {
         for flush in self.flushes.drain(..) {
             out.push(Action::Reply(flush.id, Err(FlushError::Stopped)));
         }
-        out.push(Action::Say(Level::Info, "uploader stopped".into()));
+        out.push(Action::Say(DiagnosticLevel::Info, "uploader stopped".into()));
         out.push(Action::Stop);
         self.phase = Phase::Stopped;
     }

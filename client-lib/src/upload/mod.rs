@@ -49,7 +49,7 @@ pub use connection::ConnectError;
 
 /// A diagnostic message from the uploader, for whoever wants to log it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Level {
+pub enum DiagnosticLevel {
     /// A configuration error: nothing can be delivered until a person changes the configuration (a
     /// refused token, a wrong path, an unusable CA file). Said once. Without a diagnostics callback
     /// it goes to `tracing` (or `log`), like the others.
@@ -64,7 +64,7 @@ pub enum Level {
 
 /// Receives the uploader's diagnostics. It must not block and must not write to the same spool
 /// through the uploader (that would loop).
-pub type Diagnostics = Arc<dyn Fn(Level, &str) + Send + Sync>;
+pub type Diagnostics = Arc<dyn Fn(DiagnosticLevel, &str) + Send + Sync>;
 
 /// Turns a claimed entry's body into the JSON that goes on the wire (for example: symbolizes a raw
 /// signal report), and may record what it made in the entry ([`Claim::rewrite`]) so that a resend

@@ -28,7 +28,7 @@ use super::connection::{self, ConnectError, Connected, Ws, connect};
 use super::machine::{
     Action, Event, Failure, FlushRequest, Held, Machine, SendOutcome, Settings, Settle, Verdict, Work,
 };
-use super::{Control, FlushError, Level, Prepared, Progress, Summary, UploaderConfig};
+use super::{Control, DiagnosticLevel, FlushError, Prepared, Progress, Summary, UploaderConfig};
 use crate::protocol::{ClientMessage, Losses, Report, ServerMessage};
 
 type Sink = SplitSink<Ws, Message>;
@@ -250,12 +250,12 @@ impl Worker {
         }
     }
 
-    fn diag(&self, level: Level, message: &str) {
+    fn diag(&self, level: DiagnosticLevel, message: &str) {
         crate::diagnostics::tell(self.config.diagnostics.as_ref(), level, message);
     }
 
     fn record_error(&self, message: String) {
-        self.diag(Level::Warn, &message);
+        self.diag(DiagnosticLevel::Warn, &message);
         if let Ok(mut last) = self.progress.last_error.lock() {
             *last = Some(message);
         }
@@ -563,7 +563,7 @@ impl Worker {
             }
             Action::Say(level, message) => {
                 self.diag(level, &message);
-                if level == Level::Error
+                if level == DiagnosticLevel::Error
                     && let Ok(mut last) = self.progress.last_error.lock()
                 {
                     *last = Some(message);
@@ -641,7 +641,7 @@ impl Worker {
             None
         };
         let config = self.config.clone();
-        self.diag(Level::Debug, &format!("connecting to {url}"));
+        self.diag(DiagnosticLevel::Debug, &format!("connecting to {url}"));
         self.connecting = Some(Box::pin(async move {
             let result = match timeout(config.connect_timeout, connect(&url, &config, losses, tls)).await {
                 Ok(r) => r,

@@ -46,7 +46,7 @@ fn main() {
             // The library never prints: the application says what it wants said (the tests read
             // stderr for a crash report that could not be stored).
             .diagnostics(|level, message| {
-                if level == lastword::upload::Level::Error {
+                if level == lastword::upload::DiagnosticLevel::Error {
                     eprintln!("lastword: {message}");
                 }
             });

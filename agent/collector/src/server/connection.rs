@@ -34,7 +34,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 
 use super::committer::Job;
 use super::handshake;
-use super::{Limits, Shared};
+use super::{Limits, ServerState};
 use crate::fingerprint;
 use crate::store::{AgentLosses, NewReport, Origin};
 
@@ -48,7 +48,7 @@ const MAX_REASON: usize = 123;
 pub(crate) async fn handle(
     tcp: TcpStream,
     peer: SocketAddr,
-    shared: Arc<Shared>,
+    shared: Arc<ServerState>,
     place: OwnedSemaphorePermit,
 ) {
     // Answers are small and latency matters more than packet count.
@@ -72,7 +72,7 @@ pub(crate) async fn handle(
 async fn upgrade<S>(
     stream: S,
     peer: SocketAddr,
-    shared: &Shared,
+    shared: &ServerState,
     place: OwnedSemaphorePermit,
     deadline: Instant,
 ) where
@@ -209,7 +209,7 @@ type Answer = Pin<Box<dyn Future<Output = ServerMessage> + Send>>;
 struct Connection<'a, S> {
     ws: WebSocketStream<S>,
     peer: SocketAddr,
-    shared: &'a Shared,
+    shared: &'a ServerState,
     /// Answers not yet sent, ready or waiting for the committer.
     pending: FuturesUnordered<Answer>,
     /// Reports read and not yet answered on the wire (`pending` plus those being prepared).
@@ -224,7 +224,7 @@ enum Event {
 }
 
 impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
-    fn new(ws: WebSocketStream<S>, peer: SocketAddr, shared: &'a Shared) -> Self {
+    fn new(ws: WebSocketStream<S>, peer: SocketAddr, shared: &'a ServerState) -> Self {
         Self { ws, peer, shared, pending: FuturesUnordered::new(), in_flight: 0 }
     }
 

@@ -219,7 +219,7 @@ pub enum CollectError {
 }
 
 /// What every connection task shares.
-struct Shared {
+struct ServerState {
     limits: Limits,
     tokens: Tokens,
     tls: Option<TlsAcceptor>,
@@ -264,7 +264,7 @@ pub async fn run<S: Store>(
     let writer =
         tokio::spawn(committer::run(Arc::new(store), jobs_rx, limits.batch_max, limits.retry_delay_ms));
     let cancel = CancellationToken::new();
-    let shared = Arc::new(Shared {
+    let shared = Arc::new(ServerState {
         queue_bytes: Arc::new(Semaphore::new(limits.queue_bytes)),
         limits: limits.clone(),
         tokens: config.tokens,

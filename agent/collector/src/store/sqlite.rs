@@ -294,27 +294,35 @@ fn write_batch(conn: &mut Connection, batch: &Batch) -> rusqlite::Result<Vec<Out
 }
 
 fn report_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(String, String, ReportRow)> {
-    let id: String = r.get(0)?;
-    let kind: String = r.get(1)?;
+    report_row_at(r, 0)
+}
+
+/// The [`REPORT_COLUMNS`] of `r` from column `first` on: the id and kind as text (for [`checked`]),
+/// and the row.
+pub(super) fn report_row_at(
+    r: &rusqlite::Row<'_>,
+    first: usize,
+) -> rusqlite::Result<(String, String, ReportRow)> {
+    let at = |i: usize| first + i;
     Ok((
-        id,
-        kind,
+        r.get(at(0))?,
+        r.get(at(1))?,
         ReportRow {
             id: EntryId::from_u128(0),
             kind: Kind::Crash,
-            app: r.get(2)?,
-            release: r.get(3)?,
-            host: r.get(4)?,
-            created_ms: from_sql_int(r.get(5)?),
-            received_ms: from_sql_int(r.get(6)?),
-            fingerprint: r.get(7)?,
-            summary: r.get(8)?,
+            app: r.get(at(2))?,
+            release: r.get(at(3))?,
+            host: r.get(at(4))?,
+            created_ms: from_sql_int(r.get(at(5))?),
+            received_ms: from_sql_int(r.get(at(6))?),
+            fingerprint: r.get(at(7))?,
+            summary: r.get(at(8))?,
         },
     ))
 }
 
 /// Fills in the id and kind read as text, refusing values this program did not write.
-fn checked((id, kind, mut row): (String, String, ReportRow)) -> Result<ReportRow, StoreError> {
+pub(super) fn checked((id, kind, mut row): (String, String, ReportRow)) -> Result<ReportRow, StoreError> {
     row.id = id.parse().map_err(|_| StoreError::BadRow { what: "reports.id", value: id.clone() })?;
     row.kind = kind.parse().map_err(|_| StoreError::BadRow { what: "reports.kind", value: kind.clone() })?;
     Ok(row)

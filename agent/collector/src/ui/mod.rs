@@ -268,7 +268,7 @@ struct Ui<S> {
     throttle: Throttle,
 }
 
-type Shared<S> = State<Arc<Ui<S>>>;
+type UiState<S> = State<Arc<Ui<S>>>;
 
 fn now_ms() -> u64 {
     SystemTime::now()
@@ -321,7 +321,7 @@ fn given(v: Option<String>) -> Option<String> {
     v.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty())
 }
 
-async fn overview<S: Store>(State(ui): Shared<S>) -> Response {
+async fn overview<S: Store>(State(ui): UiState<S>) -> Response {
     match ui.store.overview(now_ms()).await {
         Ok(o) => pages::overview(&o).into_response(),
         Err(e) => error_page(&e),
@@ -365,7 +365,7 @@ impl PageParams for GroupsParams {
                                   signal or event, tag: KEY=VALUE, sort, order) and offset, a number of rows.";
 }
 
-async fn groups<S: Store>(State(ui): Shared<S>, Params(p): Params<GroupsParams>) -> Response {
+async fn groups<S: Store>(State(ui): UiState<S>, Params(p): Params<GroupsParams>) -> Response {
     let tag = match tag_param(p.tag) {
         Ok(tag) => tag,
         Err(text) => return bad_tag(&text, TAG_USAGE),
@@ -400,7 +400,7 @@ impl PageParams for GroupParams {
                                   the list of groups.";
 }
 
-async fn group<S: Store>(State(ui): Shared<S>, Params(p): Params<GroupParams>) -> Response {
+async fn group<S: Store>(State(ui): UiState<S>, Params(p): Params<GroupParams>) -> Response {
     let tag = match tag_param(p.tag) {
         Ok(tag) => tag,
         Err(text) => return bad_tag(&text, GroupParams::USAGE),
@@ -429,7 +429,7 @@ async fn group<S: Store>(State(ui): Shared<S>, Params(p): Params<GroupParams>) -
     }
 }
 
-async fn report<S: Store>(State(ui): Shared<S>, UrlPath(id): UrlPath<String>) -> Response {
+async fn report<S: Store>(State(ui): UiState<S>, UrlPath(id): UrlPath<String>) -> Response {
     let Ok(id) = id.parse::<EntryId>() else { return not_found("That is not a report id.") };
     match ui.store.report(id).await {
         Ok(Some(r)) => pages::report(&r).into_response(),
@@ -438,7 +438,7 @@ async fn report<S: Store>(State(ui): Shared<S>, UrlPath(id): UrlPath<String>) ->
     }
 }
 
-async fn raw_report<S: Store>(State(ui): Shared<S>, UrlPath(id): UrlPath<String>) -> Response {
+async fn raw_report<S: Store>(State(ui): UiState<S>, UrlPath(id): UrlPath<String>) -> Response {
     let Ok(id) = id.parse::<EntryId>() else { return not_found("That is not a report id.") };
     match ui.store.report(id).await {
         Ok(Some(r)) => (
@@ -471,7 +471,7 @@ impl PageParams for LogsParams {
 
 const LEVELS: [&str; 5] = ["ERROR", "WARN", "INFO", "DEBUG", "TRACE"];
 
-async fn logs<S: Store>(State(ui): Shared<S>, Params(p): Params<LogsParams>) -> Response {
+async fn logs<S: Store>(State(ui): UiState<S>, Params(p): Params<LogsParams>) -> Response {
     let form = pages::LogForm {
         app: given(p.app),
         level: given(p.level).map(|l| l.to_ascii_uppercase()),
@@ -531,7 +531,7 @@ fn over_tls(request_extensions: &axum::http::Extensions) -> bool {
 }
 
 async fn login<S: Store>(
-    State(ui): Shared<S>,
+    State(ui): UiState<S>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     tls: Option<axum::Extension<OverTls>>,
     Form(f): Form<LoginForm>,
@@ -556,7 +556,7 @@ async fn login<S: Store>(
 }
 
 /// Ends the session of the request's cookie and clears the cookie.
-async fn logout<S: Store>(State(ui): Shared<S>, request: Request) -> Response {
+async fn logout<S: Store>(State(ui): UiState<S>, request: Request) -> Response {
     if let Some(id) = session_cookie(request.headers()) {
         ui.sessions.close(id);
     }
@@ -595,7 +595,7 @@ fn refusal<S>(ui: &Ui<S>, token: &str, request: &Request) -> Option<Response> {
 }
 
 /// Lets through who may read; answers 401 (basic auth challenge and the login form) to others.
-async fn guard<S: Store>(State(ui): Shared<S>, request: Request, next: Next) -> Response {
+async fn guard<S: Store>(State(ui): UiState<S>, request: Request, next: Next) -> Response {
     let path = request.uri().path();
     let free = path == "/login" || path == "/logout" || path == "/static/style.css";
     if let Access::Token(token) = &ui.access
@@ -610,7 +610,7 @@ async fn guard<S: Store>(State(ui): Shared<S>, request: Request, next: Next) -> 
 /// Answers 421 to a request whose `Host` is not this server's (a page of another name that DNS
 /// rebinding points at this address), and 403 to a state-changing request from another origin
 /// (CSRF): the rule is in ARCHITECTURE.md.
-async fn origin_check<S: Store>(State(ui): Shared<S>, request: Request, next: Next) -> Response {
+async fn origin_check<S: Store>(State(ui): UiState<S>, request: Request, next: Next) -> Response {
     let Some((name, port)) = host_of(&request).filter(|(n, p)| ui.hosts.accepts(n, *p)) else {
         let text = "This server does not answer to that host name. Give it with --ui-host to allow it.";
         return (StatusCode::MISDIRECTED_REQUEST, pages::message("Wrong host", text)).into_response();

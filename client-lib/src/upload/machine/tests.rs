@@ -199,7 +199,7 @@ fn busy_is_retried_not_before_retry_after_and_is_not_a_configuration_error() {
         failure: Failure::Busy(Some(Duration::from_secs(5))),
         reason: "busy (HTTP 503)".into(),
     });
-    assert!(!has(&a, |a| matches!(a, Action::Say(Level::Error, _))));
+    assert!(!has(&a, |a| matches!(a, Action::Say(DiagnosticLevel::Error, _))));
     assert!(t.m.misconfigured().is_none());
     let a = t.at(Duration::from_millis(4999), Event::Tick);
     assert!(!has(&a, |a| matches!(a, Action::Connect { .. })), "not before Retry-After");
@@ -217,7 +217,7 @@ fn a_configuration_error_is_said_once_answers_every_flush_and_is_not_retried_in_
     assert!(replies(&a).is_empty());
     let a = t
         .on(Event::ConnectFailed { failure: Failure::Config, reason: "refused the token (HTTP 401)".into() });
-    let said: Vec<_> = a.iter().filter(|a| matches!(a, Action::Say(Level::Error, _))).collect();
+    let said: Vec<_> = a.iter().filter(|a| matches!(a, Action::Say(DiagnosticLevel::Error, _))).collect();
     assert_eq!(said.len(), 1, "{a:?}");
     assert!(
         matches!(&replies(&a)[..], [(1, Err(FlushError::Misconfigured(r)))] if r.contains("401")),
@@ -242,14 +242,14 @@ fn a_configuration_error_is_said_once_answers_every_flush_and_is_not_retried_in_
     assert_eq!(connected_at, Some(60), "tried again after a minute");
     let a = t
         .on(Event::ConnectFailed { failure: Failure::Config, reason: "refused the token (HTTP 401)".into() });
-    assert!(!has(&a, |a| matches!(a, Action::Say(Level::Error, _))), "said once, not again: {a:?}");
+    assert!(!has(&a, |a| matches!(a, Action::Say(DiagnosticLevel::Error, _))), "said once, not again: {a:?}");
 }
 
 #[test]
 fn an_unusable_ca_file_stops_every_connection_and_answers_flushes() {
     let (mut t, _) = T::new(settings());
     let a = t.on(Event::Broken("the CA file /x: not found".into()));
-    assert!(has(&a, |a| matches!(a, Action::Say(Level::Error, _))));
+    assert!(has(&a, |a| matches!(a, Action::Say(DiagnosticLevel::Error, _))));
     let a = t.on(Event::Checked(Ok(Work { ready: true, ..Work::default() })));
     assert!(!has(&a, |a| matches!(a, Action::Connect { .. })), "{a:?}");
     let a = t.on(flush(1, t.now + Duration::from_secs(5), false));

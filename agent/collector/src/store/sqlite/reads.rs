@@ -4,7 +4,6 @@
 //! writer (WAL readers do not block it).
 
 use lastword_protocol::{Losses, Software};
-use lastword_spool::{EntryId, Kind};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{backend, from_sql_int, to_sql_int};
@@ -20,29 +19,13 @@ const OVERVIEW_LOSSES: u32 = 500;
 const LISTED_COLUMNS: &str =
     "rowid, id, kind, app, release, host, created_ms, received_ms, fingerprint, summary";
 
-fn listed(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, String, String, ReportRow)> {
-    Ok((
-        r.get(0)?,
-        r.get(1)?,
-        r.get(2)?,
-        ReportRow {
-            id: EntryId::from_u128(0),
-            kind: Kind::Crash,
-            app: r.get(3)?,
-            release: r.get(4)?,
-            host: r.get(5)?,
-            created_ms: from_sql_int(r.get(6)?),
-            received_ms: from_sql_int(r.get(7)?),
-            fingerprint: r.get(8)?,
-            summary: r.get(9)?,
-        },
-    ))
+/// A listed report: its `rowid`, then the [`LISTED_COLUMNS`] that follow it.
+fn listed(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, (String, String, ReportRow))> {
+    Ok((r.get(0)?, super::report_row_at(r, 1)?))
 }
 
-fn checked((seq, id, kind, mut row): (i64, String, String, ReportRow)) -> Result<Listed, StoreError> {
-    row.id = id.parse().map_err(|_| StoreError::BadRow { what: "reports.id", value: id.clone() })?;
-    row.kind = kind.parse().map_err(|_| StoreError::BadRow { what: "reports.kind", value: kind.clone() })?;
-    Ok(Listed { seq, row })
+fn checked((seq, row): (i64, (String, String, ReportRow))) -> Result<Listed, StoreError> {
+    Ok(Listed { seq, row: super::checked(row)? })
 }
 
 fn group_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Group> {
