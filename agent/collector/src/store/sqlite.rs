@@ -321,6 +321,18 @@ pub(super) fn report_row_at(
     ))
 }
 
+/// A group of its first six columns: app, fingerprint, title, count, first and last seen.
+pub(super) fn group_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Group> {
+    Ok(Group {
+        app: r.get(0)?,
+        fingerprint: r.get(1)?,
+        title: r.get(2)?,
+        count: from_sql_int(r.get(3)?),
+        first_seen_ms: from_sql_int(r.get(4)?),
+        last_seen_ms: from_sql_int(r.get(5)?),
+    })
+}
+
 /// Fills in the id and kind read as text, refusing values this program did not write.
 pub(super) fn checked((id, kind, mut row): (String, String, ReportRow)) -> Result<ReportRow, StoreError> {
     row.id = id.parse().map_err(|_| StoreError::BadRow { what: "reports.id", value: id.clone() })?;
@@ -377,18 +389,7 @@ impl Store for SqliteStore {
                      WHERE (?1 IS NULL OR app = ?1) ORDER BY last_seen_ms DESC, count DESC LIMIT ?2",
                 )
                 .map_err(backend("list groups"))?;
-            let rows = stmt
-                .query_map(params![app, limit], |r| {
-                    Ok(Group {
-                        app: r.get(0)?,
-                        fingerprint: r.get(1)?,
-                        title: r.get(2)?,
-                        count: from_sql_int(r.get(3)?),
-                        first_seen_ms: from_sql_int(r.get(4)?),
-                        last_seen_ms: from_sql_int(r.get(5)?),
-                    })
-                })
-                .map_err(backend("list groups"))?;
+            let rows = stmt.query_map(params![app, limit], group_row).map_err(backend("list groups"))?;
             rows.collect::<rusqlite::Result<_>>().map_err(backend("list groups"))
         })
         .await
@@ -402,19 +403,7 @@ impl Store for SqliteStore {
             let rows = stmt
                 .query_map(
                     params![filter.app, filter.kind.map(Kind::as_str), key, value, filter.limit],
-                    |r| {
-                        Ok((
-                            r.get::<_, Option<String>>(6)?,
-                            Group {
-                                app: r.get(0)?,
-                                fingerprint: r.get(1)?,
-                                title: r.get(2)?,
-                                count: from_sql_int(r.get(3)?),
-                                first_seen_ms: from_sql_int(r.get(4)?),
-                                last_seen_ms: from_sql_int(r.get(5)?),
-                            },
-                        ))
-                    },
+                    |r| Ok((r.get::<_, Option<String>>(6)?, group_row(r)?)),
                 )
                 .map_err(backend(OP))?;
             let mut out = Vec::new();

@@ -6,7 +6,7 @@
 use lastword_protocol::{Losses, Software};
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{backend, from_sql_int, to_sql_int};
+use super::{backend, from_sql_int, group_row, to_sql_int};
 use crate::store::reads::{
     DETAILS_LIMIT, GROUP_COLUMNS, GROUP_STATS_LIMIT, GroupDetails, GroupItem, GroupQuery, GroupStats, Listed,
     ListedBody, LogQuery, Overview, Page, StatsTally, Tag, Tally, contains_pattern, page,
@@ -26,17 +26,6 @@ fn listed(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, (String, String, Repo
 
 fn checked((seq, row): (i64, (String, String, ReportRow))) -> Result<Listed, StoreError> {
     Ok(Listed { seq, row: super::checked(row)? })
-}
-
-fn group_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Group> {
-    Ok(Group {
-        app: r.get(0)?,
-        fingerprint: r.get(1)?,
-        title: r.get(2)?,
-        count: from_sql_int(r.get(3)?),
-        first_seen_ms: from_sql_int(r.get(4)?),
-        last_seen_ms: from_sql_int(r.get(5)?),
-    })
 }
 
 /// Column `i` of `r`, text or NULL, borrowed from the row.
