@@ -12,10 +12,12 @@
 //! - [`fingerprint`]: the groups crashes and events fall into, and the scope tags a report is indexed by.
 //! - [`query`]: `lastword store ...`, readable tables or JSON.
 //! - [`ui`]: the web UI (`lastword collect --ui`).
+//! - [`debug_files`]: the debug files of builds, by build id, that symbolize reports on the collector.
 //! - [`crash_view`]: how a crash report reads for a person (title, folded frames, breadcrumbs), the
 //!   one renderer of `lastword show`, `lastword store show`, the demo and the web UI.
 
 pub mod crash_view;
+pub mod debug_files;
 pub mod fingerprint;
 pub mod query;
 pub mod server;
