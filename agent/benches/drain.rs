@@ -200,7 +200,12 @@ impl Collector {
         let (addr, task) = runtime.block_on(async {
             let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the collector on 127.0.0.1:0");
             let addr = listener.local_addr().expect("the collector's address");
-            let config = Config { tokens: Tokens::from_list([TOKEN]), tls: None, limits: Limits::default() };
+            let config = Config {
+                tokens: Tokens::from_list([TOKEN]),
+                tls: None,
+                limits: Limits::default(),
+                symbols: None,
+            };
             (addr, tokio::spawn(collect::run(listener, config, store, stop.clone().cancelled_owned())))
         });
         Self { addr, stop, task, _store: store_dir }

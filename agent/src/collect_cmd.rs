@@ -5,9 +5,11 @@ use std::io::Write as _;
 use std::path::PathBuf;
 
 use anyhow::Context as _;
+use lastword_collector::debug_files::DebugFiles;
 use lastword_collector::query::{self, Format, Query};
 use lastword_collector::server::{self, CollectError, Config, Limits, Tokens, tls_server_config};
 use lastword_collector::store::{GroupFilter, ReportFilter, StoreLocation};
+use lastword_collector::symbolize::Symbols;
 use lastword_collector::ui::{self, Access};
 use lastword_spool::{EntryId, Kind};
 use tokio_util::sync::CancellationToken;
@@ -54,7 +56,7 @@ impl CollectArgs {
             (Some(cert), Some(key)) => Some(tls_server_config(cert, key)?),
             _ => None,
         };
-        Ok(Config { tokens, tls, limits })
+        Ok(Config { tokens, tls, limits, symbols: None })
     }
 }
 
@@ -286,7 +288,7 @@ pub struct CollectCommand {
 pub fn collect_command(CollectCommand { collect: args, ui: ui_args }: CollectCommand) -> anyhow::Result<()> {
     print_collector_diagnostics();
     let env_tokens = std::env::var("LASTWORD_TOKENS").ok();
-    let config = args.config(env_tokens.as_deref())?;
+    let mut config = args.config(env_tokens.as_deref())?;
     let ui_token =
         Access::load_token(ui_args.ui_token_file.as_deref(), std::env::var(ui::TOKEN_ENV).ok().as_deref())?;
     let ui_tls = match (&ui_args.ui_tls_cert, &ui_args.ui_tls_key) {
@@ -297,6 +299,10 @@ pub fn collect_command(CollectCommand { collect: args, ui: ui_args }: CollectCom
     runtime.block_on(async {
         let location = store_location(&args.store)?;
         let store = location.open().await?;
+        // The debug files that name reports from stripped builds: beside the SQLite store.
+        if let StoreLocation::Dir(dir) = &location {
+            config.symbols = Some(Symbols::new(DebugFiles::in_dir(dir.join("debug-files"))));
+        }
         // Signal handlers first: a SIGTERM right after the listening line must find them in place.
         let shutdown = shutdown_signal("lastword collect")?;
         let listener = tokio::net::TcpListener::bind(&args.listen)

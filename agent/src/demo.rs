@@ -76,7 +76,12 @@ pub fn demo(args: &DemoArgs) -> Result<u8> {
     let ui_url = format!("http://{}/", ui_listener.local_addr()?);
     // Open to anyone who can connect, which on loopback is this machine only.
     let access = Access::for_addr(ui_listener.local_addr()?, None)?;
-    let config = Config { tokens: Tokens::from_list([token.clone()]), tls: None, limits: Limits::default() };
+    let config = Config {
+        tokens: Tokens::from_list([token.clone()]),
+        tls: None,
+        limits: Limits::default(),
+        symbols: None,
+    };
     let server = runtime.spawn(collect::run(listener, config, store, stop.clone().cancelled_owned()));
     let web = runtime.spawn(ui::serve(ui_listener, ui_store, access, stop.clone().cancelled_owned()));
     println!("      collector listening on {url}, store in {}", store_dir.display());

@@ -30,6 +30,7 @@ fn report(kind: Kind, fingerprint: &str, created_ms: u64, tags: &str) -> NewRepo
         fingerprint: digest.fingerprint,
         summary: digest.summary,
         body,
+        waits: Vec::new(),
     }
 }
 

@@ -12,14 +12,15 @@ use common::*;
 use futures_util::{SinkExt as _, StreamExt as _};
 use lastword::protocol::{RejectReason, ServerMessage, close};
 use lastword_collector::server::Limits;
-use lastword_collector::store::SqliteStore;
 use lastword_collector::store::reads::{
     GroupItem, GroupQuery, GroupStats, Listed, ListedBody, LogQuery, Overview, Page, Tag,
 };
+use lastword_collector::store::waits::{Applied, Resymbolized, Waiting};
 use lastword_collector::store::{
     Batch, Group, GroupFilter, KindGroup, LossesRow, Outcome, ReportFilter, ReportRow, Store, StoreError,
     StoredReport,
 };
+use lastword_collector::store::{SqliteStore, Waits};
 use lastword_spool::{EntryId, Kind};
 use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::Message;
@@ -49,6 +50,21 @@ impl Faulty {
 
     fn broken(dir: &std::path::Path) -> Self {
         Self { inner: SqliteStore::open(dir).unwrap(), gate: None, waiting: Arc::default() }
+    }
+}
+
+impl Waits for Faulty {
+    async fn waited_build_ids(&self) -> Result<Vec<String>, StoreError> {
+        self.inner.waited_build_ids().await
+    }
+    async fn waiting_for(&self, build_id: String, limit: u32) -> Result<Vec<Waiting>, StoreError> {
+        self.inner.waiting_for(build_id, limit).await
+    }
+    async fn wait_counts(&self, limit: u32) -> Result<Vec<(String, u64)>, StoreError> {
+        self.inner.wait_counts(limit).await
+    }
+    async fn resymbolized(&self, build_id: String, done: Vec<Resymbolized>) -> Result<Applied, StoreError> {
+        self.inner.resymbolized(build_id, done).await
     }
 }
 

@@ -202,6 +202,10 @@ pub struct Frame {
     /// The application's own code (`category` is `app`). Written only when true.
     #[serde(default, skip_serializing_if = "is_false")]
     pub in_app: bool,
+    /// Who named this frame when it was not its own machine: `"collector"` for a frame a collector
+    /// symbolized with an uploaded debug file. Absent: named where it crashed (or not named).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub symbolized_by: Option<String>,
 }
 
 /// Whose code a frame is (REPORT.md, "Frames"). An unknown value reads as [`Category::Unknown`].

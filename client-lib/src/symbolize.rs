@@ -181,15 +181,25 @@ fn signal_meaning(signal: i32) -> &'static str {
 /// Symbol lookups in the modules' files, checked against the build ids the crash recorded. Kept
 /// across reports by the uploader's prepare step (a backlog of crashes of one program reads its
 /// debug information once), keyed by path and build id.
-pub(crate) struct Symbolizer {
+///
+/// Public for a collector, which symbolizes reports with the debug files it was given
+/// ([`Symbolizer::resolve_report_with`]) and keeps one `Symbolizer` for all of them.
+pub struct Symbolizer {
     loaders: HashMap<(String, String), Result<addr2line::Loader, String>>,
+}
+
+impl Default for Symbolizer {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 /// How many module files a [`Symbolizer`] keeps open; beyond that it starts again.
 const KEEP_LOADERS: usize = 8;
 
 impl Symbolizer {
-    pub(crate) fn new() -> Self {
+    /// A symbolizer with no file open yet.
+    pub fn new() -> Self {
         Self { loaders: HashMap::new() }
     }
 
@@ -607,7 +617,7 @@ pub(crate) fn module_entries(segments: &[&RawModule]) -> Vec<Module> {
 /// symbolized before without its module's symbols), with each module's own file, as the crashed
 /// process saw it. See [`resolve_with`].
 pub fn resolve(report: &mut CrashReport) {
-    resolve_in(report, &|module| PathBuf::from(&module.path), &mut Symbolizer::new());
+    resolve_in(report, &|module| Some(PathBuf::from(&module.path)), &mut Symbolizer::new(), None);
 }
 
 /// Symbolizes a crash report's frames that have an address and a module but no name yet, reading
@@ -617,26 +627,119 @@ pub fn resolve(report: &mut CrashReport) {
 /// `symbolized` and `symbolization_error`. Frames that stay unnamed keep their address, module,
 /// build id and offset.
 pub fn resolve_with(report: &mut CrashReport, file: &dyn Fn(&Module) -> PathBuf) {
-    resolve_in(report, file, &mut Symbolizer::new());
+    resolve_in(report, &|module| Some(file(module)), &mut Symbolizer::new(), None);
 }
 
-fn resolve_in(report: &mut CrashReport, file: &dyn Fn(&Module) -> PathBuf, symbolizer: &mut Symbolizer) {
+fn resolve_in(
+    report: &mut CrashReport,
+    file: &dyn Fn(&Module) -> Option<PathBuf>,
+    symbolizer: &mut Symbolizer,
+    mark: Option<&str>,
+) -> Vec<Resolved> {
     let frames = std::mem::take(&mut report.frames);
-    let (mut frames, errors) = resolve_frames(
+    let (physical, errors) = resolve_frames(
         frames,
         &report.modules,
         report.context.executable.as_deref(),
         report.kind == "panic",
         file,
         symbolizer,
+        mark,
     );
+    let mut frames: Vec<Frame> = physical.iter().flat_map(|p| p.frames.iter().cloned()).collect();
     if report.kind == "panic" {
         grouping::cut_panic_machinery(&mut frames);
     }
     report.symbolized = frames.iter().any(|f| f.function.is_some());
     report.symbolization_error = (!errors.is_empty()).then(|| errors.join("; "));
     report.frames = frames;
+    physical
 }
+
+/// The build ids of the modules whose frames have no name: the debug files that would name them.
+/// In the frames' order, each once.
+pub fn unnamed_build_ids(frames: &[Frame]) -> Vec<String> {
+    let mut ids: Vec<String> = Vec::new();
+    for frame in frames.iter().filter(|f| f.function.is_none()) {
+        if let Some(id) = frame.build_id.as_deref().filter(|id| !ids.iter().any(|i| i == id)) {
+            ids.push(id.to_owned());
+        }
+    }
+    ids
+}
+
+fn named(frames: &[Frame]) -> usize {
+    frames.iter().filter(|f| f.function.is_some()).count()
+}
+
+impl Symbolizer {
+    /// Symbolizes a crash report that left its machine with frames unnamed (a stripped build, a
+    /// binary replaced before the report was read), with the files `file` gives: the debug file of a
+    /// module's build id, or `None` to leave that module's frames as they are. As [`resolve_with`]
+    /// (classified, panic machinery cut, `symbolized` and `symbolization_error` set); each frame this
+    /// names is marked `symbolized_by: "collector"` ([`COLLECTOR`]); and when it names any, a signal report's
+    /// fingerprint is computed again by REPORT.md's rule (a stripped build's `code` key becomes its
+    /// functions, the group an unstripped build of the same code has). Returns how many frames it
+    /// named.
+    pub fn resolve_report_with(
+        &mut self,
+        report: &mut CrashReport,
+        file: &dyn Fn(&Module) -> Option<PathBuf>,
+    ) -> usize {
+        let before = named(&report.frames);
+        let physical = resolve_in(report, file, self, Some(COLLECTOR));
+        let gained = named(&report.frames).saturating_sub(before);
+        if gained == 0 {
+            return 0;
+        }
+        if report.kind == "signal" {
+            let main = main_module(
+                report.context.executable.as_deref(),
+                report.modules.first().map(|m| m.path.as_str()),
+            );
+            let signal = report.signal.as_ref().map_or("", |s| s.name.as_str());
+            report.fingerprint =
+                signal_fingerprint(&report.context.app, signal, &signal_key(&physical, main));
+        }
+        gained
+    }
+
+    /// [`Symbolizer::resolve_report_with`] for an event: its frames named with the files `file`
+    /// gives, classified, and its fingerprint computed again when any was named. Returns how many
+    /// frames it named.
+    pub fn resolve_event_with(
+        &mut self,
+        event: &mut EventReport,
+        file: &dyn Fn(&Module) -> Option<PathBuf>,
+    ) -> usize {
+        let before = named(&event.frames);
+        let frames = std::mem::take(&mut event.frames);
+        let (physical, errors) = resolve_frames(
+            frames,
+            &event.modules,
+            event.context.executable.as_deref(),
+            true,
+            file,
+            self,
+            Some(COLLECTOR),
+        );
+        event.frames = physical.into_iter().flat_map(|p| p.frames).collect();
+        let gained = named(&event.frames).saturating_sub(before);
+        if gained == 0 {
+            return 0;
+        }
+        cut_capture_error(&mut event.frames);
+        event.symbolized = true;
+        event.symbolization_error = (!errors.is_empty()).then(|| errors.join("; "));
+        let error_type = event.error.as_ref().map(|e| e.type_name.as_deref().unwrap_or(""));
+        event.fingerprint =
+            grouping::event_fingerprint(&event.context.app, error_type, &event.message, &event.frames);
+        gained
+    }
+}
+
+/// The `symbolized_by` of frames a collector named (REPORT.md, "Frames").
+pub const COLLECTOR: &str = "collector";
 
 /// Symbolizes an event's raw capture with each module's own file, classifies its frames, and
 /// gives it its fingerprint ([`grouping::event_fingerprint`]).
@@ -646,14 +749,16 @@ pub fn resolve_event(event: &mut EventReport) {
 
 fn resolve_event_in(event: &mut EventReport, symbolizer: &mut Symbolizer) {
     let frames = std::mem::take(&mut event.frames);
-    let (mut frames, errors) = resolve_frames(
+    let (physical, errors) = resolve_frames(
         frames,
         &event.modules,
         event.context.executable.as_deref(),
         true,
-        &|module| PathBuf::from(&module.path),
+        &|module| Some(PathBuf::from(&module.path)),
         symbolizer,
+        None,
     );
+    let mut frames: Vec<Frame> = physical.into_iter().flat_map(|p| p.frames).collect();
     cut_capture_error(&mut frames);
     event.symbolized = frames.iter().any(|f| f.function.is_some());
     event.symbolization_error = (!errors.is_empty()).then(|| errors.join("; "));
@@ -695,27 +800,41 @@ fn resolve_frames(
     report_modules: &[Module],
     executable: Option<&str>,
     all_return: bool,
-    file: &dyn Fn(&Module) -> PathBuf,
+    file: &dyn Fn(&Module) -> Option<PathBuf>,
     symbolizer: &mut Symbolizer,
-) -> (Vec<Frame>, Vec<String>) {
+    mark: Option<&str>,
+) -> (Vec<Resolved>, Vec<String>) {
     let mut errors: Vec<String> = Vec::new();
-    let modules: Vec<(RawModule, &Module)> = report_modules
+    // A module `file` gives no file for keeps its frames as they are.
+    let modules: Vec<(Option<RawModule>, &Module)> = report_modules
         .iter()
         .filter_map(|m| {
-            let raw = RawModule {
-                start: hex(&m.start)?,
-                end: hex(&m.end)?,
-                bias: hex(&m.bias)?,
+            let raw = file(m).map(|path| RawModule {
+                start: hex(&m.start).unwrap_or(0),
+                end: hex(&m.end).unwrap_or(0),
+                bias: hex(&m.bias).unwrap_or(0),
                 build_id: m.build_id.clone().unwrap_or_else(|| "-".into()),
-                path: file(m).display().to_string(),
-            };
-            Some((raw, m))
+                path: path.display().to_string(),
+            });
+            (hex(&m.start).is_some() && hex(&m.end).is_some() && hex(&m.bias).is_some()).then_some((raw, m))
         })
         .collect();
-    let mut out = Vec::with_capacity(frames.len());
+    let mut out: Vec<Resolved> = Vec::with_capacity(frames.len());
+    // A frame passed on as it is joins the one before it when both are at one address (the inlined
+    // functions of one address, named before): one address, one physical frame.
+    let pass = |out: &mut Vec<Resolved>, frame: Frame, last_passed: &mut bool| {
+        match out.last_mut() {
+            Some(last) if *last_passed && last.frames.first().is_some_and(|f| f.address == frame.address) => {
+                last.frames.push(frame);
+            }
+            _ => out.push(Resolved { frames: vec![frame], symbol: None }),
+        }
+        *last_passed = true;
+    };
+    let mut last_passed = false;
     for (n, frame) in frames.into_iter().enumerate() {
         let Some(address) = hex(&frame.address).filter(|_| frame.function.is_none()) else {
-            out.push(frame);
+            pass(&mut out, frame, &mut last_passed);
             continue;
         };
         // Every frame of a panic is a return address; so is every frame of a signal report but its
@@ -724,14 +843,18 @@ fn resolve_frames(
         let lookup = address.wrapping_sub(u64::from(is_return));
         // The frame's module: named in the frame, or (a panic's raw capture) the one whose range
         // holds the address.
-        let module = modules.iter().find(|(raw, m)| match frame.module.as_deref() {
+        let in_range = |m: &Module| {
+            hex(&m.start).is_some_and(|start| start <= lookup) && hex(&m.end).is_some_and(|end| lookup < end)
+        };
+        let module = modules.iter().find(|(_, m)| match frame.module.as_deref() {
             Some(path) => m.path == path,
-            None => raw.start <= lookup && lookup < raw.end,
+            None => in_range(m),
         });
-        let Some((raw, original)) = module else {
-            out.push(frame);
+        let Some((Some(raw), original)) = module else {
+            pass(&mut out, frame, &mut last_passed);
             continue;
         };
+        last_passed = false;
         let placed = Frame {
             module: Some(original.path.clone()),
             build_id: original.build_id.clone(),
@@ -740,9 +863,16 @@ fn resolve_frames(
         };
         let error = match symbolizer.frames(raw, address, is_return) {
             Ok(Some(found)) => {
-                out.extend(
-                    found.frames.into_iter().map(|f| Frame { module: Some(original.path.clone()), ..f }),
-                );
+                let frames = found
+                    .frames
+                    .into_iter()
+                    .map(|f| Frame {
+                        module: Some(original.path.clone()),
+                        symbolized_by: mark.map(str::to_owned).or(f.symbolized_by),
+                        ..f
+                    })
+                    .collect();
+                out.push(Resolved { frames, symbol: found.symbol });
                 continue;
             }
             Ok(None) => format!("no symbol for some addresses in {}", raw.path),
@@ -751,10 +881,12 @@ fn resolve_frames(
         if !errors.contains(&error) {
             errors.push(error);
         }
-        out.push(placed);
+        out.push(Resolved { frames: vec![placed], symbol: None });
     }
     let main = main_module(executable, report_modules.first().map(|m| m.path.as_str()));
-    classify_all(&mut out, main);
+    for p in &mut out {
+        classify_all(&mut p.frames, main);
+    }
     (out, errors)
 }
 
@@ -834,7 +966,7 @@ pub(crate) fn prepare_with(
         } else if flags & FLAG_UNSYMBOLIZED != 0 {
             let mut report: CrashReport =
                 serde_json::from_slice(claim.body()).map_err(|e| format!("crash report is not JSON: {e}"))?;
-            resolve_in(&mut report, &|module| PathBuf::from(&module.path), &mut symbolizer);
+            resolve_in(&mut report, &|module| Some(PathBuf::from(&module.path)), &mut symbolizer, None);
             report
         } else {
             return Ok(Prepared::AsIs);

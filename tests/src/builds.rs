@@ -11,6 +11,9 @@
 //! | [`Variant::LineTables`] | `cargo build --release` (this workspace's release profile) | `debug = "line-tables-only"` |
 //! | [`Variant::Symbols`] | `strip --strip-debug` of the release binary, in `symbols-only/` | symbol table only (cargo's default release) |
 //! | [`Variant::Stripped`] | `strip --strip-all` of the release binary, in `stripped/` | none |
+//!
+//! [`debug_file`] is the stripped build's separate debug file (`objcopy --only-keep-debug` of the
+//! release binary): what a deployment keeps of a stripped build, and uploads to its collector.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::path::{Path, PathBuf};
@@ -95,4 +98,22 @@ pub fn app(variant: Variant, dev: &str) -> PathBuf {
         Variant::Symbols => SYMBOLS.get_or_init(|| strip("--strip-debug", "symbols-only")).clone(),
         Variant::Stripped => STRIPPED.get_or_init(|| strip("--strip-all", "stripped")).clone(),
     }
+}
+
+/// The separate debug file of [`Variant::Stripped`]: `objcopy --only-keep-debug` of the release binary
+/// (its symbol table, line tables and build id note; no code), made once per test process.
+pub fn debug_file() -> PathBuf {
+    static DEBUG: OnceLock<PathBuf> = OnceLock::new();
+    DEBUG
+        .get_or_init(|| {
+            let release = release();
+            let dir = release.with_file_name("debug-files");
+            std::fs::create_dir_all(&dir).unwrap();
+            let out = dir.join("lastword-crash-app.debug");
+            let status =
+                Command::new("objcopy").arg("--only-keep-debug").arg(release).arg(&out).status().unwrap();
+            assert!(status.success(), "objcopy --only-keep-debug failed");
+            out
+        })
+        .clone()
 }

@@ -107,7 +107,7 @@ async fn start(limits: Limits) -> Collector {
     let store = SqliteStore::open(dir.path()).unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let config = Config { tokens: Tokens::from_list([TOKEN]), tls: None, limits };
+    let config = Config { tokens: Tokens::from_list([TOKEN]), tls: None, limits, symbols: None };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(collect::run(listener, config, store, async move {
         let _ = stopped.await;

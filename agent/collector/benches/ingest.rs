@@ -96,6 +96,7 @@ fn store_batch(template: &client::Template, origin: &std::sync::Arc<Origin>, n: 
                 fingerprint: digest.fingerprint,
                 summary: digest.summary,
                 body,
+                waits: Vec::new(),
             }
         })
         .collect();
@@ -135,7 +136,12 @@ fn main() {
         tokio::spawn(echo_server(echo));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let collector_addr = listener.local_addr().unwrap();
-        let config = Config { tokens: Tokens::from_list([TOKEN]), tls: None, limits: Limits::default() };
+        let config = Config {
+            tokens: Tokens::from_list([TOKEN]),
+            tls: None,
+            limits: Limits::default(),
+            symbols: None,
+        };
         let store = SqliteStore::open(store_dir.path()).unwrap();
         tokio::spawn(collect::run(listener, config, store, std::future::pending()));
         (echo_addr, collector_addr)

@@ -23,16 +23,17 @@ use std::time::Duration;
 use client::{TOKEN, Ws, connect, round};
 use criterion::{BenchmarkId, Criterion, Throughput};
 use lastword_collector::server::{self as collect, Config, Limits, Tokens};
-use lastword_collector::store::{PostgresStore, SqliteStore, Store};
+use lastword_collector::store::{PostgresStore, SqliteStore, Waits};
 use lastword_tests::postgres::TempPostgres;
 use tokio::net::TcpListener;
 
 const CONNECTIONS: usize = 8;
 
-async fn serve(store: impl Store) -> SocketAddr {
+async fn serve(store: impl Waits) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let config = Config { tokens: Tokens::from_list([TOKEN]), tls: None, limits: Limits::default() };
+    let config =
+        Config { tokens: Tokens::from_list([TOKEN]), tls: None, limits: Limits::default(), symbols: None };
     tokio::spawn(collect::run(listener, config, store, std::future::pending()));
     addr
 }

@@ -218,7 +218,17 @@ fn reports(n: usize, now: u64) -> (Vec<NewReport>, EntryId) {
         if kind == Kind::Crash {
             crash = Some(id);
         }
-        out.push(NewReport { id, kind, origin, created_ms: ms, received_ms: ms, fingerprint, summary, body });
+        out.push(NewReport {
+            id,
+            kind,
+            origin,
+            created_ms: ms,
+            received_ms: ms,
+            fingerprint,
+            summary,
+            body,
+            waits: Vec::new(),
+        });
     }
     (out, crash.expect("a crash among the reports"))
 }

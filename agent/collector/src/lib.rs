@@ -9,6 +9,8 @@
 //!   [`server::Limits`]): handshake checks, connections, the group commit.
 //! - [`store`]: the one store interface ([`store::Store`]), [`store::AnyStore`] over the two backends,
 //!   [`store::sqlite`] and [`store::postgres`]; [`store::location`]: where `--store` points.
+//! - [`symbolize`]: reports from stripped builds named with the debug files, at ingest and when a file
+//!   arrives.
 //! - [`fingerprint`]: the groups crashes and events fall into, and the scope tags a report is indexed by.
 //! - [`query`]: `lastword store ...`, readable tables or JSON.
 //! - [`ui`]: the web UI (`lastword collect --ui`).
@@ -22,4 +24,5 @@ pub mod fingerprint;
 pub mod query;
 pub mod server;
 pub mod store;
+pub mod symbolize;
 pub mod ui;

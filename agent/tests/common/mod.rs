@@ -17,7 +17,7 @@ use lastword::protocol::{
     bearer,
 };
 use lastword_collector::server::{self as collect, CollectError, Config, Limits, Tokens};
-use lastword_collector::store::{self, SqliteStore, Store};
+use lastword_collector::store::{self, SqliteStore, Waits};
 use lastword_spool::{EntryId, Kind};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
@@ -176,10 +176,10 @@ pub struct Server {
 
 impl Server {
     /// Starts a collector with `limits` over `store`.
-    pub async fn start<S: Store>(limits: Limits, store: S) -> Server {
+    pub async fn start<S: Waits>(limits: Limits, store: S) -> Server {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let config = Config { tokens: Tokens::from_list([TOKEN, TOKEN_2]), tls: None, limits };
+        let config = Config { tokens: Tokens::from_list([TOKEN, TOKEN_2]), tls: None, limits, symbols: None };
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(collect::run(listener, config, store, async move {
             let _ = stopped.await;

@@ -37,6 +37,7 @@ use super::handshake;
 use super::{Limits, ServerState};
 use crate::fingerprint;
 use crate::store::{AgentLosses, NewReport, Origin};
+use crate::symbolize::Symbols;
 
 /// How long the server waits for the peer's side of a close before it drops the connection.
 const CLOSE_LINGER: Duration = Duration::from_secs(5);
@@ -467,6 +468,10 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
                 return Ok(());
             }
         };
+        let report = match &self.shared.symbols {
+            Some(symbols) => symbolized(symbols, report).await,
+            None => report,
+        };
         let (answer, answered) = oneshot::channel();
         if self.shared.jobs.send(Job::Report { report, answer, budget }).is_err() {
             self.answer_now(retry);
@@ -618,7 +623,22 @@ fn new_report(
         fingerprint: digest.fingerprint,
         summary: digest.summary,
         body,
+        waits: Vec::new(),
     }
+}
+
+/// `report` with the frames the collector's debug files name, its fingerprint and summary read again
+/// from the new body, and the build ids it still waits for (crate::symbolize).
+async fn symbolized(symbols: &Symbols, report: NewReport) -> NewReport {
+    let found = symbols.at_ingest(report.kind, &report.body).await;
+    let mut report = match found.body {
+        Some(body) => {
+            new_report(report.id, report.kind, report.created_ms, body, report.origin, report.received_ms)
+        }
+        None => report,
+    };
+    report.waits = found.waits;
+    report
 }
 
 fn to_message(answer: &ServerMessage) -> Message {

@@ -25,7 +25,8 @@ use tokio_rustls::rustls::ServerConfig;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::store::{Store, StoreError};
+use crate::store::{StoreError, Waits};
+use crate::symbolize::{self, Symbols};
 
 pub use auth::{TokenError, Tokens};
 pub use tls::{TlsError, server_config as tls_server_config};
@@ -191,6 +192,9 @@ pub struct Config {
     pub tls: Option<Arc<ServerConfig>>,
     /// The limits.
     pub limits: Limits,
+    /// `Some`: name the unnamed frames of crashes and events with these debug files, at ingest and
+    /// when a file arrives (crate::symbolize); `None`: store reports as they come.
+    pub symbols: Option<Symbols>,
 }
 
 /// Why the collector could not start or run.
@@ -224,6 +228,7 @@ struct ServerState {
     tokens: Tokens,
     tls: Option<TlsAcceptor>,
     jobs: mpsc::UnboundedSender<committer::Job>,
+    symbols: Option<Symbols>,
     queue_bytes: Arc<Semaphore>,
     /// The authenticated sessions' slots ([`Limits::max_connections`]), taken in the upgrade.
     sessions: Arc<Semaphore>,
@@ -252,7 +257,7 @@ fn warn_if_short_of_descriptors(limits: &Limits) {
 ///
 /// Do not drop this future to stop the server: connections would be cut without their answers. Make
 /// `shutdown` complete instead, and await the returned future.
-pub async fn run<S: Store>(
+pub async fn run<S: Waits>(
     listener: TcpListener,
     config: Config,
     store: S,
@@ -261,15 +266,20 @@ pub async fn run<S: Store>(
     config.limits.validate()?;
     let limits = config.limits.clone();
     let (jobs, jobs_rx) = mpsc::unbounded_channel();
-    let writer =
-        tokio::spawn(committer::run(Arc::new(store), jobs_rx, limits.batch_max, limits.retry_delay_ms));
+    let store = Arc::new(store);
     let cancel = CancellationToken::new();
+    let resymbolizer = config
+        .symbols
+        .clone()
+        .map(|symbols| tokio::spawn(symbolize::watch(Arc::clone(&store), symbols, cancel.clone())));
+    let writer = tokio::spawn(committer::run(store, jobs_rx, limits.batch_max, limits.retry_delay_ms));
     let shared = Arc::new(ServerState {
         queue_bytes: Arc::new(Semaphore::new(limits.queue_bytes)),
         limits: limits.clone(),
         tokens: config.tokens,
         tls: config.tls.map(TlsAcceptor::from),
         jobs,
+        symbols: config.symbols,
         sessions: Arc::new(Semaphore::new(limits.max_connections)),
         shutdown: cancel.clone(),
     });
@@ -307,5 +317,9 @@ pub async fn run<S: Store>(
     tracker.wait().await;
     // The last sender of the job queue goes with `shared`: the writer commits what is left and ends.
     drop(shared);
+    if let Some(resymbolizer) = resymbolizer {
+        // Cancelled above; a page in its transaction is finished first.
+        let _ = resymbolizer.await;
+    }
     writer.await.map_err(|e| CollectError::Committer(e.to_string()))
 }

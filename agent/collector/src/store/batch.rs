@@ -100,6 +100,7 @@ mod tests {
             fingerprint: fingerprint.map(str::to_owned),
             summary: format!("at {created_ms}"),
             body: "{}".into(),
+            waits: Vec::new(),
         }
     }
 

@@ -8,10 +8,12 @@ pub mod location;
 pub mod postgres;
 pub mod reads;
 pub mod sqlite;
+pub mod waits;
 
 pub use location::{AnyStore, StoreLocation};
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
+pub use waits::Waits;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -124,6 +126,9 @@ pub struct NewReport {
     pub summary: String,
     /// The body: JSON text, inflated.
     pub body: String,
+    /// The build ids of the debug files that would name its unnamed frames and that the collector
+    /// did not have (crashes and events; [`waits`]).
+    pub waits: Vec<String>,
 }
 
 /// An agent's loss counters, from a `hello`.

@@ -22,6 +22,7 @@ use tokio_postgres::types::FromSql;
 use tokio_postgres::{NoTls, Row};
 
 mod reads;
+mod waits;
 
 pub use reads::{UI_POOL_SIZE, UI_STATEMENT_TIMEOUT};
 
@@ -33,7 +34,7 @@ use super::{
 };
 
 /// The schema version this program writes (STORE.md).
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 /// Connections the pool keeps at most: the committer uses one at a time, queries the others.
 pub const POOL_SIZE: usize = 4;
 /// Longest wait for a connection (from the pool or a new one) before the batch is refused.
@@ -100,7 +101,20 @@ CREATE TABLE losses (
     // 4: the events each agent dropped (queue full), beside its logs dropped. Rows of agents that
     // have not connected since read 0.
     "ALTER TABLE losses ADD COLUMN events_dropped BIGINT NOT NULL DEFAULT 0;",
+    // 5: which reports wait for which debug file (store/waits.rs). Reports stored before wait for
+    // none.
+    "CREATE TABLE symbol_waits (
+        build_id TEXT NOT NULL,
+        id       TEXT NOT NULL,
+        PRIMARY KEY (build_id, id)
+    );
+    CREATE INDEX symbol_waits_by_id ON symbol_waits (id);",
 ];
+
+const INSERT_WAITS: &str = "INSERT INTO symbol_waits (build_id, id)
+    SELECT * FROM unnest($1::text[], $2::text[]) AS t(build_id, id)
+    ORDER BY build_id, id
+    ON CONFLICT DO NOTHING";
 
 const INSERT_TAGS: &str = "INSERT INTO report_tags (id, key, value)
     SELECT * FROM unnest($1::text[], $2::text[], $3::text[]) AS t(id, key, value)
@@ -400,6 +414,20 @@ async fn write_batch(client: &mut Object, batch: &Batch) -> Result<Vec<Outcome>,
         if !tag_ids.is_empty() {
             let insert = tx.prepare_cached(INSERT_TAGS).await?;
             tx.execute(&insert, &[&tag_ids, &keys, &values]).await?;
+        }
+        // The debug files the rows really inserted wait for, in the same transaction.
+        let (mut wait_builds, mut wait_ids) = (vec![], vec![]);
+        for (r, id) in firsts.iter().zip(&ids) {
+            if inserted.contains(id) {
+                for build_id in &r.waits {
+                    wait_builds.push(build_id.as_str());
+                    wait_ids.push(id.as_str());
+                }
+            }
+        }
+        if !wait_ids.is_empty() {
+            let insert = tx.prepare_cached(INSERT_WAITS).await?;
+            tx.execute(&insert, &[&wait_builds, &wait_ids]).await?;
         }
     }
     // Only the rows really inserted raise their group: a duplicate that another collector stored

@@ -15,6 +15,7 @@ use lastword_spool::{EntryId, Kind};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 mod reads;
+mod waits;
 
 use super::batch;
 use super::reads::{GroupItem, GroupQuery, GroupStats, Listed, ListedBody, LogQuery, Overview, Page, Tag};
@@ -26,7 +27,7 @@ use super::{
 /// The file name of the store inside its directory.
 pub const FILE_NAME: &str = "lastword.sqlite";
 /// The schema version this program writes (STORE.md).
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// The schema of version 1. Never edited: later versions are [`MIGRATIONS`].
 const SCHEMA: &str = "
@@ -83,7 +84,17 @@ const MIGRATIONS: &[&str] = &[
     // 3 -> 4: the events each agent dropped (queue full), beside its logs dropped. Rows of agents
     // that have not connected since read 0.
     "ALTER TABLE losses ADD COLUMN events_dropped INTEGER NOT NULL DEFAULT 0;",
+    // 4 -> 5: which reports wait for which debug file (store/waits.rs). Reports stored before wait
+    // for none.
+    "CREATE TABLE symbol_waits (
+        build_id TEXT NOT NULL,
+        id       TEXT NOT NULL,
+        PRIMARY KEY (build_id, id)
+    ) WITHOUT ROWID;
+    CREATE INDEX symbol_waits_by_id ON symbol_waits (id);",
 ];
+
+const INSERT_WAIT: &str = "INSERT INTO symbol_waits (build_id, id) VALUES (?1, ?2) ON CONFLICT DO NOTHING";
 
 const INSERT_TAG: &str =
     "INSERT INTO report_tags (id, key, value) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING";
@@ -236,6 +247,7 @@ fn write_batch(conn: &mut Connection, batch: &Batch) -> rusqlite::Result<Vec<Out
     let effects = {
         let mut insert = tx.prepare_cached(INSERT_REPORT)?;
         let mut insert_tag = tx.prepare_cached(INSERT_TAG)?;
+        let mut insert_wait = tx.prepare_cached(INSERT_WAIT)?;
         let mut inserted = Vec::with_capacity(batch.reports.len());
         for r in &batch.reports {
             let new = insert.execute(params![
@@ -253,6 +265,9 @@ fn write_batch(conn: &mut Connection, batch: &Batch) -> rusqlite::Result<Vec<Out
             if new {
                 for (key, value) in crate::fingerprint::tags(&r.body) {
                     insert_tag.execute(params![r.id.to_string(), key, value])?;
+                }
+                for build_id in &r.waits {
+                    insert_wait.execute(params![build_id, r.id.to_string()])?;
                 }
             }
             inserted.push(new);
@@ -497,6 +512,7 @@ mod tests {
             fingerprint: Some(fingerprint.into()),
             summary: format!("crash {fingerprint}"),
             body: r#"{"message":"boom"}"#.into(),
+            waits: Vec::new(),
         }
     }
 

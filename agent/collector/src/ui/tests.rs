@@ -73,6 +73,7 @@ fn report(
         fingerprint: fp.map(Into::into),
         summary: summary.into(),
         body: body.to_string(),
+        waits: Vec::new(),
     }
 }
 

@@ -358,6 +358,7 @@ mod tests {
                 fingerprint: (i % 3 != 0).then(|| format!("fp-{}", i % 20)),
                 summary: String::new(),
                 body: r#"{"type":"panic","records":[{"level":"INFO","message":"x"}]}"#.into(),
+                waits: Vec::new(),
             })
             .collect()
     }
@@ -439,6 +440,7 @@ mod tests {
                         r#"{{"records":[{{"level":"INFO","message":"{}"}}]}}"#,
                         if needle { "a NEEDLE" } else { "hay" }
                     ),
+                    waits: Vec::new(),
                 }
             })
             .collect();

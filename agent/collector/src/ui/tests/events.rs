@@ -31,6 +31,7 @@ fn event_report(body: &str, release: &str, ago_ms: u64) -> (NewReport, String) {
         fingerprint: Some(fingerprint.clone()),
         summary: digest.summary,
         body: body.to_owned(),
+        waits: Vec::new(),
     };
     (r, fingerprint)
 }

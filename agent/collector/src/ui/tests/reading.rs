@@ -47,6 +47,7 @@ pub(in crate::ui) async fn add_real_crashes(filled: &Filled) -> Vec<RealCrash> {
             fingerprint: Some(fingerprint.clone()),
             summary: digest.summary,
             body: body.to_owned(),
+            waits: Vec::new(),
         };
         crashes.push(RealCrash { name, id: r.id, fingerprint, culprit, location });
         reports.push(r);
