@@ -104,16 +104,35 @@ pub fn app(variant: Variant, dev: &str) -> PathBuf {
 /// (its symbol table, line tables and build id note; no code), made once per test process.
 pub fn debug_file() -> PathBuf {
     static DEBUG: OnceLock<PathBuf> = OnceLock::new();
-    DEBUG
-        .get_or_init(|| {
-            let release = release();
-            let dir = release.with_file_name("debug-files");
-            std::fs::create_dir_all(&dir).unwrap();
-            let out = dir.join("lastword-crash-app.debug");
-            let status =
-                Command::new("objcopy").arg("--only-keep-debug").arg(release).arg(&out).status().unwrap();
-            assert!(status.success(), "objcopy --only-keep-debug failed");
-            out
-        })
-        .clone()
+    DEBUG.get_or_init(|| keep_debug(release())).clone()
+}
+
+/// `objcopy --only-keep-debug` of `binary`, in `debug-files/` beside it.
+fn keep_debug(binary: &Path) -> PathBuf {
+    let dir = binary.with_file_name("debug-files");
+    std::fs::create_dir_all(&dir).unwrap();
+    let name = binary.file_name().unwrap().to_string_lossy();
+    let out = dir.join(format!("{name}.debug"));
+    let status = Command::new("objcopy").arg("--only-keep-debug").arg(binary).arg(&out).status().unwrap();
+    assert!(status.success(), "objcopy --only-keep-debug failed");
+    out
+}
+
+/// The crash app built with the dev profile (full DWARF of it and every dependency: a debug file of
+/// about 100 MB), stripped, and its separate debug file: (stripped binary, debug file). Built once
+/// per process in the workspace's target directory, for the benchmark of loading a large debug file.
+pub fn dev_stripped_and_debug_file() -> (PathBuf, PathBuf) {
+    static BOTH: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+    BOTH.get_or_init(|| {
+        let dev = cargo_build("dev", &workspace().join("target"));
+        let debug = keep_debug(&dev);
+        let dir = dev.with_file_name("stripped-dev");
+        std::fs::create_dir_all(&dir).unwrap();
+        let stripped = dir.join(dev.file_name().unwrap());
+        let status =
+            Command::new("strip").arg("--strip-all").arg(&dev).arg("-o").arg(&stripped).status().unwrap();
+        assert!(status.success(), "strip --strip-all failed");
+        (stripped, debug)
+    })
+    .clone()
 }
