@@ -68,6 +68,13 @@ fn own_frames<'a>(body: &'a Value, path: &Path) -> Vec<&'a Value> {
     body["frames"].as_array().unwrap().iter().filter(|f| f["module"] == path).collect()
 }
 
+/// `lastword store show ID` as text.
+fn show(store: &Path, id: &str) -> String {
+    let out = Command::new(binary()).args(["store", "show", id, "--store"]).arg(store).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
 fn first_in_app(body: &Value) -> &Value {
     body["frames"].as_array().unwrap().iter().find(|f| f["in_app"] == true).unwrap_or(&Value::Null)
 }
@@ -126,6 +133,8 @@ fn a_stripped_builds_crashes_are_named_and_regrouped_on_the_collector_once_its_d
     assert!(own.iter().all(|f| f["function"].is_null() && f["offset"].is_string()), "{signal_body:#}");
     let build_id = own[0]["build_id"].as_str().expect("a build id").to_owned();
     assert_eq!(waits(&store, &build_id), 2, "both reports wait for the executable's debug file");
+    let text = show(&store, signal_id);
+    assert!(text.contains(&format!("upload the debug file of build id {build_id}")), "{text}");
     drop(collector);
 
     // 2. The debug file arrives (while the collector is down); at its start the collector names
@@ -158,6 +167,10 @@ fn a_stripped_builds_crashes_are_named_and_regrouped_on_the_collector_once_its_d
     };
     assert_eq!((count(raw_group), count(named_group)), (0, 1), "moved, counted once");
     assert_eq!(waits(&store, &build_id), 0, "nothing waits for a file that is there");
+    let text = show(&store, signal_id);
+    assert!(!text.contains(&format!("build id {build_id}")), "nothing asks for it any more: {text}");
+    assert!(text.contains("named on the collector from uploaded debug files"), "{text}");
+    assert!(text.contains("null_deref"), "{text}");
     assert_store_consistent(&store);
 
     // 3. The same crash again, delivered now: named at ingest, into the same group.

@@ -78,8 +78,23 @@ pub struct FrameView {
     pub address: Option<String>,
     /// The module path (for frames without a name).
     pub module: Option<String>,
+    /// The module's build id (for frames without a name: the debug file that would name it).
+    pub build_id: Option<String>,
+    /// Named on the collector with an uploaded debug file, not where it crashed.
+    pub by_collector: bool,
     /// Whose code it is.
     pub whose: Whose,
+}
+
+/// The debug file that would name some frames of a report: the frames without a name in one build.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MissingSymbols {
+    /// The build id of the module.
+    pub build_id: String,
+    /// The module's path on the crashed machine.
+    pub module: String,
+    /// How many frames it would name.
+    pub frames: usize,
 }
 
 impl FrameView {
@@ -138,6 +153,30 @@ pub struct CrashView {
     pub tags: Vec<(String, String)>,
 }
 
+impl CrashView {
+    /// The debug files that would name the frames without a name, by build id, in stack order.
+    pub fn missing_symbols(&self) -> Vec<MissingSymbols> {
+        let mut out: Vec<MissingSymbols> = Vec::new();
+        for f in self.frames.iter().filter(|f| f.function.is_none()) {
+            let Some(build_id) = &f.build_id else { continue };
+            match out.iter_mut().find(|m| &m.build_id == build_id) {
+                Some(m) => m.frames += 1,
+                None => out.push(MissingSymbols {
+                    build_id: build_id.clone(),
+                    module: f.module.clone().unwrap_or_default(),
+                    frames: 1,
+                }),
+            }
+        }
+        out
+    }
+
+    /// How many frames the collector named with an uploaded debug file.
+    pub fn named_by_collector(&self) -> usize {
+        self.frames.iter().filter(|f| f.by_collector).count()
+    }
+}
+
 /// How many frames a report without any frame of the application's shows before the folded line.
 pub const SHOWN_WITHOUT_APP_FRAMES: usize = 8;
 
@@ -173,6 +212,8 @@ impl CrashView {
                     }),
                     address: str_of(f, "address"),
                     module: str_of(f, "module"),
+                    build_id: str_of(f, "build_id"),
+                    by_collector: f.get("symbolized_by").and_then(Value::as_str) == Some("collector"),
                     whose: Whose::of(f),
                 }
             })
@@ -322,6 +363,24 @@ impl CrashView {
         if let Some(e) = &self.symbolization_error {
             let _ = writeln!(out, "  note:      partly unsymbolized: {e}");
         }
+        for m in self.missing_symbols() {
+            let _ = writeln!(
+                out,
+                "  symbols:   {} {} without a name in {}: upload the debug file of build id {}",
+                m.frames,
+                if m.frames == 1 { "frame" } else { "frames" },
+                m.module,
+                m.build_id
+            );
+        }
+        let by_collector = self.named_by_collector();
+        if by_collector > 0 {
+            let frames = if by_collector == 1 { "frame" } else { "frames" };
+            let _ = writeln!(
+                out,
+                "  symbols:   {by_collector} {frames} named on the collector from uploaded debug files"
+            );
+        }
 
         let app_frames = self.frames.iter().filter(|f| f.whose == Whose::App).count();
         let _ = writeln!(
@@ -443,6 +502,32 @@ fn indent_rest(text: &str, indent: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn frames_without_names_say_which_debug_file_would_name_them() {
+        let body = serde_json::json!({
+            "type": "signal", "message": "SIGSEGV",
+            "frames": [
+                {"address": "0x10", "module": "/srv/app", "build_id": "ab12", "offset": "0x10"},
+                {"address": "0x20", "module": "/srv/app", "build_id": "ab12", "offset": "0x20"},
+                {"function": "write", "address": "0x30", "module": "/lib/libc.so.6", "build_id": "cd34"},
+                {"function": "app::main", "address": "0x40", "module": "/srv/app", "build_id": "ab12",
+                 "symbolized_by": "collector", "category": "app"},
+            ],
+        });
+        let view = CrashView::from_json(&body).expect("a crash");
+        assert_eq!(
+            view.missing_symbols(),
+            [MissingSymbols { build_id: "ab12".into(), module: "/srv/app".into(), frames: 2 }]
+        );
+        assert_eq!(view.named_by_collector(), 1);
+        let text = view.to_text(true);
+        assert!(
+            text.contains("2 frames without a name in /srv/app: upload the debug file of build id ab12"),
+            "{text}"
+        );
+        assert!(text.contains("1 frame named on the collector"), "{text}");
+    }
 
     fn frame(function: &str, file: &str, category: &str) -> Value {
         serde_json::json!({"function": function, "file": file, "line": 7, "address": "0x1", "category": category})

@@ -318,6 +318,7 @@ fn frame_item(f: &FrameView, unsymbolized_reason: &str) -> Markup {
             @if let Some(function) = &f.function {
                 span.fn { (function) }
                 @if let Some(place) = &f.place { " " span.loc { (place) } }
+                @if f.by_collector { " " span.muted title="named on the collector from an uploaded debug file" { "(collector)" } }
             } @else {
                 span.addr { (f.address.as_deref().unwrap_or("?")) }
                 @if let Some(module) = &f.module { " " span.loc { "in " (module) } }
@@ -340,6 +341,17 @@ fn crash_frames(view: &CrashView) -> Markup {
             h2 { (heading) }
             @if let Some(err) = &view.symbolization_error {
                 p.warn { "Partly unsymbolized: " (err) }
+            }
+            @for m in view.missing_symbols() {
+                p.warn.missing-symbols {
+                    (m.frames) @if m.frames == 1 { " frame" } @else { " frames" } " without a name in "
+                    span.mono { (m.module) } ": upload the debug file of build id "
+                    span.mono.build-id { (m.build_id) }
+                }
+            }
+            @if view.named_by_collector() > 0 {
+                @let n = view.named_by_collector();
+                p.muted { (n) @if n == 1 { " frame" } @else { " frames" } " named on the collector from uploaded debug files" }
             }
             @if view.frames.is_empty() { p.muted { "No frames." } } @else {
                 ol.frames.shown { @for f in &shown { (frame_item(f, reason)) } }
