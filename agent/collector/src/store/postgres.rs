@@ -21,6 +21,7 @@ use lastword_spool::{EntryId, Kind};
 use tokio_postgres::types::FromSql;
 use tokio_postgres::{NoTls, Row};
 
+mod debug_files;
 mod reads;
 
 pub use reads::{UI_POOL_SIZE, UI_STATEMENT_TIMEOUT};
@@ -33,7 +34,7 @@ use super::{
 };
 
 /// The schema version this program writes (STORE.md).
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 /// Connections the pool keeps at most: the committer uses one at a time, queries the others.
 pub const POOL_SIZE: usize = 4;
 /// Longest wait for a connection (from the pool or a new one) before the batch is refused.
@@ -100,6 +101,25 @@ CREATE TABLE losses (
     // 4: the events each agent dropped (queue full), beside its logs dropped. Rows of agents that
     // have not connected since read 0.
     "ALTER TABLE losses ADD COLUMN events_dropped BIGINT NOT NULL DEFAULT 0;",
+    // 5: the debug files uploaded, and their bytes in 1 MiB chunks (postgres/debug_files.rs): the
+    // collectors of one database share no disk.
+    "CREATE TABLE debug_files (
+        build_id    TEXT NOT NULL,
+        kind        TEXT NOT NULL,
+        file_name   TEXT NOT NULL,
+        size        BIGINT NOT NULL,
+        sha256      TEXT NOT NULL,
+        uploaded_ms BIGINT NOT NULL,
+        PRIMARY KEY (build_id, kind)
+    );
+    CREATE INDEX debug_files_recent ON debug_files (uploaded_ms DESC);
+    CREATE TABLE debug_file_chunks (
+        build_id TEXT NOT NULL,
+        kind     TEXT NOT NULL,
+        seq      INTEGER NOT NULL,
+        bytes    BYTEA NOT NULL,
+        PRIMARY KEY (build_id, kind, seq)
+    );",
 ];
 
 const INSERT_TAGS: &str = "INSERT INTO report_tags (id, key, value)

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use lastword_spool::{EntryId, Kind};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
+mod debug_files;
 mod reads;
 
 use super::batch;
@@ -26,7 +27,7 @@ use super::{
 /// The file name of the store inside its directory.
 pub const FILE_NAME: &str = "lastword.sqlite";
 /// The schema version this program writes (STORE.md).
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// The schema of version 1. Never edited: later versions are [`MIGRATIONS`].
 const SCHEMA: &str = "
@@ -83,6 +84,16 @@ const MIGRATIONS: &[&str] = &[
     // 3 -> 4: the events each agent dropped (queue full), beside its logs dropped. Rows of agents
     // that have not connected since read 0.
     "ALTER TABLE losses ADD COLUMN events_dropped INTEGER NOT NULL DEFAULT 0;",
+    // 4 -> 5: the debug files uploaded (sqlite/debug_files.rs); the files are in DIR/debug-files/.
+    "CREATE TABLE debug_files (
+        build_id    TEXT NOT NULL,
+        kind        TEXT NOT NULL,
+        file_name   TEXT NOT NULL,
+        size        INTEGER NOT NULL,
+        sha256      TEXT NOT NULL,
+        uploaded_ms INTEGER NOT NULL,
+        PRIMARY KEY (build_id, kind)
+    ) WITHOUT ROWID;",
 ];
 
 const INSERT_TAG: &str =
