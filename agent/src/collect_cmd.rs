@@ -280,10 +280,14 @@ pub struct CollectCommand {
     collect: CollectArgs,
     #[command(flatten)]
     ui: UiArgs,
+    #[command(flatten)]
+    debug_files: crate::debug_files_cmd::CollectDebugFilesArgs,
 }
 
 /// Runs the collector (and its web UI, with `--ui`) until SIGINT or SIGTERM.
-pub fn collect_command(CollectCommand { collect: args, ui: ui_args }: CollectCommand) -> anyhow::Result<()> {
+pub fn collect_command(
+    CollectCommand { collect: args, ui: ui_args, debug_files: debug_args }: CollectCommand,
+) -> anyhow::Result<()> {
     print_collector_diagnostics();
     let env_tokens = std::env::var("LASTWORD_TOKENS").ok();
     let config = args.config(env_tokens.as_deref())?;
@@ -297,6 +301,8 @@ pub fn collect_command(CollectCommand { collect: args, ui: ui_args }: CollectCom
     runtime.block_on(async {
         let location = store_location(&args.store)?;
         let store = location.open().await?;
+        // Debug files: kept beside the SQLite store, or in the PostgreSQL one with a local cache.
+        let debug_files = debug_args.open(&store)?;
         // Signal handlers first: a SIGTERM right after the listening line must find them in place.
         let shutdown = shutdown_signal("lastword collect")?;
         let listener = tokio::net::TcpListener::bind(&args.listen)
@@ -327,7 +333,12 @@ pub fn collect_command(CollectCommand { collect: args, ui: ui_args }: CollectCom
                          or through /login); served {over}"
                     ),
                 }
-                let config = ui::UiConfig { hosts: ui_args.ui_host.clone(), tls: ui_tls, ..ui::UiConfig::new(access) };
+                let config = ui::UiConfig {
+                    hosts: ui_args.ui_host.clone(),
+                    tls: ui_tls,
+                    debug_files: Some(debug_args.api(debug_files.clone())?),
+                    ..ui::UiConfig::new(access)
+                };
                 let ui_scheme = if config.tls.is_some() { "https" } else { "http" };
                 // Its own read-only connection (SQLite) or pool (PostgreSQL): never the collector's.
                 let ui_store = store.reader().await?;
