@@ -255,8 +255,13 @@ impl Progress {
                     }
                 }
             }
-            if let Some(bar) = bar {
-                bar.finish_and_clear();
+            match bar {
+                Some(bar) => bar.finish_and_clear(),
+                None => {
+                    let n = counter.load(Ordering::Relaxed);
+                    let mut err = std::io::stderr().lock();
+                    let _ = writeln!(err, "{name}: {n} of {size} bytes sent");
+                }
             }
         });
         Self { sent, task: Some((task, stop)) }
