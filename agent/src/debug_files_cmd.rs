@@ -70,7 +70,10 @@ fn check(file: &Path) -> u8 {
             exit::OK
         }
         Ok(_) => {
-            eprintln!("lastword: {} has no GNU build id: it cannot be uploaded (link with --build-id)", file.display());
+            eprintln!(
+                "lastword: {} has no GNU build id: it cannot be uploaded (link with --build-id)",
+                file.display()
+            );
             exit::ERROR
         }
         Err(e) => {
@@ -82,8 +85,8 @@ fn check(file: &Path) -> u8 {
 
 /// Reads the first line of `path` that is neither empty nor a `#` comment.
 fn read_token(path: &Path) -> anyhow::Result<String> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read the token file {}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the token file {}", path.display()))?;
     text.lines()
         .map(str::trim)
         .find(|l| !l.is_empty() && !l.starts_with('#'))
@@ -163,7 +166,9 @@ async fn upload_one(client: &HttpClient, base: &str, token: &str, file: &Path) -
         .map_err(|e| Failed::File(e.to_string()))?
         .map_err(|e| Failed::File(e.to_string()))?;
     let Some(build_id) = contents.build_id.clone() else {
-        return Err(Failed::File("no GNU build id: the collector could not key it (link with --build-id)".into()));
+        return Err(Failed::File(
+            "no GNU build id: the collector could not key it (link with --build-id)".into(),
+        ));
     };
     let kind = contents.kind();
     let target = format!("{base}/api/debug-files/{build_id}/{}", kind.name());
@@ -185,7 +190,8 @@ async fn upload_one(client: &HttpClient, base: &str, token: &str, file: &Path) -
     }
     let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let name = percent_encoding::utf8_percent_encode(&name, percent_encoding::NON_ALPHANUMERIC).to_string();
-    let opened = tokio::fs::File::open(file).await.map_err(|e| Failed::File(format!("cannot open it: {e}")))?;
+    let opened =
+        tokio::fs::File::open(file).await.map_err(|e| Failed::File(format!("cannot open it: {e}")))?;
     let size = contents.size;
     let progress = Progress::start(file, size);
     let sent = Arc::clone(&progress.sent);
@@ -251,7 +257,8 @@ impl Progress {
                     Some(bar) => bar.set_position(n),
                     None => {
                         let mut err = std::io::stderr().lock();
-                        let _ = writeln!(err, "{name}: {n} of {size} bytes sent ({}%)", n * 100 / size.max(1));
+                        let _ =
+                            writeln!(err, "{name}: {n} of {size} bytes sent ({}%)", n * 100 / size.max(1));
                     }
                 }
             }
@@ -302,7 +309,8 @@ impl CollectDebugFilesArgs {
     /// The collector's debug files for `store`, as these flags say.
     pub fn open(&self, store: &AnyStore) -> anyhow::Result<DebugFiles> {
         for url in &self.debuginfod_upstream {
-            let uri: hyper::Uri = url.parse().with_context(|| format!("--debuginfod-upstream {url:?} is not a URL"))?;
+            let uri: hyper::Uri =
+                url.parse().with_context(|| format!("--debuginfod-upstream {url:?} is not a URL"))?;
             if !matches!(uri.scheme_str(), Some("http" | "https")) {
                 anyhow::bail!("--debuginfod-upstream {url:?} is not an http:// or https:// URL");
             }

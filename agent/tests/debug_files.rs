@@ -407,7 +407,8 @@ async fn a_file_uploaded_to_one_collector_on_postgres_is_found_by_the_other() {
     let b = build();
     let pg = TempPostgres::start();
     let url = pg.create_database("debugfiles");
-    let (cache_a, cache_b, cache_c) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (cache_a, cache_b, cache_c) =
+        (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let a = collector(&url, false, &["--debug-files-cache", cache_a.path().to_str().unwrap()]);
     let other = collector(&url, false, &["--debug-files-cache", cache_b.path().to_str().unwrap()]);
     let tokens = tempfile::tempdir().unwrap();
@@ -479,7 +480,9 @@ async fn empty_upstream() -> (String, Arc<AtomicUsize>) {
             tokio::spawn(async move {
                 let mut buf = [0u8; 4096];
                 let _ = tcp.read(&mut buf).await;
-                let _ = tcp.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").await;
+                let _ = tcp
+                    .write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    .await;
             });
         }
     });

@@ -76,7 +76,6 @@ pub fn file_body(file: tokio::fs::File, progress: impl Fn(usize) + Send + Sync +
     BodyExt::boxed(StreamBody::new(stream).map_err(|e: std::io::Error| -> BoxError { Box::new(e) }))
 }
 
-
 /// Why a response body could not be read to its end.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {

@@ -163,7 +163,11 @@ impl DebugFileError {
     pub fn is_the_files(&self) -> bool {
         matches!(
             self,
-            Self::TooLarge { .. } | Self::Elf(_) | Self::NoBuildId | Self::WrongBuildId { .. } | Self::WrongKind { .. }
+            Self::TooLarge { .. }
+                | Self::Elf(_)
+                | Self::NoBuildId
+                | Self::WrongBuildId { .. }
+                | Self::WrongKind { .. }
         )
     }
 }
@@ -242,7 +246,9 @@ async fn is_file(path: &Path) -> bool {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 impl DebugFiles {
@@ -252,7 +258,12 @@ impl DebugFiles {
         Self::build(dir.into(), None, Settings::default(), None)
     }
 
-    fn build(dir: PathBuf, index: Option<AnyStore>, settings: Settings, upstream: Option<upstream::Upstream>) -> Self {
+    fn build(
+        dir: PathBuf,
+        index: Option<AnyStore>,
+        settings: Settings,
+        upstream: Option<upstream::Upstream>,
+    ) -> Self {
         let (arrivals, _) = broadcast::channel(1024);
         DebugFiles { inner: Arc::new(Inner { dir, arrivals, index, settings, upstream }) }
     }
@@ -260,7 +271,11 @@ impl DebugFiles {
     /// The debug files of `store`: with SQLite in `DIR/debug-files/` beside it (`cache` is not used);
     /// with PostgreSQL in the database, `cache` (required) being this collector's local copies. Makes
     /// the directories.
-    pub fn for_store(store: &AnyStore, cache: Option<PathBuf>, settings: Settings) -> Result<Self, DebugFileError> {
+    pub fn for_store(
+        store: &AnyStore,
+        cache: Option<PathBuf>,
+        settings: Settings,
+    ) -> Result<Self, DebugFileError> {
         let dir = match (store, cache) {
             (AnyStore::Sqlite(s), _) => s.path().parent().unwrap_or(Path::new(".")).join("debug-files"),
             (AnyStore::Postgres(_), Some(cache)) => cache,
@@ -321,14 +336,16 @@ impl DebugFiles {
             }
         }
         for kind in kinds {
-            match self.from_store(build_id, kind).await {
+            match self.copy_from_store(build_id, kind).await {
                 Ok(Some(path)) => return Some(path),
                 Ok(None) => {}
-                Err(e) => tracing::warn!("debug files: cannot read {build_id}/{} from the store: {e}", kind.name()),
+                Err(e) => {
+                    tracing::warn!("debug files: cannot read {build_id}/{} from the store: {e}", kind.name())
+                }
             }
         }
         for kind in kinds {
-            if let Some(path) = self.from_upstream(build_id, kind).await {
+            if let Some(path) = self.fetch_from_upstream(build_id, kind).await {
                 return Some(path);
             }
         }
@@ -345,15 +362,19 @@ impl DebugFiles {
         if is_file(&path).await {
             return Ok(Some(path));
         }
-        if let Some(path) = self.from_store(build_id, kind).await? {
+        if let Some(path) = self.copy_from_store(build_id, kind).await? {
             return Ok(Some(path));
         }
-        Ok(self.from_upstream(build_id, kind).await)
+        Ok(self.fetch_from_upstream(build_id, kind).await)
     }
 
     /// What the collector holds of `build_id`'s `kind` (its row; a file in the directory alone, with
     /// no store, has a row made up from the file), without asking upstream.
-    pub async fn stored(&self, build_id: &str, kind: FileKind) -> Result<Option<DebugFileRow>, DebugFileError> {
+    pub async fn stored(
+        &self,
+        build_id: &str,
+        kind: FileKind,
+    ) -> Result<Option<DebugFileRow>, DebugFileError> {
         if !is_build_id(build_id) {
             return Ok(None);
         }
@@ -368,7 +389,11 @@ impl DebugFiles {
     }
 
     /// The PostgreSQL store's copy of the file, copied into the local directory.
-    async fn from_store(&self, build_id: &str, kind: FileKind) -> Result<Option<PathBuf>, DebugFileError> {
+    async fn copy_from_store(
+        &self,
+        build_id: &str,
+        kind: FileKind,
+    ) -> Result<Option<PathBuf>, DebugFileError> {
         let Some(index) = self.inner.index.as_ref().filter(|i| i.keeps_bytes()) else { return Ok(None) };
         let temp = self.temp_file().await?;
         let (file, temp) = temp.into_parts();
@@ -379,7 +404,7 @@ impl DebugFiles {
         self.install(temp, build_id, kind).await.map(Some)
     }
 
-    async fn from_upstream(&self, build_id: &str, kind: FileKind) -> Option<PathBuf> {
+    async fn fetch_from_upstream(&self, build_id: &str, kind: FileKind) -> Option<PathBuf> {
         let upstream = self.inner.upstream.as_ref()?;
         upstream.fetch(self, build_id, kind).await
     }
@@ -393,7 +418,11 @@ impl DebugFiles {
         })
         .await
         .map_err(|e| DebugFileError::Task(e.to_string()))?
-        .map_err(|source| DebugFileError::Io { what: "create a temporary file in", path: incoming, source })
+        .map_err(|source| DebugFileError::Io {
+            what: "create a temporary file in",
+            path: incoming,
+            source,
+        })
     }
 
     /// A new upload's temporary file, in the directory's `.incoming/` (removed if dropped before
@@ -459,7 +488,12 @@ impl DebugFiles {
     }
 
     /// Renames `temp` to `build_id`'s `kind` in the directory and fsyncs the directories it changed.
-    async fn install(&self, temp: tempfile::TempPath, build_id: &str, kind: FileKind) -> Result<PathBuf, DebugFileError> {
+    async fn install(
+        &self,
+        temp: tempfile::TempPath,
+        build_id: &str,
+        kind: FileKind,
+    ) -> Result<PathBuf, DebugFileError> {
         let dir = self.inner.dir.clone();
         let at = dir.join(build_id);
         let dest = at.join(kind.name());
@@ -471,10 +505,16 @@ impl DebugFiles {
             };
             let new_dir = !at.is_dir();
             std::fs::create_dir_all(&at).map_err(io("create the directory", &at))?;
-            temp.persist(&to).map_err(|e| DebugFileError::Io { what: "rename into", path: to.clone(), source: e.error })?;
+            temp.persist(&to).map_err(|e| DebugFileError::Io {
+                what: "rename into",
+                path: to.clone(),
+                source: e.error,
+            })?;
             std::fs::File::open(&at).and_then(|d| d.sync_all()).map_err(io("fsync the directory", &at))?;
             if new_dir {
-                std::fs::File::open(&dir).and_then(|d| d.sync_all()).map_err(io("fsync the directory", &dir))?;
+                std::fs::File::open(&dir)
+                    .and_then(|d| d.sync_all())
+                    .map_err(io("fsync the directory", &dir))?;
             }
             Ok(())
         })

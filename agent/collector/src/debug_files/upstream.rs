@@ -31,7 +31,12 @@ impl Upstream {
 
     /// `build_id`'s `kind` from the first server that has it, kept in `files`; `None` when none has
     /// it (remembered for the negative cache's time) or it is in the negative cache.
-    pub(super) async fn fetch(&self, files: &DebugFiles, build_id: &str, kind: FileKind) -> Option<std::path::PathBuf> {
+    pub(super) async fn fetch(
+        &self,
+        files: &DebugFiles,
+        build_id: &str,
+        kind: FileKind,
+    ) -> Option<std::path::PathBuf> {
         let key = (build_id.to_owned(), kind);
         if self.misses.fresh(&key, self.ttl) {
             return None;

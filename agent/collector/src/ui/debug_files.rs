@@ -53,7 +53,10 @@ fn bearer(request: &Request) -> Option<&str> {
 /// The refusal of a request of the upload API without the upload token (counted against its address).
 fn upload_refusal<S>(ui: &Ui<S>, api: &DebugFilesApi, request: &Request) -> Option<Response> {
     let Some(token) = &api.upload_token else {
-        return Some(text(StatusCode::FORBIDDEN, "uploads are off: the collector has no --upload-token-file"));
+        return Some(text(
+            StatusCode::FORBIDDEN,
+            "uploads are off: the collector has no --upload-token-file",
+        ));
     };
     let ip = super::client_ip(request.extensions());
     if !ui.throttle.allows(ip) {
@@ -65,19 +68,23 @@ fn upload_refusal<S>(ui: &Ui<S>, api: &DebugFilesApi, request: &Request) -> Opti
             if given.is_some() {
                 ui.throttle.failed(ip);
             }
-            let mut answer = text(StatusCode::UNAUTHORIZED, "an upload needs the upload token (Authorization: Bearer)");
+            let mut answer =
+                text(StatusCode::UNAUTHORIZED, "an upload needs the upload token (Authorization: Bearer)");
             answer.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             Some(answer)
         }
     }
 }
 
-fn parse_target(id: &str, kind: &str) -> Result<(String, FileKind), Response> {
+fn check_target(id: &str, kind: &str) -> Result<(String, FileKind), (StatusCode, &'static str)> {
     let Some(kind) = FileKind::parse(kind) else {
-        return Err(text(StatusCode::NOT_FOUND, "the kind of a debug file is debuginfo or executable"));
+        return Err((StatusCode::NOT_FOUND, "the kind of a debug file is debuginfo or executable"));
     };
     if !is_build_id(id) {
-        return Err(text(StatusCode::BAD_REQUEST, "a build id is lowercase hex, an even count of 2 to 128 digits"));
+        return Err((
+            StatusCode::BAD_REQUEST,
+            "a build id is lowercase hex, an even count of 2 to 128 digits",
+        ));
     }
     Ok((id.to_owned(), kind))
 }
@@ -93,9 +100,9 @@ pub(super) async fn stored<S: Store>(
     if let Some(answer) = upload_refusal(&ui, api, &request) {
         return answer;
     }
-    let (id, kind) = match parse_target(&id, &kind) {
+    let (id, kind) = match check_target(&id, &kind) {
         Ok(t) => t,
-        Err(answer) => return answer,
+        Err((status, why)) => return text(status, why),
     };
     match api.files.stored(&id, kind).await {
         Ok(Some(row)) => text(StatusCode::OK, format!("{} {}", row.size, row.sha256)),
@@ -125,9 +132,9 @@ pub(super) async fn upload<S: Store>(
     if let Some(answer) = upload_refusal(&ui, api, &request) {
         return answer;
     }
-    let (id, kind) = match parse_target(&id, &kind) {
+    let (id, kind) = match check_target(&id, &kind) {
         Ok(t) => t,
-        Err(answer) => return answer,
+        Err((status, why)) => return text(status, why),
     };
     let limit = api.files.settings().max_file_bytes;
     let declared = request
@@ -136,7 +143,10 @@ pub(super) async fn upload<S: Store>(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit) {
-        return text(StatusCode::PAYLOAD_TOO_LARGE, format!("the file is larger than the limit of {limit} bytes"));
+        return text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the file is larger than the limit of {limit} bytes"),
+        );
     }
     let name: String = params
         .name
@@ -195,9 +205,9 @@ pub(super) async fn debuginfod<S: Store>(
     UrlPath((id, kind)): UrlPath<(String, String)>,
 ) -> Response {
     let Some(api) = &ui.debug_files else { return text(StatusCode::NOT_FOUND, "no debug files here") };
-    let (id, kind) = match parse_target(&id, &kind) {
+    let (id, kind) = match check_target(&id, &kind) {
         Ok(t) => t,
-        Err(answer) => return answer,
+        Err((status, why)) => return text(status, why),
     };
     let path = match api.files.file(&id, kind).await {
         Ok(Some(path)) => path,

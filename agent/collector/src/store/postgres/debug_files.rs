@@ -66,10 +66,10 @@ impl DebugFileStore for PostgresStore {
         )
         .await
         .map_err(backend(OP))?;
-        tx.execute("DELETE FROM debug_file_chunks WHERE build_id = $1 AND kind = $2", &[
-            &row.build_id,
-            &row.kind.name(),
-        ])
+        tx.execute(
+            "DELETE FROM debug_file_chunks WHERE build_id = $1 AND kind = $2",
+            &[&row.build_id, &row.kind.name()],
+        )
         .await
         .map_err(backend(OP))?;
         let insert = tx
@@ -86,12 +86,17 @@ impl DebugFileStore for PostgresStore {
                 break;
             }
             let chunk: &[u8] = &buf[..n];
-            tx.execute(&insert, &[&row.build_id, &row.kind.name(), &seq, &chunk]).await.map_err(backend(OP))?;
+            tx.execute(&insert, &[&row.build_id, &row.kind.name(), &seq, &chunk])
+                .await
+                .map_err(backend(OP))?;
             seq += 1;
             total += n as u64;
         }
         if total != row.size {
-            return Err(StoreError::BadRow { what: "debug file size", value: format!("{total} != {}", row.size) });
+            return Err(StoreError::BadRow {
+                what: "debug file size",
+                value: format!("{total} != {}", row.size),
+            });
         }
         tx.commit().await.map_err(backend(OP))
     }
@@ -145,7 +150,8 @@ impl DebugFileStore for PostgresStore {
         let mut out = tokio::fs::File::create(&to).await.map_err(backend(OP))?;
         let mut total: u64 = 0;
         for seq in 0i32.. {
-            let Some(chunk) = tx.query_opt(&select, &[&build_id, &kind.name(), &seq]).await.map_err(backend(OP))?
+            let Some(chunk) =
+                tx.query_opt(&select, &[&build_id, &kind.name(), &seq]).await.map_err(backend(OP))?
             else {
                 break;
             };
