@@ -209,8 +209,11 @@ async fn upload_one(client: &HttpClient, base: &str, token: &str, file: &Path) -
     let answer = result.map_err(|e| Failed::File(format!("the upload failed: {e}")))?;
     let status = answer.status().as_u16();
     let body = http::small_text(answer.into_body(), 4096).await;
+    // A stripped file is still worth keeping (its CFI, the code for a debugger), but names no
+    // function: say so, so that nobody takes it for the debug file.
+    let note = if contents.has_symbols() { "" } else { "; it has no symbols: upload its debug file too" };
     match status {
-        201 => Ok(format!("{build_id} {}: uploaded ({size} bytes)", kind.name())),
+        201 => Ok(format!("{build_id} {}: uploaded ({size} bytes){note}", kind.name())),
         200 => Ok(format!("{build_id} {}: already there", kind.name())),
         other => Err(refused(other, &body)),
     }

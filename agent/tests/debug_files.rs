@@ -225,6 +225,7 @@ async fn an_upload_is_found_by_symbols_skipped_the_second_time_and_fetched_by_de
     assert_eq!(code, 0, "{err}");
     assert!(err.contains(&format!("{} debuginfo: uploaded", b.build_id)), "{err}");
     assert!(err.contains(&format!("{} executable: uploaded", b.build_id)), "{err}");
+    assert!(err.contains("it has no symbols: upload its debug file too"), "the stripped one is told: {err}");
     // Again: the collector has both, byte for byte, and nothing is sent.
     let (code, err) = upload(&c.ui, &token, &[&b.debug, &b.stripped]);
     assert_eq!(code, 0, "{err}");
@@ -508,4 +509,36 @@ async fn a_build_id_no_upstream_has_is_not_asked_for_again() {
     // Another build id is asked for.
     assert_eq!(files.symbols(&"cd".repeat(20)).await, None);
     assert_eq!(asked.load(Ordering::SeqCst), first + 2);
+}
+
+/// Stages `path` as an upload would.
+async fn stage(files: &DebugFiles, path: &Path) -> lastword_collector::debug_files::Staged {
+    let mut staging = files.stage().await.unwrap();
+    staging.write(&std::fs::read(path).unwrap()).await.unwrap();
+    staging.finish().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_accepted_file_is_announced_once_and_the_same_bytes_again_change_nothing() {
+    use lastword_collector::debug_files::Accepted;
+    let b = build();
+    let store = tempfile::tempdir().unwrap();
+    let opened = StoreLocation::Dir(store.path().to_owned()).open().await.unwrap();
+    let files = DebugFiles::for_store(&opened, None, Settings::default()).unwrap();
+    let mut arrivals = files.subscribe();
+    let first =
+        files.accept(stage(&files, &b.debug).await, &b.build_id, FileKind::Debuginfo, "app.debug").await;
+    assert_eq!(first.unwrap(), Accepted::Stored);
+    assert_eq!(arrivals.try_recv().unwrap(), b.build_id, "announced after it is in place");
+    assert!(files.symbols(&b.build_id).await.is_some());
+    let again =
+        files.accept(stage(&files, &b.debug).await, &b.build_id, FileKind::Debuginfo, "app.debug").await;
+    assert_eq!(again.unwrap(), Accepted::AlreadyThere);
+    assert!(arrivals.try_recv().is_err(), "nothing new, nothing announced");
+    // A refused file is not announced and leaves nothing behind.
+    let wrong = files.accept(stage(&files, &b.stripped).await, &b.build_id, FileKind::Debuginfo, "app").await;
+    assert!(wrong.unwrap_err().is_the_files(), "a stripped file is no debuginfo");
+    assert!(arrivals.try_recv().is_err());
+    let incoming = store.path().join("debug-files/.incoming");
+    assert_eq!(std::fs::read_dir(&incoming).unwrap().count(), 0, "no staged file is left");
 }
