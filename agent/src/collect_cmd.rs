@@ -5,7 +5,6 @@ use std::io::Write as _;
 use std::path::PathBuf;
 
 use anyhow::Context as _;
-use lastword_collector::debug_files::DebugFiles;
 use lastword_collector::query::{self, Format, Query};
 use lastword_collector::server::{self, CollectError, Config, Limits, Tokens, tls_server_config};
 use lastword_collector::store::{GroupFilter, ReportFilter, StoreLocation};
@@ -282,10 +281,14 @@ pub struct CollectCommand {
     collect: CollectArgs,
     #[command(flatten)]
     ui: UiArgs,
+    #[command(flatten)]
+    debug_files: crate::debug_files_cmd::CollectDebugFilesArgs,
 }
 
 /// Runs the collector (and its web UI, with `--ui`) until SIGINT or SIGTERM.
-pub fn collect_command(CollectCommand { collect: args, ui: ui_args }: CollectCommand) -> anyhow::Result<()> {
+pub fn collect_command(
+    CollectCommand { collect: args, ui: ui_args, debug_files: debug_args }: CollectCommand,
+) -> anyhow::Result<()> {
     print_collector_diagnostics();
     let env_tokens = std::env::var("LASTWORD_TOKENS").ok();
     let mut config = args.config(env_tokens.as_deref())?;
@@ -299,10 +302,10 @@ pub fn collect_command(CollectCommand { collect: args, ui: ui_args }: CollectCom
     runtime.block_on(async {
         let location = store_location(&args.store)?;
         let store = location.open().await?;
-        // The debug files that name reports from stripped builds: beside the SQLite store.
-        if let StoreLocation::Dir(dir) = &location {
-            config.symbols = Some(Symbols::new(DebugFiles::in_dir(dir.join("debug-files"))));
-        }
+        // Debug files: kept beside the SQLite store, or in the PostgreSQL one with a local cache;
+        // the ingest server names reports with them, at ingest and when one arrives.
+        let debug_files = debug_args.open(&store)?;
+        config.symbols = Some(Symbols::new(debug_files.clone()));
         // Signal handlers first: a SIGTERM right after the listening line must find them in place.
         let shutdown = shutdown_signal("lastword collect")?;
         let listener = tokio::net::TcpListener::bind(&args.listen)
@@ -333,7 +336,12 @@ pub fn collect_command(CollectCommand { collect: args, ui: ui_args }: CollectCom
                          or through /login); served {over}"
                     ),
                 }
-                let config = ui::UiConfig { hosts: ui_args.ui_host.clone(), tls: ui_tls, ..ui::UiConfig::new(access) };
+                let config = ui::UiConfig {
+                    hosts: ui_args.ui_host.clone(),
+                    tls: ui_tls,
+                    debug_files: Some(debug_args.api(debug_files.clone())?),
+                    ..ui::UiConfig::new(access)
+                };
                 let ui_scheme = if config.tls.is_some() { "https" } else { "http" };
                 // Its own read-only connection (SQLite) or pool (PostgreSQL): never the collector's.
                 let ui_store = store.reader().await?;

@@ -2,6 +2,7 @@
 //! A thin shell over `lastword_collector` (the collector) and `lastword` (the uploader).
 
 mod collect_cmd;
+mod debug_files_cmd;
 mod demo;
 mod exit;
 mod inspect;
@@ -49,7 +50,9 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Run the reference collector: receive reports over ws:// or wss:// and store them; with --ui,
     /// serve a read-only web UI of the store.
-    Collect(collect_cmd::CollectCommand),
+    Collect(Box<collect_cmd::CollectCommand>),
+    /// Debug files: say what an ELF file holds (check), upload them to a collector (upload).
+    DebugFiles(debug_files_cmd::DebugFilesArgs),
     /// Query a collector's store: recent reports, crash groups, one report, agents' losses.
     Store(collect_cmd::StoreArgs),
     /// The example application of `lastword demo`, which runs it as a child process: it logs, panics
@@ -75,8 +78,9 @@ fn main() -> ExitCode {
         Command::Stats(a) => inspect::stats(&a),
         Command::Purge(a) => inspect::purge(&a),
         Command::Demo(a) => demo::demo(&a),
-        Command::Collect(a) => collect_cmd::collect_command(a).map(|()| exit::OK),
+        Command::Collect(a) => collect_cmd::collect_command(*a).map(|()| exit::OK),
         Command::Store(a) => collect_cmd::store_command(a).map(|()| exit::OK),
+        Command::DebugFiles(a) => debug_files_cmd::debug_files(a),
         Command::DemoApp => lastword_agent::demo_app::main(),
     };
     match result {

@@ -12,6 +12,9 @@ use lastword_collector::store::{PostgresStore, SqliteStore, Store};
 use lastword_spool::{EntryId, Kind};
 use lastword_tests::postgres::TempPostgres;
 
+/// The PostgreSQL schema version this program writes (each issue's migration raises it).
+const PG_VERSION: i64 = lastword_collector::store::postgres::SCHEMA_VERSION;
+
 fn origin(app: &str, release: &str, host: Option<&str>) -> Arc<Origin> {
     Arc::new(Origin {
         agent: Software { name: "lastword".into(), version: "0.1.0".into() },
@@ -209,10 +212,10 @@ async fn postgres_schema_is_migrated_once_and_a_newer_one_is_refused() {
     let again = PostgresStore::open(&url).await.unwrap();
     assert_eq!(again.write(batch(vec![crash(id, "g", 1)])).await.unwrap(), [Outcome::Duplicate]);
     assert!(PostgresStore::open_read_only(&url).await.unwrap().report(id).await.unwrap().is_some());
-    assert_eq!(pg.psql("versions", "SELECT version FROM lastword_schema"), "5");
+    assert_eq!(pg.psql("versions", "SELECT version FROM lastword_schema"), PG_VERSION.to_string());
     pg.psql("versions", "UPDATE lastword_schema SET version = 99");
     let refused = PostgresStore::open(&url).await.unwrap_err();
-    assert!(matches!(refused, StoreError::Version { found: 99, known: 5, .. }), "{refused}");
+    assert!(matches!(refused, StoreError::Version { found: 99, known: PG_VERSION, .. }), "{refused}");
     let message = refused.to_string();
     assert!(message.contains("99") && !message.contains("password"), "{message}");
     assert!(matches!(PostgresStore::open_read_only(&url).await, Err(StoreError::Version { .. })));
@@ -228,19 +231,20 @@ async fn a_postgres_store_of_schema_version_1_is_migrated_and_keeps_its_reports(
         store.write(batch(vec![crash(id, "g", 1)])).await.unwrap();
     }
     // What version 1 made: the same tables without the index of version 2, the tags of 3, the
-    // events dropped of 4 and the symbol waits of 5.
+    // events dropped of 4 and the debug files and symbol waits of 5.
     pg.psql(
         "old",
         "DROP INDEX reports_by_received; DROP TABLE report_tags; ALTER TABLE losses DROP COLUMN events_dropped;
-         DROP TABLE symbol_waits; UPDATE lastword_schema SET version = 1",
+         DROP TABLE debug_files; DROP TABLE debug_file_chunks; DROP TABLE symbol_waits;
+         UPDATE lastword_schema SET version = 1",
     );
     assert!(matches!(
         PostgresStore::open_read_only(&url).await,
-        Err(StoreError::Version { found: 1, known: 5, .. })
+        Err(StoreError::Version { found: 1, known: PG_VERSION, .. })
     ));
     let store = PostgresStore::open(&url).await.unwrap();
     assert!(store.report(id).await.unwrap().is_some());
-    assert_eq!(pg.psql("old", "SELECT version FROM lastword_schema"), "5");
+    assert_eq!(pg.psql("old", "SELECT version FROM lastword_schema"), PG_VERSION.to_string());
     assert_eq!(
         pg.psql("old", "SELECT count(*) FROM pg_indexes WHERE indexname = 'reports_by_received'"),
         "1"

@@ -205,6 +205,37 @@ impl Store for AnyStore {
     }
 }
 
+impl super::DebugFileStore for AnyStore {
+    async fn put_debug_file(&self, row: super::DebugFileRow, file: PathBuf) -> Result<(), StoreError> {
+        on_backend!(self, s => s.put_debug_file(row, file).await)
+    }
+
+    async fn debug_file(
+        &self,
+        build_id: String,
+        kind: crate::debug_files::FileKind,
+    ) -> Result<Option<super::DebugFileRow>, StoreError> {
+        on_backend!(self, s => s.debug_file(build_id, kind).await)
+    }
+
+    async fn debug_files(&self, limit: u32) -> Result<Vec<super::DebugFileRow>, StoreError> {
+        on_backend!(self, s => s.debug_files(limit).await)
+    }
+
+    fn keeps_bytes(&self) -> bool {
+        on_backend!(self, s => s.keeps_bytes())
+    }
+
+    async fn copy_debug_file(
+        &self,
+        build_id: String,
+        kind: crate::debug_files::FileKind,
+        to: PathBuf,
+    ) -> Result<Option<super::DebugFileRow>, StoreError> {
+        on_backend!(self, s => s.copy_debug_file(build_id, kind, to).await)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,12 +4,14 @@
 //! whichever of the two it names.
 
 mod batch;
+pub mod debug_files;
 pub mod location;
 pub mod postgres;
 pub mod reads;
 pub mod sqlite;
 pub mod waits;
 
+pub use debug_files::{DebugFileRow, DebugFileStore};
 pub use location::{AnyStore, StoreLocation};
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;

@@ -21,6 +21,7 @@ use lastword_spool::{EntryId, Kind};
 use tokio_postgres::types::FromSql;
 use tokio_postgres::{NoTls, Row};
 
+mod debug_files;
 mod reads;
 mod waits;
 
@@ -101,9 +102,27 @@ CREATE TABLE losses (
     // 4: the events each agent dropped (queue full), beside its logs dropped. Rows of agents that
     // have not connected since read 0.
     "ALTER TABLE losses ADD COLUMN events_dropped BIGINT NOT NULL DEFAULT 0;",
-    // 5: which reports wait for which debug file (store/waits.rs). Reports stored before wait for
-    // none.
-    "CREATE TABLE symbol_waits (
+    // 5: the debug files uploaded, their bytes in 1 MiB chunks (postgres/debug_files.rs: the collectors
+    // of one database share no disk), and which reports wait for which of them (store/waits.rs).
+    // Reports stored before wait for none.
+    "CREATE TABLE debug_files (
+        build_id    TEXT NOT NULL,
+        kind        TEXT NOT NULL,
+        file_name   TEXT NOT NULL,
+        size        BIGINT NOT NULL,
+        sha256      TEXT NOT NULL,
+        uploaded_ms BIGINT NOT NULL,
+        PRIMARY KEY (build_id, kind)
+    );
+    CREATE INDEX debug_files_recent ON debug_files (uploaded_ms DESC);
+    CREATE TABLE debug_file_chunks (
+        build_id TEXT NOT NULL,
+        kind     TEXT NOT NULL,
+        seq      INTEGER NOT NULL,
+        bytes    BYTEA NOT NULL,
+        PRIMARY KEY (build_id, kind, seq)
+    );
+    CREATE TABLE symbol_waits (
         build_id TEXT NOT NULL,
         id       TEXT NOT NULL,
         PRIMARY KEY (build_id, id)

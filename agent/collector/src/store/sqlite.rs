@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use lastword_spool::{EntryId, Kind};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
+mod debug_files;
 mod reads;
 mod waits;
 
@@ -84,9 +85,18 @@ const MIGRATIONS: &[&str] = &[
     // 3 -> 4: the events each agent dropped (queue full), beside its logs dropped. Rows of agents
     // that have not connected since read 0.
     "ALTER TABLE losses ADD COLUMN events_dropped INTEGER NOT NULL DEFAULT 0;",
-    // 4 -> 5: which reports wait for which debug file (store/waits.rs). Reports stored before wait
-    // for none.
-    "CREATE TABLE symbol_waits (
+    // 4 -> 5: the debug files uploaded (sqlite/debug_files.rs; the files are in DIR/debug-files/), and
+    // which reports wait for which of them (store/waits.rs). Reports stored before wait for none.
+    "CREATE TABLE debug_files (
+        build_id    TEXT NOT NULL,
+        kind        TEXT NOT NULL,
+        file_name   TEXT NOT NULL,
+        size        INTEGER NOT NULL,
+        sha256      TEXT NOT NULL,
+        uploaded_ms INTEGER NOT NULL,
+        PRIMARY KEY (build_id, kind)
+    ) WITHOUT ROWID;
+    CREATE TABLE symbol_waits (
         build_id TEXT NOT NULL,
         id       TEXT NOT NULL,
         PRIMARY KEY (build_id, id)

@@ -15,6 +15,7 @@
 //! server's (DNS rebinding) gets 421; a state-changing request (POST) from another origin gets 403
 //! (the CSRF rule of ARCHITECTURE.md).
 
+mod debug_files;
 mod pages;
 mod serve;
 mod session;
@@ -44,9 +45,11 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::ServerConfig;
 
 use crate::store::reads::{GroupQuery, GroupSort, LogQuery, Tag};
-use crate::store::{Store, StoreError};
+use crate::store::{DebugFileStore, Store, StoreError};
 use serve::OverTls;
 use session::{Sessions, Throttle, token_matches};
+
+pub use debug_files::{BODY_IDLE_TIMEOUT, DebugFilesApi};
 
 /// The stylesheet, compiled in.
 const STYLE: &str = include_str!("style.css");
@@ -111,12 +114,14 @@ pub struct UiConfig {
     pub tls: Option<Arc<ServerConfig>>,
     /// The limits.
     pub limits: UiLimits,
+    /// The debug files: the upload API, the debuginfod API and their page; `None` serves neither.
+    pub debug_files: Option<DebugFilesApi>,
 }
 
 impl UiConfig {
     /// Plain HTTP, no extra host name, the default limits.
     pub fn new(access: Access) -> Self {
-        Self { access, hosts: Vec::new(), tls: None, limits: UiLimits::default() }
+        Self { access, hosts: Vec::new(), tls: None, limits: UiLimits::default(), debug_files: None }
     }
 }
 
@@ -182,6 +187,16 @@ fn session_cookie(headers: &HeaderMap) -> Option<&str> {
             .find(|(name, _)| *name == COOKIE)
             .map(|(_, v)| v)
     })
+}
+
+/// The bearer token of `headers` (`Authorization: Bearer`, as debuginfod clients send from
+/// `DEBUGINFOD_HEADERS_FILE`), if there is one.
+fn bearer_token(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|t| t.trim().to_owned())
 }
 
 /// The password of `headers`' HTTP basic auth, if there is one.
@@ -266,6 +281,7 @@ struct Ui<S> {
     hosts: Hosts,
     sessions: Sessions,
     throttle: Throttle,
+    debug_files: Option<DebugFilesApi>,
 }
 
 type UiState<S> = State<Arc<Ui<S>>>;
@@ -581,7 +597,8 @@ fn refusal<S>(ui: &Ui<S>, token: &str, request: &Request) -> Option<Response> {
         )
             .into_response()
     };
-    let Some(password) = basic_password(request.headers()) else { return Some(challenge()) };
+    let given = basic_password(request.headers()).or_else(|| bearer_token(request.headers()));
+    let Some(password) = given else { return Some(challenge()) };
     let ip = client_ip(request.extensions());
     if !ui.throttle.allows(ip) {
         return Some(throttled());
@@ -597,7 +614,11 @@ fn refusal<S>(ui: &Ui<S>, token: &str, request: &Request) -> Option<Response> {
 /// Lets through who may read; answers 401 (basic auth challenge and the login form) to others.
 async fn guard<S: Store>(State(ui): UiState<S>, request: Request, next: Next) -> Response {
     let path = request.uri().path();
-    let free = path == "/login" || path == "/logout" || path == "/static/style.css";
+    // The upload API checks its own token (debug_files.rs).
+    let free = path == "/login"
+        || path == "/logout"
+        || path == "/static/style.css"
+        || path.starts_with("/api/debug-files/");
     if let Access::Token(token) = &ui.access
         && !free
         && let Some(answer) = refusal(&ui, token, &request)
@@ -660,7 +681,7 @@ async fn headers(request: Request, next: Next) -> Response {
 }
 
 /// The UI's routes over `store`, for a listener bound to `bound`.
-fn router<S: Store>(store: S, config: &UiConfig, bound: SocketAddr) -> Router {
+fn router<S: Store + DebugFileStore>(store: S, config: &UiConfig, bound: SocketAddr) -> Router {
     let extra = config.hosts.iter().filter_map(|h| split_host(h)).collect();
     let default_port = if config.tls.is_some() { 443 } else { 80 };
     let ui = Arc::new(Ui {
@@ -669,6 +690,7 @@ fn router<S: Store>(store: S, config: &UiConfig, bound: SocketAddr) -> Router {
         hosts: Hosts { port: bound.port(), default_port, extra },
         sessions: Sessions::new(config.limits.session_ttl),
         throttle: Throttle::new(config.limits.login_failures, config.limits.login_window),
+        debug_files: config.debug_files.clone(),
     });
     Router::new()
         .route("/", get(overview::<S>))
@@ -680,6 +702,10 @@ fn router<S: Store>(store: S, config: &UiConfig, bound: SocketAddr) -> Router {
         .route("/login", get(login_form).post(login::<S>))
         .route("/logout", post(logout::<S>))
         .route("/static/style.css", get(style))
+        // Debug files (debug_files.rs): the page, the debuginfod API, the upload API.
+        .route("/debug-files", get(debug_files::page::<S>))
+        .route("/buildid/{id}/{kind}", get(debug_files::debuginfod::<S>))
+        .route("/api/debug-files/{id}/{kind}", get(debug_files::stored::<S>).put(debug_files::upload::<S>))
         .fallback(|| async { not_found("No such page.") })
         .layer(DefaultBodyLimit::max(config.limits.max_body_bytes))
         .layer(middleware::from_fn_with_state(Arc::clone(&ui), guard::<S>))
@@ -693,7 +719,7 @@ fn router<S: Store>(store: S, config: &UiConfig, bound: SocketAddr) -> Router {
 /// # Cancel safety
 ///
 /// As [`serve_with`].
-pub async fn serve<S: Store>(
+pub async fn serve<S: Store + DebugFileStore>(
     listener: TcpListener,
     store: S,
     access: Access,
@@ -709,7 +735,7 @@ pub async fn serve<S: Store>(
 ///
 /// Dropping the future drops the connections in progress (the UI only reads, so nothing is lost); to
 /// stop cleanly, complete `shutdown` and await it.
-pub async fn serve_with<S: Store>(
+pub async fn serve_with<S: Store + DebugFileStore>(
     listener: TcpListener,
     store: S,
     config: UiConfig,

@@ -20,13 +20,18 @@ pub enum Tab {
     Overview,
     Groups,
     Logs,
+    DebugFiles,
     None,
 }
 
 /// The frame of every page.
 pub fn layout(title: &str, tab: Tab, content: Markup) -> Markup {
-    let nav =
-        [(Tab::Overview, "/", "Overview"), (Tab::Groups, "/groups", "Groups"), (Tab::Logs, "/logs", "Logs")];
+    let nav = [
+        (Tab::Overview, "/", "Overview"),
+        (Tab::Groups, "/groups", "Groups"),
+        (Tab::Logs, "/logs", "Logs"),
+        (Tab::DebugFiles, "/debug-files", "Debug files"),
+    ];
     html! {
         (DOCTYPE)
         html lang="en" {
