@@ -26,7 +26,8 @@ pub struct CollectArgs {
     pub listen: String,
     /// The store: a directory (created if missing; the data is DIR/lastword.sqlite), or a
     /// postgres://user@host/db URL of a database that several collectors may share (schema created or
-    /// migrated at start).
+    /// migrated at start). TLS to it by libpq's ?sslmode=disable|prefer|require|verify-ca|verify-full
+    /// (default prefer) and &sslrootcert=FILE (PEM roots; default the system's).
     #[arg(long, value_name = "DIR|URL", env = "LASTWORD_STORE")]
     #[arg(value_parser = clap::builder::NonEmptyStringValueParser::new())]
     pub store: String,
