@@ -49,7 +49,8 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Run the reference collector: receive reports over ws:// or wss:// and store them; with --ui,
     /// serve a read-only web UI of the store.
-    Collect(collect_cmd::CollectCommand),
+    // Boxed: its flags (ingest and UI limits) make it much larger than the other commands.
+    Collect(Box<collect_cmd::CollectCommand>),
     /// Query a collector's store: recent reports, crash groups, one report, agents' losses.
     Store(collect_cmd::StoreArgs),
     /// The example application of `lastword demo`, which runs it as a child process: it logs, panics
@@ -75,7 +76,7 @@ fn main() -> ExitCode {
         Command::Stats(a) => inspect::stats(&a),
         Command::Purge(a) => inspect::purge(&a),
         Command::Demo(a) => demo::demo(&a),
-        Command::Collect(a) => collect_cmd::collect_command(a).map(|()| exit::OK),
+        Command::Collect(a) => collect_cmd::collect_command(*a).map(|()| exit::OK),
         Command::Store(a) => collect_cmd::store_command(a).map(|()| exit::OK),
         Command::DemoApp => lastword_agent::demo_app::main(),
     };
