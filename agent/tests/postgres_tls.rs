@@ -9,6 +9,7 @@
 
 mod common;
 
+use std::io::{Read as _, Write as _};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -54,12 +55,15 @@ fn deliver(dir: &Path, name: &str, url: &str, n: usize) {
     assert_eq!(out.status.code(), Some(0), "drain: {}", String::from_utf8_lossy(&out.stderr));
 }
 
-/// The collector's connections to the database, and how many of them are over TLS.
-fn collector_sessions(pg: &TempPostgres) -> (usize, usize) {
+/// The connections to the database of `application` (`lastword collect`, or its web UI's `lastword
+/// collect (reader)`), and how many of them are over TLS.
+fn sessions(pg: &TempPostgres, application: &str) -> (usize, usize) {
     let row = pg.psql(
         "postgres",
-        "SELECT count(*), count(*) FILTER (WHERE s.ssl) FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid)
-         WHERE a.application_name = 'lastword collect'",
+        &format!(
+            "SELECT count(*), count(*) FILTER (WHERE s.ssl) FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid)
+             WHERE a.application_name = '{application}'"
+        ),
     );
     let (all, tls) = row.split_once('|').unwrap();
     (all.parse().unwrap(), tls.parse().unwrap())
@@ -97,6 +101,7 @@ fn one_line_exit_1(out: &Output, case: &str) -> String {
     assert!(stdout.is_empty(), "{case}: it never said it was listening: {stdout}");
     assert!(!stderr.contains(TLS_PASSWORD), "{case}: the password is never printed: {stderr}");
     assert!(stderr.contains("***"), "{case}: the URL is shown without its password: {stderr}");
+    println!("{case}: {}", stderr.trim_end());
     stderr
 }
 
@@ -105,12 +110,29 @@ fn verify_full_with_the_servers_root_delivers_a_real_agents_reports_over_tls() {
     let dir = tempfile::tempdir().unwrap();
     let (pg, ca) = server(dir.path());
     let url = pg.tcp_url("localhost", "tls", &format!("sslmode=verify-full&sslrootcert={ca}"));
-    let collector = Collector::start(Path::new(&url), &[]);
+    let collector = Collector::start(Path::new(&url), &["--ui", "127.0.0.1:0"]);
     deliver(dir.path(), "full", &collector.url, 6);
     assert_eq!(pg.psql("tls", "SELECT count(*) FROM reports"), "6");
     assert_eq!(pg.psql("tls", "SELECT sum(count) FROM groups"), "6");
-    let (all, tls) = collector_sessions(&pg);
+    let (all, tls) = sessions(&pg, "lastword collect");
     assert!(all > 0 && tls == all, "every session of the collector is over TLS: {tls} of {all}");
+
+    // The web UI reads on a pool of its own: over TLS too.
+    let line = collector.stdout.recv_timeout(common::STEP).unwrap();
+    let ui = line.trim().strip_prefix("web UI on http://").and_then(|r| r.strip_suffix('/')).unwrap();
+    let mut page = std::net::TcpStream::connect(ui).unwrap();
+    page.set_read_timeout(Some(common::STEP)).unwrap();
+    page.write_all(format!("GET / HTTP/1.0\r\nHost: {ui}\r\n\r\n").as_bytes()).unwrap();
+    let mut answer = String::new();
+    let _ = page.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.0 200"), "the overview loads: {answer}");
+    let (all, tls) = sessions(&pg, "lastword collect (reader)");
+    assert!(all > 0 && tls == all, "every session of the web UI is over TLS: {tls} of {all}");
+
+    // `lastword store` queries the same URL.
+    let out = Command::new(binary()).args(["store", "reports", "--json", "--store", &url]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).matches("\"id\"").count(), 6);
 
     // verify-ca checks the chain, not the name: 127.0.0.1 is not in the certificate, and it connects.
     drop(collector);
@@ -129,7 +151,7 @@ fn require_encrypts_without_a_root_and_checks_no_certificate() {
     let collector = Collector::start(Path::new(&url), &[]);
     deliver(dir.path(), "require", &collector.url, 3);
     assert_eq!(pg.psql("tls", "SELECT count(*) FROM reports"), "3");
-    let (all, tls) = collector_sessions(&pg);
+    let (all, tls) = sessions(&pg, "lastword collect");
     assert!(all > 0 && tls == all, "every session of the collector is over TLS: {tls} of {all}");
 }
 
@@ -137,15 +159,17 @@ fn require_encrypts_without_a_root_and_checks_no_certificate() {
 fn a_wrong_root_a_wrong_name_or_no_tls_fails_at_start_with_one_line() {
     let dir = tempfile::tempdir().unwrap();
     let (pg, ca) = server(dir.path());
-    let (other, _) = certificate(&["localhost"]);
+    // Another root, of another name (a real wrong CA): the server's certificate has no issuer in it.
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+    params.distinguished_name.push(rcgen::DnType::CommonName, "another CA");
+    let other = params.self_signed(&rcgen::KeyPair::generate().unwrap()).unwrap().pem();
     let wrong = dir.path().join("wrong-ca.pem");
     std::fs::write(&wrong, other).unwrap();
     let wrong = wrong.to_string_lossy();
 
     let url = pg.tcp_url("localhost", "tls", &format!("sslmode=verify-full&sslrootcert={wrong}"));
     let line = one_line_exit_1(&refused(&url), "a wrong root");
-    // (BadSignature or UnknownIssuer: both roots have rcgen's one subject name.)
-    assert!(line.contains("invalid peer certificate"), "{line}");
+    assert!(line.contains("invalid peer certificate: UnknownIssuer"), "{line}");
 
     let url = pg.tcp_url("127.0.0.1", "tls", &format!("sslmode=verify-full&sslrootcert={ca}"));
     let line = one_line_exit_1(&refused(&url), "a name the certificate does not hold");
