@@ -145,3 +145,19 @@ fn a_ui_limit_that_cannot_work_is_refused_at_start_with_one_line() {
         assert!(!store.exists(), "{flags:?}: refused before the store is made");
     }
 }
+
+#[test]
+fn ui_max_head_bytes_answers_431_to_a_longer_head() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_collector, ui) = collector_with_ui(dir.path(), &["--ui-max-head-bytes", "8192"]);
+    // 12 KiB of headers: within the default 16 KiB, past the 8 KiB given.
+    let head =
+        |ui: SocketAddr| format!("GET / HTTP/1.0\r\nHost: {ui}\r\nX-Long: {}\r\n\r\n", "a".repeat(12 * 1024));
+    let mut socket = connect_from([127, 0, 0, 1], ui);
+    socket.set_read_timeout(Some(STEP)).unwrap();
+    let _ = socket.write_all(head(ui).as_bytes());
+    let mut raw = Vec::new();
+    let _ = socket.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw);
+    assert!(text.starts_with("HTTP/1.1 431"), "a head past the limit: {text:?}");
+}
