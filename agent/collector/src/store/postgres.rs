@@ -23,7 +23,7 @@ use tokio_postgres::types::FromSql;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 mod reads;
-pub mod tls;
+mod tls;
 
 pub use reads::{UI_POOL_SIZE, UI_STATEMENT_TIMEOUT};
 
