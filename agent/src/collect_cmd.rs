@@ -3,6 +3,7 @@
 use std::io::Write as _;
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use lastword_collector::query::{self, Format, Query};
@@ -26,7 +27,8 @@ pub struct CollectArgs {
     pub listen: String,
     /// The store: a directory (created if missing; the data is DIR/lastword.sqlite), or a
     /// postgres://user@host/db URL of a database that several collectors may share (schema created or
-    /// migrated at start).
+    /// migrated at start). TLS to it by libpq's ?sslmode=disable|prefer|require|verify-ca|verify-full
+    /// (default prefer) and &sslrootcert=FILE (PEM roots; default the system's).
     #[arg(long, value_name = "DIR|URL", env = "LASTWORD_STORE")]
     #[arg(value_parser = clap::builder::NonEmptyStringValueParser::new())]
     pub store: String,
@@ -165,6 +167,68 @@ pub struct UiArgs {
     /// PEM private key of --ui-tls-cert.
     #[arg(long, value_name = "FILE", requires = "ui_tls_cert")]
     pub ui_tls_key: Option<PathBuf>,
+    /// The UI's limits.
+    #[command(flatten)]
+    pub limits: UiLimitsArgs,
+}
+
+/// The web UI's limits on the command line ([`ui::UiLimits`]; SECURITY.md lists them).
+#[derive(Clone, Debug, clap::Args)]
+pub struct UiLimitsArgs {
+    /// Time a client has to send a request's head (and to finish a TLS handshake), from its connection
+    /// or the end of its previous request; then the connection is closed.
+    #[arg(long, default_value_t = ui::DEFAULT_HEADER_TIMEOUT_MS)]
+    pub ui_header_timeout_ms: u64,
+    /// Connections to the UI open at once; one more is closed as soon as it is accepted.
+    #[arg(long, default_value_t = ui::DEFAULT_MAX_CONNECTIONS)]
+    pub ui_max_connections: usize,
+    /// Connections to the UI open at once from one client address; one more is closed at once.
+    #[arg(long, default_value_t = ui::DEFAULT_MAX_CONNECTIONS_PER_ADDRESS)]
+    pub ui_max_connections_per_address: usize,
+    /// Largest request head (line and headers) read; a larger one gets 431. At least 8192.
+    #[arg(long, default_value_t = ui::DEFAULT_MAX_HEAD_BYTES)]
+    pub ui_max_head_bytes: usize,
+    /// Largest request body read (the login form); a larger one gets 413.
+    #[arg(long, default_value_t = ui::DEFAULT_MAX_BODY_BYTES)]
+    pub ui_max_body_bytes: usize,
+    /// How long a login lasts.
+    #[arg(long, default_value_t = ui::DEFAULT_SESSION_TTL_MS)]
+    pub ui_session_ttl_ms: u64,
+    /// Wrong UI tokens (login form and basic auth) one address may give within
+    /// --ui-login-window-ms; past them every token from it gets 429 until the window ends.
+    #[arg(long, default_value_t = ui::DEFAULT_LOGIN_FAILURES)]
+    pub ui_login_failures: u32,
+    /// The window of --ui-login-failures, counted from an address's first wrong token.
+    #[arg(long, default_value_t = ui::DEFAULT_LOGIN_WINDOW_MS)]
+    pub ui_login_window_ms: u64,
+}
+
+impl UiLimitsArgs {
+    /// The limits these flags give, checked ([`ui::UiLimits::validate`]).
+    pub fn to_limits(&self) -> Result<ui::UiLimits, ui::UiError> {
+        let Self {
+            ui_header_timeout_ms,
+            ui_max_connections,
+            ui_max_connections_per_address,
+            ui_max_head_bytes,
+            ui_max_body_bytes,
+            ui_session_ttl_ms,
+            ui_login_failures,
+            ui_login_window_ms,
+        } = *self;
+        let limits = ui::UiLimits {
+            header_timeout: Duration::from_millis(ui_header_timeout_ms),
+            max_connections: ui_max_connections,
+            max_connections_per_address: ui_max_connections_per_address,
+            max_head_bytes: ui_max_head_bytes,
+            max_body_bytes: ui_max_body_bytes,
+            session_ttl: Duration::from_millis(ui_session_ttl_ms),
+            login_failures: ui_login_failures,
+            login_window: Duration::from_millis(ui_login_window_ms),
+        };
+        limits.validate()?;
+        Ok(limits)
+    }
 }
 
 /// The arguments of `lastword store`.
@@ -292,6 +356,7 @@ pub fn collect_command(
     print_collector_diagnostics();
     let env_tokens = std::env::var("LASTWORD_TOKENS").ok();
     let mut config = args.config(env_tokens.as_deref())?;
+    let ui_limits = ui_args.limits.to_limits()?;
     let ui_token =
         Access::load_token(ui_args.ui_token_file.as_deref(), std::env::var(ui::TOKEN_ENV).ok().as_deref())?;
     let ui_tls = match (&ui_args.ui_tls_cert, &ui_args.ui_tls_key) {
@@ -340,6 +405,7 @@ pub fn collect_command(
                     hosts: ui_args.ui_host.clone(),
                     tls: ui_tls,
                     debug_files: Some(debug_args.api(debug_files.clone())?),
+                    limits: ui_limits,
                     ..ui::UiConfig::new(access)
                 };
                 let ui_scheme = if config.tls.is_some() { "https" } else { "http" };

@@ -50,6 +50,7 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Run the reference collector: receive reports over ws:// or wss:// and store them; with --ui,
     /// serve a read-only web UI of the store.
+    // Boxed: its flags (ingest and UI limits, debug files) make it much larger than the other commands.
     Collect(Box<collect_cmd::CollectCommand>),
     /// Debug files: say what an ELF file holds (check), upload them to a collector (upload).
     DebugFiles(debug_files_cmd::DebugFilesArgs),

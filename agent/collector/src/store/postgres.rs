@@ -18,12 +18,14 @@ use std::time::Duration;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use lastword_protocol::{Losses, Software};
 use lastword_spool::{EntryId, Kind};
+use tokio_postgres::Row;
 use tokio_postgres::types::FromSql;
-use tokio_postgres::{NoTls, Row};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 mod debug_files;
 mod reads;
 mod waits;
+mod tls;
 
 pub use reads::{UI_POOL_SIZE, UI_STATEMENT_TIMEOUT};
 
@@ -198,6 +200,8 @@ pub struct PostgresStore {
     shown: String,
     /// The connection settings, for the readers' pool of [`read_only_pool`](Self::read_only_pool).
     config: Arc<tokio_postgres::Config>,
+    /// The TLS connector of the URL's `sslmode` and `sslrootcert` ([`tls`]), for the readers' pool too.
+    tls: MakeRustlsConnect,
     pool: Pool,
     write_timeout: Duration,
 }
@@ -244,7 +248,7 @@ impl PostgresStore {
     /// Connects to the database at `url` for the collector: creates the schema or migrates it to
     /// [`SCHEMA_VERSION`], and refuses a schema newer than that.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
-        let store = Self::pool(url)?;
+        let store = Self::pool(url).await?;
         store.migrate().await?;
         Ok(store)
     }
@@ -252,7 +256,7 @@ impl PostgresStore {
     /// Connects to the database at `url` for queries: changes nothing, and refuses a database without
     /// lastword's schema or with another version of it.
     pub async fn open_read_only(url: &str) -> Result<Self, StoreError> {
-        let store = Self::pool(url)?;
+        let store = Self::pool(url).await?;
         let client = store.client("open the store").await?;
         let exists: bool = client
             .query_one("SELECT to_regclass('lastword_schema') IS NOT NULL", &[])
@@ -300,7 +304,8 @@ impl PostgresStore {
             statement_timeout.as_millis()
         );
         config.options(options.trim_start());
-        build_pool(config, size).map_err(|e| StoreError::Open { path: self.shown.clone().into(), source: e })
+        build_pool(config, self.tls.clone(), size)
+            .map_err(|e| StoreError::Open { path: self.shown.clone().into(), source: e })
     }
 
     /// The web UI's reader of this store: the same database on a pool of its own
@@ -312,22 +317,31 @@ impl PostgresStore {
         Ok(Self { pool, ..self.clone() })
     }
 
-    fn pool(url: &str) -> Result<Self, StoreError> {
+    /// The pool of `url`, which connects lazily. `sslmode` and `sslrootcert` are read here ([`tls`]);
+    /// the rest of the URL is tokio-postgres's.
+    async fn pool(url: &str) -> Result<Self, StoreError> {
         let shown = redacted(url);
         let fail = |e: super::BackendError| StoreError::Open { path: shown.clone().into(), source: e };
-        let mut config: tokio_postgres::Config = url.parse().map_err(|e| fail(Box::new(e)))?;
+        let (rest, settings) = tls::split(url).map_err(|e| fail(Box::new(e)))?;
+        let mut config: tokio_postgres::Config = rest.parse().map_err(|e| fail(Box::new(e)))?;
+        config.ssl_mode(settings.mode.for_postgres());
         config.connect_timeout(CONNECT_TIMEOUT);
         config.application_name("lastword collect");
-        let pool = build_pool(config.clone(), POOL_SIZE).map_err(fail)?;
-        Ok(Self { shown, config: Arc::new(config), pool, write_timeout: WRITE_TIMEOUT })
+        // Reads a root file or the system's roots: off the runtime's threads.
+        let tls = tokio::task::spawn_blocking(move || settings.connector())
+            .await
+            .map_err(|e| fail(Box::new(e)))?
+            .map_err(|e| fail(Box::new(e)))?;
+        let pool = build_pool(config.clone(), tls.clone(), POOL_SIZE).map_err(fail)?;
+        Ok(Self { shown, config: Arc::new(config), tls, pool, write_timeout: WRITE_TIMEOUT })
     }
 
     fn open_error(&self, e: tokio_postgres::Error) -> StoreError {
-        StoreError::Open { path: self.shown.clone().into(), source: Box::new(e) }
+        StoreError::Open { path: self.shown.clone().into(), source: said(&e) }
     }
 
     async fn client(&self, op: &'static str) -> Result<Object, StoreError> {
-        self.pool.get().await.map_err(|e| StoreError::Backend { op, source: Box::new(e) })
+        self.pool.get().await.map_err(|e| StoreError::Backend { op, source: pool_said(e) })
     }
 
     async fn version(client: &impl deadpool_postgres::GenericClient) -> Result<i64, tokio_postgres::Error> {
@@ -341,7 +355,7 @@ impl PostgresStore {
             .pool
             .get()
             .await
-            .map_err(|e| StoreError::Open { path: self.shown.clone().into(), source: Box::new(e) })?;
+            .map_err(|e| StoreError::Open { path: self.shown.clone().into(), source: pool_said(e) })?;
         let tx = client.transaction().await.map_err(|e| self.open_error(e))?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
             .await
@@ -366,11 +380,40 @@ impl PostgresStore {
     }
 }
 
-/// A pool of at most `size` connections made with `config`, each waited for at most
-/// [`CONNECT_TIMEOUT`].
-fn build_pool(config: tokio_postgres::Config, size: usize) -> Result<Pool, super::BackendError> {
+/// What `e` and each error under it say, on one line. tokio-postgres's own message is only its kind
+/// ("db error", "error performing TLS handshake"): the server's words or rustls's reason (a wrong root,
+/// a name the certificate does not hold) are its source. A server's DETAIL and HINT lines are joined.
+fn said(e: &(dyn std::error::Error + 'static)) -> super::BackendError {
+    let mut text = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        let part = cause.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        next = cause.source();
+    }
+    text.replace('\n', " ").into()
+}
+
+/// [`said`] of a pool's error: a connection's own error without deadpool's preamble.
+fn pool_said(e: deadpool_postgres::PoolError) -> super::BackendError {
+    match e {
+        deadpool_postgres::PoolError::Backend(e) => said(&e),
+        other => said(&other),
+    }
+}
+
+/// A pool of at most `size` connections made with `config` and the TLS connector `tls`, each waited
+/// for at most [`CONNECT_TIMEOUT`].
+fn build_pool(
+    config: tokio_postgres::Config,
+    tls: MakeRustlsConnect,
+    size: usize,
+) -> Result<Pool, super::BackendError> {
     let manager =
-        Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        Manager::from_config(config, tls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
     let pool = Pool::builder(manager)
         .max_size(size)
         .runtime(Runtime::Tokio1)

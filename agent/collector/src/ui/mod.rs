@@ -64,7 +64,8 @@ const PAGE: u32 = 50;
 pub const TOKEN_ENV: &str = "LASTWORD_UI_TOKEN";
 
 /// The limits of the UI's listener and logins. [`UiLimits::default`] holds the defaults that
-/// SECURITY.md lists.
+/// SECURITY.md lists (the `DEFAULT_*` constants, the defaults of `lastword collect`'s `--ui-*` flags);
+/// [`UiLimits::validate`] refuses values that cannot work.
 #[derive(Clone, Copy, Debug)]
 pub struct UiLimits {
     /// How long a client has to send a request's head (line and headers), counted from when the
@@ -75,6 +76,9 @@ pub struct UiLimits {
     pub max_connections: usize,
     /// Connections open at once from one client address. Default 32.
     pub max_connections_per_address: usize,
+    /// The largest request head (request line and headers) read, in bytes; a larger one gets 431.
+    /// At least 8 KiB (hyper's minimum). Default 16 KiB.
+    pub max_head_bytes: usize,
     /// The largest request body read (the login form), in bytes; a larger one gets 413. Default 16 KiB.
     pub max_body_bytes: usize,
     /// How long a login lasts. Default 12 h.
@@ -87,17 +91,72 @@ pub struct UiLimits {
     pub login_window: Duration,
 }
 
+/// Default of [`UiLimits::header_timeout`], in ms.
+pub const DEFAULT_HEADER_TIMEOUT_MS: u64 = 10_000;
+/// Default of [`UiLimits::max_connections`].
+pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
+/// Default of [`UiLimits::max_connections_per_address`].
+pub const DEFAULT_MAX_CONNECTIONS_PER_ADDRESS: usize = 32;
+/// Default of [`UiLimits::max_head_bytes`].
+pub const DEFAULT_MAX_HEAD_BYTES: usize = 16 * 1024;
+/// Default of [`UiLimits::max_body_bytes`].
+pub const DEFAULT_MAX_BODY_BYTES: usize = 16 * 1024;
+/// Default of [`UiLimits::session_ttl`], in ms (12 h).
+pub const DEFAULT_SESSION_TTL_MS: u64 = 12 * 3600 * 1000;
+/// Default of [`UiLimits::login_failures`].
+pub const DEFAULT_LOGIN_FAILURES: u32 = 10;
+/// Default of [`UiLimits::login_window`], in ms (5 min).
+pub const DEFAULT_LOGIN_WINDOW_MS: u64 = 300_000;
+
 impl Default for UiLimits {
     fn default() -> Self {
         Self {
-            header_timeout: Duration::from_secs(10),
-            max_connections: 256,
-            max_connections_per_address: 32,
-            max_body_bytes: 16 * 1024,
-            session_ttl: Duration::from_secs(12 * 3600),
-            login_failures: 10,
-            login_window: Duration::from_secs(300),
+            header_timeout: Duration::from_millis(DEFAULT_HEADER_TIMEOUT_MS),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_address: DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
+            max_head_bytes: DEFAULT_MAX_HEAD_BYTES,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            session_ttl: Duration::from_millis(DEFAULT_SESSION_TTL_MS),
+            login_failures: DEFAULT_LOGIN_FAILURES,
+            login_window: Duration::from_millis(DEFAULT_LOGIN_WINDOW_MS),
         }
+    }
+}
+
+impl UiLimits {
+    /// Refuses a limit that cannot work (0, or beyond any sensible bound), naming its flag
+    /// (`--ui-...`) and what it must be, before anything is served.
+    pub fn validate(&self) -> Result<(), UiError> {
+        let bad = |what: &'static str, why: &'static str| Err(UiError::Limit { what, why });
+        let within = |v: u128, lo: u128, hi: u128| (lo..=hi).contains(&v);
+        if !within(self.header_timeout.as_millis(), 100, 60_000) {
+            return bad(
+                "header-timeout-ms",
+                "must be between 100 and 60000 (a half-sent request holds a connection for it)",
+            );
+        }
+        if !within(self.max_connections as u128, 1, 65_536) {
+            return bad("max-connections", "must be between 1 and 65536 (each takes a file descriptor)");
+        }
+        if !within(self.max_connections_per_address as u128, 1, self.max_connections as u128) {
+            return bad("max-connections-per-address", "must be between 1 and --ui-max-connections");
+        }
+        if !within(self.max_head_bytes as u128, 8 * 1024, 1 << 20) {
+            return bad("max-head-bytes", "must be between 8 KiB (8192) and 1 MiB");
+        }
+        if !within(self.max_body_bytes as u128, 1024, 1 << 20) {
+            return bad("max-body-bytes", "must be between 1 KiB (1024) and 1 MiB");
+        }
+        if !within(self.session_ttl.as_millis(), 60_000, 30 * 86_400_000) {
+            return bad("session-ttl-ms", "must be between 60000 (a minute) and 2592000000 (30 days)");
+        }
+        if !within(u128::from(self.login_failures), 1, 10_000) {
+            return bad("login-failures", "must be between 1 and 10000");
+        }
+        if !within(self.login_window.as_millis(), 1_000, 86_400_000) {
+            return bad("login-window-ms", "must be between 1000 and 86400000 (a day)");
+        }
+        Ok(())
     }
 }
 
@@ -128,6 +187,14 @@ impl UiConfig {
 /// Why the UI cannot start.
 #[derive(Debug, thiserror::Error)]
 pub enum UiError {
+    /// A limit makes no sense ([`UiLimits::validate`]).
+    #[error("--ui-{what} {why}")]
+    Limit {
+        /// The flag, without its `--ui-`.
+        what: &'static str,
+        /// What it must be.
+        why: &'static str,
+    },
     /// Off loopback with no token.
     #[error(
         "the web UI on {addr} is reachable from other machines: give a login token with --ui-token-file \

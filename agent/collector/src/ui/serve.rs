@@ -27,8 +27,9 @@ use super::UiLimits;
 
 /// How long a connection may finish its request once the UI stops.
 const GRACE: Duration = Duration::from_secs(5);
-/// The largest request head (request line and headers) read, in bytes (hyper's minimum is 8 KiB).
-const MAX_HEAD: usize = 16 * 1024;
+
+/// hyper's smallest buffer (it panics below it); [`UiLimits::validate`] refuses less.
+const MIN_HEAD: usize = 8 * 1024;
 
 /// Whether a request came over TLS (a request extension, for the cookie's `Secure`).
 #[derive(Clone, Copy, Debug)]
@@ -164,7 +165,10 @@ async fn http<I>(
         async move { app.call(request).await }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
-    builder.timer(TokioTimer::new()).header_read_timeout(limits.header_timeout).max_buf_size(MAX_HEAD);
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(limits.max_head_bytes.max(MIN_HEAD));
     let conn = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
     tokio::select! {
