@@ -14,8 +14,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Collector, TOKEN, assert_store_consistent, binary, db};
+use common::{Collector, STEP, TOKEN, assert_store_consistent, binary, db};
 use lastword_tests::builds::{Variant, app, debug_file};
+use lastword_tests::postgres::TempPostgres;
 use serde_json::Value;
 
 /// Runs `case` of `binary` on `spool` (no uploader: the sidecar delivers).
@@ -194,5 +195,118 @@ fn a_stripped_builds_crashes_are_named_and_regrouped_on_the_collector_once_its_d
         "the stripped build's named crash groups with the unstripped one's"
     );
     assert_eq!(count(named_group), 3);
+    assert_store_consistent(&store);
+}
+
+/// The token of the collectors' upload API in these tests.
+const UPLOAD_TOKEN: &str = "upload-token-e2e";
+
+/// `lastword collect` on `store` (a directory or a URL) with its UI (which takes uploads) on a port
+/// of its own; returns the collector and the UI's base URL.
+fn with_uploads(store: &Path, tokens: &Path) -> (Collector, String) {
+    let file = tokens.join("upload.token");
+    std::fs::write(&file, format!("{UPLOAD_TOKEN}\n")).unwrap();
+    let args = ["--ui", "127.0.0.1:0", "--upload-token-file", file.to_str().unwrap()];
+    let collector = Collector::start(store, &args);
+    let line = collector.stdout.recv_timeout(STEP).expect("the UI line");
+    let ui = line.trim().strip_prefix("web UI on ").expect("the UI line").trim_end_matches('/').to_owned();
+    (collector, ui)
+}
+
+/// `lastword debug-files upload` of `file` to the collector's UI at `ui`.
+fn upload(ui: &str, tokens: &Path, file: &Path) {
+    let out = Command::new(binary())
+        .args(["debug-files", "upload", "--url", ui, "--token-file"])
+        .arg(tokens.join("upload.token"))
+        .arg(file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// The first in-app function of the stored report `id` in the PostgreSQL database `db` of `pg`.
+fn pg_top_in_app(pg: &TempPostgres, db: &str, id: &str) -> String {
+    pg.psql(
+        db,
+        &format!(
+            "SELECT coalesce((SELECT f->>'function' FROM reports r, jsonb_array_elements(r.body::jsonb->'frames') f
+               WHERE r.id = '{id}' AND f->>'in_app' = 'true' LIMIT 1), '')"
+        ),
+    )
+}
+
+#[test]
+fn a_debug_file_uploaded_to_one_collector_names_what_another_stored_on_one_postgres_database() {
+    let stripped = app(Variant::Stripped, "");
+    let debug = debug_file();
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    let pg = TempPostgres::start();
+    let url = pg.create_database("symbols");
+    let (a_tokens, b_tokens) = (dir.path().join("a"), dir.path().join("b"));
+    std::fs::create_dir_all(&a_tokens).unwrap();
+    std::fs::create_dir_all(&b_tokens).unwrap();
+    // Each collector has its own cache of debug files; they share the database.
+    let cache = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    let start = |tokens: &Path, cache_dir: String| {
+        let file = tokens.join("upload.token");
+        std::fs::write(&file, format!("{UPLOAD_TOKEN}\n")).unwrap();
+        let args = [
+            "--ui",
+            "127.0.0.1:0",
+            "--upload-token-file",
+            file.to_str().unwrap(),
+            "--debug-files-cache",
+            &cache_dir,
+        ];
+        let collector = Collector::start(Path::new(&url), &args);
+        let line = collector.stdout.recv_timeout(STEP).expect("the UI line");
+        let ui =
+            line.trim().strip_prefix("web UI on ").expect("the UI line").trim_end_matches('/').to_owned();
+        (collector, ui)
+    };
+    let (a, a_ui) = start(&a_tokens, cache("cache-a"));
+    let (b, _b_ui) = start(&b_tokens, cache("cache-b"));
+
+    // B stores a raw crash, waiting for the build's debug file.
+    crash(&stripped, "segv", &spool);
+    drain(&spool, &b);
+    let id = pg.psql("symbols", "SELECT id FROM reports WHERE kind = 'crash'");
+    assert_eq!(pg_top_in_app(&pg, "symbols", &id), "", "raw frames first");
+    let raw_group = pg.psql("symbols", "SELECT fingerprint FROM reports WHERE kind = 'crash'");
+
+    // The file is uploaded to A, which names the report B stored.
+    upload(&a_ui, &a_tokens, &debug);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while pg_top_in_app(&pg, "symbols", &id).is_empty() {
+        assert!(Instant::now() < deadline, "the report B stored is named after the upload to A");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(pg_top_in_app(&pg, "symbols", &id).ends_with("null_deref"));
+    let named_group = pg.psql("symbols", "SELECT fingerprint FROM reports WHERE kind = 'crash'");
+    assert_ne!(named_group, raw_group);
+    let groups = pg.psql("symbols", "SELECT string_agg(fingerprint || '=' || count, ',') FROM groups");
+    assert_eq!(groups, format!("{named_group}=1"), "moved, counted once");
+
+    // The same crash again, delivered to B now: B finds the file in the database, names it at ingest.
+    crash(&stripped, "segv", &spool);
+    drain(&spool, &b);
+    let groups = pg.psql("symbols", "SELECT string_agg(fingerprint || '=' || count, ',') FROM groups");
+    assert_eq!(groups, format!("{named_group}=2"), "named at ingest by the other collector");
+    drop((a, b));
+}
+
+#[test]
+fn a_debug_file_uploaded_while_the_collector_runs_names_the_reports_that_wait_for_it() {
+    let stripped = app(Variant::Stripped, "");
+    let dir = tempfile::tempdir().unwrap();
+    let (store, spool) = (dir.path().join("store"), dir.path().join("spool"));
+    let (collector, ui) = with_uploads(&store, dir.path());
+    crash(&stripped, "segv", &spool);
+    drain(&spool, &collector);
+    assert!(first_in_app(&crashes(&store)[0].2).is_null(), "raw frames first");
+    upload(&ui, dir.path(), &debug_file());
+    let all = until(&store, "the report named after the upload", |all| !first_in_app(&all[0].2).is_null());
+    assert!(first_in_app(&all[0].2)["function"].as_str().unwrap().ends_with("null_deref"));
     assert_store_consistent(&store);
 }

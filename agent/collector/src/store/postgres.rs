@@ -24,8 +24,8 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 
 mod debug_files;
 mod reads;
-mod waits;
 mod tls;
+mod waits;
 
 pub use reads::{UI_POOL_SIZE, UI_STATEMENT_TIMEOUT};
 
