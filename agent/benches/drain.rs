@@ -3,8 +3,8 @@
 //!
 //! `cargo bench -p lastword-agent --bench drain` (about two minutes, bounded: drain rounds stop being
 //! started after 60 s; `LASTWORD_IDLE_SECS=5` and `--quick` for a fast look; `TMPDIR=/dev/shm` puts
-//! the spool and the store on a tmpfs, where unlinks issue no discard). It prints one table at the
-//! end:
+//! the spool and the store on a tmpfs, where unlinks issue no discard; `LASTWORD_DRAIN_PROFILE=drain`
+//! runs one side alone, for a profiler). It prints one table at the end:
 //!
 //! ```text
 //! collector ingest limit (pipelined client, window W): X reports/s
@@ -139,6 +139,13 @@ fn main() {
     let body = body(BODY_LEN);
     let messages = messages(entries, &body);
 
+    if let Some((side, times)) = profile_side() {
+        // For `perf record`: one side only, measured `times` times, no table.
+        for _ in 0..times {
+            measure(&runtime, side, &body, &messages);
+        }
+        return;
+    }
     let mut table = drain_table(&runtime, &mode, &body, &messages);
     table.push(String::new());
     table.extend(idle_table(&runtime, mode.idle));
@@ -148,6 +155,23 @@ fn main() {
     for line in &table {
         println!("  {line}");
     }
+}
+
+/// `LASTWORD_DRAIN_PROFILE=SIDE[xN]` (SIDE one of `ingest`, `spool`, `drain`, `drain32`): measure that
+/// side alone N times (default 3) and print nothing but its lines, so that a profiler (`perf record
+/// -g`) sees that side's work only.
+fn profile_side() -> Option<(Side, usize)> {
+    let spec = std::env::var("LASTWORD_DRAIN_PROFILE").ok()?;
+    let (name, times) = spec.split_once('x').unwrap_or((&spec, "3"));
+    let side = match name {
+        "ingest" => Side::Ingest(FULL_WINDOW),
+        "spool" => Side::Spool,
+        "drain" => Side::Drain(DEFAULT_WINDOW),
+        "drain32" => Side::Drain(SMALL_WINDOW),
+        other => panic!("LASTWORD_DRAIN_PROFILE: unknown side {other:?} (ingest, spool, drain, drain32)"),
+    };
+    let times = times.parse().unwrap_or_else(|_| panic!("LASTWORD_DRAIN_PROFILE: {times:?} is not a count"));
+    Some((side, times))
 }
 
 /// What the command line and the environment ask for, beyond the mode.
