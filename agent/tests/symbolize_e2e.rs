@@ -303,10 +303,19 @@ fn a_debug_file_uploaded_while_the_collector_runs_names_the_reports_that_wait_fo
     let (store, spool) = (dir.path().join("store"), dir.path().join("spool"));
     let (collector, ui) = with_uploads(&store, dir.path());
     crash(&stripped, "segv", &spool);
+    crash(&stripped, "panic-none-first", &spool);
     drain(&spool, &collector);
-    assert!(first_in_app(&crashes(&store)[0].2).is_null(), "raw frames first");
+    let all = crashes(&store);
+    assert_eq!(all.len(), 2);
+    assert!(all.iter().all(|(_, _, body)| first_in_app(body).is_null()), "raw frames first: {all:#?}");
     upload(&ui, dir.path(), &debug_file());
-    let all = until(&store, "the report named after the upload", |all| !first_in_app(&all[0].2).is_null());
-    assert!(first_in_app(&all[0].2)["function"].as_str().unwrap().ends_with("null_deref"));
+    let all = until(&store, "the reports named after the upload", |all| {
+        all.iter().all(|(_, _, body)| !first_in_app(body).is_null())
+    });
+    let (signal, panic) = (of_type(&all, "signal"), of_type(&all, "panic"));
+    assert!(first_in_app(&signal[0].2)["function"].as_str().unwrap().ends_with("null_deref"));
+    let panic_top = &panic[0].2["frames"][0];
+    assert!(panic_top["function"].as_str().unwrap().ends_with("first_lookup"), "{panic_top:#}");
+    assert_eq!(panic_top["line"], line_of("expect(\"the first lookup found nothing\")"), "{panic_top:#}");
     assert_store_consistent(&store);
 }

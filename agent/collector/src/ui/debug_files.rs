@@ -23,7 +23,7 @@ use super::session::token_matches;
 use super::{Ui, UiState, error_page, throttled};
 use crate::debug_files::{Accepted, DebugFiles, FileKind, is_build_id};
 use crate::query::utc;
-use crate::store::{DebugFileRow, DebugFileStore, Store};
+use crate::store::{DebugFileRow, DebugFileStore, Store, Waits};
 
 /// How long an upload may send nothing before it is dropped (408).
 pub const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -235,14 +235,19 @@ pub(super) async fn debuginfod<S: Store>(
 }
 
 /// The "Debug files" page: what the store holds, the most recently uploaded first.
-pub(super) async fn page<S: Store + DebugFileStore>(State(ui): UiState<S>) -> Response {
-    match ui.store.debug_files(PAGE_ROWS).await {
-        Ok(rows) => render(&rows).into_response(),
+pub(super) async fn page<S: Waits + DebugFileStore>(State(ui): UiState<S>) -> Response {
+    let rows = match ui.store.debug_files(PAGE_ROWS).await {
+        Ok(rows) => rows,
+        Err(e) => return error_page(&e),
+    };
+    match ui.store.wait_counts(PAGE_ROWS).await {
+        Ok(waits) => render(&rows, &waits).into_response(),
         Err(e) => error_page(&e),
     }
 }
 
-fn render(rows: &[DebugFileRow]) -> maud::Markup {
+/// The page of `rows` (the files held) and `waits` (build ids reports wait for, with how many).
+fn render(rows: &[DebugFileRow], waits: &[(String, u64)]) -> maud::Markup {
     let content = html! {
         h1 { "Debug files" }
         p.muted {
@@ -267,6 +272,37 @@ fn render(rows: &[DebugFileRow]) -> maud::Markup {
                 }
             }
         }
+        h2 { "Reports waiting for a debug file" }
+        @if waits.is_empty() {
+            p { "No report waits for a debug file." }
+        } @else {
+            p.muted {
+                "Stored with frames that have no name in a module of this build id; uploading its debug \
+                 file names them and moves them to their group."
+            }
+            table.waits {
+                thead { tr { th { "Build id" } th { "Reports waiting" } } }
+                tbody {
+                    @for (build_id, n) in waits {
+                        tr { td { code { (build_id) } } td.num { (n) } }
+                    }
+                }
+            }
+        }
     };
     pages::layout("Debug files", Tab::DebugFiles, content)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_page_lists_the_build_ids_reports_wait_for() {
+        let page = render(&[], &[("ab12cd".into(), 7)]).into_string();
+        assert!(page.contains("Reports waiting for a debug file"), "{page}");
+        assert!(page.contains("<code>ab12cd</code>") && page.contains(">7<"), "{page}");
+        let none = render(&[], &[]).into_string();
+        assert!(none.contains("No report waits for a debug file"), "{none}");
+    }
 }

@@ -45,7 +45,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::ServerConfig;
 
 use crate::store::reads::{GroupQuery, GroupSort, LogQuery, Tag};
-use crate::store::{DebugFileStore, Store, StoreError};
+use crate::store::{DebugFileStore, Store, StoreError, Waits};
 use serve::OverTls;
 use session::{Sessions, Throttle, token_matches};
 
@@ -748,7 +748,7 @@ async fn headers(request: Request, next: Next) -> Response {
 }
 
 /// The UI's routes over `store`, for a listener bound to `bound`.
-fn router<S: Store + DebugFileStore>(store: S, config: &UiConfig, bound: SocketAddr) -> Router {
+fn router<S: Waits + DebugFileStore>(store: S, config: &UiConfig, bound: SocketAddr) -> Router {
     let extra = config.hosts.iter().filter_map(|h| split_host(h)).collect();
     let default_port = if config.tls.is_some() { 443 } else { 80 };
     let ui = Arc::new(Ui {
@@ -786,7 +786,7 @@ fn router<S: Store + DebugFileStore>(store: S, config: &UiConfig, bound: SocketA
 /// # Cancel safety
 ///
 /// As [`serve_with`].
-pub async fn serve<S: Store + DebugFileStore>(
+pub async fn serve<S: Waits + DebugFileStore>(
     listener: TcpListener,
     store: S,
     access: Access,
@@ -802,7 +802,7 @@ pub async fn serve<S: Store + DebugFileStore>(
 ///
 /// Dropping the future drops the connections in progress (the UI only reads, so nothing is lost); to
 /// stop cleanly, complete `shutdown` and await it.
-pub async fn serve_with<S: Store + DebugFileStore>(
+pub async fn serve_with<S: Waits + DebugFileStore>(
     listener: TcpListener,
     store: S,
     config: UiConfig,
