@@ -134,21 +134,52 @@ fn main() {
         return;
     }
     let mode = Plan::new(run);
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime");
     let entries = if mode.dry { ENTRIES_DRY } else { ENTRIES };
     let body = body(BODY_LEN);
     let messages = messages(entries, &body);
 
     if let Some((side, times)) = profile_side() {
         // For `perf record`: one side only, measured `times` times, no table.
+        let place = Place::new(mode.layouts[0]);
         for _ in 0..times {
-            measure(&runtime, side, &body, &messages);
+            let before = thread_cpu();
+            let cores_before = core_busy();
+            let wall = Instant::now();
+            measure(&place, side, &body, &messages);
+            let wall = wall.elapsed().as_secs_f64();
+            let cores: Vec<String> = core_busy()
+                .iter()
+                .zip(&cores_before)
+                .enumerate()
+                .map(|(i, (a, b))| format!("CPU{i} {:.0}%", (a - b) / wall * 100.0))
+                .collect();
+            eprintln!("  busy over the measurement, setup included: {}", cores.join(", "));
+            let after = thread_cpu();
+            // CPU per thread name over the measurement (setup included), of the threads alive at its
+            // end: where the time went, beside what a profiler says.
+            let mut by_name: std::collections::BTreeMap<String, f64> = std::collections::BTreeMap::new();
+            for (tid, (name, ticks)) in &after {
+                let was = before.get(tid).map_or(0, |(_, t)| *t);
+                *by_name.entry(name.clone()).or_default() += ticks.saturating_sub(was) as f64;
+            }
+            let tick = clock_ticks_per_second();
+            let per_entry: Vec<String> = by_name
+                .iter()
+                .filter(|(_, t)| **t > 0.0)
+                .map(|(name, t)| format!("{name} {:.1}", t / tick * 1e6 / messages.len() as f64))
+                .collect();
+            eprintln!("  CPU per thread name, µs/entry (setup included): {}", per_entry.join(", "));
         }
         return;
     }
-    let mut table = drain_table(&runtime, &mode, &body, &messages);
-    table.push(String::new());
-    table.extend(idle_table(&runtime, mode.idle));
+    let mut table = Vec::new();
+    for layout in &mode.layouts {
+        let place = Place::new(*layout);
+        table.extend(drain_table(&place, &mode, &body, &messages));
+        table.push(String::new());
+    }
+    let place = Place::new(Layout::Shared);
+    table.extend(idle_table(place.collector(), mode.idle));
 
     println!();
     println!("lastword-agent drain bench: medians of interleaved runs in this process");
@@ -182,6 +213,8 @@ struct Plan {
     rounds: usize,
     /// Length of the idle period.
     idle: Duration,
+    /// The placements of threads on cores to measure, one drain table each (`LASTWORD_DRAIN_CORES`).
+    layouts: Vec<Layout>,
 }
 
 impl Plan {
@@ -200,7 +233,120 @@ impl Plan {
         });
         let idle =
             Duration::from_secs_f64(idle_secs.unwrap_or(if mode.dry { 1.0 } else { IDLE_TARGET_PERIOD_S }));
-        Self { dry: mode.dry, rounds, idle }
+        Self { dry: mode.dry, rounds, idle, layouts: Layout::from_env() }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Where the threads run
+// ---------------------------------------------------------------------------------------------
+
+/// How the threads of a measurement are placed on the machine's cores.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Layout {
+    /// Every thread may run on every core: a collector on the same machine as the agent, competing
+    /// for the same cores.
+    Shared,
+    /// The collector's threads on one core, every other thread (the ingest client, the uploader,
+    /// the spool's threads) on another: as if the collector ran on a machine of its own, which is
+    /// how a collector is deployed. Each side's baseline then has the core it has in the drain.
+    Split {
+        /// The CPU of the collector's runtime (its workers and blocking threads).
+        collector: usize,
+        /// The CPU of everything else.
+        agent: usize,
+    },
+}
+
+impl Layout {
+    /// `LASTWORD_DRAIN_CORES`: `shared`, `split`, or `both` (the default where this process may run
+    /// on two CPUs or more; elsewhere `shared` only).
+    fn from_env() -> Vec<Layout> {
+        let allowed = allowed_cpus();
+        let split = match allowed.as_slice() {
+            [collector, agent, ..] => Some(Layout::Split { collector: *collector, agent: *agent }),
+            _ => None,
+        };
+        let spec = std::env::var("LASTWORD_DRAIN_CORES").unwrap_or_else(|_| "both".into());
+        let need_split = || {
+            split.unwrap_or_else(|| panic!("LASTWORD_DRAIN_CORES={spec}: this process may run on {allowed:?} only"))
+        };
+        match spec.as_str() {
+            "shared" => vec![Layout::Shared],
+            "split" => vec![need_split()],
+            "both" => std::iter::once(Layout::Shared).chain(split).collect(),
+            other => panic!("LASTWORD_DRAIN_CORES: {other:?} is not one of shared, split, both"),
+        }
+    }
+
+    fn describe(self) -> String {
+        match self {
+            Layout::Shared => {
+                format!("cores shared: every thread on any of CPUs {:?}", allowed_cpus())
+            }
+            Layout::Split { collector, agent } => format!(
+                "cores split: the collector on CPU {collector}, everything else (client, uploader, spool) on CPU \
+                 {agent}"
+            ),
+        }
+    }
+}
+
+/// The CPUs this process may run on, as it started.
+fn allowed_cpus() -> Vec<usize> {
+    static ALLOWED: std::sync::OnceLock<Vec<usize>> = std::sync::OnceLock::new();
+    ALLOWED
+        .get_or_init(|| {
+            let set = rustix::thread::sched_getaffinity(None).expect("read this thread's CPU affinity");
+            (0..rustix::thread::CpuSet::MAX_CPU).filter(|&cpu| set.is_set(cpu)).collect()
+        })
+        .clone()
+}
+
+/// Puts the calling thread on `cpus`; threads it starts afterwards inherit them.
+fn pin_to(cpus: &[usize]) {
+    let mut set = rustix::thread::CpuSet::new();
+    for &cpu in cpus {
+        set.set(cpu);
+    }
+    rustix::thread::sched_setaffinity(None, &set).unwrap_or_else(|e| panic!("run on CPUs {cpus:?}: {e}"));
+}
+
+/// The runtimes of one layout: the agent's side (the ingest client; the uploader makes its own
+/// runtime on a thread it starts, which inherits the main thread's CPUs) and the collector's.
+struct Place {
+    layout: Layout,
+    agent: Runtime,
+    /// The collector's own runtime when it has a core of its own.
+    collector: Option<Runtime>,
+}
+
+impl Place {
+    /// Pins the main thread for `layout` (every thread started from here on inherits that) and
+    /// builds the runtimes.
+    fn new(layout: Layout) -> Self {
+        let build = || tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime");
+        match layout {
+            Layout::Shared => {
+                pin_to(&allowed_cpus());
+                Self { layout, agent: build(), collector: None }
+            }
+            Layout::Split { collector, agent } => {
+                pin_to(&[agent]);
+                let collector_rt = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(1)
+                    .thread_name("collector-rt")
+                    .on_thread_start(move || pin_to(&[collector]))
+                    .enable_all()
+                    .build()
+                    .expect("the collector's tokio runtime");
+                Self { layout, agent: build(), collector: Some(collector_rt) }
+            }
+        }
+    }
+
+    fn collector(&self) -> &Runtime {
+        self.collector.as_ref().unwrap_or(&self.agent)
     }
 }
 
@@ -278,12 +424,12 @@ impl Side {
 const SIDES: [Side; 4] =
     [Side::Ingest(FULL_WINDOW), Side::Spool, Side::Drain(SMALL_WINDOW), Side::Drain(DEFAULT_WINDOW)];
 
-fn drain_table(runtime: &Runtime, mode: &Plan, body: &[u8], messages: &[Message]) -> Vec<String> {
+fn drain_table(place: &Place, mode: &Plan, body: &[u8], messages: &[Message]) -> Vec<String> {
     let entries = messages.len();
     // One ingest to warm up (allocator, the binary's pages), not counted. No drain warm-up: each drain
     // has a fresh spool anyway, and a round of drains can cost a minute on a bad disk.
     if !mode.dry {
-        measure(runtime, SIDES[0], body, messages);
+        measure(place, SIDES[0], body, messages);
     }
     // rates[side][round], ratios[side][round] against SIDES[0] of the same round.
     let mut rates = vec![Vec::new(); SIDES.len()];
@@ -305,7 +451,7 @@ fn drain_table(runtime: &Runtime, mode: &Plan, body: &[u8], messages: &[Message]
         let mut this_round = [0.0; SIDES.len()];
         for k in 0..SIDES.len() {
             let i = (k + round) % SIDES.len();
-            let took = measure(runtime, SIDES[i], body, messages);
+            let took = measure(place, SIDES[i], body, messages);
             this_round[i] = entries as f64 / took.wall.as_secs_f64();
             cpu[i].push(took.cpu.as_secs_f64() * 1e6 / entries as f64);
         }
@@ -314,12 +460,15 @@ fn drain_table(runtime: &Runtime, mode: &Plan, body: &[u8], messages: &[Message]
             ratios[i].push(this_round[i] / this_round[0]);
         }
     }
-    let mut lines = vec![format!(
-        "drain of {entries} entries of {} KiB over 1 connection, collector max_in_flight {FULL_WINDOW}, spool \
-         and store on {} (TMPDIR); {rounds} rounds, entries/s (quartiles)",
-        BODY_LEN >> 10,
-        disk::fs_name(&std::env::temp_dir()),
-    )];
+    let mut lines = vec![
+        format!(
+            "drain of {entries} entries of {} KiB over 1 connection, collector max_in_flight {FULL_WINDOW}, spool \
+             and store on {} (TMPDIR); {rounds} rounds, entries/s (quartiles)",
+            BODY_LEN >> 10,
+            disk::fs_name(&std::env::temp_dir()),
+        ),
+        place.layout.describe(),
+    ];
     // The drain cannot go faster than the slower of its two halves: the collector and the spool.
     let spool_i = SIDES.iter().position(|s| *s == Side::Spool).expect("a spool side");
     let bound: Vec<f64> = (0..rates[0].len()).map(|r| rates[0][r].min(rates[spool_i][r])).collect();
@@ -368,18 +517,31 @@ fn drain_table(runtime: &Runtime, mode: &Plan, body: &[u8], messages: &[Message]
         })
         .collect();
     lines.push(format!(
-        "CPU of this process per entry, µs (medians): collector ingest {ingest:.1}, spool alone {spool:.1} \
-         (sum {:.1}), {}",
+        "CPU of this process per entry, µs (medians): collector ingest {ingest:.1} (its client included), spool \
+         alone {spool:.1} (sum {:.1}), {}; load average {:.1} at the end",
         ingest + spool,
-        drains.join(", ")
-    ));
-    lines.push(format!(
-        "  when no core is to spare (load >= cores: {:.1} now, {} cores), a drain that pays both halves \
-         reaches at most {:.2} of the slower half (max/sum of the two CPU figures)",
+        drains.join(", "),
         load_average(),
-        std::thread::available_parallelism().map_or(0, usize::from),
-        ingest.max(spool) / (ingest + spool)
     ));
+    if place.layout == Layout::Shared {
+        // The drain does the collector's work and the spool's on the same cores: however well the
+        // uploader overlaps them, the cores cannot give it more than cores / (ingest + spool) entries
+        // a second (less the client's share of the ingest figure, which the drain does not pay, and
+        // plus the uploader's own work, which neither half includes).
+        let cores = allowed_cpus().len() as f64;
+        let slower = median(&mut bound.clone());
+        let cap = cores * 1e6 / (ingest + spool);
+        lines.push(format!(
+            "  the CPU cap of a drain on these {cores:.0} cores: {cores:.0} / ({ingest:.1} + {spool:.1} µs) = {cap:.0}/s, \
+             {:.2} of the slower of collector and spool ({slower:.0}/s){}",
+            cap / slower,
+            if cap < DRAIN_BOUND_TARGET * slower {
+                format!(": the {DRAIN_BOUND_TARGET:.2} target is out of reach of any uploader on this machine")
+            } else {
+                String::new()
+            }
+        ));
+    }
     lines
 }
 
@@ -399,6 +561,37 @@ struct Took {
     cpu: Duration,
 }
 
+/// Seconds each CPU of the machine has been busy (not idle, not waiting for I/O), from /proc/stat.
+fn core_busy() -> Vec<f64> {
+    let tick = clock_ticks_per_second();
+    let stat = fs::read_to_string("/proc/stat").unwrap_or_default();
+    stat.lines()
+        .filter(|l| l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
+        .map(|l| {
+            let f: Vec<u64> = l.split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
+            let total: u64 = f.iter().take(8).sum();
+            let idle = f.get(3).copied().unwrap_or(0) + f.get(4).copied().unwrap_or(0);
+            (total - idle) as f64 / tick
+        })
+        .collect()
+}
+
+/// Each live thread of this process: its name and CPU time (utime + stime, clock ticks), by thread id.
+fn thread_cpu() -> std::collections::HashMap<String, (String, u64)> {
+    let mut threads = std::collections::HashMap::new();
+    let Ok(tasks) = fs::read_dir("/proc/self/task") else { return threads };
+    for task in tasks.flatten() {
+        let tid = task.file_name().to_string_lossy().into_owned();
+        let Ok(stat) = fs::read_to_string(task.path().join("stat")) else { continue };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else { continue };
+        let name = stat[open + 1..close].to_owned();
+        let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+        threads.insert(tid, (name, ticks(11) + ticks(12)));
+    }
+    threads
+}
+
 /// The CPU time this process has used so far (every thread).
 fn process_cpu() -> Duration {
     let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
@@ -413,7 +606,7 @@ fn timed(f: impl FnOnce() -> Duration) -> Took {
 }
 
 /// One measurement against a fresh collector; returns the time the side took for all the entries.
-fn measure(runtime: &Runtime, side: Side, body: &[u8], messages: &[Message]) -> Took {
+fn measure(place: &Place, side: Side, body: &[u8], messages: &[Message]) -> Took {
     let begun = Instant::now();
     let n = messages.len() as f64;
     let cpu_line = |took: Took| {
@@ -429,10 +622,10 @@ fn measure(runtime: &Runtime, side: Side, body: &[u8], messages: &[Message]) -> 
         eprintln!("{}: {:.0} ms, {}", side.label(), took.wall.as_secs_f64() * 1e3, cpu_line(took));
         return took;
     }
-    let collector = Collector::start(runtime);
+    let collector = Collector::start(place.collector());
     let took = match side {
         Side::Ingest(window) => timed(|| {
-            runtime.block_on(async {
+            place.agent.block_on(async {
                 let start = Instant::now();
                 let ws = connect(collector.addr).await;
                 tokio::time::timeout(RUN_BOUND, pump(ws, messages, window))
@@ -444,7 +637,7 @@ fn measure(runtime: &Runtime, side: Side, body: &[u8], messages: &[Message]) -> 
         Side::Drain(window) => drain(&collector, window, messages.len(), body),
         Side::Spool => unreachable!("measured above, without a collector"),
     };
-    collector.stop(runtime);
+    collector.stop(place.collector());
     eprintln!(
         "{}: {:.0} ms ({:.0} ms with setup), {}",
         side.label(),
@@ -543,6 +736,9 @@ fn drain(collector: &Collector, window: usize, entries: usize, body: &[u8]) -> T
     assert!(flushed.is_ok(), "drain did not finish: {flushed:?}, {summary:?}, last error {last_error:?}");
     assert_eq!(summary.delivered, entries as u64, "every entry delivered: {summary:?}");
     assert_eq!((summary.duplicates, summary.quarantined), (0, 0), "{summary:?}");
+    if summary.deferred > 0 || summary.connections > 1 {
+        eprintln!("  drain: {} answered retry_later, {} connections", summary.deferred, summary.connections);
+    }
     took
 }
 

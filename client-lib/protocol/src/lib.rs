@@ -11,6 +11,7 @@ mod source_path;
 
 pub use source_path::normalize_source_path;
 
+use std::fmt::Write as _;
 use std::io::{Read, Write};
 
 use base64::Engine as _;
@@ -300,6 +301,33 @@ impl ClientMessage {
         result.unwrap_or_default()
     }
 
+    /// The text of the report message for an entry, the same text as
+    /// `ClientMessage::Report(Report::new(id, kind, created_ms, body)?).to_json()`, with the same
+    /// errors, made with one check of the body and one copy of it (the uploader's path, once per
+    /// entry sent): the body is checked where it lies instead of copied first, and written into a
+    /// string of the final length instead of through serde's flattening serializer.
+    pub fn report_json(id: EntryId, kind: Kind, created_ms: u64, body: &[u8]) -> Result<String, BodyError> {
+        if body.len() > COMPRESS_ABOVE {
+            return Ok(ClientMessage::Report(Report::new(id, kind, created_ms, body)?).to_json());
+        }
+        let text = std::str::from_utf8(body).map_err(|e| {
+            BodyError::NotJson(serde::de::Error::custom(format_args!("body is not UTF-8: {e}")))
+        })?;
+        let text = text.trim();
+        // Checks that the body is one JSON value, as RawValue::from_string does, without a copy.
+        let _: &RawValue = serde_json::from_str(text)?;
+        let kind = kind.as_str();
+        let mut json = String::with_capacity(text.len() + 112);
+        // The id is hex digits and a dash, the kind a lowercase word: neither needs escaping.
+        let _ = write!(
+            json,
+            r#"{{"type":"report","id":"{id}","kind":"{kind}","created_ms":{created_ms},"encoding":"json","body":"#
+        );
+        json.push_str(text);
+        json.push('}');
+        Ok(json)
+    }
+
     /// Parses one message. Unknown fields are ignored; an unknown `type` is an error.
     pub fn from_json(text: &str) -> Result<Self, serde_json::Error> {
         let Tag { tag } = serde_json::from_str(text)?;
@@ -569,7 +597,50 @@ mod tests {
         assert_eq!(parse_bearer("Bearer "), None);
     }
 
+    /// The old way of making a report message, which `report_json` must match byte for byte.
+    fn through_serde(id: EntryId, kind: Kind, created_ms: u64, body: &[u8]) -> Result<String, String> {
+        Report::new(id, kind, created_ms, body).map(|r| ClientMessage::Report(r).to_json()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn report_json_is_the_text_serde_makes_and_fails_as_it_does() {
+        let big = format!(r#"{{"pad":"{}"}}"#, "x".repeat(COMPRESS_ABOVE));
+        let bodies: [&[u8]; 14] = [
+            b"{}",
+            b"  {\"a\": 1}\n",
+            br#"{"message":"panicked at src/main.rs:3","frames":[{"function":"f","line":3}]}"#,
+            "{\"m\":\"é \\u2028 \\\" \\\\ ☃\"}".as_bytes(),
+            b"[1,2,3]",
+            b"\"text\"",
+            b"17",
+            big.as_bytes(),
+            // Each of these fails, and must fail the same way.
+            b"",
+            b"{",
+            b"{} x",
+            b"\xff\xfe",
+            b"{\"a\":}",
+            b"nul",
+        ];
+        for (i, body) in bodies.iter().enumerate() {
+            let id = EntryId::generate();
+            for kind in [Kind::Log, Kind::Event, Kind::Crash] {
+                let fast = ClientMessage::report_json(id, kind, 1_700_000_000_123, body).map_err(|e| e.to_string());
+                assert_eq!(fast, through_serde(id, kind, 1_700_000_000_123, body), "body {i}");
+                assert_eq!(fast.is_ok(), i < 8, "body {i}: {fast:?}");
+            }
+        }
+    }
+
     proptest::proptest! {
+        #[test]
+        fn report_json_matches_serde_for_any_string_body(text in ".{0,200}", created_ms: u64) {
+            let body = serde_json::to_vec(&serde_json::json!({ "message": text, "n": created_ms })).unwrap();
+            let id = EntryId::generate();
+            let fast = ClientMessage::report_json(id, Kind::Event, created_ms, &body).map_err(|e| e.to_string());
+            proptest::prop_assert_eq!(fast, through_serde(id, Kind::Event, created_ms, &body));
+        }
+
         #[test]
         fn client_message_decoder_never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)) {
             let _ = ClientMessage::from_json(&String::from_utf8_lossy(&bytes));

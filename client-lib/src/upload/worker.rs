@@ -29,7 +29,7 @@ use super::machine::{
     Action, Event, Failure, FlushRequest, Held, Machine, SendOutcome, Settings, Settle, Verdict, Work,
 };
 use super::{Control, DiagnosticLevel, FlushError, Prepared, Progress, Summary, UploaderConfig};
-use crate::protocol::{ClientMessage, Losses, Report, ServerMessage};
+use crate::protocol::{ClientMessage, Losses, ServerMessage};
 
 type Sink = SplitSink<Ws, Message>;
 type Stream = SplitStream<Ws>;
@@ -962,7 +962,7 @@ fn prepare(config: &UploaderConfig, claim: &mut Claim) -> Result<Encoded, String
         },
         None => claim.body(),
     };
-    let report =
-        Report::new(claim.id(), claim.kind(), claim.created_millis(), body).map_err(|e| e.to_string())?;
-    Ok(Encoded::Text(ClientMessage::Report(report).to_json().into()))
+    let text = ClientMessage::report_json(claim.id(), claim.kind(), claim.created_millis(), body)
+        .map_err(|e| e.to_string())?;
+    Ok(Encoded::Text(text.into()))
 }
