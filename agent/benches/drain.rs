@@ -269,7 +269,9 @@ impl Layout {
         };
         let spec = std::env::var("LASTWORD_DRAIN_CORES").unwrap_or_else(|_| "both".into());
         let need_split = || {
-            split.unwrap_or_else(|| panic!("LASTWORD_DRAIN_CORES={spec}: this process may run on {allowed:?} only"))
+            split.unwrap_or_else(|| {
+                panic!("LASTWORD_DRAIN_CORES={spec}: this process may run on {allowed:?} only")
+            })
         };
         match spec.as_str() {
             "shared" => vec![Layout::Shared],
@@ -325,7 +327,8 @@ impl Place {
     /// Pins the main thread for `layout` (every thread started from here on inherits that) and
     /// builds the runtimes.
     fn new(layout: Layout) -> Self {
-        let build = || tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime");
+        let build =
+            || tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime");
         match layout {
             Layout::Shared => {
                 pin_to(&allowed_cpus());

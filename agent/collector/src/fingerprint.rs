@@ -33,27 +33,52 @@ pub struct Derived {
     pub release: Option<String>,
 }
 
-/// A JSON object with each member's value left as raw JSON text, for the few fields this module reads.
-/// Of a key given twice the last one counts (serde's derived structs would refuse the whole body).
-#[derive(Deserialize)]
-#[serde(transparent)]
-struct Object<'a>(#[serde(borrow)] BTreeMap<Cow<'a, str>, &'a RawValue>);
+/// The members `keys` of the JSON object `text`, each as raw JSON text, read in one pass: every other
+/// member is skipped without being built, and of a key given twice the last one counts (serde's
+/// derived structs would refuse the whole body). `None` when `text` is not an object.
+fn members<'a, const N: usize>(text: &'a str, keys: [&'static str; N]) -> Option<[Option<&'a RawValue>; N]> {
+    use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 
-impl<'a> Object<'a> {
-    /// The object that `text` holds, if it holds one.
-    fn parse(text: &'a str) -> Option<Self> {
-        serde_json::from_str(text).ok()
+    struct Members<const N: usize>([&'static str; N]);
+
+    impl<'de, const N: usize> Visitor<'de> for Members<N> {
+        type Value = [Option<&'de RawValue>; N];
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut found = [None; N];
+            while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                match self.0.iter().position(|k| *k == key) {
+                    Some(i) => found[i] = Some(map.next_value::<&'de RawValue>()?),
+                    None => {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+            }
+            Ok(found)
+        }
     }
 
-    /// The field `key` read as a `T`; absent when there is no such field or it has another type.
-    fn field<T: Deserialize<'a>>(&self, key: &str) -> Option<T> {
-        self.0.get(key).and_then(|&raw| serde_json::from_str(raw.get()).ok())
+    impl<'de, const N: usize> DeserializeSeed<'de> for Members<N> {
+        type Value = [Option<&'de RawValue>; N];
+
+        fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_map(self)
+        }
     }
 
-    /// The object held by the field `key`.
-    fn object(&self, key: &str) -> Option<Object<'a>> {
-        self.0.get(key).and_then(|&raw| Object::parse(raw.get()))
-    }
+    let mut de = serde_json::Deserializer::from_str(text);
+    let found = Members(keys).deserialize(&mut de).ok()?;
+    de.end().ok()?;
+    Some(found)
+}
+
+/// `raw` read as a `T`; absent when there is none or it has another type.
+fn read<'a, T: Deserialize<'a>>(raw: Option<&'a RawValue>) -> Option<T> {
+    raw.and_then(|raw| serde_json::from_str(raw.get()).ok())
 }
 
 /// What this module reads of a body; a field of another type than expected counts as absent.
@@ -70,20 +95,24 @@ struct Fields {
 
 impl Fields {
     fn read(body: &str) -> Self {
-        let Some(top) = Object::parse(body) else { return Fields::default() };
-        let frames: Vec<&RawValue> = top.field("frames").unwrap_or_default();
+        let Some([fingerprint, message, frames, context]) =
+            members(body, ["fingerprint", "message", "frames", "context"])
+        else {
+            return Fields::default();
+        };
+        let frames: Vec<&RawValue> = read(frames).unwrap_or_default();
         let functions = frames
             .iter()
             .take(FRAMES_HASHED)
-            .map(|frame| Object::parse(frame.get()).and_then(|f| f.field("function")))
+            .map(|frame| members(frame.get(), ["function"]).and_then(|[function]| read(function)))
             .collect();
-        let context = top.object("context");
+        let [app, release] = context.and_then(|c| members(c.get(), ["app", "release"])).unwrap_or_default();
         Fields {
-            fingerprint: top.field("fingerprint"),
-            message: top.field("message"),
+            fingerprint: read(fingerprint),
+            message: read(message),
             functions,
-            app: context.as_ref().and_then(|c| c.field("app")),
-            release: context.as_ref().and_then(|c| c.field("release")),
+            app: read(app),
+            release: read(release),
         }
     }
 }
@@ -157,26 +186,15 @@ pub const TAG_CHARS: usize = 200;
 /// [`TAGS_MAX`], keys and values cut to [`TAG_CHARS`]. A body whose scope is not of that shape has
 /// none. Never panics.
 pub fn tags(body: &str) -> Vec<(String, String)> {
-    #[derive(serde::Deserialize)]
-    struct Body {
-        #[serde(default)]
-        scope: Option<Scope>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Scope {
-        #[serde(default)]
-        tags: std::collections::BTreeMap<String, String>,
-    }
     let cut = |s: &str| s.chars().take(TAG_CHARS).collect::<String>();
-    match serde_json::from_str::<Body>(body) {
-        Ok(Body { scope: Some(scope) }) => {
-            let mut tags: Vec<(String, String)> =
-                scope.tags.iter().take(TAGS_MAX).map(|(k, v)| (cut(k), cut(v))).collect();
-            tags.dedup_by(|a, b| a.0 == b.0);
-            tags
-        }
-        _ => Vec::new(),
-    }
+    let scope = members(body, ["scope"]).and_then(|[scope]| scope);
+    // A scope that is not an object, or tags with a value that is not a string: no tags.
+    let tags: Option<BTreeMap<String, String>> =
+        scope.and_then(|scope| members(scope.get(), ["tags"])).and_then(|[tags]| read(tags));
+    let mut tags: Vec<(String, String)> =
+        tags.unwrap_or_default().iter().take(TAGS_MAX).map(|(k, v)| (cut(k), cut(v))).collect();
+    tags.dedup_by(|a, b| a.0 == b.0);
+    tags
 }
 
 #[cfg(test)]
@@ -204,6 +222,22 @@ mod tests {
         }
         let long = format!(r#"{{"scope":{{"tags":{{"k":"{}"}}}}}}"#, "v".repeat(500));
         assert_eq!(tags(&long)[0].1.len(), TAG_CHARS);
+    }
+
+    #[test]
+    fn of_a_key_given_twice_the_last_counts_and_nothing_else_is_lost() {
+        let d = digest(
+            Kind::Crash,
+            r#"{"message":"first","frames":[{"function":"a"}],"message":"second","pad":{"deep":[1,{"x":"y"}]},
+               "context":{"app":"old"},"context":{"app":"shop","app":"store"}}"#,
+        );
+        assert_eq!(d.summary, "second");
+        assert_eq!(d.app.as_deref(), Some("store"));
+        assert_eq!(d.fingerprint, digest(Kind::Crash, r#"{"frames":[{"function":"a"}]}"#).fingerprint);
+        let body = r#"{"scope":{"tags":{"a":"1"}},"scope":{"tags":{"b":"2"},"tags":{"c":"3"}}}"#;
+        assert_eq!(tags(body), [("c".into(), "3".into())]);
+        // Text after the object: not a body, so none of its fields count.
+        assert_eq!(digest(Kind::Log, r#"{"message":"m"} x"#).summary, "");
     }
 
     #[test]

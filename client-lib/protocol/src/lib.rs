@@ -599,7 +599,9 @@ mod tests {
 
     /// The old way of making a report message, which `report_json` must match byte for byte.
     fn through_serde(id: EntryId, kind: Kind, created_ms: u64, body: &[u8]) -> Result<String, String> {
-        Report::new(id, kind, created_ms, body).map(|r| ClientMessage::Report(r).to_json()).map_err(|e| e.to_string())
+        Report::new(id, kind, created_ms, body)
+            .map(|r| ClientMessage::Report(r).to_json())
+            .map_err(|e| e.to_string())
     }
 
     #[test]
@@ -625,7 +627,8 @@ mod tests {
         for (i, body) in bodies.iter().enumerate() {
             let id = EntryId::generate();
             for kind in [Kind::Log, Kind::Event, Kind::Crash] {
-                let fast = ClientMessage::report_json(id, kind, 1_700_000_000_123, body).map_err(|e| e.to_string());
+                let fast =
+                    ClientMessage::report_json(id, kind, 1_700_000_000_123, body).map_err(|e| e.to_string());
                 assert_eq!(fast, through_serde(id, kind, 1_700_000_000_123, body), "body {i}");
                 assert_eq!(fast.is_ok(), i < 8, "body {i}: {fast:?}");
             }
