@@ -1,18 +1,31 @@
 //! Drain throughput of the shielded uploader against the collector's own ingest limit, and the cost
 //! of an idle sidecar, with the baselines measured in the same run.
 //!
-//! `cargo bench -p lastword-agent --bench drain` (about two minutes, bounded: drain rounds stop being
-//! started after 60 s; `LASTWORD_IDLE_SECS=5` and `--quick` for a fast look; `TMPDIR=/dev/shm` puts
-//! the spool and the store on a tmpfs, where unlinks issue no discard; `LASTWORD_DRAIN_PROFILE=drain`
-//! runs one side alone, for a profiler). It prints one table at the end:
+//! `cargo bench -p lastword-agent --bench drain` (about five minutes, bounded: drain rounds stop
+//! being started after 60 s per layout; `LASTWORD_IDLE_SECS=5` and `--quick` for a fast look;
+//! `TMPDIR=/dev/shm` puts the spool and the store on a tmpfs, where unlinks issue no discard;
+//! `LASTWORD_DRAIN_CORES=shared|split|both` chooses the layouts; `LASTWORD_DRAIN_PROFILE=drain` runs
+//! one side alone, for a profiler, and prints how busy each CPU was and the CPU per thread name). It
+//! prints one table per layout at the end, then the idle sidecar's:
 //!
 //! ```text
+//! layout (shared: any thread on any CPU; split: the collector on one CPU, the rest on another)
 //! collector ingest limit (pipelined client, window W): X reports/s
 //! spool alone (claims on one thread, acks on four, overlapped): S entries/s
 //! uploader drain, window W: Y entries/s, Y/min(X, S) (target >= 0.85); Y/X (target >= 0.70)
-//! CPU of this process per entry: ingest I µs, spool S µs (sum), drain D µs; max(I, S)/(I + S)
+//! CPU of this process per entry: ingest I µs, spool S µs (sum), drain D µs
+//! shared only: the CPU cap of a drain on these cores, cores / (I + S), against min(X, S)
 //! idle `lastword run`: RSS R MiB (target < 16), CPU C s in 30 s (target < 0.1); `sleep` for scale
 //! ```
+//!
+//! **Layouts.** *Shared*: every thread may run on every CPU, as with a collector on the agent's own
+//! machine; the drain then does the collector's work and the spool's on the same cores, and cannot
+//! go faster than cores / (I + S) however well it overlaps them (the cap line; below 0.85 of the
+//! slower half, the target is out of reach of any uploader on the machine). *Split*: the collector's
+//! runtime (its workers and blocking threads) on one CPU, every other thread on another
+//! (`sched_setaffinity`, inherited by the threads a pinned thread starts): as if the collector had a
+//! machine of its own, as it has when deployed. Each baseline runs on the CPU its side has in the
+//! drain, so the ratio measures how much of its own CPU's limit the uploader reaches.
 //!
 //! **Drain.** Each measurement starts the real collector ([`collect::run`] with a [`SqliteStore`] in a
 //! fresh temporary directory, so no report is ever a duplicate) on `127.0.0.1:0` in this process, and
@@ -37,10 +50,9 @@
 //!
 //! Every measurement also takes this process's CPU time (`CLOCK_PROCESS_CPUTIME_ID`: the collector,
 //! the uploader, the blocking pools and the spool's threads). A drain pays for both halves in one
-//! process: on a machine with no core to spare (2 cores, loaded by other work), the halves cannot
-//! run side by side, and the drain's rate is bounded by the sum of their CPU per entry instead of by
-//! the slower one; the last line gives that bound, max(I, S)/(I + S) of the slower half, with the
-//! load average.
+//! process: on shared cores its rate is bounded by the cores over the sum of the two halves' CPU per
+//! entry, not only by the slower half; the cap line of the shared table gives that bound, with the
+//! load average (other work on the machine lowers it further).
 //!
 //! The spool and the store are on the same file system (the temporary directory), as with a collector
 //! on the same machine: the collector's fsyncs commit the journal that the spool's renames and unlinks
@@ -143,17 +155,7 @@ fn main() {
         let place = Place::new(mode.layouts[0]);
         for _ in 0..times {
             let before = thread_cpu();
-            let cores_before = core_busy();
-            let wall = Instant::now();
             measure(&place, side, &body, &messages);
-            let wall = wall.elapsed().as_secs_f64();
-            let cores: Vec<String> = core_busy()
-                .iter()
-                .zip(&cores_before)
-                .enumerate()
-                .map(|(i, (a, b))| format!("CPU{i} {:.0}%", (a - b) / wall * 100.0))
-                .collect();
-            eprintln!("  busy over the measurement, setup included: {}", cores.join(", "));
             let after = thread_cpu();
             // CPU per thread name over the measurement (setup included), of the threads alive at its
             // end: where the time went, beside what a profiler says.
@@ -439,6 +441,10 @@ fn drain_table(place: &Place, mode: &Plan, body: &[u8], messages: &[Message]) ->
     let mut ratios = vec![Vec::new(); SIDES.len()];
     // cpu[side][round]: this process's CPU time per entry, µs.
     let mut cpu = vec![Vec::new(); SIDES.len()];
+    // busy[side][cpu][round]: how busy each CPU was; stolen[round]: the machine's share taken by the
+    // host over the round.
+    let mut busy: Vec<Vec<Vec<f64>>> = vec![Vec::new(); SIDES.len()];
+    let mut stolen = Vec::new();
     let begun = Instant::now();
     let mut rounds = 0;
     for round in 0..mode.rounds {
@@ -457,6 +463,13 @@ fn drain_table(place: &Place, mode: &Plan, body: &[u8], messages: &[Message]) ->
             let took = measure(place, SIDES[i], body, messages);
             this_round[i] = entries as f64 / took.wall.as_secs_f64();
             cpu[i].push(took.cpu.as_secs_f64() * 1e6 / entries as f64);
+            stolen.push(took.stolen.iter().sum::<f64>() / took.stolen.len().max(1) as f64);
+            for (c, b) in took.busy.iter().enumerate() {
+                if busy[i].len() <= c {
+                    busy[i].resize(c + 1, Vec::new());
+                }
+                busy[i][c].push(*b);
+            }
         }
         for i in 0..SIDES.len() {
             rates[i].push(this_round[i]);
@@ -521,11 +534,29 @@ fn drain_table(place: &Place, mode: &Plan, body: &[u8], messages: &[Message]) ->
         .collect();
     lines.push(format!(
         "CPU of this process per entry, µs (medians): collector ingest {ingest:.1} (its client included), spool \
-         alone {spool:.1} (sum {:.1}), {}; load average {:.1} at the end",
+         alone {spool:.1} (sum {:.1}), {}; load average {:.1} at the end, {:.0}% of the CPUs stolen by the host \
+         (median over the measurements, up to {:.0}%)",
         ingest + spool,
         drains.join(", "),
         load_average(),
+        median(&mut stolen.clone()) * 100.0,
+        stolen.iter().copied().fold(0.0, f64::max) * 100.0,
     ));
+    if let Layout::Split { collector, agent } = place.layout {
+        // Which CPU bounds the drain: the agent's side does the spool's work and the uploader's own
+        // on its CPU; a CPU busy nearly all the time is the limit, one that idles is waiting.
+        let mut of = |side: Side, c: usize| {
+            let i = SIDES.iter().position(|s| *s == side).expect("a measured side");
+            busy[i].get_mut(c).map_or(f64::NAN, |b| median(b) * 100.0)
+        };
+        let d = Side::Drain(DEFAULT_WINDOW);
+        let (dc, da) = (of(d, collector), of(d, agent));
+        let (sa, ic) = (of(Side::Spool, agent), of(SIDES[0], collector));
+        lines.push(format!(
+            "  CPUs busy (medians): drain (window {DEFAULT_WINDOW}) collector's CPU {dc:.0}%, agent's CPU {da:.0}%; \
+             spool alone, agent's CPU {sa:.0}%; ingest, collector's CPU {ic:.0}%"
+        ));
+    }
     if place.layout == Layout::Shared {
         // The drain does the collector's work and the spool's on the same cores: however well the
         // uploader overlaps them, the cores cannot give it more than cores / (ingest + spool) entries
@@ -558,23 +589,53 @@ fn load_average() -> f64 {
 
 /// What one measurement took: wall time, and the CPU time of this whole process (collector, uploader,
 /// blocking pools, the spool's threads) over the same span.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 struct Took {
     wall: Duration,
     cpu: Duration,
+    /// How busy each CPU of the machine was over the span (0 to 1; any process's work, this one's
+    /// included), by CPU number.
+    busy: Vec<f64>,
+    /// The share of each CPU the hypervisor gave to other machines over the span (steal).
+    stolen: Vec<f64>,
 }
 
-/// Seconds each CPU of the machine has been busy (not idle, not waiting for I/O), from /proc/stat.
-fn core_busy() -> Vec<f64> {
+/// The start of a measured span: this process's CPU clock and the machine's CPUs.
+struct Span {
+    cpu: Duration,
+    cores: Vec<[f64; 2]>,
+    start: Instant,
+}
+
+impl Span {
+    fn begin() -> Self {
+        Self { cpu: process_cpu(), cores: core_times(), start: Instant::now() }
+    }
+
+    /// The span so far; `wall` when the side measured its own (from its connect).
+    fn end(self, wall: Option<Duration>) -> Took {
+        let total = self.start.elapsed();
+        let cpu = process_cpu().saturating_sub(self.cpu);
+        let now = core_times();
+        let share = |k: usize| -> Vec<f64> {
+            now.iter().zip(&self.cores).map(|(a, b)| (a[k] - b[k]) / total.as_secs_f64()).collect()
+        };
+        Took { wall: wall.unwrap_or(total), cpu, busy: share(0), stolen: share(1) }
+    }
+}
+
+/// For each CPU of the machine, the seconds it has run work (user, system, interrupts) and the
+/// seconds the hypervisor took from it to run other machines (steal), from /proc/stat.
+fn core_times() -> Vec<[f64; 2]> {
     let tick = clock_ticks_per_second();
     let stat = fs::read_to_string("/proc/stat").unwrap_or_default();
     stat.lines()
         .filter(|l| l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
         .map(|l| {
+            // user nice system idle iowait irq softirq steal
             let f: Vec<u64> = l.split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
-            let total: u64 = f.iter().take(8).sum();
-            let idle = f.get(3).copied().unwrap_or(0) + f.get(4).copied().unwrap_or(0);
-            (total - idle) as f64 / tick
+            let at = |i: usize| f.get(i).copied().unwrap_or(0) as f64 / tick;
+            [at(0) + at(1) + at(2) + at(5) + at(6), at(7)]
         })
         .collect()
 }
@@ -595,6 +656,11 @@ fn thread_cpu() -> std::collections::HashMap<String, (String, u64)> {
     threads
 }
 
+/// Shares as percentages, one per CPU.
+fn percents(shares: &[f64]) -> String {
+    shares.iter().map(|b| format!("{:.0}%", b * 100.0)).collect::<Vec<_>>().join(" ")
+}
+
 /// The CPU time this process has used so far (every thread).
 fn process_cpu() -> Duration {
     let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
@@ -603,26 +669,28 @@ fn process_cpu() -> Duration {
 
 /// Times `f` by the wall clock and by this process's CPU clock.
 fn timed(f: impl FnOnce() -> Duration) -> Took {
-    let cpu = process_cpu();
+    let span = Span::begin();
     let wall = f();
-    Took { wall, cpu: process_cpu().saturating_sub(cpu) }
+    span.end(Some(wall))
 }
 
 /// One measurement against a fresh collector; returns the time the side took for all the entries.
 fn measure(place: &Place, side: Side, body: &[u8], messages: &[Message]) -> Took {
     let begun = Instant::now();
     let n = messages.len() as f64;
-    let cpu_line = |took: Took| {
+    let cpu_line = |took: &Took| {
         format!(
-            "CPU {:.0} ms, {:.1} µs/entry, {:.2} cores",
+            "CPU {:.0} ms, {:.1} µs/entry, {:.2} cores; CPUs busy {} (stolen by the host {})",
             took.cpu.as_secs_f64() * 1e3,
             took.cpu.as_secs_f64() * 1e6 / n,
-            took.cpu.as_secs_f64() / took.wall.as_secs_f64()
+            took.cpu.as_secs_f64() / took.wall.as_secs_f64(),
+            percents(&took.busy),
+            percents(&took.stolen),
         )
     };
     if side == Side::Spool {
         let took = spool_alone(messages.len(), body);
-        eprintln!("{}: {:.0} ms, {}", side.label(), took.wall.as_secs_f64() * 1e3, cpu_line(took));
+        eprintln!("{}: {:.0} ms, {}", side.label(), took.wall.as_secs_f64() * 1e3, cpu_line(&took));
         return took;
     }
     let collector = Collector::start(place.collector());
@@ -646,7 +714,7 @@ fn measure(place: &Place, side: Side, body: &[u8], messages: &[Message]) -> Took
         side.label(),
         took.wall.as_secs_f64() * 1e3,
         begun.elapsed().as_secs_f64() * 1e3,
-        cpu_line(took)
+        cpu_line(&took)
     );
     took
 }
@@ -684,8 +752,7 @@ fn spool_alone(entries: usize, body: &[u8]) -> Took {
     let (_dir, _root, spool) = filled_spool(entries, body);
     let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<lastword::spool::Claim>>(SPOOL_ACKERS * 2);
     let rx = std::sync::Mutex::new(rx);
-    let cpu = process_cpu();
-    let start = Instant::now();
+    let span = Span::begin();
     let n = std::thread::scope(|scope| {
         for _ in 0..SPOOL_ACKERS {
             scope.spawn(|| {
@@ -716,7 +783,7 @@ fn spool_alone(entries: usize, body: &[u8]) -> Took {
         drop(tx);
         n
     });
-    let took = Took { wall: start.elapsed(), cpu: process_cpu().saturating_sub(cpu) };
+    let took = span.end(None);
     assert_eq!(n, entries, "every entry claimed once");
     assert_eq!(spool.ready_count(), 0, "every entry acked");
     took
@@ -729,11 +796,10 @@ fn drain(collector: &Collector, window: usize, entries: usize, body: &[u8]) -> T
     let mut config = UploaderConfig::new([collector.url()], "bench").token(TOKEN).window(window);
     config.agent.name = "lastword-agent".into();
     config.prepare = Some(lastword::prepare_for_upload(&root));
-    let cpu = process_cpu();
-    let start = Instant::now();
+    let span = Span::begin();
     let uploader = Uploader::start(spool, config).expect("start the uploader");
     let flushed = uploader.flush(RUN_BOUND);
-    let took = Took { wall: start.elapsed(), cpu: process_cpu().saturating_sub(cpu) };
+    let took = span.end(None);
     let last_error = uploader.last_error();
     let summary = uploader.shutdown(Duration::from_secs(2));
     assert!(flushed.is_ok(), "drain did not finish: {flushed:?}, {summary:?}, last error {last_error:?}");
@@ -864,6 +930,12 @@ impl Sample {
 }
 
 fn clock_ticks_per_second() -> f64 {
+    // Asked once: a process started inside a measured span would be counted in it.
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(ask_clock_ticks)
+}
+
+fn ask_clock_ticks() -> f64 {
     Command::new("getconf")
         .arg("CLK_TCK")
         .output()
