@@ -68,7 +68,7 @@
 //! drain line also gives its ratio to the slower of the collector and the spool: how much of what the
 //! machine allows the uploader reaches. The round count is odd (the time budget stops the rounds only
 //! after an odd one), so that each median is one of the rounds. The uploader is measured at its
-//! default window (256, the collector's `max_in_flight`) and at 32 (the default before, and the window
+//! default window (1024, the collector's `max_in_flight`) and at 32 (a default of before, and the window
 //! of an application that wants to hold fewer claims).
 //!
 //! **Idle sidecar.** The real binary, `lastword run --spool EMPTY --url ws://ADDR/ingest`, against a
@@ -132,7 +132,7 @@ const BODY_LEN: usize = 1024;
 /// The collector's window, which its welcome announces.
 const FULL_WINDOW: usize = collect::DEFAULT_MAX_IN_FLIGHT as usize;
 /// The uploader's default window (`UploaderConfig::new`, `lastword run --window`).
-const DEFAULT_WINDOW: usize = 256;
+const DEFAULT_WINDOW: usize = 1024;
 /// A small window, for comparison.
 const SMALL_WINDOW: usize = 32;
 /// Rounds of the drain table are not started after this long.

@@ -37,7 +37,7 @@ pub struct UploadArgs {
     token: Option<String>,
     /// How many reports may be claimed and unanswered at once (the N of the reliability promise;
     /// also capped by the collector's max_in_flight).
-    #[arg(long, default_value_t = 256, value_parser = lastword_agent::cli::window)]
+    #[arg(long, default_value_t = 1024, value_parser = lastword_agent::cli::window)]
     window: usize,
     /// PEM file of extra CA certificates to trust for wss://.
     #[arg(long)]

@@ -134,7 +134,7 @@ async fn welcome_states_the_limits_and_a_resent_report_is_a_duplicate() {
     let welcome = hello(&mut ws, "app").await;
     assert_eq!(
         (welcome.max_message_bytes, welcome.max_in_flight, welcome.idle_timeout_ms),
-        (65536, 256, 60_000)
+        (65536, lastword_collector::server::DEFAULT_MAX_IN_FLIGHT, 60_000)
     );
     let id = EntryId::generate();
     let text = report_text(id, Kind::Crash, &crash_body(1, 1));

@@ -110,8 +110,10 @@ pub struct UploaderConfig {
     /// The agent sent in `hello`.
     pub agent: Software,
     /// How many reports may be unanswered at once (also capped by the collector's `max_in_flight`).
-    /// This is the N of the reliability promise. Default 256: a window that keeps the collector's
-    /// group commit busy while the next entries are read from the spool (see agent/benches/drain.rs).
+    /// This is the N of the reliability promise. Default 1024 (the collector's default
+    /// `max_in_flight`): a window that keeps the collector's group commit busy while the next
+    /// entries are read from the spool, and the spool busy while earlier ones are committed (see
+    /// agent/benches/drain.rs).
     pub window: usize,
     /// Bound on the bytes of the entries claimed and unanswered at once (their bodies are held in
     /// memory until answered): no more entries are claimed while it is reached, and at least one
@@ -172,7 +174,7 @@ impl UploaderConfig {
             release: None,
             host: None,
             agent: Software { name: "lastword".into(), version: env!("CARGO_PKG_VERSION").into() },
-            window: 256,
+            window: 1024,
             window_bytes: 8 << 20,
             connect_timeout: Duration::from_secs(10),
             answer_timeout: Duration::from_secs(30),
