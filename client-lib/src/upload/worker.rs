@@ -1013,16 +1013,21 @@ mod tests {
 
     use super::*;
 
+    /// A spool holding `n` log entries, and the configuration of an uploader that never connects.
+    fn spool_of(n: usize) -> (tempfile::TempDir, Spool, UploaderConfig) {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path().join("spool"), SpoolOptions::default()).unwrap();
+        for _ in 0..n {
+            spool.write(Kind::Log, br#"{"message":"m"}"#).unwrap();
+        }
+        (dir, spool, UploaderConfig::new(["ws://127.0.0.1:1/ingest"], "test"))
+    }
+
     /// A claim task out of credit waits for more (CLAIM_LINGER) instead of ending: what it took so
     /// far is handed on first, and credit added meanwhile lets the same task go on.
     #[test]
     fn a_claim_task_out_of_credit_hands_on_what_it_took_and_goes_on_when_given_more() {
-        let dir = tempfile::tempdir().unwrap();
-        let spool = Spool::open(dir.path().join("spool"), SpoolOptions::default()).unwrap();
-        for _ in 0..5 {
-            spool.write(Kind::Log, br#"{"message":"m"}"#).unwrap();
-        }
-        let config = UploaderConfig::new(["ws://127.0.0.1:1/ingest"], "test");
+        let (_dir, spool, config) = spool_of(5);
         let shared = Arc::new(ClaimProgress::default());
         shared.credit().left = 2;
         let (parts_tx, mut parts) = unbounded_channel();
@@ -1054,12 +1059,7 @@ mod tests {
     /// Without more credit the task ends after CLAIM_LINGER, with nothing left in its hands.
     #[test]
     fn a_claim_task_left_without_credit_ends_after_the_linger() {
-        let dir = tempfile::tempdir().unwrap();
-        let spool = Spool::open(dir.path().join("spool"), SpoolOptions::default()).unwrap();
-        for _ in 0..3 {
-            spool.write(Kind::Log, br#"{"message":"m"}"#).unwrap();
-        }
-        let config = UploaderConfig::new(["ws://127.0.0.1:1/ingest"], "test");
+        let (_dir, spool, config) = spool_of(3);
         let shared = ClaimProgress::default();
         shared.credit().left = 1;
         let (parts_tx, mut parts) = unbounded_channel();
