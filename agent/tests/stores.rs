@@ -284,3 +284,18 @@ async fn two_postgres_writers_racing_on_the_same_ids_store_and_count_each_once()
     assert_eq!(pg.psql("race", "SELECT count(*) FROM reports"), "400");
     assert_eq!(pg.psql("race", "SELECT sum(count) FROM groups"), "400");
 }
+
+/// A write PostgreSQL refuses says why, in PostgreSQL's words: tokio-postgres's own text of a
+/// database error is only "db error", with the server's message in its source.
+#[tokio::test]
+async fn a_refused_postgres_write_names_the_server_s_reason() {
+    let pg = TempPostgres::start();
+    let url = pg.create_database("refused");
+    let store = PostgresStore::open(&url).await.unwrap();
+    pg.psql("refused", "ALTER TABLE reports ADD CONSTRAINT no_crashes_today CHECK (kind <> 'crash')");
+    let refused = store.write(batch(vec![crash(EntryId::generate(), "g", 1)])).await.unwrap_err();
+    let message = refused.to_string();
+    assert!(matches!(refused, StoreError::Backend { .. }), "{message}");
+    assert!(message.contains("no_crashes_today"), "the constraint is named: {message}");
+    assert!(message.starts_with("the store failed to write a batch: "), "{message}");
+}

@@ -78,7 +78,7 @@ impl std::fmt::Display for StoreError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             StoreError::Open { path, source } => {
-                write!(f, "cannot open the store at {}: {source}", path.display())
+                write!(f, "cannot open the store at {}: {}", path.display(), Causes(&**source))
             }
             StoreError::Missing { path } => {
                 write!(f, "no store at {} (`lastword collect --store` creates one)", path.display())
@@ -88,13 +88,37 @@ impl std::fmt::Display for StoreError {
                 "the store at {} has schema version {found}; this program knows versions up to {known}",
                 path.display()
             ),
-            StoreError::Backend { op, source } => write!(f, "the store failed to {op}: {source}"),
+            StoreError::Backend { op, source } => {
+                write!(f, "the store failed to {op}: {}", Causes(&**source))
+            }
             StoreError::BadRow { what, value } => write!(f, "the store holds a bad row ({what}): {value:?}"),
         }
     }
 }
 
 impl std::error::Error for StoreError {}
+
+/// An error and the causes under it, each said once ("a: b: c"): tokio-postgres says only "db error"
+/// of a database error, with the server's reason in its source. A cause whose text is already shown
+/// (rusqlite's and io's errors often repeat theirs) is not repeated.
+struct Causes<'a>(&'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for Causes<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut shown = self.0.to_string();
+        f.write_str(&shown)?;
+        let mut next = self.0.source();
+        while let Some(cause) = next {
+            let text = cause.to_string();
+            if !text.is_empty() && !shown.contains(&text) {
+                write!(f, ": {text}")?;
+                shown = text;
+            }
+            next = cause.source();
+        }
+        Ok(())
+    }
+}
 
 /// Who sent a connection's reports, from its `hello`.
 #[derive(Clone, Debug, PartialEq, Eq)]
