@@ -298,4 +298,9 @@ async fn a_refused_postgres_write_names_the_server_s_reason() {
     assert!(matches!(refused, StoreError::Backend { .. }), "{message}");
     assert!(message.contains("no_crashes_today"), "the constraint is named: {message}");
     assert!(message.starts_with("the store failed to write a batch: "), "{message}");
+    // One line, without the refused row that PostgreSQL's detail quotes (the report's body).
+    assert!(
+        !message.contains('\n') && !message.contains("Failing row") && !message.contains("m1"),
+        "{message}"
+    );
 }

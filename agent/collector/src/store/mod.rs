@@ -98,18 +98,31 @@ impl std::fmt::Display for StoreError {
 
 impl std::error::Error for StoreError {}
 
-/// An error and the causes under it, each said once ("a: b: c"): tokio-postgres says only "db error"
-/// of a database error, with the server's reason in its source. A cause whose text is already shown
-/// (rusqlite's and io's errors often repeat theirs) is not repeated.
+/// An error and the causes under it, each said once, on one line ("a: b: c"): tokio-postgres says
+/// only "db error" of a database error, with the server's reason in its source. A cause whose text
+/// is already shown (rusqlite's and io's errors often repeat theirs) is not repeated. Of a
+/// PostgreSQL error only its severity, message and SQLSTATE are said: its detail may quote the
+/// refused row (a report's body), which has no place in a log line.
 struct Causes<'a>(&'a (dyn std::error::Error + 'static));
+
+/// The longest text said of one cause, in characters.
+const CAUSE_CHARS: usize = 300;
+
+fn cause_text(e: &(dyn std::error::Error + 'static)) -> String {
+    let text = match e.downcast_ref::<tokio_postgres::error::DbError>() {
+        Some(db) => format!("{}: {} (SQLSTATE {})", db.severity(), db.message(), db.code().code()),
+        None => e.to_string(),
+    };
+    text.split_whitespace().collect::<Vec<_>>().join(" ").chars().take(CAUSE_CHARS).collect()
+}
 
 impl std::fmt::Display for Causes<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut shown = self.0.to_string();
+        let mut shown = cause_text(self.0);
         f.write_str(&shown)?;
         let mut next = self.0.source();
         while let Some(cause) = next {
-            let text = cause.to_string();
+            let text = cause_text(cause);
             if !text.is_empty() && !shown.contains(&text) {
                 write!(f, ": {text}")?;
                 shown = text;
