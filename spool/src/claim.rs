@@ -61,6 +61,13 @@ impl Claim {
         &self.body
     }
 
+    /// Takes the body out of the claim, which holds an empty one from then on: for an uploader that
+    /// made its message of the body and needs it no more while it waits for the answer. Settling the
+    /// claim does not need it.
+    pub fn take_body(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.body)
+    }
+
     /// The spool this claim was taken from (the same session).
     pub fn spool(&self) -> Spool {
         Spool { inner: self.inner.clone() }
@@ -154,5 +161,29 @@ impl Drop for Claim {
 impl fmt::Debug for Claim {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Claim").field("name", &self.name).field("settled", &self.settled).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Kind, Spool, SpoolOptions};
+
+    /// Taking the body changes the claim in memory only: a released entry comes back whole, and an
+    /// acked one is gone.
+    #[test]
+    fn a_claim_whose_body_was_taken_still_releases_the_whole_entry_and_acks_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path(), SpoolOptions::default()).unwrap();
+        let id = spool.write(Kind::Log, br#"{"message":"kept"}"#).unwrap();
+        let mut claim = spool.claim().unwrap().unwrap();
+        assert_eq!(claim.take_body(), br#"{"message":"kept"}"#);
+        assert!(claim.body().is_empty());
+        claim.release().unwrap();
+        let mut again = spool.claim().unwrap().unwrap();
+        assert_eq!((again.id(), again.body()), (id, &br#"{"message":"kept"}"#[..]));
+        drop(again.take_body());
+        again.ack().unwrap();
+        assert!(spool.claim().unwrap().is_none());
+        assert_eq!(spool.ready_count(), 0);
     }
 }

@@ -47,9 +47,17 @@ const MAX_READ_BATCH: usize = 1024;
 /// on a busy core left it idle for a tenth of a drain. A task told to stop ends at once.
 const CLAIM_LINGER: Duration = Duration::from_millis(20);
 
-/// A claim task hands on what it took every this many claims ([`Event::ClaimedSome`]), so that they
-/// are sent while it goes on.
-const CLAIM_PART: usize = 16;
+/// A claim task hands on what it took in parts ([`Event::ClaimedSome`]), so that they are sent while
+/// it goes on: the first of [`FIRST_CLAIM_PART`] claims, each next one twice as large, up to this.
+/// Each part wakes the uploader's thread; on a drain with the cores busy, parts of 16 cost 8% of its
+/// time against parts of 64 (tmpfs, the cores split: 229 against 211 ms for 10,000 entries, the
+/// median of 9 interleaved drains each; context switches 14.7k against 6.2k for 5 drains). Larger
+/// parts (256) were slower again: the sends wait longer for their claims.
+const CLAIM_PART: usize = 64;
+
+/// The size of a claim task's first part: the first sends (a crash report first of all) wait for
+/// this many claims only.
+const FIRST_CLAIM_PART: usize = 8;
 
 /// A claim, and what the prepare step made of it. Prepared on the blocking pool right after it was
 /// claimed, inside the claim task: preparing may symbolize a crash report and rewrite its entry
@@ -133,7 +141,7 @@ struct Claimed {
 struct ClaimTask {
     handle: JoinHandle<Result<Claimed, String>>,
     progress: Arc<ClaimProgress>,
-    /// What the task took so far, in parts of [`CLAIM_PART`].
+    /// What the task took so far, in parts of up to [`CLAIM_PART`].
     parts: UnboundedReceiver<Vec<Taken>>,
     /// Claims received in parts (the machine has them).
     received: usize,
@@ -674,7 +682,7 @@ impl Worker {
     /// Starts claiming up to `want` entries on the blocking pool, and as many more as
     /// [`Action::ExtendClaim`] allows while it runs, stopping once their bodies reach `bytes` (the
     /// first is always taken), or when told to stop. Each claim is prepared there too, as soon as it
-    /// is taken ([`Taken`]), and handed on every [`CLAIM_PART`] claims.
+    /// is taken ([`Taken`]), and handed on in parts of [`FIRST_CLAIM_PART`] growing to [`CLAIM_PART`].
     fn start_claims(&self, want: usize, bytes: usize) -> ClaimTask {
         let spool = self.spool.clone();
         let config = self.config.clone();
@@ -844,7 +852,8 @@ fn claim_task(
     bytes: usize,
     parts: &UnboundedSender<Vec<Taken>>,
 ) -> Result<Claimed, String> {
-    let mut claims: Vec<Taken> = Vec::with_capacity(CLAIM_PART);
+    let mut part_len = FIRST_CLAIM_PART;
+    let mut claims: Vec<Taken> = Vec::with_capacity(part_len);
     let mut count = 0usize;
     let mut taken = 0usize;
     let mut empty = false;
@@ -857,7 +866,8 @@ fn claim_task(
                 // for answers to free the window (CLAIM_LINGER).
                 if !claims.is_empty() {
                     drop(credit);
-                    let part = std::mem::replace(&mut claims, Vec::with_capacity(CLAIM_PART));
+                    part_len = (part_len * 2).min(CLAIM_PART);
+                    let part = std::mem::replace(&mut claims, Vec::with_capacity(part_len));
                     if parts.send(part).is_err() {
                         // Nobody receives them any more (the task was let go).
                         shared.credit().closed = true;
@@ -896,11 +906,13 @@ fn claim_task(
             Ok(Some(mut claim)) => {
                 let prepared = prepare(config, &mut claim);
                 claims.push(Taken { claim, prepared });
-                if claims.len() == CLAIM_PART
-                    && parts.send(std::mem::replace(&mut claims, Vec::with_capacity(CLAIM_PART))).is_err()
-                {
-                    // Nobody receives them any more (the task was let go): they go back as they drop.
-                    break;
+                if claims.len() >= part_len {
+                    part_len = (part_len * 2).min(CLAIM_PART);
+                    if parts.send(std::mem::replace(&mut claims, Vec::with_capacity(part_len))).is_err() {
+                        // Nobody receives them any more (the task was let go): they go back as they
+                        // drop.
+                        break;
+                    }
                 }
             }
             Ok(None) => {
@@ -1004,6 +1016,9 @@ fn prepare(config: &UploaderConfig, claim: &mut Claim) -> Result<Encoded, String
     };
     let text = ClientMessage::report_json(claim.id(), claim.kind(), claim.created_millis(), body)
         .map_err(|e| e.to_string())?;
+    // The message holds the body now: the claim's copy goes while it is hot, on the thread that
+    // read it, instead of being carried until the answer.
+    drop(claim.take_body());
     Ok(Encoded::Text(text.into()))
 }
 
@@ -1054,6 +1069,37 @@ mod tests {
         assert!(shared.credit().closed);
         // Four claimed by one task, one still ready.
         assert_eq!(spool.ready_count(), 1);
+    }
+
+    /// A claim task hands on a small first part (the first sends wait for few claims), then parts
+    /// twice as large up to CLAIM_PART (fewer wake-ups of the uploader's thread), the rest at its
+    /// end; each claim holds its message, not the body as well.
+    #[test]
+    fn a_claim_task_hands_on_parts_growing_from_the_first_to_the_largest() {
+        let n = FIRST_CLAIM_PART + 2 * FIRST_CLAIM_PART + 4 * FIRST_CLAIM_PART + 3 * CLAIM_PART + 5;
+        let (_dir, spool, config) = spool_of(n);
+        let shared = ClaimProgress::default();
+        shared.credit().left = usize::MAX;
+        let (parts_tx, mut parts) = unbounded_channel();
+        let claimed = claim_task(&spool, &config, &shared, usize::MAX, &parts_tx).unwrap();
+        let mut sizes = Vec::new();
+        while let Ok(part) = parts.try_recv() {
+            assert!(
+                part.iter().all(|t| t.claim.body().is_empty() && matches!(t.prepared, Ok(Encoded::Text(_))))
+            );
+            sizes.push(part.len());
+        }
+        let (f, c) = (FIRST_CLAIM_PART, CLAIM_PART);
+        let mut expected = vec![f, 2 * f, 4 * f];
+        while expected.last() < Some(&c) {
+            expected.push((expected[expected.len() - 1] * 2).min(c));
+        }
+        let handed: usize = expected.iter().sum();
+        let full = (n - handed) / c;
+        expected.extend(std::iter::repeat_n(c, full));
+        assert_eq!(sizes, expected);
+        assert_eq!(claimed.claims.len(), n - handed - full * c, "the rest comes with the task's end");
+        assert!(claimed.empty);
     }
 
     /// Without more credit the task ends after CLAIM_LINGER, with nothing left in its hands.
