@@ -15,6 +15,9 @@
 //! uploader drain, window W: Y entries/s, Y/min(X, S) (target >= 0.85); Y/X (target >= 0.70)
 //! CPU of this process per entry: ingest I µs, spool S µs (sum), drain D µs
 //! shared only: the CPU cap of a drain on these cores, cores / (I + S), against min(X, S)
+//! split only: how busy each CPU was; the agent's CPU per entry of the spool alone (s), of the
+//!   bench's client alone (c) and of the drain (d): the uploader's own work d - s, and what 1e6 / d
+//!   and 1e6 / (s + c) come to against min(X, S)
 //! idle `lastword run`: RSS R MiB (target < 16), CPU C s in 30 s (target < 0.1); `sleep` for scale
 //! ```
 //!
@@ -25,7 +28,10 @@
 //! runtime (its workers and blocking threads) on one CPU, every other thread on another
 //! (`sched_setaffinity`, inherited by the threads a pinned thread starts): as if the collector had a
 //! machine of its own, as it has when deployed. Each baseline runs on the CPU its side has in the
-//! drain, so the ratio measures how much of its own CPU's limit the uploader reaches.
+//! drain, so the ratio measures how much of its own CPU's limit the uploader reaches. There the
+//! agent's CPU is busy all through a drain: its rate is 1e6 over the µs that CPU spends per entry,
+//! the spool's work plus the uploader's own, and the table gives the two, with the bench's client
+//! (messages made before the clock starts, no spool) as the least an uploader's own work can cost.
 //!
 //! **Drain.** Each measurement starts the real collector ([`collect::run`] with a [`SqliteStore`] in a
 //! fresh temporary directory, so no report is ever a duplicate) on `127.0.0.1:0` in this process, and
@@ -445,6 +451,9 @@ fn drain_table(place: &Place, mode: &Plan, body: &[u8], messages: &[Message]) ->
     // host over the round.
     let mut busy: Vec<Vec<Vec<f64>>> = vec![Vec::new(); SIDES.len()];
     let mut stolen = Vec::new();
+    // agent_us[side][round]: with the cores split, the agent's CPU time per entry, µs (how busy it
+    // was, times the wall time, over the entries): whatever ran there, the spool's threads included.
+    let mut agent_us = vec![Vec::new(); SIDES.len()];
     let begun = Instant::now();
     let mut rounds = 0;
     for round in 0..mode.rounds {
@@ -464,6 +473,11 @@ fn drain_table(place: &Place, mode: &Plan, body: &[u8], messages: &[Message]) ->
             this_round[i] = entries as f64 / took.wall.as_secs_f64();
             cpu[i].push(took.cpu.as_secs_f64() * 1e6 / entries as f64);
             stolen.push(took.stolen.iter().sum::<f64>() / took.stolen.len().max(1) as f64);
+            if let Layout::Split { agent, .. } = place.layout
+                && let Some(b) = took.busy.get(agent)
+            {
+                agent_us[i].push(b * took.wall.as_secs_f64() * 1e6 / entries as f64);
+            }
             for (c, b) in took.busy.iter().enumerate() {
                 if busy[i].len() <= c {
                     busy[i].resize(c + 1, Vec::new());
@@ -555,6 +569,25 @@ fn drain_table(place: &Place, mode: &Plan, body: &[u8], messages: &[Message]) ->
         lines.push(format!(
             "  CPUs busy (medians): drain (window {DEFAULT_WINDOW}) collector's CPU {dc:.0}%, agent's CPU {da:.0}%; \
              spool alone, agent's CPU {sa:.0}%; ingest, collector's CPU {ic:.0}%"
+        ));
+        // What the drain's rate comes to when its CPU is the limit: the spool's work per entry plus
+        // the uploader's own. The bench's client (messages made before the clock starts, no spool,
+        // no state) is the least an uploader's own work can cost on the same CPU.
+        let mut us = |side: Side| {
+            let i = SIDES.iter().position(|s| *s == side).expect("a measured side");
+            median(&mut agent_us[i])
+        };
+        let (d_us, s_us, c_us) = (us(d), us(Side::Spool), us(SIDES[0]));
+        let slower = median(&mut bound.clone());
+        lines.push(format!(
+            "  agent's CPU per entry, µs (medians): spool alone {s_us:.1}, the bench's client alone {c_us:.1} \
+             (ingest), drain (window {DEFAULT_WINDOW}) {d_us:.1}: the uploader's own work {:.1} µs per entry; with \
+             its CPU all busy a drain reaches 1e6 / {d_us:.1} = {:.0}/s, {:.2} of the slower of collector and spool, \
+             and one whose own work cost what the client's does {:.2}",
+            d_us - s_us,
+            1e6 / d_us,
+            1e6 / d_us / slower,
+            1e6 / (s_us + c_us) / slower,
         ));
     }
     if place.layout == Layout::Shared {
