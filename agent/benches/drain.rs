@@ -580,10 +580,11 @@ fn drain_table(place: &Place, mode: &Plan, body: &[u8], messages: &[Message]) ->
         let (d_us, s_us, c_us) = (us(d), us(Side::Spool), us(SIDES[0]));
         let slower = median(&mut bound.clone());
         lines.push(format!(
-            "  agent's CPU per entry, µs (medians): spool alone {s_us:.1}, the bench's client alone {c_us:.1} \
-             (ingest), drain (window {DEFAULT_WINDOW}) {d_us:.1}: the uploader's own work {:.1} µs per entry; with \
-             its CPU all busy a drain reaches 1e6 / {d_us:.1} = {:.0}/s, {:.2} of the slower of collector and spool, \
-             and one whose own work cost what the client's does {:.2}",
+            "  agent's CPU per entry, µs (medians): spool alone {s_us:.0}, the bench's client alone {c_us:.0} \
+             (ingest), drain (window {DEFAULT_WINDOW}) {d_us:.0} (to a µs: the kernel counts busy time in ticks); \
+             the uploader's own work {:.0} µs per entry; with its CPU all busy a drain reaches 1e6 / {d_us:.0} = \
+             {:.0}/s, {:.2} of the slower of collector and spool, and one whose own work cost what the client's \
+             does {:.2}",
             d_us - s_us,
             1e6 / d_us,
             1e6 / d_us / slower,
