@@ -692,7 +692,9 @@ async fn guard<S: Store>(State(ui): UiState<S>, request: Request, next: Next) ->
     {
         return answer;
     }
-    next.run(request).await
+    let signed_in = matches!(ui.access, Access::Token(_))
+        && session_cookie(request.headers()).is_some_and(|id| ui.sessions.valid(id));
+    pages::SIGNED_IN.scope(signed_in, next.run(request)).await
 }
 
 /// Answers 421 to a request whose `Host` is not this server's (a page of another name that DNS

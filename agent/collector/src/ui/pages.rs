@@ -24,8 +24,16 @@ pub enum Tab {
     None,
 }
 
+tokio::task_local! {
+    /// Whether the request being answered came with the cookie of a live login session (set by the
+    /// UI's guard around each handler): only then has the page a "Log out" button. HTTP basic auth
+    /// and an open UI have no session a button could end; a page made outside a request has none.
+    pub static SIGNED_IN: bool;
+}
+
 /// The frame of every page.
 pub fn layout(title: &str, tab: Tab, content: Markup) -> Markup {
+    let signed_in = SIGNED_IN.try_with(|s| *s).unwrap_or(false);
     let nav = [
         (Tab::Overview, "/", "Overview"),
         (Tab::Groups, "/groups", "Groups"),
@@ -49,8 +57,10 @@ pub fn layout(title: &str, tab: Tab, content: Markup) -> Markup {
                             a href=(href) class=[(t == tab).then_some("active")] { (name) }
                         }
                     }
-                    // A POST (state-changing, so under the CSRF check); harmless without a login.
-                    form.logout method="post" action="/logout" { button type="submit" { "Log out" } }
+                    // A POST (state-changing, so under the CSRF check).
+                    @if signed_in {
+                        form.logout method="post" action="/logout" { button type="submit" { "Log out" } }
+                    }
                 }
                 main { (content) }
             }

@@ -234,6 +234,33 @@ async fn a_session_works_until_logout_and_its_cookie_is_strict() {
     assert_eq!(page(other).await, 200);
 }
 
+/// The "Log out" button is on the pages of a login session only: basic auth and an open UI have
+/// no session it could end (it was on every page, and did nothing there).
+#[tokio::test]
+async fn the_log_out_button_is_shown_to_a_login_session_only() {
+    const BUTTON: &str = r#"action="/logout""#;
+    let (ui, _dir) = serve_config(token_config()).await;
+    let host = ui.addr.to_string();
+    let cookie = cookie_pair(&set_cookie(&log_in([127, 0, 0, 1], ui.addr).await));
+    let with_cookie = get_with_host("/groups", &host, &format!("Cookie: {cookie}\r\n"));
+    let page = request_from([127, 0, 0, 1], ui.addr, &with_cookie).await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains(BUTTON), "a session's page has the button:\n{}", page.body);
+    let right = base64::engine::general_purpose::STANDARD.encode(format!("me:{TOKEN}"));
+    let basic = get_with_host("/groups", &host, &format!("Authorization: Basic {right}\r\n"));
+    let page = request_from([127, 0, 0, 1], ui.addr, &basic).await;
+    assert_eq!(page.status, 200);
+    assert!(!page.body.contains(BUTTON), "basic auth has nothing to log out of:\n{}", page.body);
+    // The login form itself, asked for without a session, has none either.
+    let login = request_from([127, 0, 0, 1], ui.addr, &get_with_host("/login", &host, "")).await;
+    assert!(login.body.contains("<form") && !login.body.contains(BUTTON), "{}", login.body);
+
+    let (open, _dir) = serve_config(UiConfig::new(Access::Open)).await;
+    let page = request_from([127, 0, 0, 1], open.addr, &get_with_host("/", &open.addr.to_string(), "")).await;
+    assert_eq!(page.status, 200);
+    assert!(!page.body.contains(BUTTON), "an open UI has no session:\n{}", page.body);
+}
+
 #[tokio::test]
 async fn a_session_expires() {
     let limits = UiLimits { session_ttl: Duration::from_secs(3), ..UiLimits::default() };
