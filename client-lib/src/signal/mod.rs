@@ -447,11 +447,85 @@ fn fault_to_previous(
     info: *mut libc::siginfo_t,
     context: *mut libc::c_void,
 ) {
+    // SAFETY: `info` and `context` are the kernel's for this signal.
+    if sig == libc::SIGSEGV && unsafe { near_sp(info, context) } && short_of_room() {
+        overflow_short_of_room(state, previous, sig, info, context);
+        return;
+    }
     // SAFETY: the previous handler, with the kernel's arguments for this signal.
     match unsafe { first_chance(previous, sig, info, context, true) } {
         // It handled the fault (and may have changed the context to resume elsewhere): resume.
         Change::None => {}
         change => fault_given_up(state, sig, info, context, change),
+    }
+}
+
+/// What a previous handler needs below this handler's frames on an alternate stack, for its own
+/// frames and for a signal it raises there (`abort`) to reach this handler: two signal frames of the
+/// largest kind (on x86-64 with AVX-512 state the kernel's minimum, `AT_MINSIGSTKSZ`, is 3,376
+/// bytes; without it about 2 KiB) and both handlers' frames. std's alternate stack is 8 KiB
+/// (`SIGSTKSZ`), lastword's [`stacks::ALT_STACK`].
+const NESTED_ROOM: usize = 32 * 1024;
+
+/// Whether this handler runs on an alternate stack with less than [`NESTED_ROOM`] left below its
+/// frames. **Async-signal-safe** (`sigaltstack`, to read).
+#[inline(never)]
+fn short_of_room() -> bool {
+    // SAFETY: all-zero is a valid stack_t; sigaltstack with a null new stack only reads.
+    let mut alt: libc::stack_t = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    if unsafe { libc::sigaltstack(ptr::null(), &raw mut alt) } != 0 || alt.ss_flags & libc::SS_ONSTACK == 0 {
+        return false;
+    }
+    let here = 0u8;
+    let here = std::hint::black_box(&raw const here) as usize;
+    here.saturating_sub(alt.ss_sp as usize) < NESTED_ROOM
+}
+
+/// Whether the fault address is near the stack pointer at the fault: a stack overflow, most likely.
+/// **Async-signal-safe.**
+///
+/// # Safety
+/// `info` and `context` are null or the kernel's for this signal.
+unsafe fn near_sp(info: *mut libc::siginfo_t, context: *mut libc::c_void) -> bool {
+    if info.is_null() {
+        return false;
+    }
+    // SAFETY: per the contract.
+    let (addr, sp) = unsafe { ((*info).si_addr() as usize, context_sp(context)) };
+    sp != 0 && addr.abs_diff(sp) <= NEAR_SP
+}
+
+/// A stack overflow on a thread whose alternate stack is too small for a signal nested in it (std's
+/// 8 KiB, on a thread that lastword's sweep could not reach), and a handler before lastword (std's,
+/// which prints its message and aborts). The abort's SIGABRT would not fit on what is left of that
+/// stack for lastword's handler: the kernel would end the process with SIGSEGV, before any report
+/// (seen on x86-64 with AVX-512, whose signal frames are the largest). So the report is written
+/// first, and while the previous handler runs SIGABRT has the disposition it would have without
+/// lastword: an abort then ends the process as it would without lastword. If the handler returns,
+/// lastword's SIGABRT disposition is back, and the fault takes the course the handler set, as in
+/// [`fault_given_up`] (the report is not written twice). **Async-signal-safe.**
+#[inline(never)]
+fn overflow_short_of_room(
+    state: &HandlerState,
+    previous: &libc::sigaction,
+    sig: libc::c_int,
+    info: *mut libc::siginfo_t,
+    context: *mut libc::c_void,
+) {
+    report(state, sig, info, context);
+    let abort = SIGNALS.iter().position(|&s| s == libc::SIGABRT).unwrap_or(0);
+    let without_lastword = match PREVIOUS_NOW[abort].load(Ordering::SeqCst) {
+        NOW_DEFAULT => default_action(),
+        NOW_IGNORED => libc::sigaction { sa_sigaction: libc::SIG_IGN, ..default_action() },
+        _ => state.previous[abort],
+    };
+    let in_place = swap_action(libc::SIGABRT, &without_lastword);
+    // SAFETY: the previous handler, with the kernel's arguments for this signal.
+    let change = unsafe { first_chance(previous, sig, info, context, true) };
+    set_action(libc::SIGABRT, &in_place);
+    if !matches!(change, Change::None) {
+        fault_given_up(state, sig, info, context, change);
     }
 }
 
