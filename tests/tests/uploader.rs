@@ -62,7 +62,19 @@ fn never_more_than_the_window_unanswered() {
 fn window_bytes_bounds_the_bodies_claimed_and_unanswered() {
     let dir = tempfile::tempdir().unwrap();
     let spool = Spool::open(dir.path(), SpoolOptions::default()).unwrap();
-    let body = format!(r#"{{"pad":"{}"}}"#, "x".repeat(10_000));
+    // Random characters, so that the message (deflated and base64-encoded above 8 KiB) is as long
+    // as the body: what the bound counts is the messages held.
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+    let pad: String = (0..10_000)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            char::from(ALPHABET[(seed % 64) as usize])
+        })
+        .collect();
+    let body = format!(r#"{{"pad":"{pad}"}}"#);
     for _ in 0..40 {
         spool.write(Kind::Event, body.as_bytes()).unwrap();
     }
@@ -71,7 +83,7 @@ fn window_bytes_bounds_the_bodies_claimed_and_unanswered() {
     cfg.window_bytes = 35_000;
     let uploader = Uploader::start(spool.clone(), cfg).unwrap();
     collector.wait_for(Duration::from_secs(10), "the first reports", |r| r.received.len() >= 4);
-    // Claiming stops once the bodies held reach the bound: 3 of them are under it, the 4th crosses it.
+    // Claiming stops once the messages held reach the bound: 3 of them are under it, the 4th crosses it.
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(collector.record.lock().unwrap().received.len(), 4);
     assert_eq!(count(&spool, EntryState::Claimed), 4, "no more is claimed while the bound is reached");

@@ -16,7 +16,7 @@
 //!
 //! - at most `window` claims are held (in flight, being sent, or being claimed: a claim task counts
 //!   its `want` from the moment it starts, and what [`Action::ExtendClaim`] adds from the moment it
-//!   is added), and no claim starts or is extended while the bodies held reach `window_bytes` (one
+//!   is added), and no claim starts or is extended while the bytes held reach `window_bytes` (one
 //!   always may, when nothing is held);
 //! - nothing is sent after a shutdown began; every unanswered claim is put back by the deadline;
 //! - a flush is answered Ok only when nothing is left to send: no claim held, no delete pending, and a
@@ -54,7 +54,7 @@ pub(crate) const MISCONFIGURED_RETRY: Duration = Duration::from_secs(60);
 pub(crate) trait Held {
     /// The entry's id.
     fn id(&self) -> EntryId;
-    /// The bytes it holds in memory (its body).
+    /// The bytes it holds in memory (its message, and its body while it has one).
     fn size(&self) -> usize;
     /// Whether it is a crash report (a crashes-only flush waits for these).
     fn is_crash(&self) -> bool;

@@ -115,9 +115,9 @@ pub struct UploaderConfig {
     /// entries are read from the spool, and the spool busy while earlier ones are committed (see
     /// agent/benches/drain.rs).
     pub window: usize,
-    /// Bound on the bytes of the entries claimed and unanswered at once (their bodies are held in
-    /// memory until answered): no more entries are claimed while it is reached, and at least one
-    /// always is. Default 8 MiB.
+    /// Bound on the bytes held for the entries claimed and unanswered at once (each one's message,
+    /// held in memory until answered; a body over 8 KiB is sent deflated): no more entries are
+    /// claimed while it is reached, and at least one always is. Default 8 MiB.
     pub window_bytes: usize,
     /// Bound on TCP connect plus websocket handshake plus hello/welcome. Default 10 s.
     pub connect_timeout: Duration,

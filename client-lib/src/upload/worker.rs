@@ -75,7 +75,8 @@ impl Held for Taken {
         self.claim.id()
     }
 
-    /// The body held, and the message made of it.
+    /// The message held (the claim's body is dropped once the message is made: [`prepare`]), and a
+    /// body still held, if any.
     fn size(&self) -> usize {
         let text = match &self.prepared {
             Ok(Encoded::Text(text)) => text.len(),
