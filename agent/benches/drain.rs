@@ -5,8 +5,9 @@
 //! being started after 60 s per layout; `LASTWORD_IDLE_SECS=5` and `--quick` for a fast look;
 //! `TMPDIR=/dev/shm` puts the spool and the store on a tmpfs, where unlinks issue no discard;
 //! `LASTWORD_DRAIN_CORES=shared|split|both` chooses the layouts; `LASTWORD_DRAIN_PROFILE=drain` runs
-//! one side alone, for a profiler, and prints how busy each CPU was and the CPU per thread name). It
-//! prints one table per layout at the end, then the idle sidecar's:
+//! one side alone, for a profiler, and prints how busy each CPU was and the CPU per thread name, the
+//! threads that ended before the end of a measurement, such as the spool side's ackers and the
+//! uploader's, counted together). It prints one table per layout at the end, then the idle sidecar's:
 //!
 //! ```text
 //! layout (shared: any thread on any CPU; split: the collector on one CPU, the rest on another)
@@ -161,16 +162,23 @@ fn main() {
         let place = Place::new(mode.layouts[0]);
         for _ in 0..times {
             let before = thread_cpu();
+            let process_before = process_cpu();
             measure(&place, side, &body, &messages);
             let after = thread_cpu();
+            let process_after = process_cpu();
             // CPU per thread name over the measurement (setup included), of the threads alive at its
-            // end: where the time went, beside what a profiler says.
+            // end: where the time went, beside what a profiler says. Threads that ended before
+            // (the spool-alone side's ackers, an uploader's runtime and blocking pool) are no
+            // longer in /proc: what the process used beyond the living threads is theirs.
             let mut by_name: std::collections::BTreeMap<String, f64> = std::collections::BTreeMap::new();
             for (tid, (name, ticks)) in &after {
                 let was = before.get(tid).map_or(0, |(_, t)| *t);
                 *by_name.entry(name.clone()).or_default() += ticks.saturating_sub(was) as f64;
             }
             let tick = clock_ticks_per_second();
+            let living: f64 = by_name.values().sum();
+            let process = process_after.saturating_sub(process_before).as_secs_f64() * tick;
+            by_name.insert("(threads ended by the end)".into(), (process - living).max(0.0));
             let per_entry: Vec<String> = by_name
                 .iter()
                 .filter(|(_, t)| **t > 0.0)
@@ -789,17 +797,20 @@ fn spool_alone(entries: usize, body: &[u8]) -> Took {
     let span = Span::begin();
     let n = std::thread::scope(|scope| {
         for _ in 0..SPOOL_ACKERS {
-            scope.spawn(|| {
-                loop {
-                    let batch = match rx.lock().expect("the ackers' channel").recv() {
-                        Ok(batch) => batch,
-                        Err(_) => return,
-                    };
-                    for claim in batch {
-                        claim.ack().expect("ack an entry");
+            let acker = std::thread::Builder::new().name("spool-acker".into());
+            acker
+                .spawn_scoped(scope, || {
+                    loop {
+                        let batch = match rx.lock().expect("the ackers' channel").recv() {
+                            Ok(batch) => batch,
+                            Err(_) => return,
+                        };
+                        for claim in batch {
+                            claim.ack().expect("ack an entry");
+                        }
                     }
-                }
-            });
+                })
+                .expect("start an acker thread");
         }
         let mut n = 0;
         let mut batch = Vec::with_capacity(SPOOL_ACK_BATCH);
