@@ -12,6 +12,12 @@
 //! | [`Variant::Symbols`] | `strip --strip-debug` of the release binary, in `symbols-only/` | symbol table only (cargo's default release) |
 //! | [`Variant::Stripped`] | `strip --strip-all` of the release binary, in `stripped/` | none |
 //!
+//! The nested builds run [`cargo`] without the variables `cargo test` sets for the test process
+//! (`CARGO_PKG_NAME`, `CARGO_MANIFEST_DIR`, ...): they differ between the test packages, and build
+//! scripts watch some of them (ring's watches these two), so each package's tests rebuilt ring and
+//! everything above it in the release profile where another package's tests had built it (77 s on
+//! a 2-core machine, in every CI run).
+//!
 //! [`debug_file`] is the stripped build's separate debug file (`objcopy --only-keep-debug` of the
 //! release binary): what a deployment keeps of a stripped build, and uploads to its collector.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
@@ -39,10 +45,34 @@ fn workspace() -> PathBuf {
     root.canonicalize().unwrap_or(root)
 }
 
+/// `cargo` (the one running the tests) without what `cargo test` set for this test process: the
+/// `CARGO_PKG_*`, `CARGO_MANIFEST_*` and `CARGO_BIN_EXE_*` variables and the crate's own, which
+/// would reach the build scripts that watch them and rebuild what another test package's nested
+/// build (or the outer build) made. The user's own settings (`CARGO_HOME`, `CARGO_BUILD_*`,
+/// `RUSTFLAGS`, ...) are kept as the outer build had them.
+pub fn cargo() -> Command {
+    let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    for (name, _) in std::env::vars_os() {
+        let name_s = name.to_string_lossy();
+        let set_by_cargo_test =
+            ["CARGO_PKG_", "CARGO_MANIFEST_", "CARGO_BIN_EXE_"].iter().any(|p| name_s.starts_with(p))
+                || [
+                    "CARGO_CRATE_NAME",
+                    "CARGO_PRIMARY_PACKAGE",
+                    "CARGO_TARGET_TMPDIR",
+                    "CARGO_RUSTC_CURRENT_DIR",
+                ]
+                .contains(&name_s.as_ref());
+        if set_by_cargo_test {
+            command.env_remove(&name);
+        }
+    }
+    command
+}
+
 /// Runs `cargo build` for the crash app with `profile` into `target_dir`; returns the binary.
 fn cargo_build(profile: &str, target_dir: &Path) -> PathBuf {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
+    let status = cargo()
         .args([
             "build",
             "--quiet",

@@ -48,28 +48,6 @@ fn readme_blocks() -> Vec<(String, String)> {
     blocks
 }
 
-/// `cargo` without what `cargo test` set for this test process (see the module's doc), the user's own
-/// settings (`CARGO_HOME`, `CARGO_BUILD_*`, `RUSTFLAGS`, ...) kept as the outer build had them.
-fn cargo() -> Command {
-    let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    for (name, _) in std::env::vars_os() {
-        let name_s = name.to_string_lossy();
-        let set_by_cargo_test =
-            ["CARGO_PKG_", "CARGO_MANIFEST_", "CARGO_BIN_EXE_"].iter().any(|p| name_s.starts_with(p))
-                || [
-                    "CARGO_CRATE_NAME",
-                    "CARGO_PRIMARY_PACKAGE",
-                    "CARGO_TARGET_TMPDIR",
-                    "CARGO_RUSTC_CURRENT_DIR",
-                ]
-                .contains(&name_s.as_ref());
-        if set_by_cargo_test {
-            command.env_remove(&name);
-        }
-    }
-    command
-}
-
 /// This test binary's target directory and the name of its profile's directory (`target`, `debug`):
 /// the nested build goes into the same ones (the dev profile, or `--release` for `release`), where the
 /// workspace's dependencies are already compiled.
@@ -128,7 +106,7 @@ fn readme_snippet_builds_as_a_new_project_and_names_an_unset_token_variable() {
 
     // The project `cargo new` makes, completed with the README's lines.
     let scratch = tempfile::tempdir().unwrap();
-    let new = cargo()
+    let new = lastword_tests::builds::cargo()
         .args(["new", "--quiet", "--vcs", "none", "--bin", "my-app"])
         .current_dir(scratch.path())
         .output()
@@ -157,7 +135,7 @@ fn readme_snippet_builds_as_a_new_project_and_names_an_unset_token_variable() {
     std::fs::copy(workspace().join("Cargo.lock"), app.join("Cargo.lock")).unwrap();
 
     let release = profile == "release";
-    let mut build = cargo();
+    let mut build = lastword_tests::builds::cargo();
     build.args(["build", "--quiet", "--offline"]).current_dir(&app).env("CARGO_TARGET_DIR", &target);
     if release {
         build.arg("--release");
