@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use lastword_spool::{EntryId, FLAG_UNSYMBOLIZED, Kind, Spool};
+use lastword_spool::{EntryId, FLAG_JSON, FLAG_UNSYMBOLIZED, Kind, Spool};
 
 use crate::logs::Level;
 use crate::report::{Context, EVENT_VERSION, ErrorCause, ErrorInfo, EventReport, ThreadInfo};
@@ -322,7 +322,9 @@ fn write_events(spool: &Spool, context: &Context, rx: &Receiver<Msg>, dropped: &
                 let now = dropped.load(Ordering::Relaxed);
                 report.dropped_before = now - reported;
                 let stored = serde_json::to_vec(&report).map_err(|e| e.to_string()).and_then(|body| {
-                    spool.write_with_id(Kind::Event, FLAG_UNSYMBOLIZED, id, &body).map_err(|e| e.to_string())
+                    spool
+                        .write_with_id(Kind::Event, FLAG_UNSYMBOLIZED | FLAG_JSON, id, &body)
+                        .map_err(|e| e.to_string())
                 });
                 match stored {
                     Ok(_) => reported = now,
@@ -400,7 +402,10 @@ mod tests {
         pipe.dropped.fetch_add(3, Ordering::Relaxed);
         assert!(pipe.flush_until(Instant::now() + Duration::from_secs(10)));
         let claim = spool.claim().unwrap().expect("the event");
-        assert_eq!((claim.kind(), claim.id(), claim.flags()), (Kind::Event, id, FLAG_UNSYMBOLIZED));
+        assert_eq!(
+            (claim.kind(), claim.id(), claim.flags()),
+            (Kind::Event, id, FLAG_UNSYMBOLIZED | FLAG_JSON)
+        );
         let report: EventReport = serde_json::from_slice(claim.body()).unwrap();
         assert_eq!((report.message.as_str(), report.dropped_before), ("m", 3));
         assert_eq!(spool.add_to_counter(DROPPED_COUNTER, 0).unwrap(), 3);

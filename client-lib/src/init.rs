@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
-use lastword_spool::{EntryId, FLAG_UNSYMBOLIZED, Kind, Spool, SpoolError, SpoolOptions};
+use lastword_spool::{EntryId, FLAG_JSON, FLAG_UNSYMBOLIZED, Kind, Spool, SpoolError, SpoolOptions};
 
 use crate::config::{BeforeSend, Config};
 use crate::crashloop::{Admit, CrashLoop};
@@ -341,7 +341,7 @@ impl Shared {
                 return Stored::Failed;
             }
         };
-        let flags = if report.symbolized { 0 } else { FLAG_UNSYMBOLIZED };
+        let flags = FLAG_JSON | if report.symbolized { 0 } else { FLAG_UNSYMBOLIZED };
         match self.spool.write_flagged(Kind::Crash, flags, &body) {
             Ok(id) => Stored::Entry(id),
             Err(e) => {

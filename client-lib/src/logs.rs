@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use lastword_spool::{Kind, Spool};
+use lastword_spool::{FLAG_JSON, Kind, Spool};
 
 use crate::report::{Breadcrumb, Context, LogBatch, Scope};
 use crate::upload::{DiagnosticLevel, Diagnostics, LossCounters};
@@ -248,7 +248,7 @@ fn write_batches(
         dropped_reported = dropped;
         match serde_json::to_vec(&body) {
             Ok(bytes) => {
-                if let Err(e) = spool.write(Kind::Log, &bytes) {
+                if let Err(e) = spool.write_flagged(Kind::Log, FLAG_JSON, &bytes) {
                     // Nothing else can be done with a log batch the spool refuses: count it.
                     losses.logs_dropped.fetch_add(body.records.len() as u64, Ordering::Relaxed);
                     let message = format!("could not store {} log records: {e}", body.records.len());
@@ -345,7 +345,7 @@ mod tests {
         pipe.record(Level::Debug, "t", "d1".into());
         assert!(pipe.flush(Duration::from_secs(5)));
         let claim = spool.claim().unwrap().expect("one log batch");
-        assert_eq!(claim.kind(), Kind::Log);
+        assert_eq!((claim.kind(), claim.flags()), (Kind::Log, FLAG_JSON), "a log batch is serde's JSON");
         let batch: LogBatch = serde_json::from_slice(claim.body()).unwrap();
         let messages: Vec<_> = batch.records.iter().map(|r| r.message.as_str()).collect();
         assert_eq!(messages, ["e1", "w1"]);

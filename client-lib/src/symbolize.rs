@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use lastword_spool::{Claim, FLAG_RAW_SIGNAL, FLAG_UNSYMBOLIZED, Kind};
+use lastword_spool::{Claim, FLAG_JSON, FLAG_RAW_SIGNAL, FLAG_UNSYMBOLIZED, Kind};
 
 use crate::config::{BeforeSend, BeforeSendEvent};
 use crate::crashloop::{Admit, CrashLoop, EVENTS_SUPPRESSED_COUNTER, SUPPRESSED_COUNTER};
@@ -961,7 +961,7 @@ pub(crate) fn prepare_with(
                 return Ok(Prepared::Skip("dropped by before_send_event".into()));
             }
             let body = serde_json::to_vec(&event).map_err(|e| e.to_string())?;
-            let _ = claim.rewrite(0, &body);
+            let _ = claim.rewrite(FLAG_JSON, &body);
             return Ok(Prepared::Send(body));
         } else if flags & FLAG_UNSYMBOLIZED != 0 {
             let mut report: CrashReport =
@@ -974,7 +974,7 @@ pub(crate) fn prepare_with(
         drop(symbolizer);
         let body = serde_json::to_vec(&report).map_err(|e| e.to_string())?;
         // Recorded: a resend sends this body as it is. On failure, see above.
-        let _ = claim.rewrite(0, &body);
+        let _ = claim.rewrite(FLAG_JSON, &body);
         Ok(Prepared::Send(body))
     })
 }

@@ -252,7 +252,7 @@ impl ClaimSides {
     fn spool_batch(&self, n: u64) -> Duration {
         let ready = self.spool.path().join("ready");
         for i in 0..n {
-            put_ready(&ready, kind_of(i), &self.body);
+            put_ready(&ready, kind_of(i), 0, &self.body);
         }
         settle_disk(self.dir.path());
         self.spool.rescan().expect("see the new entries");
@@ -268,7 +268,7 @@ impl ClaimSides {
     /// Durably written entries in the baseline's `ready/`, in name order (not timed).
     fn bare_fill(&self, n: u64) -> Vec<String> {
         let mut names: Vec<String> =
-            (0..n).map(|i| put_ready(&self.bare_ready, kind_of(i), &self.body).to_string()).collect();
+            (0..n).map(|i| put_ready(&self.bare_ready, kind_of(i), 0, &self.body).to_string()).collect();
         names.sort_unstable();
         settle_disk(self.dir.path());
         names
@@ -377,7 +377,7 @@ impl BigSpool {
         let ready = root.join("ready");
         let body = body(1 << 10);
         for i in 0..entries as u64 {
-            put_ready(&ready, kind_of(i), &body);
+            put_ready(&ready, kind_of(i), 0, &body);
         }
         settle_disk(&root);
         Self { _dir: dir, root, entries }

@@ -17,6 +17,10 @@ pub const FLAG_RAW_SIGNAL: u16 = 1;
 /// Header flag: the body is a crash report (JSON) whose frames are addresses still to be symbolized
 /// (a panic's raw capture, client-lib's REPORT.md).
 pub const FLAG_UNSYMBOLIZED: u16 = 2;
+/// Header flag (format 1.2): the body is one JSON value, as its writer's JSON serializer made it
+/// (client-lib's writers set it). The checksum vouches that it comes back unchanged, so an uploader
+/// may send it without parsing it again; one without the flag is checked before it is sent.
+pub const FLAG_JSON: u16 = 4;
 /// The longest entry file name: `9-<26>-<20 digits>.crash`.
 pub const NAME_MAX: usize = 1 + 1 + ID_TEXT_LEN + 1 + 20 + 1 + 5;
 const CRC_OFFSET: usize = 44;

@@ -47,7 +47,8 @@ mod spool;
 
 pub use claim::Claim;
 pub use entry::{
-    CorruptReason, EntryName, FLAG_RAW_SIGNAL, FLAG_UNSYMBOLIZED, FORMAT_VERSION, HEADER_LEN, Header, decode,
+    CorruptReason, EntryName, FLAG_JSON, FLAG_RAW_SIGNAL, FLAG_UNSYMBOLIZED, FORMAT_VERSION, HEADER_LEN,
+    Header, decode,
 };
 pub use error::{Result, SpoolError};
 pub use id::{EntryId, ParseIdError};

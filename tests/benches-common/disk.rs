@@ -62,10 +62,11 @@ impl BareWriter {
 }
 
 /// Writes a valid entry straight into `ready` (no temporary file, no fsync) and returns its name:
-/// byte for byte what `Spool::write` makes. Only for setting up, while nothing reads the directory.
-pub fn put_ready(ready: &Path, kind: Kind, body: &[u8]) -> EntryName {
+/// byte for byte what `Spool::write_flagged(kind, flags, body)` makes (lastword's own writers flag
+/// their JSON bodies `FLAG_JSON`). Only for setting up, while nothing reads the directory.
+pub fn put_ready(ready: &Path, kind: Kind, flags: u16, body: &[u8]) -> EntryName {
     let id = EntryId::generate();
-    let header = Header { kind, flags: 0, id, created_millis: id.millis(), body_len: body.len() as u64 };
+    let header = Header { kind, flags, id, created_millis: id.millis(), body_len: body.len() as u64 };
     let name = EntryName::new(kind, id, (HEADER_LEN + body.len()) as u64);
     let mut file = OpenOptions::new()
         .write(true)

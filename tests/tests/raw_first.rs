@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use lastword::report::CrashReport;
-use lastword::spool::{FLAG_UNSYMBOLIZED, Kind, Spool, SpoolOptions, SpoolView};
+use lastword::spool::{FLAG_JSON, FLAG_UNSYMBOLIZED, Kind, Spool, SpoolOptions, SpoolView};
 use lastword::upload::Prepared;
 
 const APP: &str = env!("CARGO_BIN_EXE_lastword-crash-app");
@@ -87,7 +87,11 @@ fn the_first_preparation_symbolizes_the_capture_and_records_it_in_the_entry() {
     let spool = Spool::open(&spool_dir, SpoolOptions::default()).unwrap();
     let mut claim = spool.claim().unwrap().expect("the crash, first in claim order");
     assert_eq!(claim.kind(), Kind::Crash);
-    assert_eq!(claim.flags(), FLAG_UNSYMBOLIZED, "stored as the raw capture");
+    assert_eq!(
+        claim.flags(),
+        FLAG_UNSYMBOLIZED | FLAG_JSON,
+        "stored as the raw capture, JSON as serde made it"
+    );
     let prepare = lastword::prepare_for_upload(&spool_dir);
     let Prepared::Send(body) = prepare(&mut claim).unwrap() else { panic!("a panic is sent") };
     let report: CrashReport = serde_json::from_slice(&body).unwrap();
@@ -98,7 +102,8 @@ fn the_first_preparation_symbolizes_the_capture_and_records_it_in_the_entry() {
         report.frames
     );
     claim.release().unwrap();
-    // A resend finds the prepared report in the entry: nothing is symbolized or decided again.
+    // A resend finds the prepared report in the entry: nothing is symbolized or decided again, and
+    // the body, serde's, goes unparsed.
     let again = spool.claim().unwrap().unwrap();
-    assert_eq!((again.flags(), again.body()), (0, &body[..]));
+    assert_eq!((again.flags(), again.body()), (FLAG_JSON, &body[..]));
 }

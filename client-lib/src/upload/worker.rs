@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use lastword_spool::{Claim, EntryId, Kind, Spool};
+use lastword_spool::{Claim, EntryId, FLAG_JSON, Kind, Spool};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::{Instant, sleep_until, timeout};
@@ -231,6 +231,11 @@ pub(crate) struct Worker {
     prefetched: Option<Losses>,
     /// [`Spool::quarantined_at_claim`] when this uploader started: those after it are its own.
     quarantined_at_claim: u64,
+    /// Check every body as JSON before it is sent, `FLAG_JSON` or not ([`prepare`]): set for the rest
+    /// of this uploader's life once a collector closed a connection because a message was not valid
+    /// (code 1007), so that the entry whose flag lied is quarantined when it is claimed again instead
+    /// of ending every connection it is sent on.
+    check_bodies: Arc<AtomicBool>,
 }
 
 impl Worker {
@@ -257,6 +262,7 @@ impl Worker {
             finish: None,
             lingering: 0,
             prefetched: None,
+            check_bodies: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -478,6 +484,15 @@ impl Worker {
                 Some(Ok(Message::Ping(_))) => pong = true,
                 Some(Ok(Message::Pong(_))) => {}
                 Some(Ok(Message::Close(frame))) => {
+                    if frame.as_ref().is_some_and(|f| f.code == CloseCode::Invalid)
+                        && !self.check_bodies.swap(true, Ordering::SeqCst)
+                    {
+                        self.diag(
+                            DiagnosticLevel::Warn,
+                            "the collector found a message that is not valid: every report body is checked \
+                             as JSON before it is sent from now on",
+                        );
+                    }
                     ended = Some(format!("the collector closed the connection: {frame:?}"));
                 }
                 Some(Ok(other)) => ended = Some(format!("unexpected message {other:?}")),
@@ -690,9 +705,11 @@ impl Worker {
         let progress = Arc::new(ClaimProgress::default());
         progress.credit().left = want;
         let shared = progress.clone();
+        let check = self.check_bodies.clone();
         let (parts_tx, parts) = unbounded_channel();
-        let handle =
-            tokio::task::spawn_blocking(move || claim_task(&spool, &config, &shared, bytes, &parts_tx));
+        let handle = tokio::task::spawn_blocking(move || {
+            claim_task(&spool, &config, &shared, &check, bytes, &parts_tx)
+        });
         ClaimTask { handle, progress, parts, received: 0 }
     }
 
@@ -849,6 +866,7 @@ fn claim_task(
     spool: &Spool,
     config: &UploaderConfig,
     shared: &ClaimProgress,
+    check_bodies: &AtomicBool,
     bytes: usize,
     parts: &UnboundedSender<Vec<Taken>>,
 ) -> Result<Claimed, String> {
@@ -904,7 +922,7 @@ fn claim_task(
         shared.busy.store(false, Ordering::SeqCst);
         match claimed {
             Ok(Some(mut claim)) => {
-                let prepared = prepare(config, &mut claim);
+                let prepared = prepare(config, &mut claim, check_bodies.load(Ordering::Relaxed));
                 claims.push(Taken { claim, prepared });
                 if claims.len() >= part_len {
                     part_len = (part_len * 2).min(CLAIM_PART);
@@ -1001,21 +1019,30 @@ enum Encoded {
 /// The report message for a claim, made by the prepare hook (which may rewrite the claimed entry:
 /// it runs on the blocking pool); `Err` when it cannot be sent (it is quarantined with the reason).
 /// The collector's size limit is checked at the send, where it is known.
-fn prepare(config: &UploaderConfig, claim: &mut Claim) -> Result<Encoded, String> {
+///
+/// The body is checked as one JSON value unless the entry is sent as it was written and its writer
+/// flagged it `FLAG_JSON` (its checksum verified by the claim), or `check_all` says not to trust that
+/// flag any more. A body a prepare hook made is always checked.
+fn prepare(config: &UploaderConfig, claim: &mut Claim, check_all: bool) -> Result<Encoded, String> {
     let prepared;
-    let body = match &config.prepare {
+    let (body, as_written) = match &config.prepare {
         Some(prepare) => match prepare(claim)? {
             Prepared::Send(body) => {
                 prepared = body;
-                prepared.as_slice()
+                (prepared.as_slice(), false)
             }
-            Prepared::AsIs => claim.body(),
+            Prepared::AsIs => (claim.body(), true),
             Prepared::Skip(reason) => return Ok(Encoded::Skip(reason)),
         },
-        None => claim.body(),
+        None => (claim.body(), true),
     };
-    let text = ClientMessage::report_json(claim.id(), claim.kind(), claim.created_millis(), body)
-        .map_err(|e| e.to_string())?;
+    let (id, kind, created) = (claim.id(), claim.kind(), claim.created_millis());
+    let text = if as_written && !check_all && claim.flags() & FLAG_JSON != 0 {
+        ClientMessage::report_json_of_json(id, kind, created, body)
+    } else {
+        ClientMessage::report_json(id, kind, created, body)
+    }
+    .map_err(|e| e.to_string())?;
     // The message holds the body now: the claim's copy goes while it is hot, on the thread that
     // read it, instead of being carried until the answer.
     drop(claim.take_body());
@@ -1038,6 +1065,47 @@ mod tests {
         (dir, spool, UploaderConfig::new(["ws://127.0.0.1:1/ingest"], "test"))
     }
 
+    /// A body its writer flagged `FLAG_JSON` is sent without a parse; every other body, and every
+    /// body once the uploader checks them all, is parsed, and one that is not JSON is not sent.
+    #[test]
+    fn only_a_body_flagged_json_goes_unparsed_and_only_until_every_body_is_checked() {
+        let (_dir, spool, config) = spool_of(0);
+        // (flags, body, check every body, whether it may be sent). Each is prepared once: preparing
+        // drops the claim's body.
+        let cases: [(u16, &[u8], bool, bool); 5] = [
+            // Trusted: the flag's promise is the writer's, and this one broke it.
+            (FLAG_JSON, br#"{"cut":"#, false, true),
+            (FLAG_JSON, br#"{"cut":"#, true, false),
+            (0, br#"{"cut":"#, false, false),
+            (FLAG_JSON, br#"{"message":"m"}"#, false, true),
+            (FLAG_JSON, br#"{"message":"m"}"#, true, true),
+        ];
+        let ids: Vec<EntryId> = cases
+            .iter()
+            .map(|(flags, body, ..)| spool.write_flagged(Kind::Log, *flags, body).unwrap())
+            .collect();
+        let mut claims = HashMap::new();
+        while let Some(claim) = spool.claim().unwrap() {
+            claims.insert(claim.id(), claim);
+        }
+        for (i, (id, (_, body, check_all, sendable))) in ids.iter().zip(cases).enumerate() {
+            let prepared = prepare(&config, claims.get_mut(id).unwrap(), check_all);
+            let text = match prepared {
+                Ok(Encoded::Text(text)) => Some(text.as_str().to_owned()),
+                Ok(Encoded::Skip(reason)) => panic!("case {i} skipped: {reason}"),
+                Err(reason) => {
+                    assert!(reason.contains("not JSON"), "case {i}: {reason}");
+                    None
+                }
+            };
+            assert_eq!(text.is_some(), sendable, "case {i}: {text:?}");
+            if let Some(text) = text {
+                let body = std::str::from_utf8(body).unwrap();
+                assert!(text.ends_with(&format!(r#""body":{body}}}"#)), "case {i}: {text}");
+            }
+        }
+    }
+
     /// A claim task out of credit waits for more (CLAIM_LINGER) instead of ending: what it took so
     /// far is handed on first, and credit added meanwhile lets the same task go on.
     #[test]
@@ -1048,7 +1116,9 @@ mod tests {
         let (parts_tx, mut parts) = unbounded_channel();
         let task = {
             let (spool, shared) = (spool.clone(), shared.clone());
-            std::thread::spawn(move || claim_task(&spool, &config, &shared, usize::MAX, &parts_tx))
+            std::thread::spawn(move || {
+                claim_task(&spool, &config, &shared, &AtomicBool::new(false), usize::MAX, &parts_tx)
+            })
         };
         // The two it may take arrive while it waits, not at its end.
         let first = parts.blocking_recv().expect("the first part, handed on before waiting");
@@ -1081,7 +1151,8 @@ mod tests {
         let shared = ClaimProgress::default();
         shared.credit().left = usize::MAX;
         let (parts_tx, mut parts) = unbounded_channel();
-        let claimed = claim_task(&spool, &config, &shared, usize::MAX, &parts_tx).unwrap();
+        let claimed =
+            claim_task(&spool, &config, &shared, &AtomicBool::new(false), usize::MAX, &parts_tx).unwrap();
         let mut sizes = Vec::new();
         while let Ok(part) = parts.try_recv() {
             assert!(
@@ -1110,7 +1181,8 @@ mod tests {
         shared.credit().left = 1;
         let (parts_tx, mut parts) = unbounded_channel();
         let started = std::time::Instant::now();
-        let claimed = claim_task(&spool, &config, &shared, usize::MAX, &parts_tx).unwrap();
+        let claimed =
+            claim_task(&spool, &config, &shared, &AtomicBool::new(false), usize::MAX, &parts_tx).unwrap();
         assert!(started.elapsed() >= CLAIM_LINGER);
         assert_eq!(parts.try_recv().map(|p| p.len()).ok(), Some(1), "handed on before the wait");
         assert!(claimed.claims.is_empty());
