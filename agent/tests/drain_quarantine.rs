@@ -8,23 +8,8 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
-
-use common::{Collector, TOKEN, binary, stored_ids};
+use common::{Collector, sidecar_drain, stored_ids};
 use lastword_spool::{EntryState, FLAG_JSON, Kind, Spool, SpoolOptions, SpoolView};
-
-/// `lastword drain` of `spool_dir` to `collector`: its exit code and stderr.
-fn drain(spool_dir: &std::path::Path, collector: &Collector) -> (Option<i32>, String) {
-    let out = Command::new(binary())
-        .args(["drain", "--deadline", "60s", "--app", "drain-test", "--url", &collector.url])
-        .arg("--spool")
-        .arg(spool_dir)
-        .env("LASTWORD_TOKEN", TOKEN)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
-}
 
 #[test]
 fn drain_summary_counts_an_entry_the_spool_quarantined_at_claim() {
@@ -46,7 +31,7 @@ fn drain_summary_counts_an_entry_the_spool_quarantined_at_claim() {
 
     let store = dir.path().join("store");
     let collector = Collector::start(&store, &[]);
-    let (code, stderr) = drain(&spool_dir, &collector);
+    let (code, stderr) = sidecar_drain(&spool_dir, &collector, "drain-test", "60s");
     assert_eq!(code, Some(0), "{stderr}");
 
     let listed = SpoolView::open(&spool_dir).unwrap().list().unwrap();
@@ -78,7 +63,7 @@ fn a_body_whose_json_flag_lies_costs_one_connection_and_is_quarantined_with_the_
 
     let store = dir.path().join("store");
     let collector = Collector::start(&store, &[]);
-    let (code, stderr) = drain(&spool_dir, &collector);
+    let (code, stderr) = sidecar_drain(&spool_dir, &collector, "drain-test", "60s");
     assert_eq!(code, Some(0), "the drain ends, everything settled: {stderr}");
     assert!(
         stderr.contains("every report body is checked"),

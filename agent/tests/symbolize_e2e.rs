@@ -11,10 +11,10 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Collector, STEP, TOKEN, assert_store_consistent, binary, db};
+use common::{Collector, STEP, assert_store_consistent, binary, db, sidecar_drain};
 use lastword_tests::builds::{Variant, app, debug_file};
 use lastword_tests::postgres::TempPostgres;
 use serde_json::Value;
@@ -33,15 +33,8 @@ fn crash(binary: &Path, case: &str, spool: &Path) {
 
 /// Delivers `spool` to `collector` with the sidecar, as a deployment would.
 fn drain(spool: &Path, collector: &Collector) {
-    let out = Command::new(binary())
-        .args(["drain", "--deadline", "30s", "--app", "crash-app", "--url", &collector.url])
-        .arg("--spool")
-        .arg(spool)
-        .env("LASTWORD_TOKEN", TOKEN)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let (code, stderr) = sidecar_drain(spool, collector, "crash-app", "30s");
+    assert_eq!(code, Some(0), "{stderr}");
 }
 
 /// The stored crash reports: (id, fingerprint, body), oldest first.

@@ -250,6 +250,25 @@ pub fn binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_lastword"))
 }
 
+/// `lastword drain --deadline DEADLINE --app APP --spool SPOOL` to `collector` with [`TOKEN`], as a
+/// deployment runs the sidecar: its exit code and stderr.
+pub fn sidecar_drain(
+    spool: &Path,
+    collector: &Collector,
+    app: &str,
+    deadline: &str,
+) -> (Option<i32>, String) {
+    let out = Command::new(binary())
+        .args(["drain", "--deadline", deadline, "--app", app, "--url", &collector.url])
+        .arg("--spool")
+        .arg(spool)
+        .env("LASTWORD_TOKEN", TOKEN)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
 impl Collector {
     /// Starts `lastword collect --listen 127.0.0.1:0 --store dir` with `extra` arguments and the tokens
     /// in LASTWORD_TOKENS, and waits for its listening line.
