@@ -6,7 +6,7 @@
 //! `TMPDIR=/dev/shm` puts the spool and the store on a tmpfs, where unlinks issue no discard;
 //! `LASTWORD_DRAIN_CORES=shared|split|both` chooses the layouts; `LASTWORD_DRAIN_PROFILE=drain` runs
 //! one side alone, for a profiler, and prints how busy each CPU was and the CPU per thread name, the
-//! threads that ended before the end of a measurement, such as the spool side's ackers and the
+//! threads that ended before the end of a measurement, such as the spool side's claimer and ackers and the
 //! uploader's, counted together). It prints one table per layout at the end, then the idle sidecar's:
 //!
 //! ```text
@@ -169,7 +169,7 @@ fn main() {
             let process_after = process_cpu();
             // CPU per thread name over the measurement (setup included), of the threads alive at its
             // end: where the time went, beside what a profiler says. Threads that ended before
-            // (the spool-alone side's ackers, an uploader's runtime and blocking pool) are no
+            // (the spool-alone side's claimer and ackers, an uploader's runtime and blocking pool) are no
             // longer in /proc: what the process used beyond the living threads is theirs.
             let mut by_name: std::collections::BTreeMap<String, f64> = std::collections::BTreeMap::new();
             for (tid, (name, ticks)) in &after {
@@ -814,21 +814,28 @@ fn spool_alone(entries: usize, body: &[u8]) -> Took {
                 })
                 .expect("start an acker thread");
         }
-        let mut n = 0;
-        let mut batch = Vec::with_capacity(SPOOL_ACK_BATCH);
-        while let Some(claim) = spool.claim().expect("claim an entry") {
-            assert_eq!(claim.body().len(), body.len());
-            batch.push(claim);
-            n += 1;
-            if batch.len() == SPOOL_ACK_BATCH {
-                tx.send(std::mem::take(&mut batch)).expect("hand a batch to the ackers");
-            }
-        }
-        if !batch.is_empty() {
-            tx.send(batch).expect("hand a batch to the ackers");
-        }
-        drop(tx);
-        n
+        // Its own thread, named, so that a profile tells the claims from the setup.
+        let claimer = std::thread::Builder::new().name("spool-claimer".into());
+        let spool = &spool;
+        let claimer = claimer
+            .spawn_scoped(scope, move || {
+                let mut n = 0;
+                let mut batch = Vec::with_capacity(SPOOL_ACK_BATCH);
+                while let Some(claim) = spool.claim().expect("claim an entry") {
+                    assert_eq!(claim.body().len(), body.len());
+                    batch.push(claim);
+                    n += 1;
+                    if batch.len() == SPOOL_ACK_BATCH {
+                        tx.send(std::mem::take(&mut batch)).expect("hand a batch to the ackers");
+                    }
+                }
+                if !batch.is_empty() {
+                    tx.send(batch).expect("hand a batch to the ackers");
+                }
+                n
+            })
+            .expect("start the claiming thread");
+        claimer.join().expect("the claiming thread does not panic")
     });
     let took = span.end(None);
     assert_eq!(n, entries, "every entry claimed once");
