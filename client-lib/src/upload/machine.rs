@@ -24,6 +24,12 @@
 //!   found it empty. A spool error is never such a look.
 
 use std::collections::{HashMap, HashSet};
+
+/// A map keyed by entry id. foldhash's seeded hash, not SipHash: a drain looks an id up several
+/// times per entry, and the keys are ids this process claimed (an answer's id only looks one up).
+pub type IdMap<V> = HashMap<EntryId, V, foldhash::fast::RandomState>;
+/// A set of entry ids, hashed as [`IdMap`].
+pub type IdSet = HashSet<EntryId, foldhash::fast::RandomState>;
 use std::time::{Duration, Instant};
 
 use lastword_spool::EntryId;
@@ -338,16 +344,16 @@ pub(crate) struct Machine<C> {
     reported: Losses,
     losses: Losses,
     // --- what is held
-    in_flight: HashMap<EntryId, C>,
+    in_flight: IdMap<C>,
     held_bytes: usize,
     /// Claims handed to [`Action::Send`]: (count, bytes, any crash).
     sending: Option<(usize, usize, bool)>,
-    settling: HashMap<EntryId, Settled>,
+    settling: IdMap<Settled>,
     /// Every entry claimed to be sent and neither delivered, skipped, quarantined nor deferred yet
     /// (claims given back unsent are not counted).
-    outstanding: HashSet<EntryId>,
+    outstanding: IdSet,
     /// Entries answered `retry_later` and put back, not claimed again since.
-    deferred: HashSet<EntryId>,
+    deferred: IdSet,
     counts: Counts,
 }
 
@@ -386,12 +392,12 @@ impl<C: Held> Machine<C> {
             pause_until: None,
             reported: Losses::default(),
             losses: Losses::default(),
-            in_flight: HashMap::new(),
+            in_flight: IdMap::default(),
             held_bytes: 0,
             sending: None,
-            settling: HashMap::new(),
-            outstanding: HashSet::new(),
-            deferred: HashSet::new(),
+            settling: IdMap::default(),
+            outstanding: IdSet::default(),
+            deferred: IdSet::default(),
             counts: Counts::default(),
             s,
         };
@@ -406,12 +412,12 @@ impl<C: Held> Machine<C> {
     }
 
     /// The entries claimed and not settled (nor deferred).
-    pub fn outstanding(&self) -> &HashSet<EntryId> {
+    pub fn outstanding(&self) -> &IdSet {
         &self.outstanding
     }
 
     /// The entries answered `retry_later`, back in `ready/`, and not claimed again.
-    pub fn deferred(&self) -> &HashSet<EntryId> {
+    pub fn deferred(&self) -> &IdSet {
         &self.deferred
     }
 

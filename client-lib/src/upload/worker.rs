@@ -839,8 +839,8 @@ impl Worker {
     /// since by another agent on the same spool. Only those still waiting in the spool count.
     async fn forget_delivered_by_others(
         &self,
-        outstanding: &mut std::collections::HashSet<EntryId>,
-        deferred: &mut std::collections::HashSet<EntryId>,
+        outstanding: &mut super::machine::IdSet,
+        deferred: &mut super::machine::IdSet,
     ) {
         if outstanding.is_empty() && deferred.is_empty() {
             return;
